@@ -1,0 +1,11 @@
+"""Publish/subscribe and request/reply between Tallylight processes.
+
+`open_bus(url)` picks the implementation by URL scheme: `memory://` (one process) or `redis://`.
+Every implementation carries the same encoded bytes, so the in-memory bus catches wire bugs too.
+"""
+
+from bus.bus import Bus, BusError, BusTimeout, Subscription
+from bus.factory import open_bus
+from bus.message import Message
+
+__all__ = ["Bus", "BusError", "BusTimeout", "Message", "Subscription", "open_bus"]

@@ -1,0 +1,100 @@
+"""The bus interface. Implementations provide raw publish/subscribe; request/reply is built on it here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from bus.message import Message
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], Awaitable[dict[str, Any]]]
+
+
+class BusError(Exception):
+    """The bus could not carry a message."""
+
+
+class BusTimeout(BusError):
+    """Nobody answered a request in time."""
+
+
+class Subscription(ABC):
+    """Messages on one or more topics, in order, until closed."""
+
+    @abstractmethod
+    async def get(self) -> Message: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self.get()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Bus(ABC):
+    """Publish/subscribe plus request/reply between processes."""
+
+    def __init__(self) -> None:
+        self._responders: set[asyncio.Task[None]] = set()
+
+    @abstractmethod
+    async def publish(self, message: Message) -> None: ...
+
+    @abstractmethod
+    async def subscribe(self, *topics: str) -> Subscription:
+        """Subscribe before anything relies on delivery: messages published earlier are not replayed."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise BusError when the bus cannot carry messages."""
+
+    async def request(self, topic: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        reply_to = f"_reply.{uuid.uuid4().hex}"
+        async with await self.subscribe(reply_to) as replies:
+            await self.publish(Message(topic, payload, reply_to=reply_to))
+            try:
+                async with asyncio.timeout(timeout):
+                    answer = await replies.get()
+            except TimeoutError:
+                raise BusTimeout(f"no answer on {topic!r} within {timeout} s") from None
+        return answer.payload
+
+    async def serve(self, topic: str, handler: Handler) -> None:
+        """Answer requests on `topic` with `handler` until the bus closes."""
+        subscription = await self.subscribe(topic)
+        task = asyncio.create_task(self._respond(subscription, handler), name=f"bus-serve:{topic}")
+        self._responders.add(task)
+        task.add_done_callback(self._responders.discard)
+
+    async def _respond(self, subscription: Subscription, handler: Handler) -> None:
+        async with subscription:
+            async for message in subscription:
+                if message.reply_to is None:
+                    continue
+                try:
+                    answer = await handler(message)
+                except Exception as exc:  # a failing handler answers with an error, it does not stop serving
+                    log.exception("bus handler for %s failed", message.topic)
+                    answer = {"error": type(exc).__name__}
+                await self.publish(Message(message.reply_to, answer))
+
+    async def close(self) -> None:
+        for task in list(self._responders):
+            task.cancel()
+        await asyncio.gather(*self._responders, return_exceptions=True)

@@ -1,0 +1,33 @@
+"""The one message type on the bus and its wire codec."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A topic and a JSON object; `reply_to` is set on requests."""
+
+    topic: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    reply_to: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.topic or not isinstance(self.topic, str):
+            raise ValueError("a message needs a topic")
+        if not isinstance(self.payload, dict):
+            raise TypeError("a message payload is a JSON object")
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"t": self.topic, "p": self.payload}
+        if self.reply_to:
+            body["r"] = self.reply_to
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> Message:
+        body = json.loads(data)
+        return cls(topic=body["t"], payload=body["p"], reply_to=body.get("r"))

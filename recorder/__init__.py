@@ -1,0 +1,1 @@
+"""Tallylight recorder (grows with the media issues)."""

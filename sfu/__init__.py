@@ -1,0 +1,1 @@
+"""Tallylight sfu (grows with the media issues)."""

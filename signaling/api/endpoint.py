@@ -1,0 +1,150 @@
+"""Endpoints are declared once: method, path, who may call, body and response models.
+
+The declaration drives the route, access enforcement, JSON body parsing and validation, and the
+OpenAPI document, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from signaling.accounts.service import AccountService
+from signaling.auth.roles import Principal, Role
+from signaling.errors import BadRequest, Forbidden, Invalid, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+
+B = TypeVar("B", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call an endpoint. `min_role` None means anyone, signed in or not."""
+
+    min_role: Role | None
+    note: str = ""
+
+    def describe(self) -> str:
+        who = "anyone" if self.min_role is None else f"{self.min_role.label} or above"
+        return f"{who}; {self.note}" if self.note else who
+
+
+ANYONE = Access(None)
+SIGNED_IN = Access(Role.VIEWER)
+
+
+@dataclass(slots=True)
+class Call(Generic[B]):
+    request: web.Request
+    principal: Principal | None
+    body: B
+
+    @property
+    def user(self) -> Principal:
+        assert self.principal is not None, "only for endpoints that require sign-in"
+        return self.principal
+
+
+Handler = Callable[[Call[Any]], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access
+    tag: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
+    raw_body: str | None = None  # a non-JSON request content type (application/sdp ...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("use 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+async def read_json(request: web.Request, model: type[B]) -> B:
+    content_type = request.content_type
+    if content_type != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body is larger than {request.app['max_body_bytes']} bytes") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Invalid("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid("the body does not match the schema", errors=field_errors(exc)) from None
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(part) for part in error["loc"]) or "body", "message": error["msg"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+class Authenticator:
+    def __init__(self, accounts: AccountService) -> None:
+        self._accounts = accounts
+
+    async def principal(self, request: web.Request) -> Principal | None:
+        token = bearer_token(request)
+        return None if token is None else await self._accounts.authenticate(token)
+
+
+def route(endpoint: Endpoint, authenticator: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler for a declared endpoint: access check, body parsing, then the handler."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal = await authenticator.principal(request)
+        minimum = endpoint.access.min_role
+        if minimum is not None:
+            if principal is None:
+                raise Unauthorized("sign in first", headers={"WWW-Authenticate": "Bearer"})
+            if not principal.at_least(minimum):
+                raise Forbidden(f"this needs the {minimum.label} role")
+        body: Any = await read_json(request, endpoint.body) if endpoint.body is not None else None
+        return await endpoint.handler(Call(request, principal, body))
+
+    handle.__name__ = getattr(endpoint.handler, "__name__", "endpoint")
+    return handle
+
+
+def json_response(model: BaseModel | None, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    if model is None:
+        return web.Response(status=status, headers=headers)
+    return web.Response(
+        status=status, body=model.model_dump_json().encode(), content_type="application/json", headers=headers
+    )
+
+
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not (low <= int(raw) <= high):
+        raise Invalid(f"{name} must be a whole number from {low} to {high}", errors=[{"field": name, "message": "out of range"}])
+    return int(raw)

@@ -1,0 +1,218 @@
+"""Request and response bodies. Requests are strict: unknown fields, wrong types and odd text are 422."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from signaling.accounts.names import username_problem
+from signaling.auth.roles import ROLE_LABELS
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
+# Characters that reorder or hide text (bidi overrides, zero-width) are refused in names and titles.
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
+def _no_controls(value: str, *, multiline: bool) -> str:
+    value = unicodedata.normalize("NFC", value)
+    for char in value:
+        if multiline and char in "\n\t":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs", "Co", "Cn") or char in _INVISIBLE:
+            raise ValueError("must not contain control or invisible characters")
+    return value
+
+
+def _line(value: str) -> str:
+    return _no_controls(value, multiline=False).strip()
+
+
+def _text(value: str) -> str:
+    return _no_controls(value, multiline=True).strip()
+
+
+def _lower_ascii(value: object) -> object:
+    return value.lower() if isinstance(value, str) and value.isascii() else value
+
+
+def _username(value: str) -> str:
+    problem = username_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _email(value: str) -> str:
+    value = _line(value)
+    if not EMAIL_RE.match(value):
+        raise ValueError("not an email address")
+    return value.lower()
+
+
+def _password(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _avatar(value: str) -> str:
+    value = _line(value)
+    if value and not re.match(r"^https?://[^\s<>\"']+$", value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _tags(values: list[str]) -> list[str]:
+    seen: list[str] = []
+    for tag in values:
+        if not TAG_RE.match(tag):
+            raise ValueError("tags are 1 to 24 lowercase letters, digits and dashes")
+        if tag not in seen:
+            seen.append(tag)
+    return seen
+
+
+Username = Annotated[str, BeforeValidator(_lower_ascii), Field(min_length=1, max_length=64), AfterValidator(_username)]
+Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
+Password = Annotated[str, Field(min_length=8, max_length=256), AfterValidator(_password)]
+Line = Annotated[str, AfterValidator(_line)]
+Text = Annotated[str, AfterValidator(_text)]
+RoleLabel = Literal["viewer", "broadcaster", "moderator", "admin"]
+assert set(RoleLabel.__args__) == set(ROLE_LABELS)  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=10_000)
+
+
+# Requests
+
+
+class RegisterIn(Strict):
+    username: Username
+    email: Email
+    password: Password
+
+
+class LoginIn(Strict):
+    username: Annotated[str, Field(min_length=1, max_length=254), BeforeValidator(_lower_ascii)] = Field(
+        description="Username or email address."
+    )
+    password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RefreshIn(Strict):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ProfileIn(Strict):
+    display_name: Annotated[Line, Field(max_length=64)] | None = None
+    bio: Annotated[Text, Field(max_length=500)] | None = None
+    email: Email | None = None
+    current_password: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    new_password: Password | None = None
+
+
+class ChannelIn(Strict):
+    title: Annotated[Line, Field(max_length=140)] | None = None
+    description: Annotated[Text, Field(max_length=2000)] | None = None
+    tags: Annotated[list[Annotated[str, BeforeValidator(_lower_ascii)]], Field(max_length=10), AfterValidator(_tags)] | None = None
+    avatar_url: Annotated[str, Field(max_length=512), AfterValidator(_avatar)] | None = None
+
+
+class RoleIn(Strict):
+    role: RoleLabel
+
+
+# Responses
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    bio: str
+    role: RoleLabel
+    created_at: datetime
+    email: str | None = Field(default=None, description="Only shown to the user and to admins.")
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class ChannelUrls(BaseModel):
+    watch: str
+    whep: str
+    hls: str
+
+
+class ChannelOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    tags: list[str]
+    avatar_url: str
+    is_live: bool
+    live_since: datetime | None
+    viewer_count: int
+    followers: int
+    following: bool | None = Field(description="Whether the caller follows it; null when anonymous.")
+    owner: str
+    display_name: str
+    urls: ChannelUrls
+
+
+class ChannelListOut(BaseModel):
+    items: list[ChannelOut]
+    next_cursor: str | None
+
+
+class FollowOut(BaseModel):
+    channel: str
+    following: bool
+    followers: int
+
+
+class StreamKeyOut(BaseModel):
+    key: str | None = Field(description="The key itself: present only right after it was created.")
+    hint: str
+    created_at: datetime | None
+    whip_url: str
+
+
+class UserListOut(BaseModel):
+    items: list[UserOut]
+
+
+class ProviderOut(BaseModel):
+    name: str
+    display_name: str
+    login_url: str
+
+
+class ProviderListOut(BaseModel):
+    items: list[ProviderOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, object]] | None = None

@@ -1,0 +1,122 @@
+"""The composition root: builds the object graph for one signaling process from its settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from bus import Bus, open_bus
+from signaling.accounts.service import AccountService
+from signaling.api.auth_api import AuthApi
+from signaling.api.channels_api import ChannelsApi
+from signaling.api.endpoint import Authenticator, Endpoint, route
+from signaling.api.me_api import MeApi
+from signaling.api.metrics import HttpMetrics
+from signaling.api.oidc_api import OidcApi
+from signaling.api.openapi import build_openapi
+from signaling.api.ops_api import OpsApi
+from signaling.api.problems import problems_middleware
+from signaling.api.users_api import UsersApi
+from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
+from signaling.auth.oidc import FlowSealer, OidcProviders
+from signaling.auth.passwords import Passwords
+from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
+from signaling.auth.roles import Role
+from signaling.channels.service import ChannelService
+from signaling.db.database import Database
+from signaling.migrations.runner import upgrade
+from signaling.settings import Settings
+from signaling.web_pages import add_web_routes, security_headers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What one process holds; tests reach in through `app[SERVICES]`."""
+
+    settings: Settings
+    db: Database
+    bus: Bus
+    limiter: RateLimiter
+    accounts: AccountService
+    channels: ChannelService
+    oidc: OidcProviders
+    metrics: HttpMetrics
+    endpoints: list[Endpoint]
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def _version() -> str:
+    try:
+        return version("tallylight")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
+    """The aiohttp application for `settings`.
+
+    Objects are built here; none of them connects before first use. Startup applies migrations,
+    cleanup closes every resource (in reverse order of need).
+    """
+    metrics = HttpMetrics(CollectorRegistry())
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[metrics.middleware, problems_middleware, security_headers],
+    )
+    app["max_body_bytes"] = settings.max_body_bytes
+    db = Database(settings.resolved_database_url)
+    bus = open_bus(settings.bus_url)
+    limiter = open_rate_limiter(settings.bus_url, clock)
+    oidc = OidcProviders(settings.oidc_providers, settings.resolved_public_url)
+    secret = load_or_create_secret(settings.jwt_secret, settings.data_dir)
+    accounts = AccountService(
+        db,
+        Passwords(settings.argon2_time_cost, settings.argon2_memory_cost),
+        AccessTokens(secret, settings.access_token_ttl, clock),
+        settings.refresh_token_ttl,
+        Role.parse(settings.default_role),
+        clock,
+    )
+    channels = ChannelService(db, clock)
+
+    endpoints: list[Endpoint] = []
+    apis = [
+        AuthApi(accounts, limiter, settings),
+        OidcApi(oidc, FlowSealer(secret, clock), accounts, secure=settings.resolved_public_url.startswith("https")),
+        MeApi(accounts, channels, limiter, settings),
+        ChannelsApi(channels, settings),
+        UsersApi(accounts),
+        OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
+    ]
+    for api in apis:
+        endpoints.extend(api.endpoints())
+    authenticator = Authenticator(accounts)
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
+    add_web_routes(app, settings.web_root)
+    app[SERVICES] = Services(settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        try:
+            if settings.auto_migrate:
+                await upgrade(db.engine)
+            log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
+            yield
+        finally:
+            await oidc.close()
+            await limiter.close()
+            await bus.close()
+            await db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

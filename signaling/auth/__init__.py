@@ -1,0 +1,1 @@
+"""Who is calling: passwords, tokens, stream keys, roles, rate limits and OpenID Connect sign-in."""

@@ -1,0 +1,1 @@
+"""Channels: one per user, their directory, follows and stream keys."""

@@ -1,0 +1,80 @@
+"""The `tally` command: serve, migrate, and a little administration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from signaling.settings import Settings
+
+
+def _serve(settings: Settings) -> None:
+    from signaling.app import create_app
+
+    # web.run_app handles SIGINT and SIGTERM: it stops accepting, runs cleanup_ctx, and exits 0.
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None,
+                shutdown_timeout=10)
+
+
+async def _migrate(settings: Settings) -> None:
+    from signaling.db.database import Database
+    from signaling.migrations.runner import upgrade
+
+    db = Database(settings.resolved_database_url)
+    try:
+        await upgrade(db.engine)
+    finally:
+        await db.close()
+    print(f"database at {db.engine.url.render_as_string(hide_password=True)} is up to date")
+
+
+async def _set_role(settings: Settings, username: str, role: str) -> None:
+    from signaling.accounts.service import AccountService
+    from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
+    from signaling.auth.passwords import Passwords
+    from signaling.auth.roles import Role
+    from signaling.db.database import Database
+
+    db = Database(settings.resolved_database_url)
+    try:
+        accounts = AccountService(
+            db, Passwords(1, 8), AccessTokens(load_or_create_secret(settings.jwt_secret, settings.data_dir), 60),
+            60, Role.VIEWER,
+        )
+        user = await accounts.set_role(username, Role.parse(role))
+        print(f"{user.username} is now {user.role}")
+    finally:
+        await db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tally", description="Tallylight live streaming platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the platform (embedded mode: everything in one process)")
+    commands.add_parser("migrate", help="apply database migrations")
+    role = commands.add_parser("set-role", help="change a user's role")
+    role.add_argument("username")
+    role.add_argument("role", choices=["viewer", "broadcaster", "moderator", "admin"])
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        _serve(settings)
+    elif args.command == "migrate":
+        asyncio.run(_migrate(settings))
+    elif args.command == "set-role":
+        try:
+            asyncio.run(_set_role(settings, args.username, args.role))
+        except Exception as exc:  # an operator command: say what went wrong, no traceback
+            print(f"tally: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Settings, read from the environment (and an optional `.env` file) or given directly in tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, HttpUrl, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class OidcProviderSettings(BaseModel):
+    """One OpenID Connect provider users may sign in with."""
+
+    discovery_url: HttpUrl
+    client_id: str
+    client_secret: str
+    display_name: str | None = None
+    scope: str = "openid email profile"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Defaults are the embedded, one-process mode."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = Field(
+        default="", description="Base URL browsers reach this service at; derived from host/port when empty."
+    )
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    bus_url: str = "memory://"
+    storage_url: str = ""
+    web_root: Path = REPO_ROOT / "web"
+
+    jwt_secret: str = Field(default="", description="HS256 key; generated and kept under data_dir when empty.")
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    default_role: str = "broadcaster"
+
+    oidc_providers: Annotated[dict[str, OidcProviderSettings], NoDecode] = {}
+
+    max_body_bytes: int = 64 * 1024
+    trust_forwarded_for: bool = False
+    rate_login_per_minute: int = 10
+    rate_register_per_hour: int = 20
+    rate_stream_key_per_hour: int = 30
+
+    auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")
+    log_level: str = "INFO"
+
+    @field_validator("oidc_providers", mode="before")
+    @classmethod
+    def _parse_providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("default_role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        if value not in ("viewer", "broadcaster", "moderator", "admin"):
+            raise ValueError("default_role must be viewer, broadcaster, moderator or admin")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'tallylight.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.data_dir / 'media'}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
