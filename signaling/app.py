@@ -15,7 +15,7 @@ from bus import Bus, open_bus
 from signaling.accounts.service import AccountService
 from signaling.api.auth_api import AuthApi
 from signaling.api.channels_api import ChannelsApi
-from signaling.api.endpoint import Authenticator, Endpoint, route
+from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.api.metrics import HttpMetrics
 from signaling.api.oidc_api import OidcApi
@@ -73,7 +73,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         client_max_size=settings.max_body_bytes,
         middlewares=[metrics.middleware, problems_middleware, security_headers],
     )
-    app["max_body_bytes"] = settings.max_body_bytes
+    app[MAX_BODY] = settings.max_body_bytes
     db = Database(settings.resolved_database_url)
     bus = open_bus(settings.bus_url)
     limiter = open_rate_limiter(settings.bus_url, clock)

@@ -19,6 +19,7 @@ from signaling.auth.roles import Principal, Role
 from signaling.errors import BadRequest, Forbidden, Invalid, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 
 B = TypeVar("B", bound=BaseModel)
+MAX_BODY = web.AppKey("max_body_bytes", int)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ def bearer_token(request: web.Request) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("use 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("use 'Authorization: Bearer <token>'")
     return token.strip()
 
 
@@ -86,7 +87,7 @@ async def read_json(request: web.Request, model: type[B]) -> B:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the body is larger than {request.app['max_body_bytes']} bytes") from None
+        raise PayloadTooLarge(f"the body is larger than {request.app[MAX_BODY]} bytes") from None
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -123,7 +124,7 @@ def route(endpoint: Endpoint, authenticator: Authenticator) -> Callable[[web.Req
         minimum = endpoint.access.min_role
         if minimum is not None:
             if principal is None:
-                raise Unauthorized("sign in first", headers={"WWW-Authenticate": "Bearer"})
+                raise Unauthorized("sign in first")
             if not principal.at_least(minimum):
                 raise Forbidden(f"this needs the {minimum.label} role")
         body: Any = await read_json(request, endpoint.body) if endpoint.body is not None else None

@@ -25,6 +25,8 @@ def problem_response(error: AppError) -> web.Response:
     headers = dict(error.headers)
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
+    if error.status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="tallylight"')  # RFC 6750 section 3
     return web.json_response(body, status=error.status, headers=headers, content_type="application/problem+json")
 
 

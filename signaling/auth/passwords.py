@@ -10,7 +10,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 class Passwords:
     def __init__(self, time_cost: int, memory_cost: int) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost)
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
         # Verifying against this keeps the time of "no such user" equal to "wrong password".
         self._dummy = self._hasher.hash("not a real password")
 
