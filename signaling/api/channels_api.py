@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from signaling.api.endpoint import ANYONE, SIGNED_IN, Access, Call, Endpoint, int_query, json_response
+from signaling.api.endpoint import ANYONE, SIGNED_IN, Access, Call, Endpoint, int_query, json_response, name_param
 from signaling.api.presenters import channel_out
 from signaling.api.schemas import ChannelIn, ChannelListOut, ChannelOut, FollowOut
 from signaling.auth.roles import Role
@@ -39,13 +39,13 @@ class ChannelsApi:
         )
 
     async def show(self, call: Call[None]) -> web.StreamResponse:
-        view = await self._channels.get(call.request.match_info["name"], call.principal)
+        view = await self._channels.get(name_param(call.request, "name"), call.principal)
         return json_response(channel_out(view, self._base))
 
     async def update(self, call: Call[ChannelIn]) -> web.StreamResponse:
         b = call.body
         view = await self._channels.update(
-            call.request.match_info["name"],
+            name_param(call.request, "name"),
             call.user,
             title=b.title,
             description=b.description,
@@ -61,7 +61,7 @@ class ChannelsApi:
         return await self._follow(call, False)
 
     async def _follow(self, call: Call[None], follow: bool) -> web.StreamResponse:
-        view = await self._channels.follow(call.request.match_info["name"], call.user, follow)
+        view = await self._channels.follow(name_param(call.request, "name"), call.user, follow)
         return json_response(FollowOut(channel=view.channel.name, following=follow, followers=view.followers))
 
     def endpoints(self) -> list[Endpoint]:

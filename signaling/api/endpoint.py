@@ -14,9 +14,18 @@ from typing import Any, Generic, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from signaling.accounts.names import username_problem
 from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal, Role
-from signaling.errors import BadRequest, Forbidden, Invalid, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from signaling.errors import (
+    BadRequest,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 B = TypeVar("B", bound=BaseModel)
 MAX_BODY = web.AppKey("max_body_bytes", int)
@@ -140,6 +149,14 @@ def json_response(model: BaseModel | None, status: int = 200, headers: dict[str,
     return web.Response(
         status=status, body=model.model_dump_json().encode(), content_type="application/json", headers=headers
     )
+
+
+def name_param(request: web.Request, key: str) -> str:
+    """A channel or user name from the path; what cannot be a name is not found (and never reaches SQL)."""
+    name = request.match_info[key]
+    if username_problem(name) is not None:
+        raise NotFound(f"there is no {key} {name[:64]!r}")
+    return name
 
 
 def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:

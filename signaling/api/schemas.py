@@ -55,8 +55,9 @@ def _email(value: str) -> str:
 
 
 def _password(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    # Any printable text is a fine password (NIST SP 800-63B); control characters are typing accidents.
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise ValueError("must not contain control characters")
     return value
 
 
@@ -100,8 +101,8 @@ class RegisterIn(Strict):
 
 
 class LoginIn(Strict):
-    username: Annotated[str, Field(min_length=1, max_length=254), BeforeValidator(_lower_ascii)] = Field(
-        description="Username or email address."
+    username: Annotated[str, Field(min_length=1, max_length=254), BeforeValidator(_lower_ascii), AfterValidator(_line)] = (
+        Field(description="Username or email address.")
     )
     password: Annotated[str, Field(min_length=1, max_length=256)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from signaling.accounts.service import AccountService
-from signaling.api.endpoint import Access, Call, Endpoint, json_response
+from signaling.api.endpoint import Access, Call, Endpoint, json_response, name_param
 from signaling.api.presenters import user_out
 from signaling.api.schemas import RoleIn, UserListOut, UserOut
 from signaling.auth.roles import Role
@@ -23,7 +23,7 @@ class UsersApi:
 
     async def set_role(self, call: Call[RoleIn]) -> web.StreamResponse:
         user = await self._accounts.set_role(
-            call.request.match_info["username"], Role.parse(call.body.role), by=call.user
+            name_param(call.request, "username"), Role.parse(call.body.role), by=call.user
         )
         return json_response(user_out(user, private=True))
 

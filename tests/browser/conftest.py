@@ -1,0 +1,199 @@
+"""Browser tests: the real server as a subprocess, and headless Chromium (playwright's sync API).
+
+One server serves the whole session, on a fresh data directory; its first account (the admin) is made
+through the API here, so tests can run in any order with their own, unique users. Each browser is a
+persistent context on a fresh profile directory, closed at the end of the test that opened it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """The running service, with a tiny JSON client for setting up and checking state."""
+
+    url: str
+    admin: str
+    log: Path
+    _n: int = field(default=0)
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None
+
+    def unique_name(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}{self._n}_{secrets.token_hex(3)}"
+
+    def register(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        status, body = self.call(
+            "POST", "/api/auth/register", {"username": username, "email": f"{username}@example.com", "password": password}
+        )
+        assert status == 201, body
+        return dict(body)
+
+    def token(self, username: str, password: str = PASSWORD) -> str:
+        status, body = self.call("POST", "/api/auth/login", {"username": username, "password": password})
+        assert status == 200, body
+        return str(body["access_token"])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "JWT_SECRET": secrets.token_hex(32),
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST": "8",
+        "RATE_LOGIN_PER_MINUTE": "1000",
+        "PUBLIC_URL": "",
+    }
+    log = data_dir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"the server exited early:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"the server did not become ready:\n{log.read_text()}"
+            time.sleep(0.1)
+        running = Server(url, admin="boss", log=log)
+        assert running.register("boss")["role"] == "admin"  # the first account of a fresh database
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the server did not stop within 10 s of SIGTERM:\n{log.read_text()}")
+    assert code == 0, f"the server exited with {code} on SIGTERM:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@dataclass
+class Browser:
+    """One Chromium with its own profile; `page` is its first tab. Page errors are collected."""
+
+    context: BrowserContext
+    page: Page
+    errors: list[str]
+
+
+@pytest.fixture
+def open_browser(
+    playwright: Playwright, server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], Browser]]:
+    """Open a fresh Chromium; every one opened is closed after the test, and must have logged no errors.
+
+    Failed requests (a 401 or 409 the page handles) show as console errors too; those are expected.
+    Anything else, an uncaught exception or a Content-Security-Policy violation, fails the test.
+    """
+    opened: list[Browser] = []
+
+    def open_() -> Browser:
+        profile = tmp_path_factory.mktemp("chromium")
+        env = {
+            **os.environ,
+            "HOME": str(profile),
+            "XDG_CONFIG_HOME": str(profile / "config"),
+            "XDG_CACHE_HOME": str(profile / "cache"),
+            "XDG_RUNTIME_DIR": str(profile / "run"),
+        }
+        (profile / "run").mkdir(mode=0o700)
+        context = playwright.chromium.launch_persistent_context(
+            str(profile / "data"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            env=env,
+            base_url=server.url,
+            viewport={"width": 1200, "height": 850},
+        )
+        context.set_default_timeout(10_000)
+        errors: list[str] = []
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error" and "Failed to load resource" not in message.text:
+                errors.append(f"console: {message.text}")
+
+        context.on("console", on_console)
+        context.on("weberror", lambda error: errors.append(f"uncaught: {error.error}"))
+        page = context.pages[0] if context.pages else context.new_page()
+        browser = Browser(context, page, errors)
+        opened.append(browser)
+        return browser
+
+    yield open_
+    problems = [e for b in opened for e in b.errors]
+    for browser in opened:
+        browser.context.close()
+    assert not problems, "the pages logged errors:\n" + "\n".join(problems)

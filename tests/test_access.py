@@ -1,0 +1,94 @@
+"""Who may call what: every endpoint against anonymous and each role.
+
+The table here is written independently of the endpoint declarations; the test fails when an endpoint
+exists that the table does not name, so a new endpoint cannot ship without stating its audience.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import Api
+
+ROLES = ["viewer", "broadcaster", "moderator", "admin"]
+ANYONE = {"anonymous", *ROLES}
+SIGNED_IN = set(ROLES)
+BROADCASTER_UP = {"broadcaster", "moderator", "admin"}
+ADMIN = {"admin"}
+
+# (method, route template) -> who may call it
+TABLE: dict[tuple[str, str], set[str]] = {
+    ("POST", "/api/auth/register"): ANYONE,
+    ("POST", "/api/auth/login"): ANYONE,
+    ("POST", "/api/auth/refresh"): ANYONE,
+    ("POST", "/api/auth/logout"): ANYONE,
+    ("GET", "/api/auth/providers"): ANYONE,
+    ("GET", "/api/auth/oidc/{provider}/login"): ANYONE,
+    ("GET", "/api/auth/oidc/{provider}/callback"): ANYONE,
+    ("GET", "/api/me"): SIGNED_IN,
+    ("PATCH", "/api/me"): SIGNED_IN,
+    ("GET", "/api/me/stream-key"): BROADCASTER_UP,
+    ("POST", "/api/me/stream-key"): BROADCASTER_UP,
+    ("GET", "/api/me/following"): SIGNED_IN,
+    ("GET", "/api/channels"): ANYONE,
+    ("GET", "/api/channels/{name}"): ANYONE,
+    ("PATCH", "/api/channels/{name}"): BROADCASTER_UP,  # and then only the owner, or an admin
+    ("PUT", "/api/channels/{name}/follow"): SIGNED_IN,
+    ("DELETE", "/api/channels/{name}/follow"): SIGNED_IN,
+    ("GET", "/api/users"): ADMIN,
+    ("PUT", "/api/users/{username}/role"): ADMIN,
+    ("GET", "/healthz"): ANYONE,
+    ("GET", "/readyz"): ANYONE,
+    ("GET", "/metrics"): ANYONE,
+    ("GET", "/api/openapi.json"): ANYONE,
+}
+
+
+def test_the_table_names_every_endpoint(tmp_path: Any) -> None:
+    from conftest import make_settings
+    from signaling.app import SERVICES, create_app
+
+    app = create_app(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/t.db"))
+    declared = {(e.method, e.path) for e in app[SERVICES].endpoints}
+    assert declared == set(TABLE), f"missing from the table: {declared - set(TABLE)}; stale: {set(TABLE) - declared}"
+
+
+async def _request(api: Api, method: str, template: str, me: str, other: str, token: str | None) -> int:
+    path = template.format(name=me, provider="nope", username=other)
+    body: Any = None
+    if template.startswith("/api/auth/") and method == "POST":
+        body = {
+            "register": {"username": f"n{abs(hash((me, token))) % 10**8}", "email": f"{me}+{abs(hash(str(token))) % 10**8}@example.com", "password": "correct horse"},
+            "login": {"username": me, "password": "correct horse"},
+        }.get(template.rsplit("/", 1)[1], {"refresh_token": "tlrt_unknown"})
+    elif (method, template) == ("PATCH", "/api/me"):
+        body = {"bio": "hi"}
+    elif (method, template) == ("PATCH", "/api/channels/{name}"):
+        body = {"title": "t"}
+    elif template.endswith("/role"):
+        body = {"role": "broadcaster"}
+    elif template.endswith("/follow"):
+        path = template.format(name=other)
+    status, _, _ = await api.call(method, path, body, token)
+    return status
+
+
+@pytest.mark.parametrize("caller", ["anonymous", *ROLES])
+async def test_every_endpoint_against_every_role(api: Api, caller: str) -> None:
+    await api.register("first_admin")  # takes the admin seat of the fresh installation
+    other, _ = await api.user()
+    if caller == "anonymous":
+        me, token = other, None
+    else:
+        me, token = await api.user(caller)
+    for (method, template), allowed in TABLE.items():
+        status = await _request(api, method, template, me, other, token)
+        if caller in allowed:
+            assert status not in (401, 403) or template.startswith("/api/auth/"), (method, template, caller, status)
+            assert status < 500, (method, template, caller, status)
+        elif token is None:
+            assert status == 401, (method, template, caller, status)
+        else:
+            assert status == 403, (method, template, caller, status)

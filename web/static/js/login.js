@@ -1,0 +1,53 @@
+// Log in with a password or an OpenID Connect provider; `?next=` says where to go afterwards.
+
+import { api, logIn, safeNext } from "./api.js";
+import { busy, clearErrors, el, renderNav, say, showErrors } from "./nav.js";
+
+const form = document.getElementById("login-form");
+const formError = document.getElementById("form-error");
+const next = safeNext(new URLSearchParams(location.search).get("next"));
+
+// A failed provider sign-in comes back as /login#error=<message>.
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.has("error")) {
+  say(formError, fragment.get("error") || "signing in with the provider failed");
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(form, formError);
+  const username = form.elements.username.value.trim();
+  const password = form.elements.password.value;
+  await busy(form, async () => {
+    try {
+      await logIn(username, password);
+      location.assign(next);
+    } catch (error) {
+      showErrors(form, formError, error);
+    }
+  });
+});
+
+async function showProviders() {
+  let providers = [];
+  try {
+    providers = (await api("GET", "/api/auth/providers", undefined, { auth: false })).items;
+  } catch {
+    return; // password login still works
+  }
+  if (!providers.length) return;
+  const query = next === "/" ? "" : `?next=${encodeURIComponent(next)}`;
+  document.getElementById("provider-list").replaceChildren(
+    ...providers.map((p) =>
+      el("li", {},
+        el("a", { class: "button button-secondary button-block provider", href: p.login_url + query, dataset: { provider: p.name } },
+          `Continue with ${p.display_name}`),
+      ),
+    ),
+  );
+  document.getElementById("providers").hidden = false;
+}
+
+renderNav();
+showProviders();

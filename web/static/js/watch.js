@@ -1,0 +1,85 @@
+// A channel's page: who, what, live or not, follow. The player goes into #player later.
+
+import { api } from "./api.js";
+import { el, renderNav, say } from "./nav.js";
+
+const $ = (id) => document.getElementById(id);
+const prefix = "/watch/";
+const name = decodeURIComponent(location.pathname.slice(prefix.length).replace(/\/+$/, ""));
+
+function plural(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function drawFollow(channel) {
+  $("followers").textContent = plural(channel.followers, "follower", "followers");
+  const button = $("follow-button");
+  button.textContent = channel.following ? "Unfollow" : "Follow";
+  button.classList.toggle("button-secondary", Boolean(channel.following));
+  button.setAttribute("aria-pressed", String(Boolean(channel.following)));
+}
+
+function draw(channel, user) {
+  document.title = `${channel.title || channel.name} · Tallylight`;
+  $("channel-title").textContent = channel.title || channel.name;
+  $("channel-owner").textContent = channel.display_name;
+  $("channel-handle").textContent = `@${channel.owner}`;
+  $("channel-description").textContent = channel.description;
+  $("channel-description").hidden = !channel.description;
+  $("channel-tags").replaceChildren(...channel.tags.map((tag) => el("li", { class: "tag" }, tag)));
+  const avatar = $("channel-avatar");
+  if (channel.avatar_url) avatar.src = channel.avatar_url;
+  avatar.hidden = !channel.avatar_url;
+
+  const state = $("live-state");
+  state.textContent = channel.is_live ? "Live" : "Offline";
+  state.className = `badge ${channel.is_live ? "badge-live" : "badge-offline"}`;
+  $("viewers").textContent = plural(channel.viewer_count, "viewer", "viewers");
+  $("viewers").hidden = !channel.is_live;
+  $("player").dataset.live = String(channel.is_live);
+  $("player-message").textContent = channel.is_live
+    ? "Live now. The player is coming soon."
+    : `${channel.display_name} is offline.`;
+
+  const own = user && user.username === channel.owner;
+  $("follow-button").hidden = !user || own;
+  $("follow-login").hidden = Boolean(user);
+  $("follow-login").href = `/login?next=${encodeURIComponent(location.pathname)}`;
+  drawFollow(channel);
+}
+
+async function main() {
+  const user = await renderNav();
+  if (!name || name.includes("/")) {
+    say($("watch-status"), "There is no channel here.");
+    return;
+  }
+  let channel;
+  try {
+    channel = await api("GET", `/api/channels/${encodeURIComponent(name)}`);
+  } catch (error) {
+    say($("watch-status"), error.status === 404 ? `There is no channel called “${name}”.` : error.message);
+    return;
+  }
+  draw(channel, user);
+  $("channel").hidden = false;
+
+  const button = $("follow-button");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    say($("follow-error"), "");
+    try {
+      const result = await api(channel.following ? "DELETE" : "PUT", `/api/channels/${encodeURIComponent(channel.name)}/follow`);
+      channel.following = result.following;
+      channel.followers = result.followers;
+      drawFollow(channel);
+    } catch (error) {
+      say($("follow-error"), error.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+await main();
+document.body.dataset.ready = "true";
