@@ -158,7 +158,8 @@ class Api:
 @pytest.fixture
 def app_factory(tmp_path: Path, database_url: str, clock: FakeClock) -> Callable[..., web.Application]:
     def build(**overrides: Any) -> web.Application:
-        return create_app(make_settings(tmp_path, database_url, **overrides), clock=clock)
+        url = overrides.pop("database_url", database_url)
+        return create_app(make_settings(tmp_path, url, **overrides), clock=clock)
 
     return build
 

@@ -1,0 +1,24 @@
+"""The `tally` command as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def tally(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATA_DIR": str(data_dir), "DATABASE_URL": "", "JWT_SECRET": "x" * 40}
+    return subprocess.run([sys.executable, "-m", "signaling.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_migrate_creates_the_database_and_set_role_explains_failures(tmp_path: Path) -> None:
+    result = tally("migrate", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout and (tmp_path / "tallylight.db").exists()
+    result = tally("set-role", "ghost", "admin", data_dir=tmp_path)
+    assert result.returncode == 1 and "no such user" in result.stderr
+    result = tally("set-role", "ghost", "emperor", data_dir=tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
