@@ -52,6 +52,7 @@ class Server:
     url: str
     admin: str
     log: Path
+    password: str = PASSWORD  # every account made here has it
     _n: int = field(default=0)
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
@@ -73,15 +74,15 @@ class Server:
         self._n += 1
         return f"{stem}{self._n}_{secrets.token_hex(3)}"
 
-    def register(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+    def register(self, username: str) -> dict[str, Any]:
         status, body = self.call(
-            "POST", "/api/auth/register", {"username": username, "email": f"{username}@example.com", "password": password}
+            "POST", "/api/auth/register", {"username": username, "email": f"{username}@example.com", "password": self.password}
         )
         assert status == 201, body
         return dict(body)
 
-    def token(self, username: str, password: str = PASSWORD) -> str:
-        status, body = self.call("POST", "/api/auth/login", {"username": username, "password": password})
+    def token(self, username: str) -> str:
+        status, body = self.call("POST", "/api/auth/login", {"username": username, "password": self.password})
         assert status == 200, body
         return str(body["access_token"])
 
