@@ -51,7 +51,7 @@ class RedisBus(Bus):
         try:
             await pubsub.subscribe(*topics)
         except RedisError as exc:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise BusError(str(exc)) from exc
         return RedisSubscription(pubsub)
 

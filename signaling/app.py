@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -35,6 +36,12 @@ from signaling.settings import Settings
 from signaling.web_pages import add_web_routes, security_headers
 
 log = logging.getLogger(__name__)
+
+
+class Api(Protocol):
+    """A group of handlers that declares its endpoints."""
+
+    def endpoints(self) -> list[Endpoint]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +97,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     channels = ChannelService(db, clock)
 
     endpoints: list[Endpoint] = []
-    apis = [
+    apis: list[Api] = [
         AuthApi(accounts, limiter, settings),
         OidcApi(oidc, FlowSealer(secret, clock), accounts, secure=settings.resolved_public_url.startswith("https")),
         MeApi(accounts, channels, limiter, settings),

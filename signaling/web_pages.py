@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 PAGES = {
     "/": "index.html",
@@ -33,7 +34,7 @@ def add_web_routes(app: web.Application, root: Path) -> None:
         app.router.add_static("/static/", static, name="static", append_version=False)
 
 
-def _page(file: Path) -> web.Handler:
+def _page(file: Path) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         response = web.FileResponse(file, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
         return response
@@ -42,7 +43,7 @@ def _page(file: Path) -> web.Handler:
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response

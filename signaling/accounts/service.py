@@ -219,8 +219,10 @@ class AccountService:
                 )
         new_hash = await self._passwords.hash(new_password) if new_password is not None else None
         async with self._db.session() as session:
-            user = await session.get(User, user_id)
-            assert user is not None
+            found = await session.get(User, user_id)
+            if found is None:
+                raise NotFound("no such user")
+            user = found
             if display_name is not None:
                 user.display_name = display_name or user.username
             if bio is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from signaling.accounts.service import AccountService
@@ -25,7 +27,7 @@ class AuthApi:
         if wait:
             raise RateLimited(f"too many attempts; try again in {wait} s", retry_after=wait)
 
-    def _address(self, call: Call[object]) -> str:
+    def _address(self, call: Call[Any]) -> str:
         return client_address(call.request, self._settings.trust_forwarded_for)
 
     async def register(self, call: Call[RegisterIn]) -> web.StreamResponse:

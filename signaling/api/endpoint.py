@@ -27,7 +27,7 @@ from signaling.errors import (
     UnsupportedMediaType,
 )
 
-B = TypeVar("B", bound=BaseModel)
+B = TypeVar("B")
 MAX_BODY = web.AppKey("max_body_bytes", int)
 
 
@@ -89,7 +89,10 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
-async def read_json(request: web.Request, model: type[B]) -> B:
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
     content_type = request.content_type
     if content_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")

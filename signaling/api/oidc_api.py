@@ -33,7 +33,7 @@ class OidcApi:
         self._accounts = accounts
         self._secure = secure
 
-    async def list(self, call: Call[None]) -> web.StreamResponse:
+    async def providers(self, call: Call[None]) -> web.StreamResponse:
         items = [
             ProviderOut(name=p.name, display_name=p.display_name, login_url=f"/api/auth/oidc/{quote(p.name)}/login")
             for p in self._providers.all()
@@ -86,7 +86,7 @@ class OidcApi:
     def endpoints(self) -> list[Endpoint]:
         base = "/api/auth/oidc/{provider}"
         return [
-            Endpoint("GET", "/api/auth/providers", self.list, "The OpenID Connect providers one can sign in with",
+            Endpoint("GET", "/api/auth/providers", self.providers, "The OpenID Connect providers one can sign in with",
                      ANYONE, "auth", response=ProviderListOut),
             Endpoint("GET", base + "/login", self.login, "Start OpenID Connect sign-in (redirects to the provider)",
                      ANYONE, "auth", status=302, errors=(404, 503),

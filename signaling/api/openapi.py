@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -23,7 +23,9 @@ def build_openapi(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {Problem}
     for endpoint in endpoints:
         models.update(m for m in (endpoint.body, endpoint.response) if m is not None)
-    mode_models = [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)]
+    mode_models: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
+    ]
     _, schemas = models_json_schema(mode_models, ref_template="#/components/schemas/{model}")
 
     paths: dict[str, dict[str, Any]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from signaling.errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge
 
@@ -45,7 +46,7 @@ def _from_http(exc: web.HTTPException) -> AppError:
 
 
 @web.middleware
-async def problems_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except AppError as exc:

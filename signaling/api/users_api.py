@@ -17,7 +17,7 @@ class UsersApi:
     def __init__(self, accounts: AccountService) -> None:
         self._accounts = accounts
 
-    async def list(self, call: Call[None]) -> web.StreamResponse:
+    async def list_users(self, call: Call[None]) -> web.StreamResponse:
         users = await self._accounts.list_users()
         return json_response(UserListOut(items=[user_out(u, private=True) for u in users]))
 
@@ -29,7 +29,7 @@ class UsersApi:
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint("GET", "/api/users", self.list, "All users (first 200)", ADMIN, "admin",
+            Endpoint("GET", "/api/users", self.list_users, "All users (first 200)", ADMIN, "admin",
                      response=UserListOut, errors=(401, 403)),
             Endpoint("PUT", "/api/users/{username}/role", self.set_role, "Change a user's role", ADMIN, "admin",
                      body=RoleIn, response=UserOut, errors=(401, 403, 404, 422)),

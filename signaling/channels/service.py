@@ -33,7 +33,7 @@ class StreamKey:
     created_at: datetime | None
 
 
-def _followers() -> Select[tuple[int, int]]:
+def _followers() -> Select[int, int]:
     return select(Follow.channel_id, func.count().label("n")).group_by(Follow.channel_id)
 
 
@@ -76,7 +76,7 @@ class ChannelService:
         )
         return await self._views(statement, viewer)
 
-    async def _views(self, statement: Select[tuple[Channel]], viewer: Principal | None) -> list[ChannelView]:
+    async def _views(self, statement: Select[Channel], viewer: Principal | None) -> list[ChannelView]:
         counts = _followers().subquery()
         full = (
             statement.add_columns(User.display_name, func.coalesce(counts.c.n, 0))

@@ -353,7 +353,8 @@ def test_an_expired_access_token_is_refreshed_once_for_concurrent_calls(
     assert results == [name, "list", name, "list"]
     assert len(refreshes) == 1, refreshes  # a refresh token is single-use: one refresh for all four
     after = stored_tokens(page)
-    assert after["access"] not in (before["access"], "not-a-valid-token")
+    # (The new access token may equal the old one: same session, same claims, issued in the same second.)
+    assert after["access"] and after["access"] != "not-a-valid-token"
     assert after["refresh"] != before["refresh"]
 
     # When the refresh is refused too, the user is signed out; public pages still work.
