@@ -17,6 +17,10 @@ function plural(n, one, many) {
   return `${n} ${n === 1 ? one : many}`;
 }
 
+function byline(channel) {
+  return channel.display_name === channel.owner ? `@${channel.owner}` : `${channel.display_name} · @${channel.owner}`;
+}
+
 function followButton(channel, counter) {
   if (!user || channel.owner === user.username) return null;
   const button = el("button", { type: "button", class: "button button-small follow-button" });
@@ -54,7 +58,7 @@ function card(channel) {
       avatar,
       el("div", { class: "card-titles" },
         el("a", { href: watch, class: "channel-title" }, channel.title || channel.name),
-        el("span", { class: "muted channel-owner" }, channel.display_name, " · @", channel.owner),
+        el("span", { class: "muted channel-owner" }, byline(channel)),
       ),
     ),
     el("div", { class: "card-meta" },
