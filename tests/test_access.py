@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Api
+from support import Api
 
 ROLES = ["viewer", "broadcaster", "moderator", "admin"]
 ANYONE = {"anonymous", *ROLES}
@@ -47,7 +47,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
 
 
 def test_the_table_names_every_endpoint(tmp_path: Any) -> None:
-    from conftest import make_settings
+    from support import make_settings
     from signaling.app import SERVICES, create_app
 
     app = create_app(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/t.db"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Api
+from support import Api
 
 
 async def test_register_then_login_then_me(api: Api) -> None:
@@ -25,6 +25,11 @@ async def test_login_by_email_and_usernames_are_case_insensitive(api: Api) -> No
         "POST", "/api/auth/register", {"username": "Carol", "email": "c2@example.com", "password": "correct horse"}
     )
     assert status == 409 and body["errors"][0]["field"] == "username"
+    status, body, _ = await api.call(
+        "POST", "/api/auth/register", {"username": "a b", "email": "c3@example.com", "password": "correct horse"}
+    )
+    assert status == 422 and body["errors"][0]["field"] == "username"
+    assert body["errors"][0]["message"].startswith("3 to 24 characters")
 
 
 async def test_wrong_password_and_unknown_user_look_the_same(api: Api) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conftest import Api
+from support import Api
 from signaling.db.models import Base
 
 SQLI = ["' OR '1'='1", "robert'); DROP TABLE users;--", "1; SELECT pg_sleep(5)", "\" OR \"\"=\"", "admin'--"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Api
+from support import Api
 
 
 async def test_every_user_owns_a_channel_named_after_them(api: Api) -> None:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import Api
+from support import Api
 from oidc_provider import OidcProvider, OidcUser
 from signaling.app import SERVICES
 

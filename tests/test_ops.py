@@ -6,7 +6,7 @@ from typing import Any
 
 from openapi_spec_validator import validate
 
-from conftest import Api
+from support import Api
 
 
 async def test_health_and_readiness(api: Api) -> None:

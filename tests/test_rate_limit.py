@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conftest import Api, FakeClock
+from support import Api, FakeClock
 from signaling.auth.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 

@@ -114,9 +114,16 @@ async def read_json(request: web.Request, model: type[M]) -> M:
 
 def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"field": ".".join(str(part) for part in error["loc"]) or "body", "message": error["msg"]}
+        {"field": ".".join(str(part) for part in error["loc"]) or "body", "message": _message(error)}
         for error in exc.errors(include_url=False, include_input=False)
     ]
+
+
+def _message(error: Any) -> str:
+    # Our own validators' words, without pydantic's "Value error, " in front.
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
 
 
 class Authenticator:

@@ -48,7 +48,15 @@ class AccessTokens:
 
     def issue(self, user_id: int, session_id: str, role: str) -> str:
         now = int(self._clock())
-        claims = {"iss": ISSUER, "sub": str(user_id), "sid": session_id, "role": role, "iat": now, "exp": now + self.ttl}
+        claims = {
+            "iss": ISSUER,
+            "sub": str(user_id),
+            "sid": session_id,
+            "role": role,
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": secrets.token_urlsafe(12),
+        }
         return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key)
 
     def verify(self, token: str) -> AccessClaims:
