@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin start-up lines are noise
     if args.command == "serve":
         _serve(settings)
     elif args.command == "migrate":
