@@ -1,0 +1,83 @@
+"""Per-subscriber RTP header extensions (RFC 8285, one-byte form).
+
+Publisher and subscriber negotiate their own extension ids, so forwarded packets get a new extension
+block: the subscriber's `mid` (RFC 8843) and a fresh abs-send-time stamped at send time; extensions the
+subscriber did not negotiate (or that describe the publisher's link, like transport-cc) are dropped.
+"""
+
+from __future__ import annotations
+
+import struct
+
+ONE_BYTE_PROFILE = 0xBEDE
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def abs_send_time(ntp_seconds: float) -> int:
+    """24-bit 6.18 fixed-point seconds, the abs-send-time wire value."""
+    return int(ntp_seconds * (1 << 18)) & 0xFFFFFF
+
+
+class ExtensionWriter:
+    """Builds RTP packets with one subscriber's extension block in place of the publisher's."""
+
+    __slots__ = ("_mid_id", "_ast_id", "_mid", "_fixed_len")
+
+    def __init__(self, ids: dict[str, int], mid: str) -> None:
+        self._mid_id = ids.get(MID_URI, 0)
+        self._ast_id = ids.get(ABS_SEND_TIME_URI, 0)
+        self._mid = mid.encode()
+        if self._mid_id and not 1 <= len(self._mid) <= 16:
+            raise ValueError("a mid is 1 to 16 bytes in the one-byte extension form")
+        for ext_id in (self._mid_id, self._ast_id):
+            if ext_id and not 1 <= ext_id <= 14:
+                raise ValueError("one-byte extension ids are 1 to 14")
+
+    def rewrite(self, packet: bytes | bytearray, now_ntp: float) -> bytearray:
+        """`packet` with its extension block replaced; padding, CSRCs and payload unchanged."""
+        first = packet[0]
+        csrc_end = 12 + 4 * (first & 0x0F)
+        payload_start = csrc_end
+        if first & 0x10:
+            (words,) = struct.unpack_from("!H", packet, csrc_end + 2)
+            payload_start = csrc_end + 4 + 4 * words
+        block = bytearray()
+        if self._mid_id:
+            block.append((self._mid_id << 4) | (len(self._mid) - 1))
+            block += self._mid
+        if self._ast_id:
+            block.append((self._ast_id << 4) | 2)
+            block += abs_send_time(now_ntp).to_bytes(3, "big")
+        out = bytearray(packet[:csrc_end])
+        if block:
+            block += bytes(-len(block) % 4)  # pad to 32-bit words
+            out[0] = first | 0x10
+            out += struct.pack("!HH", ONE_BYTE_PROFILE, len(block) // 4)
+            out += block
+        else:
+            out[0] = first & ~0x10 & 0xFF
+        out += packet[payload_start:]
+        return out
+
+
+def read_one_byte_extensions(packet: bytes | bytearray) -> dict[int, bytes]:
+    """The one-byte extensions of a packet, by id (for tests and diagnostics, not the packet path)."""
+    first = packet[0]
+    start = 12 + 4 * (first & 0x0F)
+    if not first & 0x10:
+        return {}
+    profile, words = struct.unpack_from("!HH", packet, start)
+    if profile != ONE_BYTE_PROFILE:
+        return {}
+    data, out, i = packet[start + 4 : start + 4 + 4 * words], {}, 0
+    while i < len(data):
+        if data[i] == 0:
+            i += 1
+            continue
+        ext_id, length = data[i] >> 4, (data[i] & 0x0F) + 1
+        if ext_id == 15:
+            break
+        out[ext_id] = bytes(data[i + 1 : i + 1 + length])
+        i += 1 + length
+    return out
