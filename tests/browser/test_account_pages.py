@@ -38,6 +38,13 @@ def log_in(page: Page, username: str, password: str) -> None:
     page.click("#login-form button[type=submit]")
 
 
+def log_in_at_home(page: Page, server: Server, username: str) -> None:
+    """Log in through the form and land on the directory."""
+    page.goto("/login")
+    log_in(page, username, server.password)
+    page.wait_for_url(server.url + "/")
+
+
 def stored_tokens(page: Page) -> dict[str, str | None]:
     return page.evaluate(
         "() => ({access: localStorage.getItem('tally.access_token'), refresh: localStorage.getItem('tally.refresh_token')})"
@@ -130,9 +137,7 @@ def test_channel_edits_show_on_watch_page_and_in_directory(server: Server, open_
     name = server.unique_name("cat")
     server.register(name)
     page = open_browser().page
-    page.goto("/login")
-    log_in(page, name, server.password)
-    page.wait_for_url(server.url + "/")
+    log_in_at_home(page, server, name)
     page.goto("/settings")
     ready(page)
 
@@ -254,9 +259,7 @@ def test_admin_demotes_a_user_who_then_has_no_stream_key(server: Server, open_br
 
     admin = open_browser()
     page = admin.page
-    page.goto("/login")
-    log_in(page, server.admin, server.password)
-    page.wait_for_url(server.url + "/")
+    log_in_at_home(page, server, server.admin)
     page.get_by_role("link", name="Admin").click()
     page.wait_for_url("**/admin")
     ready(page)
@@ -318,9 +321,7 @@ def test_user_text_is_rendered_as_text(server: Server, open_browser: OpenBrowser
     expect(page.locator(f".channel-card[data-channel='{name}'] .channel-title")).to_have_text(title)
     assert page.locator("#channels img, #channels svg").count() == 0
 
-    page.goto("/login")
-    log_in(page, server.admin, server.password)
-    page.wait_for_url(server.url + "/")
+    log_in_at_home(page, server, server.admin)
     page.goto("/admin")
     ready(page)
     expect(page.locator(f"#users tr[data-username='{name}'] td").nth(1)).to_have_text("<svg onload=window.__xss=3>")
@@ -333,9 +334,7 @@ def test_an_expired_access_token_is_refreshed_once_for_concurrent_calls(
     name = server.unique_name("fay")
     server.register(name)
     page = open_browser().page
-    page.goto("/login")
-    log_in(page, name, server.password)
-    page.wait_for_url(server.url + "/")
+    log_in_at_home(page, server, name)
     ready(page)
     before = stored_tokens(page)
 
