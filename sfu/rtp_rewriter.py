@@ -61,23 +61,27 @@ class RtpRewriter:
 
     def rewrite(self, packet: bytes | bytearray) -> bytearray | None:
         """A copy of `packet` with this subscriber's header fields; None for a packet from before the epoch."""
-        seq, ts = _HEADER.unpack_from(packet, 2)[:2]
+        out = bytearray(packet)
+        return out if self.rewrite_into(out) else None
+
+    def rewrite_into(self, out: bytearray) -> bool:
+        """Rewrite the header of `out` in place; False (and `out` untouched) for a packet from before the epoch."""
+        seq, ts = _HEADER.unpack_from(out, 2)[:2]
         extended = self._unwrap.unwrap(seq)
         if self._restart:
             self._open_epoch(extended, ts)
         elif extended < self._epoch_first:
-            return None  # older than the cut: it belongs to what the subscriber never got
+            return False  # older than the cut: it belongs to what the subscriber never got
         out_seq = (extended + self._seq_offset) & 0xFFFF
         out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
         if extended >= self._unwrap.highest:
             self._last_out_seq = extended + self._seq_offset
             self._last_out_ts = out_ts
             self._last_wall = self._clock()
-        out = bytearray(packet)
         out[1] = (out[1] & 0x80) | self.payload_type
         _HEADER.pack_into(out, 2, out_seq, out_ts, self.ssrc)
         self.packets += 1
-        return out
+        return True
 
     def _open_epoch(self, extended: int, ts: int) -> None:
         now = self._clock()
@@ -104,3 +108,9 @@ class RtpRewriter:
     def out_timestamp(self, source_ts: int) -> int:
         """The subscriber's RTP timestamp for a source timestamp (sender reports map through this)."""
         return (source_ts + self._ts_offset) & 0xFFFFFFFF
+
+    @property
+    def last_sent(self) -> tuple[int, float]:
+        """(RTP timestamp, local clock time) of the newest packet sent: a sender-report basis when the
+        publisher has not sent a report of its own yet."""
+        return self._last_out_ts, self._last_wall

@@ -23,7 +23,9 @@ from signaling.api.oidc_api import OidcApi
 from signaling.api.openapi import build_openapi
 from signaling.api.ops_api import OpsApi
 from signaling.api.problems import problems_middleware
+from signaling.api.sfu_metrics import register_sfu_metrics
 from signaling.api.users_api import UsersApi
+from signaling.api.webrtc_api import WebRtcApi, cors_middleware
 from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
 from signaling.auth.oidc import FlowSealer, OidcProviders
 from signaling.auth.passwords import Passwords
@@ -33,6 +35,9 @@ from signaling.channels.service import ChannelService
 from signaling.db.database import Database
 from signaling.migrations.runner import upgrade
 from signaling.settings import Settings
+from signaling.streams.service import StreamService
+from sfu import aiortc_internals
+from sfu.node import NodeSettings, SfuNode
 from signaling.web_pages import add_web_routes, security_headers
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,8 @@ class Services:
     oidc: OidcProviders
     metrics: HttpMetrics
     endpoints: list[Endpoint]
+    node: SfuNode
+    streams: StreamService
 
 
 SERVICES = web.AppKey("services", Services)
@@ -78,7 +85,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     metrics = HttpMetrics(CollectorRegistry())
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics.middleware, problems_middleware, security_headers],
+        middlewares=[metrics.middleware, cors_middleware, problems_middleware, security_headers],
     )
     app[MAX_BODY] = settings.max_body_bytes
     db = Database(settings.resolved_database_url)
@@ -95,6 +102,18 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         clock,
     )
     channels = ChannelService(db, clock)
+    streams = StreamService(db, bus, settings.resolved_node_id, clock)
+    node = SfuNode(
+        NodeSettings(
+            ice=aiortc_internals.IcePlan(
+                tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
+            ),
+            max_viewers=settings.max_viewers_per_node,
+            publisher_timeout=settings.publisher_timeout,
+        ),
+        streams,
+    )
+    register_sfu_metrics(metrics.registry, node)
 
     endpoints: list[Endpoint] = []
     apis: list[Api] = [
@@ -103,6 +122,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         MeApi(accounts, channels, limiter, settings),
         ChannelsApi(channels, settings),
         UsersApi(accounts),
+        WebRtcApi(node, channels, accounts, limiter, settings),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
     for api in apis:
@@ -111,15 +131,24 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
     add_web_routes(app, settings.web_root)
-    app[SERVICES] = Services(settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints)
+    app[SERVICES] = Services(settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         try:
             if settings.auto_migrate:
                 await upgrade(db.engine)
+            try:
+                recovered = await streams.recover()
+            except Exception as exc:  # the database may be down at start; /readyz says so
+                log.warning("could not end streams left open by an earlier run: %s", exc)
+            else:
+                if recovered:
+                    log.warning("ended %d streams this node left open when it last stopped", recovered)
+            await node.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
+            await node.close()
             await oidc.close()
             await limiter.close()
             await bus.close()

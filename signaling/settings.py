@@ -22,6 +22,14 @@ class OidcProviderSettings(BaseModel):
     scope: str = "openid email profile"
 
 
+class IceServerSettings(BaseModel):
+    """One STUN or TURN server clients are told about."""
+
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Defaults are the embedded, one-process mode."""
 
@@ -53,6 +61,20 @@ class Settings(BaseSettings):
     rate_register_per_hour: int = 20
     rate_stream_key_per_hour: int = 30
 
+    node_id: str = Field(default="", description="This SFU node's name in stream records; host:port when empty.")
+    webrtc_host_addresses: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Addresses to gather ICE host candidates on (comma-separated); all but loopback when empty."
+    )
+    webrtc_announced_addresses: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Addresses to announce instead, in the same order (public IPs behind 1:1 NAT)."
+    )
+    webrtc_udp_ports: str = Field(default="", description="UDP port range for media, like 40000-40999; any when empty.")
+    max_viewers_per_node: int = Field(default=500, ge=1)
+    publisher_timeout: float = Field(default=5.0, gt=0, description="Seconds without media that end a stream.")
+    ice_servers: Annotated[list[IceServerSettings], NoDecode] = Field(
+        default=[], description="STUN/TURN servers offered to browsers and encoders (WHIP/WHEP Link headers)."
+    )
+
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")
     log_level: str = "INFO"
 
@@ -62,6 +84,40 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("webrtc_host_addresses", "webrtc_announced_addresses", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("ice_servers", mode="before")
+    @classmethod
+    def _parse_ice_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @field_validator("webrtc_udp_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        if value:
+            low, _, high = value.partition("-")
+            if not (low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) <= 65535):
+                raise ValueError("webrtc_udp_ports is a range like 40000-40999 within 1024-65535")
+        return value
+
+    @property
+    def udp_port_range(self) -> tuple[int, int] | None:
+        if not self.webrtc_udp_ports:
+            return None
+        low, _, high = self.webrtc_udp_ports.partition("-")
+        return int(low), int(high)
+
+    @property
+    def resolved_node_id(self) -> str:
+        return self.node_id or f"{self.host}:{self.port}"
 
     @field_validator("default_role")
     @classmethod

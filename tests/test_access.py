@@ -43,6 +43,16 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/readyz"): ANYONE,
     ("GET", "/metrics"): ANYONE,
     ("GET", "/api/openapi.json"): ANYONE,
+    ("OPTIONS", "/whip/{channel}"): ANYONE,
+    ("POST", "/whip/{channel}"): BROADCASTER_UP,  # the owner's token (or the channel's stream key)
+    ("OPTIONS", "/whip/{channel}/{session}"): ANYONE,
+    ("PATCH", "/whip/{channel}/{session}"): ANYONE,  # whoever holds the unguessable session URL
+    ("DELETE", "/whip/{channel}/{session}"): ANYONE,
+    ("OPTIONS", "/whep/{channel}"): ANYONE,
+    ("POST", "/whep/{channel}"): ANYONE,
+    ("OPTIONS", "/whep/{channel}/{session}"): ANYONE,
+    ("PATCH", "/whep/{channel}/{session}"): ANYONE,
+    ("DELETE", "/whep/{channel}/{session}"): ANYONE,
 }
 
 
@@ -56,7 +66,7 @@ def test_the_table_names_every_endpoint(tmp_path: Any) -> None:
 
 
 async def _request(api: Api, method: str, template: str, me: str, other: str, token: str | None) -> int:
-    path = template.format(name=me, provider="nope", username=other)
+    path = template.format(name=me, provider="nope", username=other, channel=me, session="nope")
     body: Any = None
     if template.startswith("/api/auth/") and method == "POST":
         body = {

@@ -138,8 +138,11 @@ class Authenticator:
 def route(endpoint: Endpoint, authenticator: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler for a declared endpoint: access check, body parsing, then the handler."""
 
+    own_auth = bool(endpoint.extra.get("own_auth"))
+
     async def handle(request: web.Request) -> web.StreamResponse:
-        principal = await authenticator.principal(request)
+        # Endpoints with their own credentials (a WHIP stream key, a session URL) read them themselves.
+        principal = None if own_auth else await authenticator.principal(request)
         minimum = endpoint.access.min_role
         if minimum is not None:
             if principal is None:

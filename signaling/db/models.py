@@ -107,3 +107,21 @@ class OidcIdentity(Base):
         UniqueConstraint("provider", "subject", name="uq_oidc_identities_provider_subject"),
         Index("ix_oidc_identities_user_id", "user_id"),
     )
+
+
+class StreamSession(Base):
+    """One stream of a channel, from the first packet of a publisher to its end (takeovers continue it)."""
+
+    __tablename__ = "stream_sessions"
+    __table_args__ = (Index("ix_stream_sessions_channel_started", "channel_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    node: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_reason: Mapped[str] = mapped_column(String(64), default="")
+    video_codec: Mapped[str] = mapped_column(String(16), default="")
+    audio_codec: Mapped[str] = mapped_column(String(16), default="")
+    viewers: Mapped[int] = mapped_column(Integer, default=0)
+    peak_viewers: Mapped[int] = mapped_column(Integer, default=0)

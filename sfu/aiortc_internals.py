@@ -1,0 +1,398 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+aiortc is built to decode what it receives and encode what it sends; an SFU must do neither. These are
+the seams used instead (found in `shared/spikes/aiortc-forwarding/`), valid for the exact versions
+below, which `pyproject.toml` pins:
+
+- incoming RTP is taken on the DTLS transport right after SRTP decryption (`_handle_rtp_data`), then
+  handed on to aiortc unchanged so its receiver still sends receiver reports and REMB;
+- the receiver's decoder thread gets a pass-through "decoder" that returns the re-assembled encoded
+  frame as an `av.Packet` (the encoded-frame sink), never a decoded picture;
+- the receiver's own NACK generator is switched off: `sfu.loss_tracker` owns upstream NACKs;
+- a subscriber's sender keeps a never-yielding track (so it never encodes) and its RTCP feedback is
+  intercepted: NACKs are answered from the SFU's packet cache, PLI/FIR go upstream coalesced;
+- forwarded packets are SRTP-protected with the subscriber's session and written straight to the
+  socket of its nominated ICE pair, synchronously, with no per-packet await;
+- the sender's report fields are set from the publisher's clock mapping so players can lip-sync;
+- host candidates are gathered on configured addresses and ports and announced as configured.
+
+`check()` verifies all of it and raises `InternalsChanged`, naming what moved, before anything runs;
+`tests/test_aiortc_internals.py` runs it and a real forwarding pair, so an upgrade fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice
+import aioice.ice
+from aioice.utils import random_string
+import aiortc
+import av
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import rtcrtpreceiver, rtcrtpsender
+from aiortc.codecs.base import Decoder
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+)
+
+log = logging.getLogger(__name__)
+
+AIORTC_VERSION = "1.16.0"
+AIOICE_VERSION = "0.13.0"
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+
+_PASSTHROUGH_MARK = "_tallylight_passthrough"
+
+
+class InternalsChanged(RuntimeError):
+    """aiortc or aioice no longer has what the SFU relies on: do not run, fix `sfu/aiortc_internals.py`."""
+
+
+_CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
+    (RTCDtlsTransport, "_handle_rtp_data"),
+    (RTCDtlsTransport, "_send_rtp"),
+    (RTCRtpReceiver, "_handle_rtcp_packet"),
+    (RTCRtpReceiver, "_send_rtcp_pli"),
+    (RTCRtpReceiver, "_send_rtcp_nack"),
+    (RTCRtpSender, "_handle_rtcp_packet"),
+    (RTCRtpSender, "_run_rtcp"),
+    (aioice.ice.Connection, "get_component_candidates"),
+    (aioice.ice, "StunProtocol"),
+    (aioice.ice, "candidate_foundation"),
+    (aioice.ice, "candidate_priority"),
+    (aioice.ice, "get_host_addresses"),
+    (rtcrtpreceiver, "get_decoder"),
+    (rtcrtpsender, "get_encoder"),
+]
+
+# Instance attributes set in constructors; checked on the objects themselves when first used.
+_RECEIVER_FIELDS = ("_RTCRtpReceiver__nack_generator",)
+_SENDER_FIELDS = (
+    "_ssrc",
+    "_rtx_ssrc",
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__packet_count",
+    "_RTCRtpSender__octet_count",
+)
+
+
+def check() -> None:
+    """Raise `InternalsChanged` unless the pinned versions and every private name used are present."""
+    problems = []
+    if aiortc.__version__ != AIORTC_VERSION:
+        problems.append(f"aiortc is {aiortc.__version__}, the SFU is verified against {AIORTC_VERSION}")
+    if aioice.__version__ != AIOICE_VERSION:
+        problems.append(f"aioice is {aioice.__version__}, the SFU is verified against {AIOICE_VERSION}")
+    for owner, name in _CLASS_ATTRIBUTES:
+        if not hasattr(owner, name):
+            problems.append(f"{getattr(owner, '__name__', owner)}.{name} is gone")
+    if problems:
+        raise InternalsChanged("; ".join(problems))
+
+
+def _require(obj: object, names: tuple[str, ...]) -> None:
+    missing = [name for name in names if not hasattr(obj, name)]
+    if missing:
+        raise InternalsChanged(f"{type(obj).__name__} lacks {', '.join(missing)}")
+
+
+# --- codec factories: count them, and give forwarding receivers a pass-through --------------------
+
+
+class PassthroughDecoder(Decoder):
+    """Turns a re-assembled encoded frame into an `av.Packet` without decoding it."""
+
+    def __init__(self, clock_rate: int) -> None:
+        self.time_base = fractions.Fraction(1, clock_rate)
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        packet = av.Packet(encoded_frame.data)
+        packet.pts = encoded_frame.timestamp
+        packet.time_base = self.time_base
+        return [packet]
+
+
+@dataclass
+class CodecGuard:
+    """Wraps aiortc's decoder and encoder factories for the whole process (they are module globals)."""
+
+    stock_decoders: int = 0
+    stock_encoders: int = 0
+    passthrough_decoders: int = 0
+    _installed: bool = field(default=False, repr=False)
+
+    def install(self) -> None:
+        if self._installed:
+            return
+        original_decoder = getattr(rtcrtpreceiver, "get_decoder")
+        original_encoder = getattr(rtcrtpsender, "get_encoder")
+
+        def get_decoder(codec: Any) -> Decoder:
+            if getattr(codec, _PASSTHROUGH_MARK, False):
+                self.passthrough_decoders += 1
+                return PassthroughDecoder(codec.clockRate)
+            self.stock_decoders += 1
+            decoder: Decoder = original_decoder(codec)
+            return decoder
+
+        def get_encoder(codec: Any) -> Any:
+            self.stock_encoders += 1
+            return original_encoder(codec)
+
+        setattr(rtcrtpreceiver, "get_decoder", get_decoder)
+        setattr(rtcrtpsender, "get_encoder", get_encoder)
+        self._installed = True
+
+
+CODEC_GUARD = CodecGuard()  # one per process, like the factories it wraps
+
+
+# --- the publisher side ---------------------------------------------------------------------------
+
+
+def tap_incoming_rtp(transport: RTCDtlsTransport, on_packet: Callable[[bytes], None]) -> None:
+    """Call `on_packet` with every decrypted RTP packet, before aiortc routes it to its receiver."""
+    original = transport._handle_rtp_data
+    failed = False
+
+    async def tapped(data: bytes, arrival_time_ms: int) -> None:
+        nonlocal failed
+        try:
+            on_packet(data)
+        except Exception:  # an exception here would end the transport's receive loop
+            if not failed:
+                log.exception("forwarding a packet failed (logged once per transport)")
+                failed = True
+        await original(data, arrival_time_ms=arrival_time_ms)
+
+    transport._handle_rtp_data = tapped  # type: ignore[method-assign]
+
+
+def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[[int, int, int], None]) -> None:
+    """Make a publisher's receiver forward-only: pass-through frames, no stock NACKs, reports seen.
+
+    `on_sender_report(ssrc, ntp_timestamp, rtp_timestamp)` gets the publisher's RTCP sender reports.
+    """
+    receiver = transceiver.receiver
+    _require(receiver, _RECEIVER_FIELDS)
+    _require(transceiver, ("_codecs",))
+    # The receiver copies these codec objects when the transport connects; its decoder thread then
+    # asks get_decoder() for them, which sees the mark.
+    for codec in transceiver._codecs:
+        setattr(codec, _PASSTHROUGH_MARK, True)
+    receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
+    original = receiver._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            on_sender_report(packet.ssrc, info.ntp_timestamp, info.rtp_timestamp)
+        await original(packet)
+
+    receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+# --- the subscriber side --------------------------------------------------------------------------
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """(media SSRC, RTX SSRC) the sender announced in SDP."""
+    _require(sender, _SENDER_FIELDS)
+    return sender._ssrc, sender._rtx_ssrc
+
+
+class RtpOutput:
+    """Writes RTP to one subscriber: SRTP protect, then a synchronous datagram on the nominated pair."""
+
+    __slots__ = ("_dtls", "_connection")
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._dtls = sender.transport
+        self._connection: aioice.ice.Connection = self._dtls.transport._connection
+
+    def send(self, packet: bytes | bytearray) -> int:
+        """Send; the socket's pending write bytes afterwards, or -1 when not connected (nothing sent)."""
+        srtp = self._dtls._tx_srtp
+        pair = self._connection._nominated.get(1)
+        if srtp is None or pair is None:
+            return -1
+        transport = pair.protocol.transport
+        if transport is None or transport.is_closing():
+            return -1
+        transport.sendto(srtp.protect(bytes(packet)), pair.remote_addr)
+        return int(transport.get_write_buffer_size())  # type: ignore[attr-defined]
+
+
+def intercept_feedback(
+    sender: RTCRtpSender,
+    on_nack: Callable[[list[int]], None],
+    on_keyframe_request: Callable[[], None],
+    on_report: Callable[[], None],
+) -> None:
+    """Route a subscriber's RTCP for this sender to the SFU instead of aiortc's encoder logic.
+
+    Receiver reports still reach aiortc (its stats and round-trip time); NACKs and PLI/FIR do not (it
+    would answer from its own empty history and ask an encoder that does not exist).
+    """
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            on_nack(list(packet.lost))
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            on_keyframe_request()
+        else:
+            on_report()
+            if not (isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP):
+                await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:
+    """What the sender's next RTCP sender report says (aiortc sends it on its own timer)."""
+    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+
+# --- ICE: where to listen and what to announce ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IcePlan:
+    """Host candidates: bind on `bind_addresses` (aioice's detection when empty), announce each as the
+    matching entry of `announced_addresses` (1:1 NAT) or as itself, on a port in `ports` (any if None)."""
+
+    bind_addresses: tuple[str, ...] = ()
+    announced_addresses: tuple[str, ...] = ()
+    ports: tuple[int, int] | None = None
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        binds = self.bind_addresses or tuple(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False))
+        for i, address in enumerate(binds):
+            announced = self.announced_addresses[i] if i < len(self.announced_addresses) else address
+            yield address, announced
+
+
+class PortPool:
+    """Hands out UDP ports from a range, round robin, skipping ports in use."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self._low, self._high = low, high
+        self._next = low
+
+    def candidates(self) -> Iterator[int]:
+        span = self._high - self._low + 1
+        for _ in range(span):
+            port = self._next
+            self._next = self._low if port >= self._high else port + 1
+            yield port
+
+
+def plan_gathering(pc: RTCPeerConnection, plan: IcePlan, pool: PortPool | None) -> None:
+    """Apply `plan` to every ICE gatherer `pc` has (call after setRemoteDescription, before answering)."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport.iceGatherer._connection
+        _plan_connection(connection, plan, pool)
+    sctp = pc.sctp
+    if sctp is not None:
+        _plan_connection(sctp.transport.transport.iceGatherer._connection, plan, pool)
+
+
+def _plan_connection(connection: aioice.ice.Connection, plan: IcePlan, pool: PortPool | None) -> None:
+    if getattr(connection, "_tallylight_planned", False):
+        return
+
+    async def host_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        candidates = []
+        for bind, announced in plan.pairs():
+            endpoint = await _bind(loop, connection, bind, pool)
+            if endpoint is None:
+                continue
+            transport, protocol = endpoint
+            port = transport.get_extra_info("sockname")[1]
+            protocol.local_candidate = aioice.Candidate(
+                foundation=getattr(aioice.ice, "candidate_foundation")("host", "udp", announced),
+                component=component,
+                transport="udp",
+                priority=getattr(aioice.ice, "candidate_priority")(component, "host"),
+                host=announced,
+                port=port,
+                type="host",
+            )
+            connection._protocols.append(protocol)
+            candidates.append(protocol.local_candidate)
+        return candidates
+
+    connection.get_component_candidates = host_candidates  # type: ignore[method-assign]
+    connection._tallylight_planned = True  # type: ignore[attr-defined]
+
+
+async def _bind(
+    loop: asyncio.AbstractEventLoop, connection: aioice.ice.Connection, address: str, pool: PortPool | None
+) -> tuple[Any, Any] | None:
+    ports = pool.candidates() if pool is not None else iter([0])
+    for port in ports:
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
+            )
+        except OSError:
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        return transport, protocol
+    log.warning("no free UDP port on %s in the configured range", address)
+    return None
+
+
+
+def restart_ice(pc: RTCPeerConnection, remote_ufrag: str, remote_pwd: str) -> tuple[str, str, list[str]]:
+    """An ICE restart answered on the controlled side (RFC 8445 section 9): fresh local credentials,
+    the peer's new ones, and our (unchanged) host candidates; (ufrag, pwd, candidate lines).
+
+    aiortc has no restartIce(); aioice checks incoming requests against the current credentials and
+    nominates whatever pair the controlling peer then selects, so swapping them is all a restart needs.
+    """
+    connections = {id(c): c for c in (t.sender.transport.transport.iceGatherer._connection for t in pc.getTransceivers())}
+    if not connections:
+        raise InternalsChanged("no ICE connection to restart")
+    ufrag, pwd = random_string(4), random_string(22)
+    lines: list[str] = []
+    for connection in connections.values():
+        _require(connection, ("_local_username", "_local_password", "remote_username", "remote_password"))
+        connection._local_username = ufrag
+        connection._local_password = pwd
+        connection.remote_username = remote_ufrag
+        connection.remote_password = remote_pwd
+        lines.extend(c.to_sdp() for c in connection.local_candidates)
+    return ufrag, pwd, lines
+

@@ -1,0 +1,153 @@
+"""One subscriber's copy of one feed: rewritten, gated on keyframes, bounded, answering its NACKs.
+
+A down track starts waiting for a keyframe (video) and goes back to waiting when its socket's write
+buffer grows past `max_buffered` bytes: a slow viewer then skips to the next keyframe instead of piling
+up delay or memory, and nobody else notices. NACKs are answered from the feed's packet cache, as RTX
+when the subscriber negotiated it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sfu import rtx
+from sfu.feed import Feed
+from sfu.header_extensions import ExtensionWriter
+from sfu.media_format import PayloadMap
+from sfu.rtp_rewriter import RtpRewriter
+from sfu.sender_reports import NTP_EPOCH_OFFSET, seconds_to_ntp
+
+DEFAULT_MAX_BUFFERED = 256 * 1024
+
+
+class Output(Protocol):
+    def send(self, packet: bytes | bytearray) -> int: ...
+
+
+class DownTrack:
+    __slots__ = (
+        "feed",
+        "payloads",
+        "_output",
+        "_rewriter",
+        "_extensions",
+        "_rtx_ssrc",
+        "_rtx_seq",
+        "_clock",
+        "max_buffered",
+        "active",
+        "waiting",
+        "packets",
+        "octets",
+        "retransmitted",
+        "dropped",
+        "keyframe_waits",
+    )
+
+    def __init__(
+        self,
+        feed: Feed,
+        payloads: PayloadMap,
+        ssrc: int,
+        rtx_ssrc: int,
+        output: Output,
+        clock: Callable[[], float] = time.monotonic,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        self.feed = feed
+        self.payloads = payloads
+        self._output = output
+        self._clock = clock
+        self._rewriter = RtpRewriter(ssrc, payloads.payload_type, feed.format.clock_rate, clock)
+        self._extensions = ExtensionWriter(payloads.extension_ids, payloads.mid)
+        self._rtx_ssrc = rtx_ssrc
+        self._rtx_seq = 0
+        self.max_buffered = max_buffered
+        self.active = False  # the subscriber's transport is up
+        self.waiting = feed.kind == "video"
+        self.packets = 0
+        self.octets = 0
+        self.retransmitted = 0
+        self.dropped = 0
+        self.keyframe_waits = 0
+
+    @property
+    def ssrc(self) -> int:
+        return self._rewriter.ssrc
+
+    def start(self) -> None:
+        """The subscriber is connected: begin at the next keyframe (asked for now)."""
+        self.active = True
+        if self.waiting:
+            self.feed.request_keyframe()
+
+    def write(self, packet: bytes, keyframe: bool, now_ntp: float) -> None:
+        if not self.active:
+            return
+        if self.waiting:
+            if not keyframe:
+                return
+            self.waiting = False
+            self._rewriter.restart()
+        out = self._extensions.rewrite(packet, now_ntp)
+        if not self._rewriter.rewrite_into(out):
+            return
+        buffered = self._output.send(out)
+        if buffered < 0:
+            self.dropped += 1
+            return
+        self.packets += 1
+        self.octets += len(out)
+        if buffered > self.max_buffered:
+            self._fall_behind()
+
+    def _fall_behind(self) -> None:
+        if self.feed.kind != "video":
+            return  # audio is small; the socket drops what it cannot take
+        self.waiting = True
+        self.keyframe_waits += 1
+        self.feed.request_keyframe()
+
+    def source_changed(self) -> None:
+        """A new publisher connection: continue the numbering, from its next keyframe."""
+        self._rewriter.restart()
+        if self.feed.kind == "video":
+            self.waiting = True
+
+    # --- feedback from the subscriber ---
+
+    def on_nack(self, lost: list[int]) -> None:
+        rtx_pt = self.payloads.rtx_payload_type
+        now_ntp = time.time() + NTP_EPOCH_OFFSET
+        for out_seq in lost:
+            source = self._rewriter.source_seq(out_seq)
+            if source is None:
+                continue
+            cached = self.feed.cache.get(source)
+            if cached is None:
+                continue
+            out = self._extensions.rewrite(cached, now_ntp)
+            if not self._rewriter.rewrite_into(out):
+                continue
+            if rtx_pt is not None:
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                out = rtx.wrap(out, rtx_pt, self._rtx_ssrc, self._rtx_seq)
+            if self._output.send(out) >= 0:
+                self.retransmitted += 1
+
+    def on_keyframe_request(self) -> None:
+        self.feed.request_keyframe()
+
+    def sender_report(self) -> tuple[int, int, int, int]:
+        """(NTP timestamp, RTP timestamp, packets, octets) for this subscriber's next sender report."""
+        mapping = self.feed.mapping
+        now = self._clock()
+        if mapping is not None:
+            ntp_seconds, source_ts = mapping.at(now)
+            rtp_ts = self._rewriter.out_timestamp(source_ts)
+        else:  # no report from the publisher yet: pin our own clock to what was sent last
+            rtp_ts, sent_at = self._rewriter.last_sent
+            ntp_seconds = time.time() + NTP_EPOCH_OFFSET - (now - sent_at)
+        return seconds_to_ntp(ntp_seconds), rtp_ts, self.packets, self.octets

@@ -1,0 +1,40 @@
+"""What the media plane refuses, for the signaling edge to turn into HTTP statuses.
+
+    SfuError
+    ├── BadOffer           malformed SDP, missing ICE/DTLS attributes, wrong direction   -> 400
+    ├── UnsupportedMedia   well-formed, but no codec or track we can forward              -> 422
+    ├── NotLive            nothing is being published in the room                        -> 409
+    ├── AlreadyPublishing  another publisher holds the room                              -> 409
+    ├── NodeFull           the node has its maximum of viewers                           -> 503
+    └── UnknownSession     no such session (ended, or never existed)                     -> 404
+"""
+
+from __future__ import annotations
+
+
+class SfuError(Exception):
+    pass
+
+
+class BadOffer(SfuError):
+    pass
+
+
+class UnsupportedMedia(SfuError):
+    pass
+
+
+class NotLive(SfuError):
+    pass
+
+
+class AlreadyPublishing(SfuError):
+    pass
+
+
+class NodeFull(SfuError):
+    pass
+
+
+class UnknownSession(SfuError):
+    pass

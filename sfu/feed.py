@@ -1,0 +1,109 @@
+"""One kind of media in a room (audio or video): what the publisher sends, fanned out to subscribers.
+
+The feed outlives a publisher connection: when the broadcaster reconnects with the same format, the new
+connection feeds the same subscribers, who see one continuous stream (their rewriters open a new epoch
+and they wait for the next keyframe).
+
+Everything on the packet path (`on_rtp`) is synchronous: no awaits, no logging, no per-subscriber
+allocation beyond the packet it writes. Upstream RTCP (NACK, PLI) is sent from the node's tick.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from sfu.keyframe import is_keyframe_start
+from sfu.keyframe_requests import KeyframeRequests
+from sfu.loss_tracker import LossTracker
+from sfu.media_format import MediaFormat
+from sfu.packet_cache import PacketCache
+from sfu.sender_reports import NTP_EPOCH_OFFSET, ClockMapping, ntp_to_seconds
+
+if TYPE_CHECKING:
+    from sfu.downtrack import DownTrack
+
+
+class Upstream(Protocol):
+    """The publisher connection feeding a feed, as far as feedback is concerned."""
+
+    async def request_keyframe(self, media_ssrc: int) -> None: ...
+
+    async def nack(self, media_ssrc: int, lost: list[int]) -> None: ...
+
+
+class NoUpstream:
+    async def request_keyframe(self, media_ssrc: int) -> None:
+        return None
+
+    async def nack(self, media_ssrc: int, lost: list[int]) -> None:
+        return None
+
+
+class Feed:
+    def __init__(self, format: MediaFormat, clock: Callable[[], float] = time.monotonic) -> None:
+        self.format = format
+        self.kind = format.kind
+        self._clock = clock
+        self._codec = format.codec
+        self._video = format.kind == "video"
+        self.cache = PacketCache(2048 if self._video else 256)
+        self.loss = LossTracker(clock)
+        self.keyframes = KeyframeRequests(clock)
+        self.downtracks: list[DownTrack] = []
+        self.upstream: Upstream = NoUpstream()
+        self.media_ssrc = 0
+        self.mapping: ClockMapping | None = None
+        self.packets_in = 0
+        self.octets_in = 0
+        self._send_pli = False
+
+    # --- the packet path ---
+
+    def on_rtp(self, packet: bytes) -> None:
+        """One packet from the publisher (decrypted, RTX already unwrapped)."""
+        seq = (packet[2] << 8) | packet[3]
+        self.cache.put(seq, packet)
+        self.loss.received(seq)
+        keyframe = self._video and is_keyframe_start(self._codec, packet)
+        if keyframe:
+            self.keyframes.keyframe_arrived()
+            self.loss.keyframe_arrived(seq)
+        self.packets_in += 1
+        self.octets_in += len(packet)
+        now_ntp = time.time() + NTP_EPOCH_OFFSET
+        for down in self.downtracks:
+            down.write(packet, keyframe, now_ntp)
+
+    # --- feedback ---
+
+    def request_keyframe(self) -> None:
+        if self._video and self.keyframes.request():
+            self._send_pli = True
+
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        self.mapping = ClockMapping(ntp_to_seconds(ntp_timestamp), rtp_timestamp, self.format.clock_rate, self._clock())
+
+    def attach(self, upstream: Upstream, media_ssrc: int) -> None:
+        """A (new) publisher connection feeds this from now on."""
+        self.upstream = upstream
+        self.media_ssrc = media_ssrc
+        self.mapping = None
+        self.loss = LossTracker(self._clock)
+        self.cache.clear()
+        for down in self.downtracks:
+            down.source_changed()
+
+    async def tick(self) -> None:
+        """Send what feedback is due upstream; called by the node every few tens of milliseconds."""
+        if not self.media_ssrc:
+            return
+        lost, keyframe_needed = self.loss.poll()
+        if lost:
+            await self.upstream.nack(self.media_ssrc, lost)
+        if keyframe_needed:
+            self.request_keyframe()
+        if self._send_pli or (self._video and self.keyframes.due()):
+            self._send_pli = False
+            await self.upstream.request_keyframe(self.media_ssrc)

@@ -1,0 +1,92 @@
+"""A WHEP subscriber: one outgoing connection fed by the room's feeds through its down tracks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiortc import MediaStreamTrack, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+
+from sfu import aiortc_internals as internals
+from sfu.downtrack import DownTrack
+from sfu.errors import BadOffer, UnsupportedMedia
+from sfu.feed import Feed
+from sfu.negotiation import parse_offer, payload_maps, preferences_for
+from sfu.session import Session
+
+
+class IdleTrack(MediaStreamTrack):
+    """Stands in the sender so aiortc signals a track; it never yields, so nothing is ever encoded."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> None:  # type: ignore[override]
+        await asyncio.Future()
+
+
+class Subscriber(Session):
+    kind = "subscribe"
+
+    def __init__(self, room: str, user: str | None, clock: Callable[[], float]) -> None:
+        super().__init__(room, user, clock)
+        self.downtracks: list[DownTrack] = []
+        self._senders: list[tuple[RTCRtpSender, DownTrack]] = []
+        self.last_feedback_at = self.created_at
+        self.connected_once = False
+
+    async def negotiate(
+        self, offer: str, feeds: dict[str, Feed], plan: internals.IcePlan, pool: internals.PortPool | None
+    ) -> str:
+        parse_offer(offer, publishing=False)
+        pc = self.pc
+        for kind, feed in feeds.items():
+            transceiver = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
+            transceiver.setCodecPreferences(preferences_for(feed.format))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        except OperationError:
+            wanted = ", ".join(f.format.codec for f in feeds.values())
+            raise UnsupportedMedia(f"the player cannot receive this stream's codecs ({wanted})") from None
+        except (ValueError, InternalError, InvalidAccessError, InvalidStateError) as exc:
+            raise BadOffer(str(exc)) from None
+        internals.plan_gathering(pc, plan, pool)
+        await pc.setLocalDescription(await pc.createAnswer())
+        maps = payload_maps(pc.localDescription.sdp)
+        for transceiver in pc.getTransceivers():
+            track = transceiver.sender.track
+            mapping = maps.get(transceiver.mid or "")
+            if not isinstance(track, IdleTrack) or mapping is None:
+                continue
+            ssrc, rtx_ssrc = internals.sender_ssrcs(transceiver.sender)
+            down = DownTrack(feeds[track.kind], mapping, ssrc, rtx_ssrc, internals.RtpOutput(transceiver.sender), self._clock)
+            internals.intercept_feedback(transceiver.sender, down.on_nack, down.on_keyframe_request, self._on_feedback)
+            self.downtracks.append(down)
+            self._senders.append((transceiver.sender, down))
+        if not self.downtracks:
+            raise UnsupportedMedia("the offer receives none of the stream's tracks")
+        return pc.localDescription.sdp
+
+    def _on_feedback(self) -> None:
+        self.last_feedback_at = self._clock()
+
+    def start(self) -> None:
+        """Connected: join the feeds."""
+        self.connected_once = True
+        self.connected.set()
+        self.last_feedback_at = self._clock()
+        for down in self.downtracks:
+            if down not in down.feed.downtracks:
+                down.feed.downtracks.append(down)
+            down.start()
+
+    def leave(self) -> None:
+        for down in self.downtracks:
+            if down in down.feed.downtracks:
+                down.feed.downtracks.remove(down)
+
+    def sync_sender_reports(self) -> None:
+        for sender, down in self._senders:
+            internals.set_sender_report(sender, *down.sender_report())

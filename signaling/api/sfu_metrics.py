@@ -1,0 +1,37 @@
+"""The SFU node's counters on /metrics, read when scraped (nothing on the packet path)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sfu.node import SfuNode
+
+_GAUGES = {"rooms": "streams live on this node", "publishers": "publishers connected", "viewers": "viewers connected"}
+_COUNTERS = {
+    "packets_in": "RTP packets received from publishers of live streams",
+    "packets_out": "RTP packets forwarded to viewers of live streams",
+    "retransmitted": "RTP packets re-sent to viewers from the cache",
+    "keyframe_waits": "times a slow viewer was sent back to wait for a keyframe",
+    "stock_decoders": "aiortc decoders created in this process (forwarding creates none)",
+    "stock_encoders": "aiortc encoders created in this process (forwarding creates none)",
+}
+
+
+class SfuCollector(Collector):
+    def __init__(self, node: SfuNode) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self._node.stats()
+        for name, help_text in _GAUGES.items():
+            yield GaugeMetricFamily(f"tally_sfu_{name}", help_text, value=stats[name])
+        for name, help_text in _COUNTERS.items():
+            yield CounterMetricFamily(f"tally_sfu_{name}", help_text, value=stats[name])
+
+
+def register_sfu_metrics(registry: CollectorRegistry, node: SfuNode) -> None:
+    registry.register(SfuCollector(node))

@@ -1,0 +1,269 @@
+"""WHIP ingest (RFC 9725) and WHEP playback: SDP over HTTP in front of the SFU node.
+
+    POST    /whip/{channel}            offer -> 201 answer, Location, ETag, Link (ice servers)
+    PATCH   /whip/{channel}/{session}  trickle-ice-sdpfrag: candidates -> 204; ICE restart -> 200 + ETag
+    DELETE  /whip/{channel}/{session}  end -> 200
+    OPTIONS on both                    CORS preflight, Accept-Post / Accept-Patch, Link
+and the same under /whep. WHIP takes the channel's stream key or its owner's access token as bearer;
+WHEP is open for public channels, and a bearer access token binds the viewer to a user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sfu.errors import AlreadyPublishing, BadOffer, NodeFull, NotLive, SfuError, UnknownSession, UnsupportedMedia
+from sfu.node import SfuNode
+from sfu.sdp_fragment import parse_fragment
+from signaling.accounts.service import AccountService
+from signaling.api.client_address import client_address
+from signaling.api.endpoint import ANYONE, MAX_BODY, Access, Call, Endpoint, bearer_token, name_param
+from signaling.auth import secrets
+from signaling.auth.rate_limit import RateLimiter
+from signaling.auth.roles import Principal, Role
+from signaling.channels.service import ChannelService
+from signaling.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from signaling.settings import Settings
+
+SDP = "application/sdp"
+SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After",
+    "Access-Control-Max-Age": "600",
+}
+STREAM_KEY_OR_OWNER = Access(None, "bearer stream key of the channel, or an access token of its owner")
+SESSION_HOLDER = Access(None, "whoever holds the session URL (unguessable)")
+
+
+class PreconditionRequired(AppError):
+    status, title, slug = 428, "Precondition Required", "precondition-required"
+
+
+class PreconditionFailed(AppError):
+    status, title, slug = 412, "Precondition Failed", "precondition-failed"
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """WHIP/WHEP are called cross-origin by players and encoders: CORS headers on every answer, errors too."""
+    response: web.StreamResponse = await handler(request)
+    if request.path.startswith(("/whip/", "/whep/")):
+        response.headers.update(CORS_HEADERS)
+    return response
+
+
+def sfu_error(exc: SfuError, takeover_after: float) -> AppError:
+    """The one place SFU refusals become HTTP statuses."""
+    if isinstance(exc, BadOffer):
+        return BadRequest(str(exc))
+    if isinstance(exc, UnsupportedMedia):
+        return Invalid(str(exc))
+    if isinstance(exc, NotLive):
+        return Conflict("the channel is not live", retry_after=5)
+    if isinstance(exc, AlreadyPublishing):
+        return Conflict(
+            "someone is already publishing to this channel; a reconnect takes over once the old connection "
+            f"has been silent for {takeover_after:g} s",
+            retry_after=max(1, round(takeover_after)),
+        )
+    if isinstance(exc, NodeFull):
+        return Unavailable(str(exc), retry_after=10)
+    if isinstance(exc, UnknownSession):
+        return NotFound("there is no such session (it ended, or never existed)")
+    return AppError(str(exc))
+
+
+class WebRtcApi:
+    def __init__(
+        self, node: SfuNode, channels: ChannelService, accounts: AccountService, limiter: RateLimiter, settings: Settings
+    ) -> None:
+        self._node = node
+        self._channels = channels
+        self._accounts = accounts
+        self._limiter = limiter
+        self._settings = settings
+
+    def endpoints(self) -> list[Endpoint]:
+        out: list[Endpoint] = []
+        for kind, publish in (("whip", True), ("whep", False)):
+            tag = "WHIP" if publish else "WHEP"
+            base, session = f"/{kind}/{{channel}}", f"/{kind}/{{channel}}/{{session}}"
+            out += [
+                Endpoint("OPTIONS", base, self.options, f"{tag} preflight: CORS, Accept-Post, ICE servers", ANYONE, tag,
+                         status=204),
+                Endpoint(
+                    "POST", base, self.publish if publish else self.play,
+                    "Publish a stream (RFC 9725)" if publish else "Watch a stream (WHEP)",
+                    STREAM_KEY_OR_OWNER if publish else ANYONE, tag, status=201, raw_body=SDP,
+                    errors=(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+                    extra={"produces": SDP, "own_auth": publish},
+                ),
+                Endpoint("OPTIONS", session, self.options, f"{tag} session preflight", ANYONE, tag, status=204),
+                Endpoint(
+                    "PATCH", session, self.patch, "Trickle ICE candidates, or restart ICE (If-Match: \"*\")",
+                    SESSION_HOLDER, tag, status=204, raw_body=SDP_FRAGMENT, errors=(400, 404, 412, 415, 422, 428),
+                    extra={"produces": SDP_FRAGMENT, "own_auth": True},
+                ),
+                Endpoint("DELETE", session, self.delete, "End the session", SESSION_HOLDER, tag, errors=(404,),
+                         extra={"own_auth": True}),
+            ]
+        return out
+
+    # --- handlers ---
+
+    async def options(self, call: Call[None]) -> web.StreamResponse:
+        headers = {"Accept-Post": SDP, "Accept-Patch": SDP_FRAGMENT}
+        return web.Response(status=204, headers=self._with_links(headers))
+
+    async def publish(self, call: Call[None]) -> web.StreamResponse:
+        request = call.request
+        name = name_param(request, "channel")
+        token = bearer_token(request)
+        await self._limit(request, "whip", 30)
+        if token is None:
+            raise Unauthorized("WHIP needs 'Authorization: Bearer <stream key or access token>'")
+        owner = await self._authorize_publisher(name, token)
+        offer = await _read_body(request, SDP)
+        try:
+            session, answer = await self._node.publish(name, offer, owner)
+        except SfuError as exc:
+            raise sfu_error(exc, self._node.settings.takeover_after) from None
+        return self._created("whip", name, session.id, session.etag, answer)
+
+    async def play(self, call: Call[None]) -> web.StreamResponse:
+        request = call.request
+        name = name_param(request, "channel")
+        await self._limit(request, "whep", 120)
+        await self._channels.get(name)  # 404 for a channel that does not exist
+        offer = await _read_body(request, SDP)
+        user = call.principal.username if call.principal is not None else None
+        try:
+            session, answer = await self._node.subscribe(name, offer, user)
+        except SfuError as exc:
+            raise sfu_error(exc, self._node.settings.takeover_after) from None
+        return self._created("whep", name, session.id, session.etag, answer)
+
+    async def patch(self, call: Call[None]) -> web.StreamResponse:
+        request = call.request
+        session = self._session(request)
+        if_match = request.headers.get("If-Match")
+        if if_match is None:
+            raise PreconditionRequired("send If-Match with the session's ETag (or \"*\" for an ICE restart)")
+        text = await _read_body(request, SDP_FRAGMENT)
+        try:
+            fragment = parse_fragment(text)
+        except SfuError as exc:
+            raise sfu_error(exc, 0) from None
+        if fragment.restarts_ice:
+            if if_match.strip() not in ("*", '"*"', session.etag):
+                raise PreconditionFailed("the ETag does not match the session's current one")
+            try:
+                answer = session.restart_ice(fragment)
+            except SfuError as exc:
+                raise sfu_error(exc, 0) from None
+            await self._trickle(session.id, fragment)
+            return web.Response(status=200, text=answer, content_type=SDP_FRAGMENT, headers={"ETag": session.etag})
+        if if_match.strip() != session.etag:
+            raise PreconditionFailed("the ETag does not match the session's current one")
+        await self._trickle(session.id, fragment)
+        return web.Response(status=204)
+
+    async def delete(self, call: Call[None]) -> web.StreamResponse:
+        session = self._session(call.request)
+        try:
+            await self._node.end(session.id)
+        except UnknownSession:
+            pass  # ended meanwhile: the client's wish is granted
+        return web.Response(status=200)
+
+    # --- helpers ---
+
+    async def _trickle(self, session_id: str, fragment: Any) -> None:
+        try:
+            await self._node.trickle(session_id, fragment)
+        except SfuError as exc:
+            raise sfu_error(exc, 0) from None
+
+    def _session(self, request: web.Request) -> Any:
+        kind = request.path.split("/", 2)[1]
+        try:
+            session = self._node.session(request.match_info["session"], request.match_info["channel"])
+        except UnknownSession:
+            raise NotFound("there is no such session (it ended, or never existed)") from None
+        if (kind == "whip") != (session.kind == "publish"):
+            raise NotFound("there is no such session here")
+        return session
+
+    async def _authorize_publisher(self, name: str, token: str) -> str:
+        """The username publishing to channel `name` with `token`, or 401/403/404."""
+        if token.startswith(secrets.STREAM_KEY_PREFIX):
+            channel = await self._channels.channel_for_stream_key(token)
+            if channel is None:
+                raise Unauthorized("the stream key is not valid (it may have been rotated)")
+            if channel.name != name:
+                raise Forbidden("this stream key belongs to another channel")
+            user = await self._accounts.get_user(channel.owner_id)
+            owner = Principal(user_id=user.id, username=user.username, role=Role.parse(user.role), session_id="stream-key")
+        else:
+            owner = await self._accounts.authenticate(token)
+            view = await self._channels.get(name)
+            if view.channel.owner_id != owner.user_id:
+                raise Forbidden("only the channel's owner may publish to it")
+        if not owner.at_least(Role.BROADCASTER):
+            raise Forbidden("publishing needs the broadcaster role")
+        return owner.username
+
+    async def _limit(self, request: web.Request, what: str, per_minute: int) -> None:
+        address = client_address(request, self._settings.trust_forwarded_for)
+        wait = await self._limiter.hit(f"{what}:ip:{address}", per_minute, 60)
+        if wait:
+            raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
+
+    def _created(self, kind: str, channel: str, session_id: str, etag: str, answer: str) -> web.Response:
+        headers = self._with_links({"Location": f"/{kind}/{channel}/{session_id}", "ETag": etag})
+        return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
+
+    def _with_links(self, headers: dict[str, str]) -> CIMultiDict[str]:
+        out: CIMultiDict[str] = CIMultiDict(headers)
+        for server in self._settings.ice_servers:
+            link = f'<{server.urls}>; rel="ice-server"'
+            if server.username is not None and server.credential is not None:
+                link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
+            out.add("Link", link)
+        return out
+
+
+async def _read_body(request: web.Request, content_type: str) -> str:
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(f"send the body as {content_type}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body is larger than {request.app[MAX_BODY]} bytes") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8 text") from None
+    if "\x00" in text:
+        raise BadRequest("the body contains NUL characters")
+    return text
+

@@ -1,0 +1,118 @@
+"""Streams as the rest of the platform sees them: sessions in the database, the channel's live state
+and viewer count, and events on the bus (`stream.started`, `stream.ended`, `stream.viewers`) for
+recording, HLS, chat and notifications to consume.
+
+It is the SFU node's `NodeEvents`: the node calls it, in order, from its own event task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+
+from bus import Bus, Message
+from sfu.media_format import MediaFormat
+from signaling.db.database import Database
+from signaling.db.models import Channel, StreamSession
+
+log = logging.getLogger(__name__)
+
+
+class StreamService:
+    def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._bus = bus
+        self._node = node_id
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def recover(self) -> int:
+        """End what this node left open when it last died; the number of streams closed."""
+        now = self._now()
+        async with self._db.session() as session:
+            open_streams = list(
+                await session.scalars(
+                    select(StreamSession).where(StreamSession.node == self._node, StreamSession.ended_at.is_(None))
+                )
+            )
+            for stream in open_streams:
+                stream.ended_at = now
+                stream.end_reason = "node restarted"
+                stream.viewers = 0
+                await session.execute(
+                    update(Channel).where(Channel.id == stream.channel_id).values(is_live=False, live_since=None, viewer_count=0)
+                )
+            await session.commit()
+        return len(open_streams)
+
+    async def stream_started(self, room: str, stream: str, user: str | None, formats: list[MediaFormat]) -> None:
+        now = self._now()
+        codecs = {f.kind: f.codec for f in formats}
+        async with self._db.session() as session:
+            channel = await session.scalar(select(Channel).where(Channel.name == room))
+            if channel is None:
+                log.warning("stream %s started in unknown channel %s", stream, room)
+                return
+            session.add(
+                StreamSession(
+                    id=stream,
+                    channel_id=channel.id,
+                    node=self._node,
+                    started_at=now,
+                    video_codec=codecs.get("video", ""),
+                    audio_codec=codecs.get("audio", ""),
+                )
+            )
+            channel.is_live = True
+            channel.live_since = now
+            channel.viewer_count = 0
+            await session.commit()
+        await self._bus.publish(
+            Message("stream.started", {"channel": room, "stream": stream, "node": self._node, "codecs": codecs})
+        )
+
+    async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
+        now = self._now()
+        async with self._db.session() as session:
+            record = await session.get(StreamSession, stream)
+            if record is not None:
+                record.ended_at = now
+                record.end_reason = reason[:64]
+                record.viewers = 0
+                record.peak_viewers = max(record.peak_viewers, peak_viewers)
+            await session.execute(
+                update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
+            )
+            await session.commit()
+        await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
+
+    async def viewers_changed(self, room: str, stream: str, viewers: int, joined: str | None, left: str | None) -> None:
+        async with self._db.session() as session:
+            record = await session.get(StreamSession, stream)
+            if record is not None:
+                record.viewers = viewers
+                record.peak_viewers = max(record.peak_viewers, viewers)
+            await session.execute(update(Channel).where(Channel.name == room).values(viewer_count=viewers))
+            await session.commit()
+        payload: dict[str, object] = {"channel": room, "stream": stream, "viewers": viewers}
+        if joined is not None:
+            payload["joined"] = joined
+        if left is not None:
+            payload["left"] = left
+        await self._bus.publish(Message("stream.viewers", payload))
+
+    async def history(self, channel_id: int, limit: int = 20) -> list[StreamSession]:
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(StreamSession)
+                .where(StreamSession.channel_id == channel_id)
+                .order_by(StreamSession.started_at.desc())
+                .limit(limit)
+            )
+            return list(rows)
