@@ -35,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--allow-loopback-in-peer-connection",  # or Chromium gathers no candidates on loopback
 ]
 PASSWORD = "correct horse battery"
 
@@ -98,6 +99,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "PUBLIC_URL": "",
         "DATABASE_URL": "",
         "BUS_URL": "memory://",
+        "WEBRTC_HOST_ADDRESSES": "127.0.0.1",  # aioice skips loopback unless told (TESTING.md)
+        "PUBLISHER_TIMEOUT": "3",
     }
     log = data_dir / "server.log"
     with log.open("wb") as out:
@@ -156,7 +159,7 @@ class Browser:
 @pytest.fixture
 def open_browser(
     playwright: Playwright, server: Server, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], Browser]]:
+) -> Iterator[Callable[..., Browser]]:
     """Open a fresh Chromium; every one opened is closed after the test, and must have logged no errors.
 
     Failed requests (a 401 or 409 the page handles) show as console errors too; those are expected.
@@ -164,8 +167,18 @@ def open_browser(
     """
     opened: list[Browser] = []
 
-    def open_() -> Browser:
+    def open_(media: tuple[Path, Path] | None = None) -> Browser:
+        """`media`: a y4m and a wav clip the fake camera and microphone play (else Chromium's own)."""
         profile = tmp_path_factory.mktemp("chromium")
+        args = list(CHROMIUM_ARGS)
+        if media is not None:
+            args += [
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={media[0]}",
+                f"--use-file-for-fake-audio-capture={media[1]}",
+                "--autoplay-policy=no-user-gesture-required",
+            ]
         env = {
             **os.environ,
             "HOME": str(profile),
@@ -178,7 +191,7 @@ def open_browser(
             str(profile / "data"),
             executable_path=CHROMIUM,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=args,
             env=env,
             base_url=server.url,
             viewport={"width": 1200, "height": 850},

@@ -1,7 +1,8 @@
-// A channel's page: who, what, live or not, follow. The player goes into #player later.
+// A channel's page: the live player, who, what, live or not, follow.
 
-import { api } from "./api.js";
+import { api, tokens } from "./api.js";
 import { el, renderNav, say } from "./nav.js";
+import { Player } from "./player.js";
 
 const $ = (id) => document.getElementById(id);
 const prefix = "/watch/";
@@ -37,15 +38,21 @@ function draw(channel, user) {
   $("viewers").textContent = plural(channel.viewer_count, "viewer", "viewers");
   $("viewers").hidden = !channel.is_live;
   $("player").dataset.live = String(channel.is_live);
-  $("player-message").textContent = channel.is_live
-    ? "Live now. The player is coming soon."
-    : `${channel.display_name} is offline.`;
 
   const own = user && user.username === channel.owner;
   $("follow-button").hidden = !user || own;
   $("follow-login").hidden = Boolean(user);
   $("follow-login").href = `/login?next=${encodeURIComponent(location.pathname)}`;
   drawFollow(channel);
+}
+
+async function refreshLiveState(channel, user) {
+  try {
+    Object.assign(channel, await api("GET", `/api/channels/${encodeURIComponent(channel.name)}`));
+    draw(channel, user);
+  } catch {
+    // keep what is shown
+  }
 }
 
 async function main() {
@@ -63,6 +70,14 @@ async function main() {
   }
   draw(channel, user);
   $("channel").hidden = false;
+  const player = new Player($("player"), channel.name, {
+    token: user ? tokens().access : null,
+    onState: (state) => refreshLiveState(channel, user, state),
+  });
+  window.tallyPlayer = player; // for diagnostics in the console (and the end-to-end tests)
+  window.addEventListener("pagehide", () => player.stop());
+  await player.start();
+  setInterval(() => refreshLiveState(channel, user), 5000);
 
   const button = $("follow-button");
   button.addEventListener("click", async () => {
