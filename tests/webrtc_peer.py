@@ -1,0 +1,82 @@
+"""A real WebRTC peer for tests (aiortc on loopback): publishes pre-encoded video, or watches and counts
+decoded frames. It plays the role a browser or OBS plays; nothing of the server is mocked."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from media_clips import EncodedVideoTrack, encode_video
+from sfu import aiortc_internals as internals
+
+LOOPBACK = internals.IcePlan(("127.0.0.1",))
+_CLIPS: dict[str, list[bytes]] = {}
+
+
+def clip(codec: str) -> list[bytes]:
+    if codec not in _CLIPS:
+        _CLIPS[codec] = encode_video(codec, frames=60, gop=15)
+    return _CLIPS[codec]
+
+
+class Peer:
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.frames = 0
+        self.first_frame_at: float | None = None
+        self._readers: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def publisher(cls, codec: str = "h264", audio: bool = False) -> Peer:
+        peer = cls()
+        transceiver = peer.pc.addTransceiver(EncodedVideoTrack(clip(codec)), direction="sendonly")
+        wanted = {f"video/{codec}".lower(), "video/rtx"}
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in wanted])
+        if audio:
+            peer.pc.addTransceiver("audio", direction="sendonly")
+        return peer
+
+    @classmethod
+    def viewer(cls) -> Peer:
+        peer = cls()
+        peer.pc.addTransceiver("video", direction="recvonly")
+        peer.pc.addTransceiver("audio", direction="recvonly")
+
+        @peer.pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "video":
+                peer._readers.append(asyncio.ensure_future(peer._read(track)))
+
+        return peer
+
+    async def _read(self, track: Any) -> None:
+        while True:
+            try:
+                await track.recv()
+            except Exception:
+                return
+            self.frames += 1
+            if self.first_frame_at is None:
+                self.first_frame_at = time.monotonic()
+
+    async def offer(self) -> str:
+        internals.plan_gathering(self.pc, LOOPBACK, None)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+
+    async def wait_frames(self, count: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.frames < count:
+            assert time.monotonic() < deadline, f"only {self.frames} frames decoded"
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await self.pc.close()
