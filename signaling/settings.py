@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     rate_login_per_minute: int = 10
     rate_register_per_hour: int = 20
     rate_stream_key_per_hour: int = 30
+    rate_whip_per_minute: int = 30
+    rate_whep_per_minute: int = 600
 
     node_id: str = Field(default="", description="This SFU node's name in stream records; host:port when empty.")
     webrtc_host_addresses: Annotated[list[str], NoDecode] = Field(

@@ -138,7 +138,7 @@ class WebRtcApi:
         request = call.request
         name = name_param(request, "channel")
         token = bearer_token(request)
-        await self._limit(request, "whip", 30)
+        await self._limit(request, "whip", self._settings.rate_whip_per_minute)
         if token is None:
             raise Unauthorized("WHIP needs 'Authorization: Bearer <stream key or access token>'")
         owner = await self._authorize_publisher(name, token)
@@ -152,7 +152,7 @@ class WebRtcApi:
     async def play(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
         name = name_param(request, "channel")
-        await self._limit(request, "whep", 120)
+        await self._limit(request, "whep", self._settings.rate_whep_per_minute)
         await self._channels.get(name)  # 404 for a channel that does not exist
         offer = await _read_body(request, SDP)
         user = call.principal.username if call.principal is not None else None
