@@ -56,7 +56,6 @@ class Feed:
         self.media_ssrc = 0
         self.mapping: ClockMapping | None = None
         self.packets_in = 0
-        self.octets_in = 0
         self._send_pli = False
 
     # --- the packet path ---
@@ -71,7 +70,6 @@ class Feed:
             self.keyframes.keyframe_arrived()
             self.loss.keyframe_arrived(seq)
         self.packets_in += 1
-        self.octets_in += len(packet)
         now_ntp = time.time() + NTP_EPOCH_OFFSET
         for down in self.downtracks:
             down.write(packet, keyframe, now_ntp)

@@ -68,9 +68,10 @@ def payload_maps(sdp: str) -> dict[str, PayloadMap]:
 
 def preferences_for(fmt: MediaFormat) -> list[RTCRtpCodecCapability]:
     """The codec capabilities a viewer's answer may use: exactly the publisher's format (and RTX)."""
-    matching = [c for c in RTCRtpSender.getCapabilities(fmt.kind).codecs if c.mimeType.lower() == fmt.mime_type.lower()]
+    codecs = RTCRtpSender.getCapabilities(fmt.kind).codecs
+    matching = [c for c in codecs if c.mimeType.lower() == fmt.mime_type.lower()]
     profile = fmt.parameters.get("profile-level-id")
     exact = [c for c in matching if profile is None or c.parameters.get("profile-level-id") == profile]
     chosen = exact or matching
-    rtx = [c for c in RTCRtpSender.getCapabilities(fmt.kind).codecs if c.mimeType.lower().endswith("/rtx")]
+    rtx = [c for c in codecs if c.mimeType.lower().endswith("/rtx")]
     return chosen + rtx

@@ -47,7 +47,6 @@ class Publisher(Session):
         self._routes: dict[int, tuple[Feed | None, int, _ReceiverUpstream | None]] = {}
         self._pending: dict[str, tuple[int, int | None, RTCRtpTransceiver]] = {}  # kind -> (pt, rtx pt, transceiver)
         self._sinks = sinks
-        self.feeds: dict[str, Feed] = {}
         self.last_packet_at = self.created_at
 
     async def negotiate(self, offer: str, plan: internals.IcePlan, pool: internals.PortPool | None) -> str:
@@ -80,16 +79,10 @@ class Publisher(Session):
         if not self.formats:
             raise UnsupportedMedia("the offer has no audio or video the SFU can forward (H.264, VP8, Opus)")
 
-        @pc.on("connectionstatechange")
-        def on_state() -> None:
-            if pc.connectionState == "connected":
-                self.connected.set()
-
         return pc.localDescription.sdp
 
     def bind(self, feeds: dict[str, Feed]) -> None:
         """Feed these (the room's) from now on, and start taking packets."""
-        self.feeds = feeds
         for kind, (pt, rtx_pt, transceiver) in self._pending.items():
             feed = feeds[kind]
             upstream = _ReceiverUpstream(transceiver.receiver)

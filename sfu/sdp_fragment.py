@@ -12,7 +12,6 @@ MAX_CANDIDATES = 64
 @dataclass(frozen=True, slots=True)
 class Candidate:
     mid: str | None
-    line_index: int
     sdp: str  # the value after "a=candidate:"
 
 
@@ -33,7 +32,6 @@ def parse_fragment(text: str) -> SdpFragment:
     candidates: list[Candidate] = []
     end = False
     mid: str | None = None
-    line_index = -1
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
@@ -43,7 +41,6 @@ def parse_fragment(text: str) -> SdpFragment:
         elif line.startswith("a=ice-pwd:"):
             pwd = line[len("a=ice-pwd:") :]
         elif line.startswith("m="):
-            line_index += 1
             mid = None
         elif line.startswith("a=mid:"):
             mid = line[len("a=mid:") :]
@@ -51,7 +48,7 @@ def parse_fragment(text: str) -> SdpFragment:
             value = line[len("a=candidate:") :]
             if len(value.split()) < 8:
                 raise BadOffer(f"malformed candidate line: {line[:120]!r}")
-            candidates.append(Candidate(mid, max(line_index, 0), value))
+            candidates.append(Candidate(mid, value))
         elif line == "a=end-of-candidates":
             end = True
         elif line.startswith(("a=", "v=", "o=", "s=", "t=", "c=")):

@@ -34,7 +34,6 @@ class Session:
         self.created_at = clock()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # a server gathers host candidates only
         self.closed = False
-        self.connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, coro: object) -> None:

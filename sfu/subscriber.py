@@ -75,7 +75,6 @@ class Subscriber(Session):
     def start(self) -> None:
         """Connected: join the feeds."""
         self.connected_once = True
-        self.connected.set()
         self.last_feedback_at = self._clock()
         for down in self.downtracks:
             if down not in down.feed.downtracks:

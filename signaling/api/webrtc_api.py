@@ -11,6 +11,7 @@ WHEP is open for public channels, and a bearer access token binds the viewer to 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from sfu.node import SfuNode
 from sfu.sdp_fragment import parse_fragment
 from signaling.accounts.service import AccountService
 from signaling.api.client_address import client_address
-from signaling.api.endpoint import ANYONE, MAX_BODY, Access, Call, Endpoint, bearer_token, name_param
+from signaling.api.endpoint import ANYONE, MAX_BODY, Access, Call, Endpoint, Handler, bearer_token, name_param
 from signaling.auth import secrets
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Principal, Role
@@ -102,6 +103,18 @@ class WebRtcApi:
         self._limiter = limiter
         self._settings = settings
 
+    def _translating(self, handler: Handler) -> Handler:
+        """The handler with SFU refusals turned into problem details, in one place for every endpoint."""
+
+        async def handle(call: Call[Any]) -> web.StreamResponse:
+            try:
+                return await handler(call)
+            except SfuError as exc:
+                raise sfu_error(exc, self._node.settings.takeover_after) from None
+
+        handle.__name__ = getattr(handler, "__name__", "endpoint")
+        return handle
+
     def endpoints(self) -> list[Endpoint]:
         out: list[Endpoint] = []
         for kind, publish in (("whip", True), ("whep", False)):
@@ -126,7 +139,7 @@ class WebRtcApi:
                 Endpoint("DELETE", session, self.delete, "End the session", SESSION_HOLDER, tag, errors=(404,),
                          extra={"own_auth": True}),
             ]
-        return out
+        return [replace(e, handler=self._translating(e.handler)) for e in out]
 
     # --- handlers ---
 
@@ -143,10 +156,7 @@ class WebRtcApi:
             raise Unauthorized("WHIP needs 'Authorization: Bearer <stream key or access token>'")
         owner = await self._authorize_publisher(name, token)
         offer = await _read_body(request, SDP)
-        try:
-            session, answer = await self._node.publish(name, offer, owner)
-        except SfuError as exc:
-            raise sfu_error(exc, self._node.settings.takeover_after) from None
+        session, answer = await self._node.publish(name, offer, owner)
         return self._created("whip", name, session.id, session.etag, answer)
 
     async def play(self, call: Call[None]) -> web.StreamResponse:
@@ -156,10 +166,7 @@ class WebRtcApi:
         await self._channels.get(name)  # 404 for a channel that does not exist
         offer = await _read_body(request, SDP)
         user = call.principal.username if call.principal is not None else None
-        try:
-            session, answer = await self._node.subscribe(name, offer, user)
-        except SfuError as exc:
-            raise sfu_error(exc, self._node.settings.takeover_after) from None
+        session, answer = await self._node.subscribe(name, offer, user)
         return self._created("whep", name, session.id, session.etag, answer)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:
@@ -169,22 +176,16 @@ class WebRtcApi:
         if if_match is None:
             raise PreconditionRequired("send If-Match with the session's ETag (or \"*\" for an ICE restart)")
         text = await _read_body(request, SDP_FRAGMENT)
-        try:
-            fragment = parse_fragment(text)
-        except SfuError as exc:
-            raise sfu_error(exc, 0) from None
+        fragment = parse_fragment(text)
         if fragment.restarts_ice:
             if if_match.strip() not in ("*", '"*"', session.etag):
                 raise PreconditionFailed("the ETag does not match the session's current one")
-            try:
-                answer = session.restart_ice(fragment)
-            except SfuError as exc:
-                raise sfu_error(exc, 0) from None
-            await self._trickle(session.id, fragment)
+            answer = session.restart_ice(fragment)
+            await self._node.trickle(session.id, fragment)
             return web.Response(status=200, text=answer, content_type=SDP_FRAGMENT, headers={"ETag": session.etag})
         if if_match.strip() != session.etag:
             raise PreconditionFailed("the ETag does not match the session's current one")
-        await self._trickle(session.id, fragment)
+        await self._node.trickle(session.id, fragment)
         return web.Response(status=204)
 
     async def delete(self, call: Call[None]) -> web.StreamResponse:
@@ -197,18 +198,9 @@ class WebRtcApi:
 
     # --- helpers ---
 
-    async def _trickle(self, session_id: str, fragment: Any) -> None:
-        try:
-            await self._node.trickle(session_id, fragment)
-        except SfuError as exc:
-            raise sfu_error(exc, 0) from None
-
     def _session(self, request: web.Request) -> Any:
         kind = request.path.split("/", 2)[1]
-        try:
-            session = self._node.session(request.match_info["session"], request.match_info["channel"])
-        except UnknownSession:
-            raise NotFound("there is no such session (it ended, or never existed)") from None
+        session = self._node.session(request.match_info["session"], request.match_info["channel"])
         if (kind == "whip") != (session.kind == "publish"):
             raise NotFound("there is no such session here")
         return session
