@@ -16,57 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from harness import cpu_seconds, http, metric, percentile, server  # noqa: E402
+
 NTP_OFFSET = 2_208_988_800
 AST_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-
-
-def http(method: str, url: str, body: Any = None, token: str | None = None, raw: bytes | None = None,
-         content_type: str = "application/json") -> tuple[int, bytes, Any]:
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", content_type)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read(), response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, error.read(), error.headers
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def metric(url: str, name: str) -> float:
-    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "_total "):
-            return float(line.split()[-1])
-    raise KeyError(name)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- publisher process --------------------------------------------------------------------------
@@ -248,62 +211,38 @@ async def watch(url: str, channel: str, count: int, seconds: float, server_pid: 
 
 
 def run(steps: list[int], seconds: float) -> None:
-    import socket
-    import tempfile
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    data = Path(tempfile.mkdtemp(prefix="tally-bench-"))
-    env = {**os.environ, "DATA_DIR": str(data), "PORT": str(port), "HOST": "127.0.0.1", "DATABASE_URL": "", "BUS_URL": "memory://",
-           "WEBRTC_HOST_ADDRESSES": "127.0.0.1", "MAX_VIEWERS_PER_NODE": "1000", "RATE_WHEP_PER_MINUTE": "100000",
-           "JWT_SECRET": secrets.token_hex(32), "LOG_LEVEL": "WARNING", "PUBLIC_URL": ""}
-    server = subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO, env=env,
-                              stdout=open(data / "server.log", "wb"), stderr=subprocess.STDOUT)
-    publisher = None
-    try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        http("POST", url + "/api/auth/register", {"username": "bench", "email": "bench@example.com", "password": "benchmark pass"})
-        _, tokens, _ = http("POST", url + "/api/auth/login", {"username": "bench", "password": "benchmark pass"})
-        _, key, _ = http("GET", url + "/api/me/stream-key", token=json.loads(tokens)["access_token"])
-        publisher = subprocess.Popen([sys.executable, __file__, "publish", url, "bench", json.loads(key)["key"]],
+    with server(MAX_VIEWERS_PER_NODE="1000", RATE_WHEP_PER_MINUTE="100000") as running:
+        url = running.url
+        publisher = subprocess.Popen([sys.executable, __file__, "publish", url, "bench", running.stream_key()],
                                      stdout=subprocess.PIPE, text=True)
-        assert publisher.stdout is not None and publisher.stdout.readline().strip() == "PUBLISHING"
-        time.sleep(3)
-        idle_before, t0 = cpu_seconds(server.pid), time.monotonic()
-        time.sleep(5)
-        idle_pct = 100 * (cpu_seconds(server.pid) - idle_before) / (time.monotonic() - t0)
-        print(f"server CPU with the publisher and no viewers: {idle_pct:.1f} % of a core")
-        results = []
-        for n in steps:
-            out = subprocess.run([sys.executable, __file__, "watch", url, "bench", str(n), str(seconds), str(server.pid)],
-                                 capture_output=True, text=True, timeout=600)
-            line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                print(out.stdout, out.stderr[-3000:])
-                raise SystemExit(f"step {n} failed")
-            results.append(json.loads(line[7:]))
-            print(json.dumps(results[-1]))
-            time.sleep(2)
-        print()
-        print("| viewers | forwarded pkt/s | SFU CPU % | pkts per SFU CPU-s | client CPU % | loss % | delay p50 / p99 ms | TTFF p50 / p95 ms |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in results:
-            print(f"| {r['viewers']} | {r['forwarded_pps']:.0f} | {r['server_cpu_pct']:.0f} | {r['packets_per_cpu_second']:.0f} | "
-                  f"{r['client_cpu_pct']:.0f} | {r['loss_pct']:.2f} | {r['delay_p50_ms']:.1f} / {r['delay_p99_ms']:.1f} | "
-                  f"{r['ttff_p50_ms']:.0f} / {r['ttff_p95_ms']:.0f} |")
-    finally:
-        if publisher is not None:
+        try:
+            assert publisher.stdout is not None and publisher.stdout.readline().strip() == "PUBLISHING"
+            time.sleep(3)
+            idle_before, t0 = cpu_seconds(running.pid), time.monotonic()
+            time.sleep(5)
+            idle_pct = 100 * (cpu_seconds(running.pid) - idle_before) / (time.monotonic() - t0)
+            print(f"server CPU with the publisher and no viewers: {idle_pct:.1f} % of a core")
+            results = []
+            for n in steps:
+                out = subprocess.run([sys.executable, __file__, "watch", url, "bench", str(n), str(seconds), str(running.pid)],
+                                     capture_output=True, text=True, timeout=600)
+                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if line is None:
+                    print(out.stdout, out.stderr[-3000:])
+                    raise SystemExit(f"step {n} failed")
+                results.append(json.loads(line[7:]))
+                print(json.dumps(results[-1]))
+                time.sleep(2)
+        finally:
             publisher.send_signal(signal.SIGTERM)
             publisher.wait(timeout=10)
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=15)
+    print()
+    print("| viewers | forwarded pkt/s | SFU CPU % | pkts per SFU CPU-s | client CPU % | loss % | delay p50 / p99 ms | TTFF p50 / p95 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['viewers']} | {r['forwarded_pps']:.0f} | {r['server_cpu_pct']:.0f} | {r['packets_per_cpu_second']:.0f} | "
+              f"{r['client_cpu_pct']:.0f} | {r['loss_pct']:.2f} | {r['delay_p50_ms']:.1f} / {r['delay_p99_ms']:.1f} | "
+              f"{r['ttff_p50_ms']:.0f} / {r['ttff_p95_ms']:.0f} |")
 
 
 def main() -> None:

@@ -1,0 +1,181 @@
+"""Benchmark: glass-to-glass latency in Chromium, through the SFU and, as a baseline, browser to browser.
+
+    .venv/bin/python loadtest/glass_to_glass.py --rounds 3 --seconds 10 [--load 50]
+
+A publisher page paints the wall clock as a barcode into a 1280x720 canvas at 30 fps and publishes
+`canvas.captureStream()` over WHIP with the studio's own client code (`/static/js/webrtc.js`); a viewer
+page plays it in the real `/watch/{channel}` player and reads the barcode back from every decoded
+frame (`loadtest/barcode.js`). Latency = viewer clock at the frame's display time minus the painted
+time, so it covers capture, encode, pacing, the network, the SFU, the jitter buffer, decode and
+render. The baseline sends the same canvas straight from one page to another over a loopback peer
+connection, with no SFU, in the same run: the difference is what the SFU adds. `--load N` adds N lean
+subscribers (sfu_forwarding.py) so the SFU is busy while we measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE)]
+
+from harness import percentile, server  # noqa: E402
+
+BARCODE_JS = (HERE / "barcode.js").read_text()
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"]
+
+PUBLISH_JS = """async ([key, codec]) => {
+  const { negotiate, preferCodec } = await import("/static/js/webrtc.js");
+  const track = window.barcode.paint().captureStream(30).getVideoTracks()[0];
+  const pc = new RTCPeerConnection();
+  const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
+  preferCodec(transceiver, codec);
+  window.publisher = pc;
+  await negotiate(pc, "/whip/bench", key);
+}"""
+
+# The baseline: page A offers the canvas, page B answers; SDP passes through this script.
+DIRECT_OFFER_JS = """async (codec) => {
+  const { preferCodec } = await import("/static/js/webrtc.js");
+  const track = window.barcode.paint().captureStream(30).getVideoTracks()[0];
+  const pc = new RTCPeerConnection();
+  preferCodec(pc.addTransceiver(track, { direction: "sendonly" }), codec);
+  window.direct = pc;
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
+  return pc.localDescription.sdp;
+}"""
+DIRECT_ANSWER_JS = """async (offer) => {
+  const pc = new RTCPeerConnection();
+  const video = document.createElement("video");
+  video.autoplay = true; video.muted = true; video.playsInline = true;
+  document.body.append(video);
+  pc.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); };
+  window.direct = pc; window.directVideo = video;
+  await pc.setRemoteDescription({ type: "offer", sdp: offer });
+  await pc.setLocalDescription(await pc.createAnswer());
+  await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
+  return pc.localDescription.sdp;
+}"""
+MEASURE_JS = """async ([selector, seconds]) => {
+  const video = selector === "direct" ? window.directVideo : document.querySelector(selector);
+  for (let i = 0; i < 100 && !(video && video.videoWidth); i += 1) await new Promise((r) => setTimeout(r, 100));
+  // Chromium starts at a low bitrate and a small picture and ramps up: measure once it is at full size.
+  const settle = performance.now() + 20000;
+  while (video.videoWidth < 1280 && performance.now() < settle) await new Promise((r) => setTimeout(r, 250));
+  await new Promise((r) => setTimeout(r, 1000));
+  const result = await window.barcode.measure(video, seconds);
+  const stats = await (selector === "direct" ? window.direct : window.tallyPlayer.pc).getStats();
+  stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") {
+    result.codec = stats.get(s.codecId)?.mimeType;
+    result.jitterBufferMs = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+    result.size = `${s.frameWidth}x${s.frameHeight}`;
+    result.fps = s.framesPerSecond;
+  } });
+  return result;
+}"""
+
+
+def launch(playwright: Any, url: str) -> Any:
+    profile = tempfile.mkdtemp(prefix="tally-g2g-")
+    context = playwright.chromium.launch_persistent_context(
+        profile, executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS, base_url=url,
+        env={"HOME": profile, "XDG_RUNTIME_DIR": profile})
+    context.set_default_timeout(30_000)
+    return context
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    latencies = result.pop("latencies")
+    return {**result, "samples": len(latencies), "p50_ms": percentile(latencies, 0.5), "p95_ms": percentile(latencies, 0.95)}
+
+
+def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float) -> dict[str, Any]:
+    sender, viewer = launch(playwright, url), launch(playwright, url)
+    try:
+        page = sender.new_page()
+        page.goto("/")
+        page.evaluate(BARCODE_JS)
+        page.evaluate(PUBLISH_JS, [key, codec])
+        watch = viewer.new_page()
+        watch.goto("/watch/bench")
+        watch.evaluate(BARCODE_JS)
+        watch.wait_for_selector('#player[data-state="playing"]', timeout=20_000)
+        return summarise(watch.evaluate(MEASURE_JS, ["#player video", seconds]))
+    finally:
+        sender.close()
+        viewer.close()
+        time.sleep(4)  # the publisher went without DELETE: let the stream end before the next round
+
+
+def direct(playwright: Any, url: str, codec: str, seconds: float) -> dict[str, Any]:
+    sender, viewer = launch(playwright, url), launch(playwright, url)
+    try:
+        a, b = sender.new_page(), viewer.new_page()
+        for page in (a, b):
+            page.goto("/")
+            page.evaluate(BARCODE_JS)
+        offer = a.evaluate(DIRECT_OFFER_JS, codec)
+        answer = b.evaluate(DIRECT_ANSWER_JS, offer)
+        a.evaluate("async (sdp) => window.direct.setRemoteDescription({ type: 'answer', sdp })", answer)
+        return summarise(b.evaluate(MEASURE_JS, ["direct", seconds]))
+    finally:
+        sender.close()
+        viewer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--codecs", default="video/H264,video/VP8")
+    parser.add_argument("--load", type=int, default=0, help="lean subscribers watching at the same time")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    with server(PUBLISHER_TIMEOUT="2", MAX_VIEWERS_PER_NODE="1000", RATE_WHEP_PER_MINUTE="100000",
+                RATE_WHIP_PER_MINUTE="1000") as running, sync_playwright() as playwright:
+        key = running.stream_key()
+        for round_ in range(args.rounds):
+            for codec in args.codecs.split(","):
+                load = None
+                for path in ("direct", "sfu"):
+                    if path == "sfu" and args.load:
+                        load = subprocess.Popen([sys.executable, str(HERE / "sfu_forwarding.py"), "watch", running.url, "bench",
+                                                 str(args.load), str(args.seconds + 30), str(running.pid)],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    try:
+                        result = (through_sfu(playwright, running.url, key, codec, args.seconds) if path == "sfu"
+                                  else direct(playwright, running.url, codec, args.seconds))
+                    finally:
+                        if load is not None:
+                            load.send_signal(signal.SIGTERM)
+                            load.wait(timeout=30)
+                            load = None
+                    print(json.dumps({"round": round_ + 1, "path": path, **result}), flush=True)
+                    rows.setdefault((codec, path), []).append(result)
+    print()
+    print(f"glass-to-glass, {args.rounds} rounds of {args.seconds:.0f} s, load {args.load} lean subscribers")
+    print("| codec | path | p50 ms (median of rounds) | p95 ms (median) | frames read / invalid | jitter buffer ms | size |")
+    print("|---|---|---|---|---|---|---|")
+    for (codec, path), results in rows.items():
+        p50 = statistics.median(r["p50_ms"] for r in results)
+        p95 = statistics.median(r["p95_ms"] for r in results)
+        jitter = statistics.median(r.get("jitterBufferMs") or 0 for r in results)
+        print(f"| {codec} | {'SFU (WHIP → WHEP)' if path == 'sfu' else 'browser to browser'} | {p50:.0f} | {p95:.0f} | "
+              f"{sum(r['samples'] for r in results)} / {sum(r['invalid'] for r in results)} | {jitter:.0f} | {results[-1].get('size')} |")
+
+
+if __name__ == "__main__":
+    main()
