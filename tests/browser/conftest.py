@@ -47,6 +47,7 @@ class Server:
     url: str
     admin: str
     log: Path
+    pid: int = 0  # the server process
     password: str = PASSWORD  # every account made here has it
     _n: int = field(default=0)
 
@@ -83,7 +84,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The server for one test module; a module's `SERVER_SETTINGS` dict adds to or overrides its env."""
     data_dir = tmp_path_factory.mktemp("server")
     port = free_port()
     env = {
@@ -101,6 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "BUS_URL": "memory://",
         "WEBRTC_HOST_ADDRESSES": "127.0.0.1",  # aioice skips loopback unless told (TESTING.md)
         "PUBLISHER_TIMEOUT": "3",
+        **getattr(request.module, "SERVER_SETTINGS", {}),
     }
     log = data_dir / "server.log"
     with log.open("wb") as out:
@@ -120,7 +123,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 pass
             assert time.monotonic() < deadline, f"the server did not become ready:\n{log.read_text()}"
             time.sleep(0.1)
-        running = Server(url, admin="boss", log=log)
+        running = Server(url, admin="boss", log=log, pid=process.pid)
         assert running.register("boss")["role"] == "admin"  # the first account of a fresh database
         yield running
     finally:
@@ -147,6 +150,7 @@ class Browser:
     context: BrowserContext
     page: Page
     errors: list[str]
+    profile: Path
     closed: bool = False
 
     def close(self) -> None:
@@ -154,6 +158,11 @@ class Browser:
         if not self.closed:
             self.closed = True
             self.context.close()
+
+    def crash(self) -> None:
+        """Kill its processes outright, as a crash or a pulled cable would: no page events, no goodbyes."""
+        subprocess.run(["pkill", "-KILL", "-f", f"user-data-dir={self.profile / 'data'}"], check=False)
+        self.closed = True
 
 
 @pytest.fixture
@@ -206,7 +215,7 @@ def open_browser(
         context.on("console", on_console)
         context.on("weberror", lambda error: errors.append(f"uncaught: {error.error}"))
         page = context.pages[0] if context.pages else context.new_page()
-        browser = Browser(context, page, errors)
+        browser = Browser(context, page, errors, profile)
         opened.append(browser)
         return browser
 
@@ -215,3 +224,16 @@ def open_browser(
     for browser in opened:
         browser.close()
     assert not problems, "the pages logged errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A y4m and a wav clip (4 s, looped by Chromium) for a fake camera and microphone."""
+    folder = tmp_path_factory.mktemp("clips")
+    video, audio = folder / "camera.y4m", folder / "microphone.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "4", "-pix_fmt", "yuv420p", str(video)],
+        check=True,
+    )
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "4", str(audio)], check=True)
+    return video, audio

@@ -1,6 +1,7 @@
 // Go live from the browser: pick devices, preview, publish over WHIP, watch the connection and audience.
 
 import { api, currentUser, hasRole, tokens } from "./api.js";
+import { ChatPanel, chatMarkup } from "./chat.js";
 import { renderNav, say } from "./nav.js";
 import { hangUp, negotiate, preferCodec, SessionError } from "./webrtc.js";
 
@@ -73,23 +74,9 @@ async function goLive(user) {
   $("go-live").disabled = true;
   say($("studio-status"), "");
   setConnection("connecting", "Connecting…");
-  await api("GET", "/api/me"); // refreshes the access token if it is about to be refused
-  pc = new RTCPeerConnection();
-  const audio = pc.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly", streams: [stream] });
-  const video = pc.addTransceiver((screen || stream).getVideoTracks()[0], { direction: "sendonly", streams: [stream] });
-  senders = { audio: audio.sender, video: video.sender };
-  preferCodec(video, params.get("codec") || $("codec").value);
-  pc.addEventListener("connectionstatechange", () => {
-    const state = pc?.connectionState;
-    if (state === "connected") setConnection("live", "Live");
-    else if (state === "disconnected") setConnection("reconnecting", "Connection unstable…");
-    else if (state === "failed") setConnection("failed", "Connection lost. Press Go live to reconnect.");
-  });
   try {
-    session = await publishWithRetry(pc, user);
+    await connect(user);
   } catch (error) {
-    pc.close();
-    pc = null;
     $("go-live").disabled = false;
     const wait = error instanceof SessionError && error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
     setConnection("idle", "Not live");
@@ -100,6 +87,57 @@ async function goLive(user) {
   $("end").hidden = false;
   $("go-live").disabled = false;
   statsTimer = setInterval(() => updateStats(user), 1000);
+}
+
+/** A new peer connection and WHIP session with what the preview shows; throws if refused. */
+async function connect(user) {
+  await api("GET", "/api/me"); // refreshes the access token if it is about to be refused
+  const next = new RTCPeerConnection();
+  pc = next;
+  const audio = next.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly", streams: [stream] });
+  const video = next.addTransceiver((screen || stream).getVideoTracks()[0], { direction: "sendonly", streams: [stream] });
+  senders = { audio: audio.sender, video: video.sender };
+  preferCodec(video, params.get("codec") || $("codec").value);
+  next.addEventListener("connectionstatechange", () => {
+    if (next !== pc) return;
+    const state = next.connectionState;
+    if (state === "connected") setConnection("live", "Live");
+    else if (state === "disconnected") setConnection("reconnecting", "Connection unstable…");
+    else if (state === "failed" || state === "closed") reconnect(user);
+  });
+  let started;
+  try {
+    started = await publishWithRetry(next, user);
+  } catch (error) {
+    next.close();
+    if (pc === next) pc = null;
+    throw error;
+  }
+  if (pc === next) session = started;
+  else hangUp(started.location); // End was pressed while this was connecting
+}
+
+// The connection failed (network change, server restart, the session ended on the server): publish
+// again without ending the stream. The server hands the channel to the new connection once the old
+// one has gone silent, and viewers stay connected when the format is unchanged.
+async function reconnect(user) {
+  const old = pc;
+  pc = null;
+  session = null; // no DELETE: that would end the stream for everyone watching
+  old?.close();
+  for (let attempt = 1; $("end").hidden === false; attempt += 1) {
+    setConnection("reconnecting", `Connection lost. Reconnecting (attempt ${attempt})…`);
+    try {
+      await connect(user);
+      return;
+    } catch (error) {
+      if (error instanceof SessionError && error.status < 500 && error.status !== 409) {
+        setConnection("failed", `Could not reconnect: ${error.message}. Press End, then Go live.`);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10, attempt * 2) * 1000));
+    }
+  }
 }
 
 // After a drop, the old connection holds the channel until it has been silent for a moment: the
@@ -155,6 +193,19 @@ async function updateStats(user) {
   }
 }
 
+async function appointModerator(event, user) {
+  event.preventDefault();
+  const name = $("moderator-name").value.trim();
+  if (!name) return;
+  try {
+    const result = await api("PUT", `/api/channels/${encodeURIComponent(user.username)}/moderators/${encodeURIComponent(name)}`);
+    say($("moderator-status"), `Moderators: ${result.items.join(", ")}`, "ok");
+    $("moderator-name").value = "";
+  } catch (error) {
+    say($("moderator-status"), error.message);
+  }
+}
+
 async function main() {
   await renderNav();
   const user = await currentUser();
@@ -180,6 +231,15 @@ async function main() {
   $("camera").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("microphone").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("share-screen").addEventListener("click", () => shareScreen().catch((e) => say($("studio-status"), e.message)));
+  $("chat").append(...chatMarkup());
+  const chat = new ChatPanel($("chat"), user.username, {
+    onViewers: (count) => {
+      $("studio-viewers").textContent = String(count);
+    },
+  });
+  chat.useWebSocket(); // the studio chats over the WebSocket, so chat stays up while not live
+  window.tallyChat = chat;
+  $("moderator-form").addEventListener("submit", (event) => appointModerator(event, user));
   $("go-live").addEventListener("click", () => goLive(user));
   $("end").addEventListener("click", endStream);
   window.addEventListener("pagehide", () => hangUp(session?.location));
