@@ -39,6 +39,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransc
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.base import Decoder
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_STRING, RTCSctpTransport
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
@@ -77,6 +78,7 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
     (aioice.ice, "get_host_addresses"),
     (rtcrtpreceiver, "get_decoder"),
     (rtcrtpsender, "get_encoder"),
+    (RTCSctpTransport, "_data_channel_receive"),
 ]
 
 # Instance attributes set in constructors; checked on the objects themselves when first used.
@@ -396,3 +398,22 @@ def restart_ice(pc: RTCPeerConnection, remote_ufrag: str, remote_pwd: str) -> tu
         lines.extend(c.to_sdp() for c in connection.local_candidates)
     return ufrag, pwd, lines
 
+
+
+# --- data channels ---------------------------------------------------------------------------------
+
+
+def tolerate_invalid_text(sctp: RTCSctpTransport) -> None:
+    """Hand a data channel's text message that is not valid UTF-8 on as bytes, for the application to
+    refuse; aiortc would raise in its receive loop and tear down the whole peer connection."""
+    original = sctp._data_channel_receive
+
+    async def receive(stream_id: int, pp_id: int, data: bytes) -> None:
+        if pp_id == WEBRTC_STRING:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                pp_id = WEBRTC_BINARY
+        await original(stream_id, pp_id, data)
+
+    sctp._data_channel_receive = receive  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sfu import aiortc_internals as internals
 from sfu.errors import AlreadyPublishing, NodeFull, NotLive, UnknownSession
@@ -75,6 +75,8 @@ class SfuNode:
         self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        # Called with each data channel a client opens on a session (signaling: the `chat` channel).
+        self.on_data_channel: Callable[[Session, Any], None] | None = None
 
     # --- lifecycle ---
 
@@ -186,6 +188,15 @@ class SfuNode:
 
     def _watch(self, session: Session) -> None:
         pc = session.pc
+        if pc.sctp is not None:
+            internals.tolerate_invalid_text(pc.sctp)
+
+        @pc.on("datachannel")
+        def on_data_channel(channel: Any) -> None:
+            if self.on_data_channel is not None and not session.closed:
+                self.on_data_channel(session, channel)
+            else:
+                channel.close()
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:

@@ -30,6 +30,7 @@ class Session:
         self.etag = new_etag()
         self.room = room
         self.user = user
+        self.tag: object = None  # whatever the caller attaches (signaling: who is signed in on it)
         self._clock = clock
         self.created_at = clock()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # a server gathers host candidates only
