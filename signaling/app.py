@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -16,6 +16,7 @@ from bus import Bus, open_bus
 from signaling.accounts.service import AccountService
 from signaling.api.auth_api import AuthApi
 from signaling.api.channels_api import ChannelsApi
+from signaling.api.chat_api import ChatApi
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.api.metrics import HttpMetrics
@@ -23,21 +24,25 @@ from signaling.api.oidc_api import OidcApi
 from signaling.api.openapi import build_openapi
 from signaling.api.ops_api import OpsApi
 from signaling.api.problems import problems_middleware
-from signaling.api.sfu_metrics import register_sfu_metrics
+from signaling.api.sfu_metrics import register_chat_metrics, register_sfu_metrics
 from signaling.api.users_api import UsersApi
 from signaling.api.webrtc_api import WebRtcApi, cors_middleware
 from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
 from signaling.auth.oidc import FlowSealer, OidcProviders
 from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
-from signaling.auth.roles import Role
+from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
+from signaling.chat.hub import ChatHub
+from signaling.chat.links import DataChannelLink
+from signaling.chat.service import ChatRules, ChatService
 from signaling.db.database import Database
 from signaling.migrations.runner import upgrade
 from signaling.settings import Settings
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
+from sfu.session import Session
 from signaling.web_pages import add_web_routes, security_headers
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,8 @@ class Services:
     endpoints: list[Endpoint]
     node: SfuNode
     streams: StreamService
+    chat: ChatService
+    hub: ChatHub
 
 
 SERVICES = web.AppKey("services", Services)
@@ -114,6 +121,21 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         streams,
     )
     register_sfu_metrics(metrics.registry, node)
+    chat = ChatService(
+        db, bus, limiter, ChatRules(max_length=settings.chat_max_length, posts_per_period=settings.chat_posts_per_10s), clock
+    )
+    hub = ChatHub(chat, accounts, bus)
+    register_chat_metrics(metrics.registry, hub)
+
+    def on_data_channel(session: Session, channel: Any) -> None:
+        if channel.label != "chat":
+            channel.close()
+            return
+        principal = session.tag if isinstance(session.tag, Principal) else None
+        link = DataChannelLink(channel)
+        hub.adopt(link, session.room, principal, link.frames())
+
+    node.on_data_channel = on_data_channel
 
     endpoints: list[Endpoint] = []
     apis: list[Api] = [
@@ -123,6 +145,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ChannelsApi(channels, settings),
         UsersApi(accounts),
         WebRtcApi(node, channels, accounts, limiter, settings),
+        ChatApi(chat, hub, accounts),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
     for api in apis:
@@ -131,7 +154,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
     add_web_routes(app, settings.web_root)
-    app[SERVICES] = Services(settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams)
+    app[SERVICES] = Services(
+        settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         try:
@@ -145,9 +170,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 if recovered:
                     log.warning("ended %d streams this node left open when it last stopped", recovered)
             await node.start()
+            await hub.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
+            await hub.close()
             await node.close()
             await oidc.close()
             await limiter.close()

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     rate_stream_key_per_hour: int = 30
     rate_whip_per_minute: int = 30
     rate_whep_per_minute: int = 600
+    chat_max_length: int = Field(default=500, ge=1, le=2000, description="Characters in one chat message.")
+    chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel in any 10 seconds.")
 
     node_id: str = Field(default="", description="This SFU node's name in stream records; host:port when empty.")
     webrtc_host_addresses: Annotated[list[str], NoDecode] = Field(

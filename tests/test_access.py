@@ -53,6 +53,18 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("OPTIONS", "/whep/{channel}/{session}"): ANYONE,
     ("PATCH", "/whep/{channel}/{session}"): ANYONE,
     ("DELETE", "/whep/{channel}/{session}"): ANYONE,
+    ("GET", "/ws"): ANYONE,
+    ("GET", "/api/channels/{name}/chat"): ANYONE,
+    # Moderation: signed in, and then the channel's owner, its moderators or a site moderator.
+    ("DELETE", "/api/channels/{name}/chat/{id}"): SIGNED_IN,
+    ("GET", "/api/channels/{name}/chat/settings"): ANYONE,
+    ("PATCH", "/api/channels/{name}/chat/settings"): SIGNED_IN,
+    ("GET", "/api/channels/{name}/chat/bans"): SIGNED_IN,
+    ("PUT", "/api/channels/{name}/chat/bans/{username}"): SIGNED_IN,
+    ("DELETE", "/api/channels/{name}/chat/bans/{username}"): SIGNED_IN,
+    ("GET", "/api/channels/{name}/moderators"): ANYONE,
+    ("PUT", "/api/channels/{name}/moderators/{username}"): SIGNED_IN,  # and then the owner, or an admin
+    ("DELETE", "/api/channels/{name}/moderators/{username}"): SIGNED_IN,
 }
 
 
@@ -66,7 +78,7 @@ def test_the_table_names_every_endpoint(tmp_path: Any) -> None:
 
 
 async def _request(api: Api, method: str, template: str, me: str, other: str, token: str | None) -> int:
-    path = template.format(name=me, provider="nope", username=other, channel=me, session="nope")
+    path = template.format(name=me, provider="nope", username=other, channel=me, session="nope", id="1")
     body: Any = None
     if template.startswith("/api/auth/") and method == "POST":
         body = {
@@ -79,6 +91,10 @@ async def _request(api: Api, method: str, template: str, me: str, other: str, to
         body = {"title": "t"}
     elif template.endswith("/role"):
         body = {"role": "broadcaster"}
+    elif template.endswith("/chat/settings") and method == "PATCH":
+        body = {"slow_mode": 5}
+    elif "/chat/bans/" in template and method == "PUT":
+        body = {"seconds": 60}
     elif template.endswith("/follow"):
         path = template.format(name=other)
     status, _, _ = await api.call(method, path, body, token)

@@ -217,3 +217,55 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, object]] | None = None
+
+
+# --- chat ---
+
+
+class ChatUserOut(BaseModel):
+    username: str
+    display_name: str
+    badges: list[str] = Field(description="broadcaster or moderator, when the author is one")
+
+
+class ChatMessageOut(BaseModel):
+    type: Literal["message"]
+    id: int = Field(description="Orders the conversation: a later message has a larger id.")
+    user: ChatUserOut
+    text: str
+    at: str
+
+
+class ChatHistoryOut(BaseModel):
+    messages: list[ChatMessageOut] = Field(description="Oldest first.")
+    next_before: int | None = Field(description="Pass as `before` for older messages; null at the start.")
+
+
+class ChatSettingsIn(Strict):
+    slow_mode: int | None = Field(default=None, description="Seconds between a user's posts; 0 turns it off.")
+    followers_only: bool | None = None
+
+
+class ChatSettingsOut(BaseModel):
+    slow_mode: int
+    followers_only: bool
+    max_length: int
+
+
+class BanIn(Strict):
+    seconds: int | None = Field(default=None, description="A time-out of this many seconds; omit or null to ban.")
+    reason: Line = Field(default="", max_length=200)
+
+
+class BanOut(BaseModel):
+    username: str
+    until: datetime | None = Field(description="When a time-out ends; null for a ban.")
+    reason: str
+
+
+class BanListOut(BaseModel):
+    items: list[BanOut]
+
+
+class ModeratorListOut(BaseModel):
+    items: list[str]

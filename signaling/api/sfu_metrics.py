@@ -1,4 +1,4 @@
-"""The SFU node's counters on /metrics, read when scraped (nothing on the packet path)."""
+"""The SFU node's and the chat hub's counters on /metrics, read when scraped (nothing on the hot paths)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sfu.node import SfuNode
+from signaling.chat.hub import ChatHub
 
 _GAUGES = {"rooms": "streams live on this node", "publishers": "publishers connected", "viewers": "viewers connected"}
 _COUNTERS = {
@@ -35,3 +36,18 @@ class SfuCollector(Collector):
 
 def register_sfu_metrics(registry: CollectorRegistry, node: SfuNode) -> None:
     registry.register(SfuCollector(node))
+
+
+class ChatCollector(Collector):
+    def __init__(self, hub: ChatHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily("tally_chat_connections", "chat connections on this process", value=self._hub.connections)
+        yield CounterMetricFamily("tally_chat_frames_delivered", "chat frames handed to connections", value=self._hub.delivered)
+        yield CounterMetricFamily("tally_chat_slow_links_closed", "chat connections closed for falling behind",
+                                  value=self._hub.dropped_links)
+
+
+def register_chat_metrics(registry: CollectorRegistry, hub: ChatHub) -> None:
+    registry.register(ChatCollector(hub))

@@ -167,6 +167,7 @@ class WebRtcApi:
         offer = await _read_body(request, SDP)
         user = call.principal.username if call.principal is not None else None
         session, answer = await self._node.subscribe(name, offer, user)
+        session.tag = call.principal  # who chats on this session's `chat` data channel
         return self._created("whep", name, session.id, session.etag, answer)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:

@@ -55,6 +55,8 @@ class Channel(Base):
     stream_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     stream_key_hint: Mapped[str] = mapped_column(String(16), default="")
     stream_key_created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    chat_slow_mode: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # seconds between posts
+    chat_followers_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -125,3 +127,44 @@ class StreamSession(Base):
     audio_codec: Mapped[str] = mapped_column(String(16), default="")
     viewers: Mapped[int] = mapped_column(Integer, default=0)
     peak_viewers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ChatMessage(Base):
+    """One chat post. The id orders a channel's conversation; deleted posts keep their row."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        Index("ix_chat_messages_channel_id_id", "channel_id", "id"),
+        Index("ix_chat_messages_channel_user", "channel_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deleted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class ChannelModerator(Base):
+    """A user the channel's owner appointed to keep order in its chat."""
+
+    __tablename__ = "channel_moderators"
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ChatBan(Base):
+    """A user kept out of a channel's chat: until `until` (a time-out), or for good when it is null."""
+
+    __tablename__ = "chat_bans"
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

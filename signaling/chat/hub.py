@@ -1,0 +1,235 @@
+"""This process's chat connections, by channel, and the relay from the bus to them.
+
+A connection is a `Link` (a WebSocket or a WebRTC data channel); the hub does not care which. Frames
+from the bus are serialised once into an `Outbound` and handed to every link of the channel with a
+synchronous `send`: no await per client, so one slow client never delays the others (a link that
+falls too far behind closes itself, and its client reconnects and reads the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bus import Bus, BusError, Message
+from signaling.accounts.service import AccountService
+from signaling.auth.roles import Principal
+from signaling.chat import protocol
+from signaling.chat.protocol import Auth, ChatProblem, Ping, Send
+from signaling.chat.service import TOPIC, ChatService
+from signaling.errors import AppError
+
+log = logging.getLogger(__name__)
+
+STREAM_TOPICS = ("stream.viewers", "stream.started", "stream.ended")
+
+
+class Outbound:
+    """One frame for many clients: its JSON text, and its WebSocket encoding made on first use."""
+
+    __slots__ = ("text", "_ws_frame")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._ws_frame: bytes | None = None
+
+    def ws_frame(self) -> bytes:
+        if self._ws_frame is None:
+            self._ws_frame = websocket_text_frame(self.text.encode("utf-8"))
+        return self._ws_frame
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented server-to-client text frame (RFC 6455 5.2)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
+
+
+class Link(Protocol):
+    """One client connection."""
+
+    label: str  # "websocket" or "datachannel", for metrics and logs
+
+    def send(self, frame: Outbound) -> bool:
+        """Queue `frame` without waiting; False when the link is closed or too far behind (it then closes)."""
+
+    def close(self, reason: str) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Chatter:
+    link: Link
+    channel: str
+    principal: Principal | None
+    closed: bool = field(default=False)
+
+    def reply(self, frame: dict[str, Any]) -> None:
+        self.link.send(Outbound(protocol.encode(frame)))
+
+
+class ChatHub:
+    def __init__(self, chat: ChatService, accounts: AccountService, bus: Bus) -> None:
+        self._chat = chat
+        self._accounts = accounts
+        self._bus = bus
+        self._rooms: dict[str, set[Chatter]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._served: set[asyncio.Task[None]] = set()  # connections this hub runs itself (data channels)
+        self.delivered = 0  # frames handed to links, for /metrics
+        self.dropped_links = 0
+
+    @property
+    def connections(self) -> int:
+        return sum(len(room) for room in self._rooms.values())
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)  # first one now: fail at start, not later
+        self._task = asyncio.create_task(self._relay(subscription), name="chat-relay")
+
+    def adopt(self, link: Link, channel: str, principal: Principal | None, frames: AsyncIterator[str | bytes]) -> None:
+        """Serve a connection in a task the hub owns (cancelled when it closes)."""
+        task = asyncio.create_task(self.serve(Chatter(link, channel, principal), frames), name=f"chat:{link.label}")
+        self._served.add(task)
+        task.add_done_callback(self._served.discard)
+
+    async def close(self) -> None:
+        for task in list(self._served):
+            task.cancel()
+        await asyncio.gather(*self._served, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for room in list(self._rooms.values()):
+            for chatter in list(room):
+                chatter.link.close("the server is shutting down")
+        self._rooms.clear()
+
+    async def _relay(self, subscription: Any) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with subscription:
+                    async for message in subscription:
+                        try:
+                            self._deliver(message)
+                        except Exception:  # one bad frame on the bus must not stop the chat
+                            log.exception("could not relay a %s message", message.topic)
+                        backoff = 0.5
+            except BusError as exc:
+                log.warning("chat relay lost the bus: %s", exc)
+            while True:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                try:
+                    subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)
+                    break
+                except BusError as exc:
+                    log.warning("chat relay cannot resubscribe (retrying in %.1f s): %s", backoff, exc)
+
+    def _deliver(self, message: Message) -> None:
+        payload = message.payload
+        room = self._rooms.get(str(payload.get("channel", "")))
+        if not room:
+            return
+        if message.topic == TOPIC:
+            frame = payload.get("frame")
+        elif message.topic == "stream.viewers":
+            frame = {"type": "viewers", "count": payload.get("viewers", 0)}
+        else:
+            frame = {"type": "live", "live": message.topic == "stream.started"}
+        if not isinstance(frame, dict):
+            return
+        self.broadcast(room, Outbound(protocol.encode(frame)))
+
+    def broadcast(self, room: set[Chatter], frame: Outbound) -> None:
+        for chatter in list(room):  # a send may close a link, which leaves the room
+            if chatter.link.send(frame):
+                self.delivered += 1
+            else:
+                self.dropped_links += 1
+                self._leave(chatter)
+
+    # --- one connection ---
+
+    async def serve(self, chatter: Chatter, frames: AsyncIterator[str | bytes]) -> None:
+        """Welcome the client, then answer its frames in order until they end."""
+        try:
+            await self._welcome(chatter)
+        except AppError as exc:
+            chatter.reply({"type": "error", "code": "unavailable", "detail": exc.detail})
+            chatter.link.close(exc.detail)
+            return
+        self._rooms.setdefault(chatter.channel, set()).add(chatter)
+        try:
+            async for frame in frames:
+                await self._handle(chatter, frame)
+        finally:
+            self._leave(chatter)
+
+    def _leave(self, chatter: Chatter) -> None:
+        room = self._rooms.get(chatter.channel)
+        if room is not None:
+            room.discard(chatter)
+            if not room:
+                del self._rooms[chatter.channel]
+        chatter.closed = True
+
+    async def _welcome(self, chatter: Chatter) -> None:
+        history, _ = await self._chat.history(chatter.channel, None, self._chat.rules.history_on_join)
+        settings = await self._chat.settings(chatter.channel)
+        frame: dict[str, Any] = {
+            "type": "welcome",
+            "channel": chatter.channel,
+            "settings": settings.frame(self._chat.rules.max_length),
+            "history": history,
+        }
+        chatter.reply(frame)
+        await self._send_standing(chatter)
+
+    async def _send_standing(self, chatter: Chatter) -> None:
+        standing = await self._chat.standing(chatter.channel, chatter.principal)
+        who = chatter.principal
+        chatter.reply({
+            "type": "you",
+            "username": who.username if who else None,
+            "can_post": standing.can_post,
+            "can_moderate": standing.can_moderate,
+            "reason": standing.reason,
+        })
+
+    async def _handle(self, chatter: Chatter, raw: str | bytes) -> None:
+        nonce = None
+        try:
+            command = protocol.parse(raw, self._chat.rules.max_length)
+            if isinstance(command, Send):
+                nonce = command.nonce
+                posted = await self._chat.post(chatter.channel, chatter.principal, command.text)
+                if nonce is not None:
+                    chatter.reply({"type": "ack", "nonce": nonce, "id": posted["id"]})
+            elif isinstance(command, Auth):
+                chatter.principal = await self._authenticate(command.token)
+                await self._send_standing(chatter)
+            elif isinstance(command, Ping):
+                chatter.reply({"type": "pong", **({"nonce": command.nonce} if command.nonce else {})})
+        except ChatProblem as problem:
+            chatter.link.send(Outbound(protocol.error(problem, nonce)))
+        except AppError as exc:  # the database or the bus failed under us: say so, keep the link
+            chatter.link.send(Outbound(protocol.error(ChatProblem("unavailable", exc.detail), nonce)))
+
+    async def _authenticate(self, token: str) -> Principal:
+        try:
+            return await self._accounts.authenticate(token)
+        except AppError:
+            raise ChatProblem("bad_token", "the access token is invalid or expired; sign in again") from None

@@ -1,0 +1,110 @@
+"""The two kinds of chat connection: a WebSocket (`GET /ws`) and a WebRTC data channel labelled `chat`.
+
+Both send without awaiting and watch how much they have queued: past `max_buffered` bytes the client
+is not keeping up, and the link closes rather than grow without bound (the client reconnects and reads
+the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from signaling.chat.hub import Outbound
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 512 * 1024
+MAX_QUEUED_FRAMES = 64  # inbound frames waiting to be handled on one data channel
+TOO_SLOW = 4008  # our close code: the client fell too far behind
+
+
+class WebSocketLink:
+    """Writes each frame's shared, pre-encoded bytes straight to the socket (the response must not
+    compress, so every client gets identical bytes and aiohttp's writer holds no state we bypass)."""
+
+    label = "websocket"
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, max_buffered: int = MAX_BUFFERED) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._max_buffered = max_buffered
+        self._closing: asyncio.Task[Any] | None = None
+
+    def send(self, frame: Outbound) -> bool:
+        if self._closing is not None or self._transport.is_closing():
+            return False
+        if self._transport.get_write_buffer_size() > self._max_buffered:
+            self._close(TOO_SLOW, "too far behind: reconnect and read the history")
+            return False
+        self._transport.write(frame.ws_frame())
+        return True
+
+    def close(self, reason: str) -> None:
+        self._close(1001 if "shutting down" in reason else 1008, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._ws.close(code=code, message=reason[:120].encode()))
+
+    async def frames(self) -> AsyncIterator[str | bytes]:
+        """What the client sends, until it closes. Binary frames are accepted as UTF-8 JSON too."""
+        async for message in self._ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                yield message.data
+            elif message.type == WSMsgType.ERROR:
+                log.info("websocket closed with an error: %s", self._ws.exception())
+
+    async def finish(self) -> None:
+        """Wait for a close this link started (the handler owns it)."""
+        if self._closing is not None:
+            await asyncio.gather(self._closing, return_exceptions=True)
+
+
+class DataChannelLink:
+    """A data channel (aiortc's RTCDataChannel): its sends are synchronous already."""
+
+    label = "datachannel"
+
+    def __init__(self, channel: Any, max_buffered: int = MAX_BUFFERED) -> None:
+        self._channel = channel
+        self._max_buffered = max_buffered
+        self._inbound: asyncio.Queue[str | bytes | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self.overflowed = 0
+        channel.on("message", self._on_message)
+        channel.on("close", self._on_close)
+
+    def _on_message(self, data: str | bytes) -> None:
+        try:
+            self._inbound.put_nowait(data)
+        except asyncio.QueueFull:
+            self.overflowed += 1  # a flood: drop it here, the rate limit would refuse it anyway
+
+    def _on_close(self) -> None:
+        try:
+            self._inbound.put_nowait(None)
+        except asyncio.QueueFull:
+            self._inbound.get_nowait()
+            self._inbound.put_nowait(None)
+
+    def send(self, frame: Outbound) -> bool:
+        if self._channel.readyState != "open":
+            return False
+        if self._channel.bufferedAmount > self._max_buffered:
+            self.close("too far behind")
+            return False
+        self._channel.send(frame.text)
+        return True
+
+    def close(self, reason: str) -> None:
+        if self._channel.readyState in ("connecting", "open"):
+            self._channel.close()
+        self._on_close()
+
+    async def frames(self) -> AsyncIterator[str | bytes]:
+        while (frame := await self._inbound.get()) is not None:
+            yield frame
