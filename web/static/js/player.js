@@ -4,11 +4,12 @@
 import { hangUp, negotiate, SessionError } from "./webrtc.js";
 
 export class Player {
-  constructor(box, channel, { token = null, onState = () => {} } = {}) {
+  constructor(box, channel, { token = null, onState = () => {}, onDataChannel = null } = {}) {
     this.box = box;
     this.channel = channel;
     this.token = token;
     this.onState = onState;
+    this.onDataChannel = onDataChannel; // gets each session's "chat" data channel
     this.pc = null;
     this.session = null;
     this.timer = null;
@@ -54,6 +55,7 @@ export class Player {
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
+    const chat = this.onDataChannel ? pc.createDataChannel("chat") : null;
     const media = new MediaStream();
     pc.addEventListener("track", (event) => {
       media.addTrack(event.track);
@@ -78,6 +80,7 @@ export class Player {
       }
       return;
     }
+    if (chat) this.onDataChannel(chat);
     this.video.requestVideoFrameCallback?.(() => {
       if (pc === this.pc) {
         this.setState("playing", "");

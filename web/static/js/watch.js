@@ -1,6 +1,7 @@
 // A channel's page: the live player, who, what, live or not, follow.
 
 import { api, tokens } from "./api.js";
+import { ChatPanel, chatMarkup } from "./chat.js";
 import { el, renderNav, say } from "./nav.js";
 import { Player } from "./player.js";
 
@@ -70,12 +71,27 @@ async function main() {
   }
   draw(channel, user);
   $("channel").hidden = false;
+  $("chat").append(...chatMarkup());
+  // ?chat=websocket keeps chat off the data channel (as for viewers of the HLS fallback).
+  const chat = new ChatPanel($("chat"), channel.name, {
+    forceWebSocket: new URLSearchParams(location.search).get("chat") === "websocket",
+    onViewers: (count) => {
+      channel.viewer_count = count;
+      $("viewers").textContent = plural(count, "viewer", "viewers");
+    },
+  });
+  chat.useWebSocket(); // until the player has a WebRTC session to chat on
   const player = new Player($("player"), channel.name, {
     token: user ? tokens().access : null,
     onState: (state) => refreshLiveState(channel, user, state),
+    onDataChannel: (dataChannel) => chat.useDataChannel(dataChannel),
   });
   window.tallyPlayer = player; // for diagnostics in the console (and the end-to-end tests)
-  window.addEventListener("pagehide", () => player.stop());
+  window.tallyChat = chat;
+  window.addEventListener("pagehide", () => {
+    player.stop();
+    chat.stop();
+  });
   await player.start();
   setInterval(() => refreshLiveState(channel, user), 5000);
 
