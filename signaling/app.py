@@ -182,4 +182,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def disconnect_chat(app: web.Application) -> None:
+        hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
+
+    app.on_shutdown.append(disconnect_chat)
     return app

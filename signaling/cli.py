@@ -12,9 +12,19 @@ from aiohttp import web
 from signaling.settings import Settings
 
 
+def _raise_open_file_limit() -> None:
+    """Every viewer holds a socket: allow as many as the system's hard limit, not the usual soft 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _serve(settings: Settings) -> None:
     from signaling.app import create_app
 
+    _raise_open_file_limit()
     # web.run_app handles SIGINT and SIGTERM: it stops accepting, runs cleanup_ctx, and exits 0.
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None,
                 shutdown_timeout=10)

@@ -25,7 +25,7 @@ REDIS_URL = os.environ.get("TALLY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
-def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[list[str]]:
+def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
     secret = secrets.token_hex(32)  # both processes must accept each other's tokens
     processes, urls = [], []
     for i in range(2):
@@ -50,10 +50,11 @@ def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[list[str]]:
                     pass
                 assert time.monotonic() < deadline, "a server did not become ready"
                 time.sleep(0.1)
-        yield urls
+        yield urls, processes
     finally:
         for process in processes:
-            process.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             assert process.wait(timeout=15) == 0
 
@@ -82,8 +83,8 @@ class Listener:
                 self.frames.append(json.loads(message.data))
 
 
-async def test_a_post_on_one_process_reaches_a_viewer_on_the_other(two_servers: list[str]) -> None:
-    a, b = two_servers
+async def test_a_post_on_one_process_reaches_a_viewer_on_the_other(two_servers: Any) -> None:
+    (a, b), _ = two_servers
     async with aiohttp.ClientSession() as http:
         owner = "owner" + secrets.token_hex(3)
         await account(http, a, "first" + secrets.token_hex(3))  # the first account is an admin
@@ -117,3 +118,21 @@ async def test_a_post_on_one_process_reaches_a_viewer_on_the_other(two_servers: 
         assert len(history) == 19 and "b3" not in history
         await on_a.ws.close()
         await on_b.ws.close()
+
+
+async def test_sigterm_closes_chat_connections_and_exits_promptly(two_servers: Any) -> None:
+    (a, b), (process, _) = two_servers
+    async with aiohttp.ClientSession() as http:
+        await account(http, a, "first" + secrets.token_hex(3))
+        owner = "owner" + secrets.token_hex(3)
+        await account(http, a, owner)
+        listener = Listener(await http.ws_connect(f"{a.replace('http', 'ws')}/ws?channel={owner}"))
+        await listener.until(lambda f: f["type"] == "welcome")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        message = await asyncio.wait_for(listener.ws.receive(), 10)
+        while message.type == aiohttp.WSMsgType.TEXT:
+            message = await asyncio.wait_for(listener.ws.receive(), 10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and listener.ws.close_code == 1001
+        assert await asyncio.get_running_loop().run_in_executor(None, lambda: process.wait(timeout=10)) == 0
+        assert time.monotonic() - started < 5

@@ -103,7 +103,14 @@ class ChatHub:
         self._served.add(task)
         task.add_done_callback(self._served.discard)
 
+    def disconnect_all(self, reason: str = "the server is shutting down") -> None:
+        """Close every connection (at shutdown, before the server waits for its handlers to finish)."""
+        for room in list(self._rooms.values()):
+            for chatter in list(room):
+                chatter.link.close(reason)
+
     async def close(self) -> None:
+        self.disconnect_all()
         for task in list(self._served):
             task.cancel()
         await asyncio.gather(*self._served, return_exceptions=True)
@@ -111,9 +118,6 @@ class ChatHub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        for room in list(self._rooms.values()):
-            for chatter in list(room):
-                chatter.link.close("the server is shutting down")
         self._rooms.clear()
 
     async def _relay(self, subscription: Any) -> None:
