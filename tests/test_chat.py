@@ -200,8 +200,26 @@ async def test_bad_frames_get_errors_and_harm_nobody(chat: Api) -> None:
     assert raw.close_code == 1007
     assert (await offender.post("after that", "ok2"))["type"] == "ack"
     await bystander.of_type("message", text="after that")
+
+    # The database failing under a post: an error for that client, no crash, and it works again after.
+    await rename_table(chat, "chat_messages", "chat_messages_away")
+    try:
+        trouble = await offender.post("into the void", "db")
+    finally:
+        await rename_table(chat, "chat_messages_away", "chat_messages")
+    assert trouble["code"] == "unavailable"
+    assert (await offender.post("back again", "ok3"))["type"] == "ack"
+    await bystander.of_type("message", text="back again")
     for client in (offender, bystander):
         await client.close()
+
+
+async def rename_table(api: Api, old: str, new: str) -> None:
+    from sqlalchemy import text
+
+    async with api.services.db.session() as session:
+        await session.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+        await session.commit()
 
 
 async def test_moderation(chat: Api) -> None:

@@ -171,9 +171,12 @@ class ChatHub:
         """Welcome the client, then answer its frames in order until they end."""
         try:
             await self._welcome(chatter)
-        except AppError as exc:
-            chatter.reply({"type": "error", "code": "unavailable", "detail": exc.detail})
-            chatter.link.close(exc.detail)
+        except Exception as exc:  # the channel vanished, or the database is down: tell this client, keep serving others
+            detail = exc.detail if isinstance(exc, AppError) else "the chat is unavailable right now; try again shortly"
+            if not isinstance(exc, AppError):
+                log.exception("could not welcome a chat client to %s", chatter.channel)
+            chatter.reply({"type": "error", "code": "unavailable", "detail": detail})
+            chatter.link.close(detail)
             return
         self._rooms.setdefault(chatter.channel, set()).add(chatter)
         try:
@@ -229,8 +232,12 @@ class ChatHub:
                 chatter.reply({"type": "pong", **({"nonce": command.nonce} if command.nonce else {})})
         except ChatProblem as problem:
             chatter.link.send(Outbound(protocol.error(problem, nonce)))
-        except AppError as exc:  # the database or the bus failed under us: say so, keep the link
+        except AppError as exc:
             chatter.link.send(Outbound(protocol.error(ChatProblem("unavailable", exc.detail), nonce)))
+        except Exception:  # the database or the bus failed under us: say so, keep the link and the node
+            log.exception("chat frame from %s in %s failed", chatter.principal and chatter.principal.username, chatter.channel)
+            trouble = ChatProblem("unavailable", "that did not go through: the chat is having trouble; try again shortly")
+            chatter.link.send(Outbound(protocol.error(trouble, nonce)))
 
     async def _authenticate(self, token: str) -> Principal:
         try:
