@@ -124,7 +124,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     chat = ChatService(
         db, bus, limiter, ChatRules(max_length=settings.chat_max_length, posts_per_period=settings.chat_posts_per_10s), clock
     )
-    hub = ChatHub(chat, accounts, bus)
+    hub = ChatHub(chat, accounts, bus, clock)
     register_chat_metrics(metrics.registry, hub)
 
     def on_data_channel(session: Session, channel: Any) -> None:
@@ -133,7 +133,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             return
         principal = session.tag if isinstance(session.tag, Principal) else None
         link = DataChannelLink(channel)
-        hub.adopt(link, session.room, principal, link.frames())
+        hub.adopt(session.id, link, session.room, principal, link.frames())
 
     node.on_data_channel = on_data_channel
 

@@ -137,6 +137,8 @@ async def test_websocket_chat_history_and_order(chat: Api) -> None:
         status, problem, _ = await chat.call("GET", f"/api/channels/{owner}/chat?{bad}")
         assert status == 422, bad
     assert (await chat.call("GET", "/api/channels/nobody/chat"))[0] == 404
+    assert (await chat.call("GET", f"/api/channels/{owner}/chat?before=99999999999"))[0] == 422
+    assert (await chat.call("GET", f"/api/channels/{owner}/chat?before=%C2%B2"))[0] == 422
     for client in (anonymous, member, broadcaster, late):
         await client.close()
 
@@ -146,6 +148,7 @@ async def test_websocket_refuses_what_is_not_a_chat(chat: Api) -> None:
     assert (await chat.call("GET", f"/ws?channel={owner}"))[0] == 400  # a plain GET, no upgrade
     assert (await chat.call("GET", "/ws"))[0] == 400
     assert (await chat.call("GET", "/ws?channel=nobody"))[0] == 404
+    assert (await chat.call("GET", "/ws?channel=%00"))[0] == 404
     assert (await chat.call("GET", f"/ws?channel={owner}", token="not-a-token"))[0] == 401
     status, body, _ = await chat.call("GET", "/ws?channel=" + "x" * 300)
     assert status == 404 and body["status"] == 404
@@ -162,6 +165,7 @@ BAD_FRAMES: list[tuple[Any, str]] = [
     ({"type": "send"}, "bad_message"),
     ({"type": "send", "text": 42}, "bad_message"),
     ({"type": "send", "text": "hi", "nonce": 7}, "bad_message"),
+    ('{"type": "ping", "nonce": "\\ud800"}', "bad_message"),  # a lone surrogate could not be echoed back
     ({"type": "send", "text": "   "}, "empty"),
     ({"type": "send", "text": "x" * 501}, "too_long"),
     ({"type": "send", "text": "bell \x07"}, "control_characters"),
@@ -179,10 +183,20 @@ async def test_bad_frames_get_errors_and_harm_nobody(chat: Api) -> None:
     offender = await ws_join(chat, owner, token)
     bystander = await ws_join(chat, owner)
     for frame, code in BAD_FRAMES:
+        chat.clock.advance(1)  # within the frame budget
         await offender.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
         error = await offender.error(code)
         assert error["detail"], frame
         offender.frames.clear()
+    # A refused post says which one it was.
+    await offender.send({"type": "send", "text": "y" * 501, "nonce": "long"})
+    assert (await offender.error("too_long"))["nonce"] == "long"
+    # A flood of frames is cut off before it costs anything.
+    for _ in range(30):
+        await offender.send({"type": "ping"})
+    await offender.error("rate_limited")
+    chat.clock.advance(10)
+    offender.frames.clear()
     # Still connected and still signed in; the bystander saw nothing but the one good post.
     await offender.send({"type": "ping", "nonce": "p"})
     await offender.of_type("pong", nonce="p")
@@ -251,7 +265,8 @@ async def test_moderation(chat: Api) -> None:
     assert (await chat.call("GET", f"{base}/chat"))[1]["messages"] == []
     assert (await chat.call("DELETE", f"{base}/chat/{bad['id']}", token=mod_token))[0] == 404
     assert (await chat.call("DELETE", f"{base}/chat/999999", token=mod_token))[0] == 404
-    assert (await chat.call("DELETE", f"{base}/chat/abc", token=mod_token))[0] == 404
+    for bad_id in ("abc", "%C2%B2", str(2**31), "9" * 40):
+        assert (await chat.call("DELETE", f"{base}/chat/{bad_id}", token=mod_token))[0] == 404, bad_id
 
     # A time-out: refused while it lasts (the clock is injected), lifted by time.
     status, ban, _ = await chat.call("PUT", f"{base}/chat/bans/{troll}", {"seconds": 600, "reason": "spam"}, token=mod_token)
@@ -358,6 +373,7 @@ async def test_data_channel_and_websocket_share_one_conversation(chat: Api) -> N
 
     # Garbage on the data channel: errors for the sender, nothing for anyone else, the session lives on.
     for frame, code in BAD_FRAMES:
+        chat.clock.advance(1)
         rtc.channel.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
         await rtc.error(code)
     transport = rtc.channel.transport  # a text message that is not UTF-8 (no browser can send one)
@@ -368,6 +384,13 @@ async def test_data_channel_and_websocket_share_one_conversation(chat: Api) -> N
     await rtc.of_type("ack", nonce="d2")
     assert [f["text"] for f in socket.frames if f["type"] == "message"] == ["from the data channel", "from the websocket", "still fine"]
     assert peer.pc.connectionState == "connected"
+
+    # One chat channel per session: a second is closed at once.
+    extra = peer.pc.createDataChannel("chat")
+    closed = asyncio.Event()
+    extra.on("close", closed.set)
+    await asyncio.wait_for(closed.wait(), 10)
+    assert rtc.channel.readyState == "open"
 
     # An anonymous viewer's data channel reads but cannot post.
     other, anonymous = await watch_with_chat(chat, owner, None)

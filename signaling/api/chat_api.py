@@ -9,6 +9,7 @@ import asyncio
 from aiohttp import web
 
 from signaling.accounts.service import AccountService
+from signaling.accounts.names import username_problem
 from signaling.api.endpoint import ANYONE, SIGNED_IN, Call, Endpoint, bearer_token, int_query, json_response, name_param
 from signaling.api.schemas import (
     BanIn,
@@ -24,6 +25,7 @@ from signaling.chat.links import WebSocketLink
 from signaling.chat.service import ChatService
 from signaling.errors import BadRequest, NotFound
 
+MAX_ID = 2**31 - 1  # message ids are 32-bit integers in the database
 HEARTBEAT = 30.0  # seconds between WebSocket pings; a client that stops answering is dropped
 
 
@@ -38,7 +40,7 @@ class ChatApi:
         channel = request.query.get("channel", "")
         if not channel:
             raise BadRequest("say which channel's chat to join: /ws?channel=<name>")
-        if not await self._chat.channel_exists(channel[:64]):
+        if username_problem(channel) is not None or not await self._chat.channel_exists(channel):
             raise NotFound(f"there is no channel {channel[:64]!r}")
         token = bearer_token(request)
         principal = await self._accounts.authenticate(token) if token else None  # browsers send an auth frame instead
@@ -58,14 +60,14 @@ class ChatApi:
 
     async def history(self, call: Call[None]) -> web.StreamResponse:
         name = name_param(call.request, "name")
-        before = int_query(call.request, "before", 0, 1, 2**62) or None
+        before = int_query(call.request, "before", 0, 1, MAX_ID) or None
         limit = int_query(call.request, "limit", 50, 1, 200)
         messages, older = await self._chat.history(name, before, limit)
         return json_response(ChatHistoryOut.model_validate({"messages": messages, "next_before": older}))
 
     async def delete_message(self, call: Call[None]) -> web.StreamResponse:
         raw = call.request.match_info["id"]
-        if not raw.isdigit() or len(raw) > 18:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > MAX_ID:
             raise NotFound(f"there is no message {raw[:20]!r}")
         await self._chat.delete_message(name_param(call.request, "name"), int(raw), call.user)
         return web.Response(status=204)
@@ -129,13 +131,13 @@ class ChatApi:
             Endpoint("GET", chat + "/bans", self.bans, f"Users banned or timed out now ({moderator})", SIGNED_IN, "chat",
                      response=BanListOut, errors=(401, 403, 404)),
             Endpoint("PUT", chat + "/bans/{username}", self.ban, f"Ban a user, or time them out with `seconds` ({moderator})",
-                     SIGNED_IN, "chat", body=BanIn, response=BanOut, errors=(401, 403, 404, 422)),
+                     SIGNED_IN, "chat", body=BanIn, response=BanOut, errors=(401, 403, 404, 409, 422)),
             Endpoint("DELETE", chat + "/bans/{username}", self.unban, f"Lift a ban or time-out ({moderator})", SIGNED_IN,
                      "chat", status=204, errors=(401, 403, 404)),
             Endpoint("GET", mods, self.moderators, "The channel's moderators", ANYONE, "chat", response=ModeratorListOut,
                      errors=(404,)),
             Endpoint("PUT", mods + "/{username}", self.appoint, "Appoint a moderator (the channel's owner or an admin)",
-                     SIGNED_IN, "chat", response=ModeratorListOut, errors=(401, 403, 404, 422)),
+                     SIGNED_IN, "chat", response=ModeratorListOut, errors=(401, 403, 404, 409, 422)),
             Endpoint("DELETE", mods + "/{username}", self.dismiss, "Dismiss a moderator (the channel's owner or an admin)",
                      SIGNED_IN, "chat", response=ModeratorListOut, errors=(401, 403, 404, 422)),
         ]

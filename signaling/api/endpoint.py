@@ -176,6 +176,6 @@ def int_query(request: web.Request, name: str, default: int, low: int, high: int
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not (low <= int(raw) <= high):
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not (low <= int(raw) <= high):
         raise Invalid(f"{name} must be a whole number from {low} to {high}", errors=[{"field": name, "message": "out of range"}])
     return int(raw)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,10 +31,11 @@ STREAM_TOPICS = ("stream.viewers", "stream.started", "stream.ended")
 class Outbound:
     """One frame for many clients: its JSON text, and its WebSocket encoding made on first use."""
 
-    __slots__ = ("text", "_ws_frame")
+    __slots__ = ("text", "message_id", "_ws_frame")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, message_id: int = 0) -> None:
         self.text = text
+        self.message_id = message_id  # for a `message` frame: its id
         self._ws_frame: bytes | None = None
 
     def ws_frame(self) -> bytes:
@@ -65,25 +67,47 @@ class Link(Protocol):
     def close(self, reason: str) -> None: ...
 
 
+FRAME_BURST = 20  # frames a client may send at once...
+FRAME_RATE = 2.0  # ...and per second after that; more get `rate_limited` before any work is done
+MAX_PENDING = 500  # frames held for a client while its welcome is being prepared
+
+
 @dataclass(eq=False, slots=True)
 class Chatter:
     link: Link
     channel: str
     principal: Principal | None
     closed: bool = field(default=False)
+    # Frames that arrive while the welcome is prepared; None once it has been sent.
+    pending: list[Outbound] | None = field(default_factory=list)
+    budget: float = FRAME_BURST
+    budget_at: float = 0.0
 
     def reply(self, frame: dict[str, Any]) -> None:
         self.link.send(Outbound(protocol.encode(frame)))
 
+    def spend(self, now: float) -> bool:
+        """Take one frame from the client's budget; False when it is sending too fast."""
+        if not self.budget_at:
+            self.budget_at = now
+        self.budget = min(FRAME_BURST, self.budget + (now - self.budget_at) * FRAME_RATE)
+        self.budget_at = now
+        if self.budget < 1:
+            return False
+        self.budget -= 1
+        return True
+
 
 class ChatHub:
-    def __init__(self, chat: ChatService, accounts: AccountService, bus: Bus) -> None:
+    def __init__(self, chat: ChatService, accounts: AccountService, bus: Bus, clock: Callable[[], float] = time.time) -> None:
         self._chat = chat
+        self._clock = clock
         self._accounts = accounts
         self._bus = bus
         self._rooms: dict[str, set[Chatter]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._served: set[asyncio.Task[None]] = set()  # connections this hub runs itself (data channels)
+        self._served: dict[str, asyncio.Task[None]] = {}  # connections this hub runs itself (data channels), by key
+        self._closed = False
         self.delivered = 0  # frames handed to links, for /metrics
         self.dropped_links = 0
 
@@ -97,11 +121,14 @@ class ChatHub:
         subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)  # first one now: fail at start, not later
         self._task = asyncio.create_task(self._relay(subscription), name="chat-relay")
 
-    def adopt(self, link: Link, channel: str, principal: Principal | None, frames: AsyncIterator[str | bytes]) -> None:
-        """Serve a connection in a task the hub owns (cancelled when it closes)."""
+    def adopt(self, key: str, link: Link, channel: str, principal: Principal | None, frames: AsyncIterator[str | bytes]) -> None:
+        """Serve a connection in a task the hub owns (cancelled when it closes); one per `key` (a session)."""
+        if self._closed or key in self._served:
+            link.close("one chat connection per session")
+            return
         task = asyncio.create_task(self.serve(Chatter(link, channel, principal), frames), name=f"chat:{link.label}")
-        self._served.add(task)
-        task.add_done_callback(self._served.discard)
+        self._served[key] = task
+        task.add_done_callback(lambda _: self._served.pop(key, None))
 
     def disconnect_all(self, reason: str = "the server is shutting down") -> None:
         """Close every connection (at shutdown, before the server waits for its handlers to finish)."""
@@ -110,10 +137,12 @@ class ChatHub:
                 chatter.link.close(reason)
 
     async def close(self) -> None:
+        self._closed = True
         self.disconnect_all()
-        for task in list(self._served):
+        served = list(self._served.values())
+        for task in served:
             task.cancel()
-        await asyncio.gather(*self._served, return_exceptions=True)
+        await asyncio.gather(*served, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -131,7 +160,7 @@ class ChatHub:
                         except Exception:  # one bad frame on the bus must not stop the chat
                             log.exception("could not relay a %s message", message.topic)
                         backoff = 0.5
-            except BusError as exc:
+            except Exception as exc:  # the bus went away, or sent something undecodable
                 log.warning("chat relay lost the bus: %s", exc)
             while True:
                 await asyncio.sleep(backoff)
@@ -147,18 +176,25 @@ class ChatHub:
         room = self._rooms.get(str(payload.get("channel", "")))
         if not room:
             return
+        message_id = 0
         if message.topic == TOPIC:
             frame = payload.get("frame")
+            if isinstance(frame, dict) and frame.get("type") == "message" and isinstance(frame.get("id"), int):
+                message_id = frame["id"]
         elif message.topic == "stream.viewers":
             frame = {"type": "viewers", "count": payload.get("viewers", 0)}
         else:
             frame = {"type": "live", "live": message.topic == "stream.started"}
         if not isinstance(frame, dict):
             return
-        self.broadcast(room, Outbound(protocol.encode(frame)))
+        self.broadcast(room, Outbound(protocol.encode(frame), message_id))
 
     def broadcast(self, room: set[Chatter], frame: Outbound) -> None:
         for chatter in list(room):  # a send may close a link, which leaves the room
+            if chatter.pending is not None:
+                if len(chatter.pending) < MAX_PENDING:
+                    chatter.pending.append(frame)
+                continue
             if chatter.link.send(frame):
                 self.delivered += 1
             else:
@@ -168,20 +204,28 @@ class ChatHub:
     # --- one connection ---
 
     async def serve(self, chatter: Chatter, frames: AsyncIterator[str | bytes]) -> None:
-        """Welcome the client, then answer its frames in order until they end."""
-        try:
-            await self._welcome(chatter)
-        except Exception as exc:  # the channel vanished, or the database is down: tell this client, keep serving others
-            detail = exc.detail if isinstance(exc, AppError) else "the chat is unavailable right now; try again shortly"
-            if not isinstance(exc, AppError):
-                log.exception("could not welcome a chat client to %s", chatter.channel)
-            chatter.reply({"type": "error", "code": "unavailable", "detail": detail})
-            chatter.link.close(detail)
-            return
+        """Welcome the client, then answer its frames in order until they end.
+
+        The client is in the room from the start, so nothing said while its history is read is lost:
+        those frames wait in `pending` and follow the welcome (minus messages the history holds).
+        """
         self._rooms.setdefault(chatter.channel, set()).add(chatter)
         try:
-            async for frame in frames:
-                await self._handle(chatter, frame)
+            try:
+                newest = await self._welcome(chatter)
+            except Exception as exc:  # the channel vanished, or the database is down: tell this client only
+                detail = exc.detail if isinstance(exc, AppError) else "the chat is unavailable right now; try again shortly"
+                if not isinstance(exc, AppError):
+                    log.exception("could not welcome a chat client to %s", chatter.channel)
+                chatter.reply({"type": "error", "code": "unavailable", "detail": detail})
+                chatter.link.close(detail)
+                return
+            pending, chatter.pending = chatter.pending or [], None
+            for frame in pending:
+                if frame.message_id == 0 or frame.message_id > newest:
+                    chatter.link.send(frame)
+            async for raw in frames:
+                await self._handle(chatter, raw)
         finally:
             self._leave(chatter)
 
@@ -193,7 +237,8 @@ class ChatHub:
                 del self._rooms[chatter.channel]
         chatter.closed = True
 
-    async def _welcome(self, chatter: Chatter) -> None:
+    async def _welcome(self, chatter: Chatter) -> int:
+        """Send `welcome` and `you`; the id of the newest message in the history (0 if none)."""
         history, _ = await self._chat.history(chatter.channel, None, self._chat.rules.history_on_join)
         settings = await self._chat.settings(chatter.channel)
         frame: dict[str, Any] = {
@@ -202,12 +247,14 @@ class ChatHub:
             "settings": settings.frame(self._chat.rules.max_length),
             "history": history,
         }
-        chatter.reply(frame)
-        await self._send_standing(chatter)
+        await self._send_standing(chatter, before=frame)
+        return int(history[-1]["id"]) if history else 0
 
-    async def _send_standing(self, chatter: Chatter) -> None:
+    async def _send_standing(self, chatter: Chatter, before: dict[str, Any] | None = None) -> None:
         standing = await self._chat.standing(chatter.channel, chatter.principal)
         who = chatter.principal
+        if before is not None:
+            chatter.reply(before)
         chatter.reply({
             "type": "you",
             "username": who.username if who else None,
@@ -219,6 +266,8 @@ class ChatHub:
     async def _handle(self, chatter: Chatter, raw: str | bytes) -> None:
         nonce = None
         try:
+            if not chatter.spend(self._clock()):
+                raise ChatProblem("rate_limited", "you are sending frames too fast; slow down", retry_after=1)
             command = protocol.parse(raw, self._chat.rules.max_length)
             if isinstance(command, Send):
                 nonce = command.nonce
@@ -231,7 +280,7 @@ class ChatHub:
             elif isinstance(command, Ping):
                 chatter.reply({"type": "pong", **({"nonce": command.nonce} if command.nonce else {})})
         except ChatProblem as problem:
-            chatter.link.send(Outbound(protocol.error(problem, nonce)))
+            chatter.link.send(Outbound(protocol.error(problem, nonce or problem.nonce)))
         except AppError as exc:
             chatter.link.send(Outbound(protocol.error(ChatProblem("unavailable", exc.detail), nonce)))
         except Exception:  # the database or the bus failed under us: say so, keep the link and the node

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED = 512 * 1024
 MAX_QUEUED_FRAMES = 64  # inbound frames waiting to be handled on one data channel
 TOO_SLOW = 4008  # our close code: the client fell too far behind
+CLOSE_TIMEOUT = 5.0  # seconds a closing handshake may take before the socket is dropped
 
 
 class WebSocketLink:
@@ -36,7 +37,7 @@ class WebSocketLink:
         self._closing: asyncio.Task[Any] | None = None
 
     def send(self, frame: Outbound) -> bool:
-        if self._closing is not None or self._transport.is_closing():
+        if self._closing is not None or self._ws.closed or self._transport.is_closing():
             return False
         if self._transport.get_write_buffer_size() > self._max_buffered:
             self._close(TOO_SLOW, "too far behind: reconnect and read the history")
@@ -49,7 +50,16 @@ class WebSocketLink:
 
     def _close(self, code: int, reason: str) -> None:
         if self._closing is None:
-            self._closing = asyncio.ensure_future(self._ws.close(code=code, message=reason[:120].encode()))
+            self._closing = asyncio.ensure_future(self._say_goodbye(code, reason))
+
+    async def _say_goodbye(self, code: int, reason: str) -> None:
+        if code == TOO_SLOW:  # its buffer is full: a close frame would wait behind it for ever
+            self._transport.abort()
+            return
+        try:
+            await asyncio.wait_for(self._ws.close(code=code, message=reason[:120].encode()), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            self._transport.abort()
 
     async def frames(self) -> AsyncIterator[str | bytes]:
         """What the client sends, until it closes. Binary frames are accepted as UTF-8 JSON too."""

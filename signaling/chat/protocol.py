@@ -26,6 +26,7 @@ class ChatProblem(Exception):
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        self.nonce: str | None = None  # the refused frame's, when it had a readable one
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,11 @@ def parse(frame: str | bytes, max_length: int) -> Inbound:
     kind = data.get("type")
     nonce = _nonce(data.get("nonce"))
     if kind == "send":
-        return Send(clean_text(data.get("text"), max_length), nonce)
+        try:
+            return Send(clean_text(data.get("text"), max_length), nonce)
+        except ChatProblem as problem:
+            problem.nonce = nonce
+            raise
     if kind == "auth":
         token = data.get("token")
         if not isinstance(token, str) or not token or len(token) > 2048:
@@ -79,8 +84,8 @@ def parse(frame: str | bytes, max_length: int) -> Inbound:
 def _nonce(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 64:
-        raise ChatProblem("bad_message", "a nonce is a string of at most 64 characters")
+    if not isinstance(value, str) or len(value) > 64 or not value.isprintable():
+        raise ChatProblem("bad_message", "a nonce is a string of at most 64 printable characters")
     return value
 
 

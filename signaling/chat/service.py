@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus import Bus, Message
@@ -23,7 +24,7 @@ from signaling.chat import protocol
 from signaling.chat.protocol import ChatProblem
 from signaling.db.database import Database
 from signaling.db.models import Channel, ChannelModerator, ChatBan, ChatMessage, Follow, User
-from signaling.errors import Forbidden, Invalid, NotFound
+from signaling.errors import Conflict, Forbidden, Invalid, NotFound
 
 TOPIC = "chat"
 
@@ -207,7 +208,7 @@ class ChatService:
                 ban = ChatBan(channel_id=channel.id, user_id=user.id)
                 session.add(ban)
             ban.until, ban.reason, ban.created_by, ban.created_at = until, reason, by.user_id, self._now()
-            await session.commit()
+            await _commit_or_conflict(session)
         if seconds is None:
             text = f"{username} was banned from the chat"
         else:
@@ -279,7 +280,7 @@ class ChatService:
                 session.add(ChannelModerator(channel_id=channel.id, user_id=user.id, created_at=self._now()))
             elif not appoint and existing is not None:
                 await session.delete(existing)
-            await session.commit()
+            await _commit_or_conflict(session)
         action = "is now a moderator" if appoint else "is no longer a moderator"
         await self._announce(name, {"type": "notice", "text": f"{username} {action}", "user": username,
                                     "action": "moderator" if appoint else "unmoderator"})
@@ -290,6 +291,13 @@ class ChatService:
         if not await _can_moderate(session, channel, by):
             raise Forbidden("only the channel's owner, its moderators and site moderators can do this")
         return channel
+
+
+async def _commit_or_conflict(session: AsyncSession) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        raise Conflict("someone changed this at the same moment; try again") from None
 
 
 async def _channel(session: AsyncSession, name: str) -> Channel:
