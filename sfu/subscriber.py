@@ -40,9 +40,11 @@ class Subscriber(Session):
     async def negotiate(
         self, offer: str, feeds: dict[str, Feed], plan: internals.IcePlan, pool: internals.PortPool | None
     ) -> str:
-        parse_offer(offer, publishing=False)
+        wanted = {m.kind for m in parse_offer(offer, publishing=False).media}
         pc = self.pc
         for kind, feed in feeds.items():
+            if kind not in wanted:
+                continue  # an audio-only (or video-only) player gets just that
             transceiver = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
             transceiver.setCodecPreferences(preferences_for(feed.format))
         try:

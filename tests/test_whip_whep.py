@@ -43,8 +43,8 @@ async def post_sdp(api: Api, path: str, sdp: str, token: str | None = None, cont
     return await api.call("POST", path, data=sdp.encode(), token=token, headers={"Content-Type": content_type})
 
 
-async def go_live(api: Api, name: str, key: str, codec: str = "h264") -> tuple[Peer, Any]:
-    peer = Peer.publisher(codec)
+async def go_live(api: Api, name: str, key: str, codec: str = "h264", audio: bool = False) -> tuple[Peer, Any]:
+    peer = Peer.publisher(codec, audio=audio)
     status, body, headers = await post_sdp(api, f"/whip/{name}", await peer.offer(), key)
     assert status == 201, body
     await peer.answer(body.decode())
@@ -213,3 +213,22 @@ async def test_a_vanished_publisher_ends_the_stream_and_a_full_node_says_503(rtc
     for viewer in viewers:
         await viewer.close()
 
+
+
+async def test_an_audio_only_player_gets_just_the_audio(rtc: Api) -> None:
+    name, token = await rtc.user()
+    publisher, _ = await go_live(rtc, name, await stream_key(rtc, token), audio=True)
+    listener = Peer()
+    listener.pc.addTransceiver("audio", direction="recvonly")
+    status, answer, _ = await post_sdp(rtc, f"/whep/{name}", await listener.offer())
+    assert status == 201, answer
+    sections = [line for line in answer.decode().splitlines() if line.startswith("m=")]
+    assert len(sections) == 1 and sections[0].startswith("m=audio")
+    await listener.answer(answer.decode())
+    await until(lambda: _connected(listener))
+    await listener.close()
+    await publisher.close()
+
+
+async def _connected(peer: Peer) -> bool:
+    return peer.pc.connectionState == "connected"
