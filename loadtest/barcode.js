@@ -95,5 +95,15 @@
     });
   }
 
-  window.barcode = { paint, measure };
+  /** A 440 Hz tone as a track: with audio, the receiver holds video back to keep lips in sync. */
+  function tone() {
+    const audio = new AudioContext();
+    const oscillator = audio.createOscillator();
+    const out = audio.createMediaStreamDestination();
+    oscillator.connect(out);
+    oscillator.start();
+    return out.stream.getAudioTracks()[0];
+  }
+
+  window.barcode = { paint, measure, tone };
 })();

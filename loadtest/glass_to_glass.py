@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 
-from harness import percentile, server  # noqa: E402
+from harness import http, percentile, server  # noqa: E402
 
 BARCODE_JS = (HERE / "barcode.js").read_text()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -40,6 +40,7 @@ PUBLISH_JS = """async ([key, codec]) => {
   const pc = new RTCPeerConnection();
   const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
   preferCodec(transceiver, codec);
+  pc.addTransceiver(window.barcode.tone(), { direction: "sendonly" });
   window.publisher = pc;
   await negotiate(pc, "/whip/bench", key);
 }"""
@@ -49,7 +50,9 @@ DIRECT_OFFER_JS = """async (codec) => {
   const { preferCodec } = await import("/static/js/webrtc.js");
   const track = window.barcode.paint().captureStream(30).getVideoTracks()[0];
   const pc = new RTCPeerConnection();
-  preferCodec(pc.addTransceiver(track, { direction: "sendonly" }), codec);
+  const stream = new MediaStream([track, window.barcode.tone()]);
+  preferCodec(pc.addTransceiver(track, { direction: "sendonly", streams: [stream] }), codec);
+  pc.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly", streams: [stream] });
   window.direct = pc;
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
@@ -60,7 +63,7 @@ DIRECT_ANSWER_JS = """async (offer) => {
   const video = document.createElement("video");
   video.autoplay = true; video.muted = true; video.playsInline = true;
   document.body.append(video);
-  pc.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); };
+  pc.ontrack = (e) => { video.srcObject = e.streams[0]; };  // audio and video together, synchronised
   window.direct = pc; window.directVideo = video;
   await pc.setRemoteDescription({ type: "offer", sdp: offer });
   await pc.setLocalDescription(await pc.createAnswer());
@@ -100,18 +103,22 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "samples": len(latencies), "p50_ms": percentile(latencies, 0.5), "p95_ms": percentile(latencies, 0.95)}
 
 
-def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float) -> dict[str, Any]:
+def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float, load: Callable[[], None]) -> dict[str, Any]:
     sender, viewer = launch(playwright, url), launch(playwright, url)
     try:
         page = sender.new_page()
         page.goto("/")
         page.evaluate(BARCODE_JS)
         page.evaluate(PUBLISH_JS, [key, codec])
+        load()  # other viewers join once the stream is live
         watch = viewer.new_page()
         watch.goto("/watch/bench")
         watch.evaluate(BARCODE_JS)
         watch.wait_for_selector('#player[data-state="playing"]', timeout=20_000)
-        return summarise(watch.evaluate(MEASURE_JS, ["#player video", seconds]))
+        result = summarise(watch.evaluate(MEASURE_JS, ["#player video", seconds]))
+        _, channel, _ = http("GET", url + "/api/channels/bench")
+        result["viewers"] = json.loads(channel)["viewer_count"]  # the load's viewers and this one
+        return result
     finally:
         sender.close()
         viewer.close()
@@ -149,20 +156,25 @@ def main() -> None:
         key = running.stream_key()
         for round_ in range(args.rounds):
             for codec in args.codecs.split(","):
-                load = None
+                loaders: list[subprocess.Popen[bytes]] = []
+
+                def start_load() -> None:
+                    if args.load:
+                        loaders.append(subprocess.Popen(
+                            [sys.executable, str(HERE / "sfu_forwarding.py"), "watch", running.url, "bench", str(args.load),
+                             str(args.seconds + 40), str(running.pid)], stdout=subprocess.DEVNULL,
+                            stderr=open(running.data / "load.log", "ab")))
+                        time.sleep(3)  # let them join
+
                 for path in ("direct", "sfu"):
-                    if path == "sfu" and args.load:
-                        load = subprocess.Popen([sys.executable, str(HERE / "sfu_forwarding.py"), "watch", running.url, "bench",
-                                                 str(args.load), str(args.seconds + 30), str(running.pid)],
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     try:
-                        result = (through_sfu(playwright, running.url, key, codec, args.seconds) if path == "sfu"
+                        result = (through_sfu(playwright, running.url, key, codec, args.seconds, start_load) if path == "sfu"
                                   else direct(playwright, running.url, codec, args.seconds))
                     finally:
-                        if load is not None:
-                            load.send_signal(signal.SIGTERM)
-                            load.wait(timeout=30)
-                            load = None
+                        for loader in loaders:
+                            loader.kill()
+                            loader.wait(timeout=30)
+                        loaders.clear()
                     print(json.dumps({"round": round_ + 1, "path": path, **result}), flush=True)
                     rows.setdefault((codec, path), []).append(result)
     print()

@@ -1,0 +1,347 @@
+"""Benchmark: chat fan-out on one node, to WebSocket and data-channel clients, at a steady post rate.
+
+    .venv/bin/python loadtest/chat_fanout.py run --ws 2000 --dc 200 --rate 20 --seconds 30
+
+The real server runs on the embedded defaults (SQLite, in-memory bus). A publisher goes live (the data
+channel rides on a WHEP session, so there must be a stream; data-channel viewers take audio only and
+drop it unread). One process holds the WebSocket clients (raw asyncio protocols that parse frames
+themselves, one in ten reading every message's timestamp) and the poster, which sends `--rate`
+messages per second whose text is its send time; another holds the aiortc data-channel clients.
+Figures: delivery latency p50/p99 (receive time minus send time, so it includes the server's database
+write, the bus, the fan-out and the client's own queueing), messages delivered versus expected, and
+the server's CPU per delivered message (minus its CPU with everyone connected and nobody posting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
+
+from harness import cpu_seconds, http, percentile, server  # noqa: E402
+
+CHANNEL = "bench"
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.latencies: list[float] = []
+        self.recording = False
+
+
+def text_time(payload: bytes | str) -> float | None:
+    """The send time a benchmark message carries as the start of its text."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    i = payload.find(b'"type":"message"')
+    if i < 0:
+        return None
+    i = payload.find(b'"text":"', i)
+    j = payload.find(b" ", i + 8)
+    try:
+        return float(payload[i + 8 : j])
+    except ValueError:
+        return None
+
+
+# --- WebSocket clients: raw protocols ------------------------------------------------------------
+
+
+class WsClient(asyncio.Protocol):
+    def __init__(self, host: str, stats: Stats, sample: bool) -> None:
+        self.host = host
+        self.stats = stats
+        self.sample = sample
+        self.buffer = bytearray()
+        self.open = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            f"GET /ws?channel={CHANNEL} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.open.set_exception(RuntimeError(bytes(buffer[:200]).decode(errors="replace")))
+                return
+            del buffer[: end + 4]
+            self.upgraded = True
+        while len(buffer) >= 2:
+            length = buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                length, start = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < start + length:
+                return
+            opcode = buffer[0] & 0x0F
+            payload = bytes(buffer[start : start + length])
+            del buffer[: start + length]
+            if opcode == 1:
+                self.on_text(payload)
+            elif opcode == 9:
+                self.send(payload, opcode=10)
+
+    def on_text(self, payload: bytes) -> None:
+        if not self.open.done():
+            if b'"type":"welcome"' in payload:
+                self.open.set_result(None)
+            return
+        if b'"type":"message"' not in payload:
+            return
+        stats = self.stats
+        if stats.recording:
+            stats.delivered += 1
+            if self.sample:
+                sent = text_time(payload)
+                if sent is not None:
+                    stats.latencies.append(time.time() - sent)
+
+    def send(self, payload: bytes, opcode: int = 1) -> None:
+        assert self.transport is not None
+        mask = os.urandom(4)
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes((mask * (len(payload) // 4 + 1))[: len(payload)], "big"))
+        body = masked.to_bytes(len(payload), "big") if payload else b""
+        size = len(payload)
+        header = bytes((0x80 | opcode, 0x80 | size)) if size < 126 else bytes((0x80 | opcode, 0xFE)) + size.to_bytes(2, "big")
+        self.transport.write(header + mask + body)
+
+
+async def ws_clients(url: str, count: int, rate: float, seconds: float, token: str) -> None:
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    host, port = url.removeprefix("http://").split(":")
+    stats = Stats()
+    clients: list[WsClient] = []
+
+    async def connect(i: int) -> WsClient:
+        _, client = await loop.create_connection(lambda: WsClient(f"{host}:{port}", stats, i % 10 == 0), host, int(port))
+        await asyncio.wait_for(client.open, 60)
+        return client
+
+    for batch in range(0, count, 100):
+        clients.extend(await asyncio.gather(*(connect(i) for i in range(batch, min(count, batch + 100)))))
+    # Posters are clients too (not sampled). The server allows a connection 2 frames a second, so the
+    # rate is spread over as many, as it would be over the many people of a busy chat.
+    posters = [await connect(1) for _ in range(int(rate // 2) + 1)]
+    for poster in posters:
+        poster.send(json.dumps({"type": "auth", "token": token}).encode())
+    print("READY", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # the orchestrator says when to post
+
+    stats.recording = True
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        posters[sent % len(posters)].send(json.dumps({"type": "send", "text": f"{time.time():.6f} {sent}"}).encode())
+        sent += 1
+        await asyncio.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
+    await asyncio.sleep(2)  # let the last ones arrive
+    stats.recording = False
+    print("RESULT " + json.dumps({"sent": sent, "delivered": stats.delivered, "latencies": stats.latencies,
+                                  "client_cpu": time.process_time(), "clients": len(clients) + len(posters)}), flush=True)
+    for client in clients + posters:
+        if client.transport is not None:
+            client.transport.close()
+
+
+# --- data-channel clients: aiortc peers that drop their audio unread ------------------------------
+
+
+async def dc_clients(url: str, count: int) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from sfu import aiortc_internals as internals
+    from webrtc_peer import LOOPBACK
+
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    stats = Stats()
+    peers = []
+
+    async def join() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("audio", direction="recvonly")
+        channel = pc.createDataChannel("chat")
+        opened = loop.create_future()
+
+        @channel.on("message")
+        def on_message(data: str) -> None:
+            if not opened.done():
+                opened.set_result(None)
+                return
+            if stats.recording and '"type":"message"' in data:
+                stats.delivered += 1
+                sent = text_time(data)
+                if sent is not None:
+                    stats.latencies.append(time.time() - sent)
+
+        internals.plan_gathering(pc, LOOPBACK, None)
+        await pc.setLocalDescription(await pc.createOffer())
+        status, answer, _ = await loop.run_in_executor(
+            None, lambda: http("POST", f"{url}/whep/{CHANNEL}", raw=pc.localDescription.sdp.encode(), content_type="application/sdp"))
+        assert status == 201, answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
+        dtls = pc.getTransceivers()[0].receiver.transport
+
+        async def drop(data: bytes, arrival_time_ms: int) -> None:
+            return None
+
+        dtls._handle_rtp_data = drop
+        await asyncio.wait_for(opened, 30)
+        peers.append(pc)
+
+    for batch in range(0, count, 20):
+        await asyncio.gather(*(join() for _ in range(batch, min(count, batch + 20))))
+    print("READY", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stats.recording = True
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stats.recording = False
+    print("RESULT " + json.dumps({"delivered": stats.delivered, "latencies": stats.latencies,
+                                  "client_cpu": time.process_time()}), flush=True)
+    for pc in peers:
+        await pc.close()
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+
+def started(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if line != "READY":
+        raise SystemExit(f"a client process did not start: {line!r}")
+
+
+def result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[7:]))
+    raise SystemExit("a client process gave no result")
+
+
+def run(ws: int, dc: int, rate: float, seconds: float) -> None:
+    settings = {"CHAT_POSTS_PER_10S": "100000", "MAX_VIEWERS_PER_NODE": "5000", "RATE_WHEP_PER_MINUTE": "100000"}
+    with server(**settings) as running:
+        url = running.url
+        key = running.stream_key()
+        _, tokens, _ = http("POST", url + "/api/auth/login", {"username": "bench", "password": "benchmark pass"})
+        token = json.loads(tokens)["access_token"]
+        publisher = subprocess.Popen([sys.executable, str(HERE / "sfu_forwarding.py"), "publish", url, CHANNEL, key],
+                                     stdout=subprocess.PIPE, text=True)
+        processes = [publisher]
+        try:
+            assert publisher.stdout is not None and publisher.stdout.readline().strip() == "PUBLISHING"
+            t0 = time.monotonic()
+            dcs = None
+            if dc:
+                dcs = subprocess.Popen([sys.executable, __file__, "dc", url, str(dc)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+                processes.append(dcs)
+                started(dcs)
+            wss = subprocess.Popen([sys.executable, __file__, "ws", url, str(ws), str(rate), str(seconds), token],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            processes.append(wss)
+            started(wss)
+            print(f"{ws} WebSocket and {dc} data-channel clients connected in {time.monotonic() - t0:.1f} s")
+            time.sleep(3)
+            idle0, w0 = cpu_seconds(running.pid), time.monotonic()
+            time.sleep(10)
+            idle_rate = (cpu_seconds(running.pid) - idle0) / (time.monotonic() - w0)
+            cpu0, wall0 = cpu_seconds(running.pid), time.monotonic()
+            for process in (dcs, wss):
+                if process is not None:
+                    assert process.stdin is not None
+                    process.stdin.write("go\n")
+                    process.stdin.flush()
+            ws_result = result(wss)
+            if dcs is not None:
+                assert dcs.stdin is not None
+                dcs.stdin.write("stop\n")
+                dcs.stdin.flush()
+            dc_result = result(dcs) if dcs is not None else {"delivered": 0, "latencies": []}
+            wall = time.monotonic() - wall0
+            busy = cpu_seconds(running.pid) - cpu0
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    sent = ws_result["sent"]
+    delivered = ws_result["delivered"] + dc_result["delivered"]
+    expected = sent * (ws_result["clients"] + dc)
+    chat_cpu = busy - idle_rate * wall
+    ws_lat, dc_lat = ws_result["latencies"], dc_result["latencies"]
+    print(json.dumps({"ws": ws, "dc": dc, "rate": rate, "sent": sent, "delivered": delivered, "expected": expected,
+                      "server_cpu_pct": 100 * busy / wall, "idle_cpu_pct": 100 * idle_rate, "wall": wall}))
+    print()
+    print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {ws} + {dc} | {rate:g} | {delivered} / {expected} | {1000 * percentile(ws_lat, 0.5):.1f} / {1000 * percentile(ws_lat, 0.99):.1f} | "
+          f"{1000 * percentile(dc_lat, 0.5):.1f} / {1000 * percentile(dc_lat, 0.99):.1f} | {100 * busy / wall:.0f} ({100 * idle_rate:.0f}) | "
+          f"{1e6 * chat_cpu / delivered if delivered else float('nan'):.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--ws", type=int, default=2000)
+    r.add_argument("--dc", type=int, default=200)
+    r.add_argument("--rate", type=float, default=20)
+    r.add_argument("--seconds", type=float, default=30)
+    w = sub.add_parser("ws")
+    w.add_argument("url")
+    w.add_argument("count", type=int)
+    w.add_argument("rate", type=float)
+    w.add_argument("seconds", type=float)
+    w.add_argument("token")
+    d = sub.add_parser("dc")
+    d.add_argument("url")
+    d.add_argument("count", type=int)
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.ws, args.dc, args.rate, args.seconds)
+    elif args.command == "ws":
+        asyncio.run(ws_clients(args.url, args.count, args.rate, args.seconds, args.token))
+    else:
+        asyncio.run(dc_clients(args.url, args.count))
+
+
+if __name__ == "__main__":
+    main()
