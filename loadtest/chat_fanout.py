@@ -213,9 +213,13 @@ async def dc_clients(url: str, count: int) -> None:
         assert status == 201, answer
         await pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
         dtls = pc.getTransceivers()[0].receiver.transport
+        original = dtls._handle_rtp_data
+        passed = [False]
 
         async def drop(data: bytes, arrival_time_ms: int) -> None:
-            return None
+            if not passed[0]:  # one packet gives aiortc a stream to send receiver reports on (the SFU wants them)
+                passed[0] = True
+                await original(data, arrival_time_ms=arrival_time_ms)
 
         dtls._handle_rtp_data = drop
         await asyncio.wait_for(opened, 30)
@@ -250,6 +254,17 @@ def result(process: subprocess.Popen[str]) -> dict[str, Any]:
         if line.startswith("RESULT "):
             return dict(json.loads(line[7:]))
     raise SystemExit("a client process gave no result")
+
+
+def stored_messages(url: str) -> int:
+    count, before = 0, ""
+    while True:
+        _, body, _ = http("GET", f"{url}/api/channels/{CHANNEL}/chat?limit=200{before}")
+        page = json.loads(body)
+        count += len(page["messages"])
+        if page["next_before"] is None:
+            return count
+        before = f"&before={page['next_before']}"
 
 
 def run(ws: int, dc: int, rate: float, seconds: float) -> None:
@@ -294,6 +309,7 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
             dc_result = result(dcs) if dcs is not None else {"delivered": 0, "latencies": []}
             wall = time.monotonic() - wall0
             busy = cpu_seconds(running.pid) - cpu0
+            stored = stored_messages(url)
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
@@ -307,7 +323,8 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
     expected = sent * (ws_result["clients"] + dc)
     chat_cpu = busy - idle_rate * wall
     ws_lat, dc_lat = ws_result["latencies"], dc_result["latencies"]
-    print(json.dumps({"ws": ws, "dc": dc, "rate": rate, "sent": sent, "delivered": delivered, "expected": expected,
+    print(json.dumps({"ws": ws, "dc": dc, "rate": rate, "sent": sent, "stored": stored,
+                      "ws_delivered": ws_result["delivered"], "dc_delivered": dc_result["delivered"], "delivered": delivered, "expected": expected,
                       "server_cpu_pct": 100 * busy / wall, "idle_cpu_pct": 100 * idle_rate, "wall": wall}))
     print()
     print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message |")

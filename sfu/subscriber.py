@@ -40,10 +40,10 @@ class Subscriber(Session):
     async def negotiate(
         self, offer: str, feeds: dict[str, Feed], plan: internals.IcePlan, pool: internals.PortPool | None
     ) -> str:
-        wanted = {m.kind for m in parse_offer(offer, publishing=False).media}
+        offered = {m.kind for m in parse_offer(offer, publishing=False).media}
         pc = self.pc
         for kind, feed in feeds.items():
-            if kind not in wanted:
+            if kind not in offered:
                 continue  # an audio-only (or video-only) player gets just that
             transceiver = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
             transceiver.setCodecPreferences(preferences_for(feed.format))

@@ -7,6 +7,7 @@ one process reaches viewers on every process, and the database id is the one ord
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus import Bus, Message
@@ -27,6 +28,7 @@ from signaling.db.models import Channel, ChannelModerator, ChatBan, ChatMessage,
 from signaling.errors import Conflict, Forbidden, Invalid, NotFound
 
 TOPIC = "chat"
+WRITE_ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,22 @@ class ChatService:
         wait = await self._limiter.hit(f"chat:{name}:{who.user_id}", self.rules.posts_per_period, self.rules.period)
         if wait:
             raise ChatProblem("rate_limited", f"you are posting too fast; wait {wait} s", retry_after=wait)
+        attempt = 1
+        while True:
+            try:
+                frame = await self._store(name, who, text)
+            except OperationalError:
+                # SQLite refuses a write whose transaction read before another writer committed
+                # ("database is locked", at once, without waiting); the transaction was rolled back.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.02 * attempt)
+                attempt += 1
+            else:
+                await self._announce(name, frame)
+                return frame
+
+    async def _store(self, name: str, who: Principal, text: str) -> dict[str, Any]:
         async with self._db.session() as session:
             channel = await _channel(session, name)
             standing = await self._standing(session, channel, who)
@@ -177,7 +195,6 @@ class ChatService:
             moderators = await _moderator_ids(session, channel.id)
             frame = message_frame(row, user, _badges(channel, user, moderators))
             await session.commit()
-        await self._announce(name, frame)
         return frame
 
     # --- moderation ---
