@@ -106,6 +106,7 @@ async def test_websocket_chat_history_and_order(chat: Api) -> None:
     assert you["username"] is None and you["can_post"] is False and "sign in" in you["reason"]
     member = await ws_join(chat, owner, viewer_token)
     assert (await member.of_type("you", username=viewer))["can_post"] is True
+    await anonymous.of_type("presence", user=viewer, state="joined")
 
     ack = await member.post("hello <b>there</b>", "c1")
     assert ack["type"] == "ack"
@@ -139,7 +140,9 @@ async def test_websocket_chat_history_and_order(chat: Api) -> None:
     assert (await chat.call("GET", "/api/channels/nobody/chat"))[0] == 404
     assert (await chat.call("GET", f"/api/channels/{owner}/chat?before=99999999999"))[0] == 422
     assert (await chat.call("GET", f"/api/channels/{owner}/chat?before=%C2%B2"))[0] == 422
-    for client in (anonymous, member, broadcaster, late):
+    await member.close()
+    await anonymous.of_type("presence", user=viewer, state="left")
+    for client in (anonymous, broadcaster, late):
         await client.close()
 
 

@@ -21,11 +21,16 @@ import pytest
 from support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-REDIS_URL = os.environ.get("TALLY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# A database of its own, emptied first: rate-limit state other tests left (some on a fake clock years
+# ahead) must not refuse these servers' sign-ups. Pub/sub is shared across Redis databases anyway.
+REDIS_URL = os.environ.get("TALLY_TEST_REDIS_CHAT", "redis://127.0.0.1:6379/9")
 
 
 @pytest.fixture
 def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
     secret = secrets.token_hex(32)  # both processes must accept each other's tokens
     processes, urls = [], []
     for i in range(2):

@@ -224,10 +224,20 @@ class ChatHub:
             for frame in pending:
                 if frame.message_id == 0 or frame.message_id > newest:
                     chatter.link.send(frame)
+            if chatter.principal is not None:
+                await self._presence(chatter.channel, chatter.principal, True)
             async for raw in frames:
                 await self._handle(chatter, raw)
         finally:
             self._leave(chatter)
+            if chatter.principal is not None and chatter.pending is None and not self._closed:
+                await self._presence(chatter.channel, chatter.principal, False)
+
+    async def _presence(self, channel: str, who: Principal, joined: bool) -> None:
+        try:
+            await self._chat.announce_presence(channel, who.username, joined)
+        except Exception as exc:  # presence is a courtesy: never let it end a connection
+            log.warning("could not announce presence in %s: %s", channel, exc)
 
     def _leave(self, chatter: Chatter) -> None:
         room = self._rooms.get(chatter.channel)
@@ -275,8 +285,11 @@ class ChatHub:
                 if nonce is not None:
                     chatter.reply({"type": "ack", "nonce": nonce, "id": posted["id"]})
             elif isinstance(command, Auth):
+                before = chatter.principal
                 chatter.principal = await self._authenticate(command.token)
                 await self._send_standing(chatter)
+                if before is None or before.user_id != chatter.principal.user_id:
+                    await self._presence(chatter.channel, chatter.principal, True)
             elif isinstance(command, Ping):
                 chatter.reply({"type": "pong", **({"nonce": command.nonce} if command.nonce else {})})
         except ChatProblem as problem:

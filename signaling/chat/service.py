@@ -197,6 +197,10 @@ class ChatService:
             await session.commit()
         return frame
 
+    async def announce_presence(self, name: str, username: str, joined: bool) -> None:
+        """A signed-in user came into or left the channel's chat (anonymous readers are not announced)."""
+        await self._announce(name, {"type": "presence", "user": username, "state": "joined" if joined else "left"})
+
     # --- moderation ---
 
     async def delete_message(self, name: str, message_id: int, by: Principal) -> None:
