@@ -1,9 +1,12 @@
-"""Helpers the tests share: a settable clock, settings for a test app, and an API client."""
+"""Helpers the tests share: a settable clock, settings for a test app, an API client, server readiness."""
 
 from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Wait until a server subprocess answers /readyz; fail with its log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"the server exited early:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"the server did not become ready:\n{log.read_text()}"
+        time.sleep(0.1)
 
 
 class FakeClock:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support import free_port
+from support import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 # A database of its own, emptied first: rate-limit state other tests left (some on a fake clock years
@@ -39,22 +38,13 @@ def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[str], 
                "DATABASE_URL": postgres_url, "BUS_URL": REDIS_URL, "JWT_SECRET": secret, "NODE_ID": f"node{i}",
                "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8", "PUBLIC_URL": "", "CHAT_POSTS_PER_10S": "1000",
                "RATE_REGISTER_PER_HOUR": "1000", "RATE_LOGIN_PER_MINUTE": "1000"}
-        log = (tmp_path / f"node{i}.log").open("wb")
-        processes.append(subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO, env=env,
-                                          stdout=log, stderr=subprocess.STDOUT))
+        with (tmp_path / f"node{i}.log").open("wb") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO, env=env,
+                                              stdout=log, stderr=subprocess.STDOUT))
         urls.append(f"http://127.0.0.1:{port}")
     try:
-        for url, process in zip(urls, processes):
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, "a server exited early"
-                try:
-                    if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "a server did not become ready"
-                time.sleep(0.1)
+        for i, (url, process) in enumerate(zip(urls, processes)):
+            wait_ready(url, process, tmp_path / f"node{i}.log")
         yield urls, processes
     finally:
         for process in processes:

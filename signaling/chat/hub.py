@@ -77,7 +77,6 @@ class Chatter:
     link: Link
     channel: str
     principal: Principal | None
-    closed: bool = field(default=False)
     # Frames that arrive while the welcome is prepared; None once it has been sent.
     pending: list[Outbound] | None = field(default_factory=list)
     budget: float = FRAME_BURST
@@ -245,33 +244,31 @@ class ChatHub:
             room.discard(chatter)
             if not room:
                 del self._rooms[chatter.channel]
-        chatter.closed = True
 
     async def _welcome(self, chatter: Chatter) -> int:
         """Send `welcome` and `you`; the id of the newest message in the history (0 if none)."""
         history, _ = await self._chat.history(chatter.channel, None, self._chat.rules.history_on_join)
         settings = await self._chat.settings(chatter.channel)
-        frame: dict[str, Any] = {
+        you = await self._you(chatter)
+        chatter.reply({
             "type": "welcome",
             "channel": chatter.channel,
             "settings": settings.frame(self._chat.rules.max_length),
             "history": history,
-        }
-        await self._send_standing(chatter, before=frame)
+        })
+        chatter.reply(you)
         return int(history[-1]["id"]) if history else 0
 
-    async def _send_standing(self, chatter: Chatter, before: dict[str, Any] | None = None) -> None:
+    async def _you(self, chatter: Chatter) -> dict[str, Any]:
         standing = await self._chat.standing(chatter.channel, chatter.principal)
         who = chatter.principal
-        if before is not None:
-            chatter.reply(before)
-        chatter.reply({
+        return {
             "type": "you",
             "username": who.username if who else None,
             "can_post": standing.can_post,
             "can_moderate": standing.can_moderate,
             "reason": standing.reason,
-        })
+        }
 
     async def _handle(self, chatter: Chatter, raw: str | bytes) -> None:
         nonce = None
@@ -287,7 +284,7 @@ class ChatHub:
             elif isinstance(command, Auth):
                 before = chatter.principal
                 chatter.principal = await self._authenticate(command.token)
-                await self._send_standing(chatter)
+                chatter.reply(await self._you(chatter))
                 if before is None or before.user_id != chatter.principal.user_id:
                     await self._presence(chatter.channel, chatter.principal, True)
             elif isinstance(command, Ping):

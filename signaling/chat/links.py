@@ -84,7 +84,6 @@ class DataChannelLink:
         self._channel = channel
         self._max_buffered = max_buffered
         self._inbound: asyncio.Queue[str | bytes | None] = asyncio.Queue(MAX_QUEUED_FRAMES)
-        self.overflowed = 0
         channel.on("message", self._on_message)
         channel.on("close", self._on_close)
 
@@ -92,7 +91,7 @@ class DataChannelLink:
         try:
             self._inbound.put_nowait(data)
         except asyncio.QueueFull:
-            self.overflowed += 1  # a flood: drop it here, the rate limit would refuse it anyway
+            pass  # a flood: drop it here, the frame budget would refuse it anyway
 
     def _on_close(self) -> None:
         try:

@@ -48,6 +48,7 @@ class Standing:
     can_post: bool
     can_moderate: bool
     reason: str = ""  # why not, when can_post is false
+    code: str = ""  # the protocol's error code for that refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ class ChatService:
 
     async def standing(self, name: str, who: Principal | None) -> Standing:
         if who is None:
-            return Standing(False, False, "sign in to chat")
+            return Standing(False, False, "sign in to chat", "sign_in")
         async with self._db.session() as session:
             channel = await _channel(session, name)
             return await self._standing(session, channel, who)
@@ -135,13 +136,13 @@ class ChatService:
         ban = await session.get(ChatBan, (channel.id, who.user_id))
         if ban is not None and (ban.until is None or ban.until > self._now()):
             if ban.until is None:
-                return Standing(False, moderator, "you are banned from this chat")
+                return Standing(False, moderator, "you are banned from this chat", "banned")
             left = int((ban.until - self._now()).total_seconds()) + 1
-            return Standing(False, moderator, f"you are timed out for {left} more seconds")
+            return Standing(False, moderator, f"you are timed out for {left} more seconds", "banned")
         if channel.chat_followers_only and not moderator:
             follows = await session.get(Follow, (who.user_id, channel.id))
             if follows is None:
-                return Standing(False, False, "this chat is for followers only: follow the channel to post")
+                return Standing(False, False, "this chat is for followers only: follow the channel to post", "followers_only")
         return Standing(True, moderator)
 
     # --- posting ---
@@ -174,8 +175,7 @@ class ChatService:
             channel = await _channel(session, name)
             standing = await self._standing(session, channel, who)
             if not standing.can_post:
-                code = "followers_only" if "followers" in standing.reason else "banned"
-                raise ChatProblem(code, standing.reason)
+                raise ChatProblem(standing.code, standing.reason)
             now = self._now()
             if channel.chat_slow_mode and not standing.can_moderate:
                 last = await session.scalar(

@@ -13,7 +13,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
-from support import free_port
+from support import free_port, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -112,17 +111,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"the server exited early:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"the server did not become ready:\n{log.read_text()}"
-            time.sleep(0.1)
+        wait_ready(url, process, log)
         running = Server(url, admin="boss", log=log, pid=process.pid)
         assert running.register("boss")["role"] == "admin"  # the first account of a fresh database
         yield running
