@@ -8,7 +8,8 @@ below, which `pyproject.toml` pins:
   handed on to aiortc unchanged so its receiver still sends receiver reports and REMB;
 - the receiver's decoder thread gets a pass-through "decoder" that returns the re-assembled encoded
   frame as an `av.Packet` (the encoded-frame sink), never a decoded picture;
-- the receiver's own NACK generator is switched off: `sfu.loss_tracker` owns upstream NACKs;
+- the receiver's own NACK generator is switched off: `sfu.loss_tracker` owns upstream NACKs, and
+  frames keep their RTP timestamps (not rebased to 0) so sinks can map them with sender reports;
 - a subscriber's sender keeps a never-yielding track (so it never encodes) and its RTCP feedback is
   intercepted: NACKs are answered from the SFU's packet cache, PLI/FIR go upstream coalesced;
 - forwarded packets are SRTP-protected with the subscriber's session and written straight to the
@@ -82,7 +83,7 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
 ]
 
 # Instance attributes set in constructors; checked on the objects themselves when first used.
-_RECEIVER_FIELDS = ("_RTCRtpReceiver__nack_generator",)
+_RECEIVER_FIELDS = ("_RTCRtpReceiver__nack_generator", "_RTCRtpReceiver__timestamp_mapper")
 _SENDER_FIELDS = (
     "_ssrc",
     "_rtx_ssrc",
@@ -198,6 +199,9 @@ def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[
     for codec in transceiver._codecs:
         setattr(codec, _PASSTHROUGH_MARK, True)
     receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
+    # Frames keep their RTP timestamps (aiortc rebases them to start at 0), so frame sinks can map
+    # them to the publisher's clock with its sender reports.
+    receiver._RTCRtpReceiver__timestamp_mapper = _RtpTimestamps()  # type: ignore[attr-defined]
     original = receiver._handle_rtcp_packet
 
     async def handle(packet: Any) -> None:
@@ -207,6 +211,14 @@ def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[
         await original(packet)
 
     receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+class _RtpTimestamps:
+    """Stands in for aiortc's `TimestampMapper`: leaves a frame's RTP timestamp as it came."""
+
+    @staticmethod
+    def map(timestamp: int) -> int:
+        return timestamp
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:

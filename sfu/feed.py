@@ -81,6 +81,8 @@ class Feed:
             self._send_pli = True
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        if not ntp_timestamp:
+            return  # a report sent before any media (aiortc does): it maps nothing
         self.mapping = ClockMapping(ntp_to_seconds(ntp_timestamp), rtp_timestamp, self.format.clock_rate, self._clock())
 
     def attach(self, upstream: Upstream, media_ssrc: int) -> None:

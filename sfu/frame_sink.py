@@ -1,22 +1,70 @@
 """The encoded-frame sink interface: depacketised frames of a room's tracks, for in-process consumers.
 
-The recorder and the HLS transcoder are such consumers, like any participant of the room. Frames are
-what the publisher encoded (an `av.Packet` with its RTP timestamp as pts), never decoded pictures.
+The recorder, the HLS transcoder and the live thumbnails are such consumers, like any participant of
+the room. A frame is what the publisher encoded (H.264 in Annex B, VP8, Opus), never a decoded
+picture, with what a consumer needs to place it in time: its RTP timestamp and the publisher's latest
+RTCP sender-report mapping for the track (shared by audio and video, so lip sync survives), and which
+publisher connection it came from (`source`; a takeover starts a new one).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiortc.mediastreams import MediaStreamError
 
+from sfu.keyframe import is_keyframe_frame
+from sfu.sender_reports import ClockMapping
+
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    kind: str  # "audio" | "video"
+    codec: str  # "H264", "VP8", "opus"
+    data: bytes
+    rtp_timestamp: int
+    clock_rate: int
+    keyframe: bool
+    mapping: ClockMapping | None  # the publisher's latest sender report for this track, None before the first
+    source: str  # the publisher connection (its session id); a new one means timestamps start afresh
+    kinds: tuple[str, ...]  # every kind this publisher sends
+    received_at: float  # this server's wall clock (time.time()) when the frame was complete
+
+    def sender_time(self, mapping: ClockMapping | None = None) -> float | None:
+        """The publisher's capture time of this frame in NTP seconds, from its sender report (or
+        `mapping`, a later report of the same track)."""
+        m = mapping or self.mapping
+        if m is None:
+            return None
+        delta = (self.rtp_timestamp - m.rtp_timestamp) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            delta -= 0x100000000
+        return m.ntp_seconds + delta / self.clock_rate
 
 
 class FrameSink(Protocol):
-    def on_frame(self, room: str, kind: str, frame: Any) -> None:
-        """One encoded frame (an `av.Packet`); must not block."""
+    def on_frame(self, room: str, frame: EncodedFrame) -> None:
+        """One encoded frame; called on the event loop, so it must not block."""
+
+
+class TrackSource(Protocol):
+    """What the SFU knows about a publisher's track (the publisher implements it)."""
+
+    def track_format(self, kind: str) -> tuple[str, int] | None:
+        """(codec, clock rate) of the track, None until negotiated."""
+
+    def track_mapping(self, kind: str) -> ClockMapping | None: ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kinds(self) -> tuple[str, ...]: ...
 
 
 class FrameSinks:
@@ -25,6 +73,8 @@ class FrameSinks:
     def __init__(self) -> None:
         self._sinks: dict[str, list[FrameSink]] = {}
         self.frames = 0
+        # Set by the node: ask the room's publisher for a keyframe (coalesced with every other request).
+        self.keyframe_requester: Callable[[str], None] = lambda room: None
 
     def add(self, room: str, sink: FrameSink) -> None:
         self._sinks.setdefault(room, []).append(sink)
@@ -33,16 +83,42 @@ class FrameSinks:
         sinks = self._sinks.get(room, [])
         if sink in sinks:
             sinks.remove(sink)
+        if not sinks:
+            self._sinks.pop(room, None)
 
-    async def drain(self, room: str, track: Any) -> None:
+    def request_keyframe(self, room: str) -> None:
+        self.keyframe_requester(room)
+
+    async def drain(self, room: str, track: Any, source: TrackSource) -> None:
+        kind = track.kind
         while True:
             try:
-                frame = await track.recv()
+                packet = await track.recv()
             except MediaStreamError:
                 return
             self.frames += 1
-            for sink in self._sinks.get(room, ()):
+            sinks = self._sinks.get(room)
+            if not sinks:
+                continue
+            fmt = source.track_format(kind)
+            if fmt is None:
+                continue
+            codec, clock_rate = fmt
+            data = bytes(packet)
+            frame = EncodedFrame(
+                kind,
+                codec,
+                data,
+                int(packet.pts),
+                clock_rate,
+                kind == "video" and is_keyframe_frame(codec, data),
+                source.track_mapping(kind),
+                source.id,
+                source.kinds,
+                time.time(),
+            )
+            for sink in tuple(sinks):
                 try:
-                    sink.on_frame(room, track.kind, frame)
+                    sink.on_frame(room, frame)
                 except Exception:
                     log.exception("frame sink %r failed", sink)

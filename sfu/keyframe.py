@@ -153,3 +153,19 @@ _STARTS: dict[str, Callable[[Buffer, int, int], bool]] = {
     "OPUS": _opus_starts,
     "Opus": _opus_starts,
 }
+
+
+def is_keyframe_frame(codec: str, frame: Buffer) -> bool:
+    """Is this re-assembled frame (not an RTP packet) a keyframe? H.264 in Annex B: it holds an IDR
+    slice; VP8: the frame tag's P bit is 0 (RFC 6386 section 9.1)."""
+    if codec == "VP8":
+        return len(frame) > 0 and not frame[0] & 0x01
+    if codec != "H264":
+        return True
+    data = bytes(frame)
+    at = data.find(b"\x00\x00\x01")
+    while 0 <= at < len(data) - 3:
+        if data[at + 3] & 0x1F == _NAL_IDR:
+            return True
+        at = data.find(b"\x00\x00\x01", at + 3)
+    return False

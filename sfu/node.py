@@ -69,6 +69,7 @@ class SfuNode:
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
         self.sinks = FrameSinks()
+        self.sinks.keyframe_requester = self.request_keyframe
         ports = self.settings.ice.ports
         self._pool = internals.PortPool(*ports) if ports else None
         self._stream_ids: dict[str, str] = {}
@@ -112,6 +113,13 @@ class SfuNode:
     def is_live(self, room: str) -> bool:
         found = self.rooms.get(room)
         return found is not None and found.live
+
+    def request_keyframe(self, room: str) -> None:
+        """Ask the room's publisher for a keyframe (coalesced with viewers' requests)."""
+        found = self.rooms.get(room)
+        feed = None if found is None else found.feeds.get("video")
+        if feed is not None:
+            feed.request_keyframe()
 
     def session(self, session_id: str, room: str | None = None) -> Session:
         session = self.sessions.get(session_id)

@@ -16,6 +16,7 @@ from sfu.feed import Feed
 from sfu.frame_sink import FrameSinks
 from sfu.media_format import AUDIO_CODECS, VIDEO_CODECS, MediaFormat
 from sfu.negotiation import parse_offer, payload_maps
+from sfu.sender_reports import ClockMapping
 from sfu.session import Session
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Publisher(Session):
         self._routes: dict[int, tuple[Feed | None, int, _ReceiverUpstream | None]] = {}
         self._pending: dict[str, tuple[int, int | None, RTCRtpTransceiver]] = {}  # kind -> (pt, rtx pt, transceiver)
         self._sinks = sinks
+        self._feeds: dict[str, Feed] = {}
         self.last_packet_at = self.created_at
 
     async def negotiate(self, offer: str, plan: internals.IcePlan, pool: internals.PortPool | None) -> str:
@@ -55,7 +57,7 @@ class Publisher(Session):
 
         @pc.on("track")  # fires inside setRemoteDescription
         def on_track(track: Any) -> None:
-            self.spawn(self._sinks.drain(self.room, track))
+            self.spawn(self._sinks.drain(self.room, track, self))
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
@@ -81,8 +83,23 @@ class Publisher(Session):
 
         return pc.localDescription.sdp
 
+    # --- the track facts frame sinks read (sfu.frame_sink.TrackSource) ---
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.formats)
+
+    def track_format(self, kind: str) -> tuple[str, int] | None:
+        fmt = self.formats.get(kind)
+        return None if fmt is None else (fmt.codec, fmt.clock_rate)
+
+    def track_mapping(self, kind: str) -> ClockMapping | None:
+        feed = self._feeds.get(kind)
+        return None if feed is None or not self._routes else feed.mapping
+
     def bind(self, feeds: dict[str, Feed]) -> None:
         """Feed these (the room's) from now on, and start taking packets."""
+        self._feeds = feeds
         for kind, (pt, rtx_pt, transceiver) in self._pending.items():
             feed = feeds[kind]
             upstream = _ReceiverUpstream(transceiver.receiver)

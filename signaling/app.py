@@ -13,6 +13,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, open_bus
+from recorder.live_thumbnails import LiveThumbnails
+from recorder.recording import RecordingOptions
+from recorder.storage import S3Options, open_storage
 from signaling.accounts.service import AccountService
 from signaling.api.auth_api import AuthApi
 from signaling.api.channels_api import ChannelsApi
@@ -24,6 +27,7 @@ from signaling.api.oidc_api import OidcApi
 from signaling.api.openapi import build_openapi
 from signaling.api.ops_api import OpsApi
 from signaling.api.problems import problems_middleware
+from signaling.api.recordings_api import RecordingsApi
 from signaling.api.sfu_metrics import register_chat_metrics, register_sfu_metrics
 from signaling.api.users_api import UsersApi
 from signaling.api.webrtc_api import WebRtcApi, cors_middleware
@@ -39,6 +43,7 @@ from signaling.chat.service import ChatRules, ChatService
 from signaling.db.database import Database
 from signaling.migrations.runner import upgrade
 from signaling.settings import Settings
+from signaling.recordings.service import RecordingService
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
@@ -71,6 +76,7 @@ class Services:
     streams: StreamService
     chat: ChatService
     hub: ChatHub
+    recordings: RecordingService
 
 
 SERVICES = web.AppKey("services", Services)
@@ -126,6 +132,23 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     )
     hub = ChatHub(chat, accounts, bus, clock)
     register_chat_metrics(metrics.registry, hub)
+    storage = open_storage(
+        settings.resolved_storage_url,
+        S3Options(settings.s3_endpoint_url or None, settings.s3_region or None, settings.s3_path_style),
+    )
+    recordings = RecordingService(
+        db,
+        storage,
+        node.sinks,
+        settings.resolved_spool_dir,
+        settings.resolved_node_id,
+        RecordingOptions(
+            keyframe_interval=settings.recording_keyframe_interval, fragment=settings.recording_fragment_seconds
+        ),
+        LiveThumbnails(node.sinks, storage, settings.live_thumbnail_interval),
+        clock,
+    )
+    streams.watchers.append(recordings)
 
     def on_data_channel(session: Session, channel: Any) -> None:
         if channel.label != "chat":
@@ -146,6 +169,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         UsersApi(accounts),
         WebRtcApi(node, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
+        RecordingsApi(recordings, settings),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
     for api in apis:
@@ -155,7 +179,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
     add_web_routes(app, settings.web_root)
     app[SERVICES] = Services(
-        settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub
+        settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -171,9 +195,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                     log.warning("ended %d streams this node left open when it last stopped", recovered)
             await node.start()
             await hub.start()
+            await recordings.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
+            await recordings.close()  # before the node: recordings are written to their end first
             await hub.close()
             await node.close()
             await oidc.close()

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
         default=[], description="STUN/TURN servers offered to browsers and encoders (WHIP/WHEP Link headers)."
     )
 
+    s3_endpoint_url: str = Field(default="", description="S3 API endpoint for s3:// storage (MinIO: http://host:9000); AWS when empty.")
+    s3_region: str = ""
+    s3_path_style: bool = Field(default=False, description="Path-style bucket addressing (MinIO and most self-hosted S3 APIs).")
+    recording_spool_dir: Path | None = Field(
+        default=None, description="Local disk for recordings being written (data_dir/spool when unset); must survive a restart."
+    )
+    recording_url_ttl: int = Field(default=3600, ge=60, description="Seconds a presigned playback URL stays valid.")
+    recording_keyframe_interval: float = Field(default=2.0, gt=0, description="Seconds between keyframes asked for while recording (seek points).")
+    recording_fragment_seconds: float = Field(default=1.0, gt=0, le=10, description="MP4 fragment length: the most a crash can lose.")
+    live_thumbnail_interval: float = Field(default=10.0, gt=0, description="Seconds between live thumbnails of a stream.")
+
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")
     log_level: str = "INFO"
 
@@ -137,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or f"file://{self.data_dir / 'media'}"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        return self.recording_spool_dir or self.data_dir / "spool"
 
     @property
     def resolved_public_url(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from media_clips import EncodedVideoTrack, encode_video
+from media_clips import EncodedAudioTrack, EncodedVideoTrack, encode_audio, encode_video
 from sfu import aiortc_internals as internals
 
 LOOPBACK = internals.IcePlan(("127.0.0.1",))
@@ -35,8 +35,10 @@ class Peer:
         transceiver = peer.pc.addTransceiver(EncodedVideoTrack(clip(codec)), direction="sendonly")
         wanted = {f"video/{codec}".lower(), "video/rtx"}
         transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in wanted])
-        if audio:
-            peer.pc.addTransceiver("audio", direction="sendonly")
+        if audio:  # a tone, pre-encoded like the video: aiortc only packetises it
+            if "opus" not in _CLIPS:
+                _CLIPS["opus"] = encode_audio(seconds=2.0)
+            peer.pc.addTransceiver(EncodedAudioTrack(_CLIPS["opus"]), direction="sendonly")
         return peer
 
     @classmethod

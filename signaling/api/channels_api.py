@@ -51,6 +51,8 @@ class ChannelsApi:
             description=b.description,
             tags=b.tags,
             avatar_url=b.avatar_url,
+            record_streams=b.record_streams,
+            recording_retention_days=b.recording_retention_days,
         )
         return json_response(channel_out(view, self._base))
 
@@ -75,7 +77,7 @@ class ChannelsApi:
                             ("limit", "integer", "1 to 100, default 50"))),
             Endpoint("GET", path, self.show, "A channel: profile, live state, viewers, playback URLs", ANYONE,
                      "channels", response=ChannelOut, errors=(404,)),
-            Endpoint("PATCH", path, self.update, "Change a channel's title, description, tags or avatar",
+            Endpoint("PATCH", path, self.update, "Change a channel's title, description, tags, avatar or recording settings",
                      Access(Role.BROADCASTER, "the channel's owner, or an admin"), "channels", body=ChannelIn,
                      response=ChannelOut, errors=(401, 403, 404, 422)),
             Endpoint("PUT", path + "/follow", self.follow, "Follow a channel", SIGNED_IN, "channels",

@@ -10,7 +10,18 @@ from aiohttp import web
 
 from signaling.accounts.service import AccountService
 from signaling.accounts.names import username_problem
-from signaling.api.endpoint import ANYONE, SIGNED_IN, Call, Endpoint, bearer_token, int_query, json_response, name_param
+from signaling.api.endpoint import (
+    ANYONE,
+    MAX_ID,
+    SIGNED_IN,
+    Call,
+    Endpoint,
+    bearer_token,
+    id_param,
+    int_query,
+    json_response,
+    name_param,
+)
 from signaling.api.schemas import (
     BanIn,
     BanListOut,
@@ -25,7 +36,6 @@ from signaling.chat.links import WebSocketLink
 from signaling.chat.service import ChatService
 from signaling.errors import BadRequest, NotFound
 
-MAX_ID = 2**31 - 1  # message ids are 32-bit integers in the database
 HEARTBEAT = 30.0  # seconds between WebSocket pings; a client that stops answering is dropped
 
 
@@ -66,10 +76,8 @@ class ChatApi:
         return json_response(ChatHistoryOut.model_validate({"messages": messages, "next_before": older}))
 
     async def delete_message(self, call: Call[None]) -> web.StreamResponse:
-        raw = call.request.match_info["id"]
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > MAX_ID:
-            raise NotFound(f"there is no message {raw[:20]!r}")
-        await self._chat.delete_message(name_param(call.request, "name"), int(raw), call.user)
+        message_id = id_param(call.request, "id", "message")
+        await self._chat.delete_message(name_param(call.request, "name"), message_id, call.user)
         return web.Response(status=204)
 
     async def settings(self, call: Call[None]) -> web.StreamResponse:

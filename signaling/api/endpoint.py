@@ -172,6 +172,17 @@ def name_param(request: web.Request, key: str) -> str:
     return name
 
 
+MAX_ID = 2**31 - 1  # row ids are 32-bit integers in the database
+
+
+def id_param(request: web.Request, key: str, what: str) -> int:
+    """A numeric id from the path; anything else names nothing there is (404)."""
+    raw = request.match_info[key]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > MAX_ID:
+        raise NotFound(f"there is no {what} {raw[:20]!r}")
+    return int(raw)
+
+
 def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":

@@ -42,8 +42,14 @@ def channel_out(view: ChannelView, base_url: str) -> ChannelOut:
         following=view.following,
         owner=channel.name,
         display_name=view.display_name,
+        record_streams=channel.record_streams,
+        recording_retention_days=channel.recording_retention_days,
         urls=ChannelUrls(
-            watch=f"{base_url}/watch/{name}", whep=f"{base_url}/whep/{name}", hls=f"{base_url}/hls/{name}/index.m3u8"
+            watch=f"{base_url}/watch/{name}",
+            whep=f"{base_url}/whep/{name}",
+            hls=f"{base_url}/hls/{name}/index.m3u8",
+            recordings=f"{base_url}/api/channels/{name}/recordings",
+            thumbnail=f"{base_url}/api/channels/{name}/thumbnail.jpg",
         ),
     )
 

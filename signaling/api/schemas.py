@@ -124,6 +124,10 @@ class ChannelIn(Strict):
     description: Annotated[Text, Field(max_length=2000)] | None = None
     tags: Annotated[list[Annotated[str, BeforeValidator(_lower_ascii)]], Field(max_length=10), AfterValidator(_tags)] | None = None
     avatar_url: Annotated[str, Field(max_length=512), AfterValidator(_avatar)] | None = None
+    record_streams: bool | None = Field(default=None, description="Record every stream of the channel from its start.")
+    recording_retention_days: Annotated[int, Field(ge=0, le=3650)] | None = Field(
+        default=None, description="Delete recordings older than this many days; 0 keeps them."
+    )
 
 
 class RoleIn(Strict):
@@ -154,6 +158,8 @@ class ChannelUrls(BaseModel):
     watch: str
     whep: str
     hls: str
+    recordings: str
+    thumbnail: str = Field(description="A picture of the live stream, refreshed every few seconds while live.")
 
 
 class ChannelOut(BaseModel):
@@ -169,6 +175,8 @@ class ChannelOut(BaseModel):
     following: bool | None = Field(description="Whether the caller follows it; null when anonymous.")
     owner: str
     display_name: str
+    record_streams: bool
+    recording_retention_days: int
     urls: ChannelUrls
 
 
@@ -269,3 +277,38 @@ class BanListOut(BaseModel):
 
 class ModeratorListOut(BaseModel):
     items: list[str]
+
+
+class RecordingOut(BaseModel):
+    id: int
+    channel: str
+    stream_id: str
+    state: Literal["recording", "processing", "ready", "failed"]
+    title: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration: float = Field(description="Seconds.")
+    size: int = Field(description="Bytes of the MP4.")
+    video_codec: str
+    audio_codec: str
+    width: int
+    height: int
+    playback_url: str | None = Field(description="The MP4 (HTTP ranges work); null until ready.")
+    thumbnail_url: str | None
+    page_url: str
+    error: str = ""
+
+
+class RecordingListOut(BaseModel):
+    items: list[RecordingOut]
+    next_cursor: str | None
+
+
+class RecordingControlIn(Strict):
+    active: bool = Field(description="true starts recording the live stream now, false stops it.")
+
+
+class RecordingControlOut(BaseModel):
+    channel: str
+    active: bool
+    recording: RecordingOut | None

@@ -113,6 +113,8 @@ class ChannelService:
         description: str | None,
         tags: list[str] | None,
         avatar_url: str | None,
+        record_streams: bool | None = None,
+        recording_retention_days: int | None = None,
     ) -> ChannelView:
         async with self._db.session() as session:
             channel = await session.scalar(select(Channel).where(Channel.name == name))
@@ -128,6 +130,10 @@ class ChannelService:
                 channel.tags = tags
             if avatar_url is not None:
                 channel.avatar_url = avatar_url
+            if record_streams is not None:
+                channel.record_streams = record_streams
+            if recording_retention_days is not None:
+                channel.recording_retention_days = recording_retention_days
             channel.updated_at = self._now()
         return await self.get(name, by)
 

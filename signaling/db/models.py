@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from signaling.db.types import UtcDateTime, utcnow
@@ -57,6 +57,8 @@ class Channel(Base):
     stream_key_created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     chat_slow_mode: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # seconds between posts
     chat_followers_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    record_streams: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    recording_retention_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: keep
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -168,3 +170,35 @@ class ChatBan(Base):
     reason: Mapped[str] = mapped_column(String(200), default="")
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Recording(Base):
+    """One recording of a stream (a stream may have several: recording can stop and start again).
+
+    state: recording -> processing -> ready, or failed; `recording` rows of a node that died are
+    finalized from their spool when it starts again.
+    """
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        Index("ix_recordings_channel_started", "channel_id", "started_at"),
+        Index("ix_recordings_state_node", "state", "node"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    stream_id: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default="recording")
+    title: Mapped[str] = mapped_column(String(140), default="")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float] = mapped_column(Float, default=0.0)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    video_codec: Mapped[str] = mapped_column(String(16), default="")
+    audio_codec: Mapped[str] = mapped_column(String(16), default="")
+    width: Mapped[int] = mapped_column(Integer, default=0)
+    height: Mapped[int] = mapped_column(Integer, default=0)
+    storage_key: Mapped[str] = mapped_column(String(512), default="")
+    thumbnail_key: Mapped[str] = mapped_column(String(512), default="")
+    error: Mapped[str] = mapped_column(String(256), default="")

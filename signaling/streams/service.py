@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import select, update
 
@@ -22,8 +23,17 @@ from signaling.db.models import Channel, StreamSession
 log = logging.getLogger(__name__)
 
 
+class StreamWatcher(Protocol):
+    """Something in this process that follows the streams of this node (the recorder)."""
+
+    async def stream_started(self, room: str, stream: str) -> None: ...
+
+    async def stream_ended(self, room: str, stream: str) -> None: ...
+
+
 class StreamService:
     def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time) -> None:
+        self.watchers: list[StreamWatcher] = []
         self._db = db
         self._bus = bus
         self._node = node_id
@@ -76,6 +86,8 @@ class StreamService:
         await self._bus.publish(
             Message("stream.started", {"channel": room, "stream": stream, "node": self._node, "codecs": codecs})
         )
+        for watcher in self.watchers:
+            await _tell(watcher.stream_started(room, stream))
 
     async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
         now = self._now()
@@ -91,6 +103,8 @@ class StreamService:
             )
             await session.commit()
         await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
+        for watcher in self.watchers:
+            await _tell(watcher.stream_ended(room, stream))
 
     async def viewers_changed(self, room: str, stream: str, viewers: int, joined: str | None, left: str | None) -> None:
         async with self._db.session() as session:
@@ -116,3 +130,10 @@ class StreamService:
                 .limit(limit)
             )
             return list(rows)
+
+
+async def _tell(call: Awaitable[None]) -> None:
+    try:
+        await call
+    except Exception:
+        log.exception("a stream watcher failed")

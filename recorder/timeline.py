@@ -1,0 +1,136 @@
+"""One time axis for a recording's audio and video, from RTP timestamps and RTCP sender reports.
+
+Within one publisher connection (an *epoch*) a frame's time is its capture time on the publisher's
+clock, which its sender reports map RTP timestamps of both tracks to; so audio and video stay in sync
+however differently they were delayed on the way. The recording starts at the first video keyframe
+(audio before it is dropped, so both start together); frames wait, up to `hold` seconds, until every
+track of the epoch has a sender report. A track that never sends one is placed by arrival time,
+shifted by the offset the reporting tracks show between the two clocks.
+
+A new publisher connection (a reconnect, or another device taking over) starts a new epoch at the
+server time it arrived: the gap stays a gap in the recording, at its real length, neither closed up
+nor smeared over the frames around it. Frames of a replaced connection that arrive late are dropped.
+Times never go backwards within a track.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sfu.frame_sink import EncodedFrame
+from sfu.sender_reports import ClockMapping
+
+MIN_STEP = 0.001  # seconds; later frames of a track are at least this much later
+EPOCH_GAP = 0.040  # a new epoch starts at least this long after everything already written
+
+
+@dataclass(slots=True)
+class _Epoch:
+    source: str
+    kinds: tuple[str, ...]
+    pending: list[EncodedFrame] = field(default_factory=list)
+    anchored: bool = False
+    start_sender: float = 0.0  # sender time at this epoch's first frame
+    offset: float = 0.0  # recording time of that frame
+    clock_offset: float = 0.0  # server wall clock minus sender clock, for tracks without reports
+
+
+class Timeline:
+    def __init__(self, hold: float = 3.0) -> None:
+        self.hold = hold
+        self.started_at: float | None = None  # server wall clock at recording time 0
+        self._epoch: _Epoch | None = None
+        self._retired: set[str] = set()
+        self._last: dict[str, float] = {}
+        self.dropped = 0
+
+    @property
+    def end(self) -> float:
+        return max(self._last.values(), default=0.0)
+
+    def push(self, frame: EncodedFrame) -> list[tuple[EncodedFrame, float]]:
+        """The frames that can now be written, with their times in seconds (in order per track)."""
+        epoch = self._epoch
+        if epoch is None or frame.source != epoch.source:
+            if frame.source in self._retired:
+                self.dropped += 1
+                return []
+            if epoch is not None:
+                self._retired.add(epoch.source)
+            epoch = self._epoch = _Epoch(frame.source, frame.kinds)
+        if epoch.anchored:
+            return self._place(epoch, [frame])
+        epoch.pending.append(frame)
+        return self._try_anchor(epoch, force=False)
+
+    def flush(self) -> list[tuple[EncodedFrame, float]]:
+        """At the end: place whatever still waits, reports or not."""
+        epoch = self._epoch
+        if epoch is None or epoch.anchored:
+            return []
+        return self._try_anchor(epoch, force=True)
+
+    def _try_anchor(self, epoch: _Epoch, force: bool) -> list[tuple[EncodedFrame, float]]:
+        pending = epoch.pending
+        if "video" in epoch.kinds:
+            first_key = next((i for i, f in enumerate(pending) if f.kind == "video" and f.keyframe), None)
+            if first_key is None:
+                # Nothing can start before a keyframe; keep only what is recent enough to matter.
+                horizon = pending[-1].received_at - self.hold
+                recent = [f for f in pending if f.received_at >= horizon]
+                self.dropped += len(pending) - len(recent)
+                epoch.pending = recent
+                return []
+        mappings = {f.kind: f.mapping for f in pending if f.mapping is not None}
+        waited = pending[-1].received_at - pending[0].received_at
+        if not force and set(mappings) != set(epoch.kinds) and waited < self.hold:
+            return []
+        # Sender times: a track's latest report places all its frames, earlier ones included.
+        offsets = []
+        for f in pending:
+            sender = f.sender_time(mappings.get(f.kind))
+            if sender is not None:
+                offsets.append(f.received_at - sender)
+        epoch.clock_offset = min(offsets) if offsets else 0.0  # the least delayed frame is the best estimate
+        timed = [(f, self._sender_or_arrival(epoch, f, mappings)) for f in pending]
+        if "video" in epoch.kinds:
+            start_frame, start = next((f, t) for f, t in timed if f.kind == "video" and f.keyframe)
+        else:
+            start_frame, start = timed[0]
+        kept = [
+            (f, t)
+            for f, t in timed
+            if t >= start - MIN_STEP and not (f.kind == "video" and f.received_at < start_frame.received_at)
+        ]
+        self.dropped += len(timed) - len(kept)
+        epoch.start_sender = start
+        if self.started_at is None:
+            self.started_at = start_frame.received_at
+            epoch.offset = 0.0
+        else:
+            epoch.offset = max(start_frame.received_at - self.started_at, self.end + EPOCH_GAP)
+        epoch.anchored = True
+        epoch.pending = []
+        return [(f, self._monotonic(f.kind, epoch.offset + t - start)) for f, t in kept]
+
+    def _place(self, epoch: _Epoch, frames: list[EncodedFrame]) -> list[tuple[EncodedFrame, float]]:
+        placed = []
+        for f in frames:
+            sender = f.sender_time()
+            if sender is None:
+                sender = f.received_at - epoch.clock_offset
+            placed.append((f, self._monotonic(f.kind, epoch.offset + sender - epoch.start_sender)))
+        return placed
+
+    @staticmethod
+    def _sender_or_arrival(epoch: _Epoch, frame: EncodedFrame, mappings: dict[str, ClockMapping]) -> float:
+        sender = frame.sender_time(mappings.get(frame.kind))
+        return frame.received_at - epoch.clock_offset if sender is None else sender
+
+    def _monotonic(self, kind: str, t: float) -> float:
+        last = self._last.get(kind)
+        if last is not None and t < last + MIN_STEP:
+            t = last + MIN_STEP
+        self._last[kind] = t
+        return t
+
