@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -87,6 +88,14 @@ def _version() -> str:
         return version("tallylight")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def _media_origins(settings: Settings) -> tuple[str, ...]:
+    """Where browsers fetch recordings from besides this service: a self-hosted S3 API endpoint."""
+    if not settings.resolved_storage_url.startswith("s3://") or not settings.s3_endpoint_url:
+        return ()
+    endpoint = urlsplit(settings.s3_endpoint_url)
+    return (f"{endpoint.scheme}://{endpoint.netloc}",)
 
 
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
@@ -177,7 +186,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     authenticator = Authenticator(accounts)
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
-    add_web_routes(app, settings.web_root)
+    add_web_routes(app, settings.web_root, _media_origins(settings))
     app[SERVICES] = Services(
         settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings
     )

@@ -14,29 +14,36 @@ PAGES = {
     "/settings": "settings.html",
     "/auth/complete": "auth-complete.html",
     "/watch/{channel}": "watch.html",
+    "/recordings/{id}": "recording.html",
     "/studio": "studio.html",
     "/admin": "admin.html",
 }
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; media-src 'self' blob:; "
-    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
-def add_web_routes(app: web.Application, root: Path) -> None:
+def security_headers_for(media_origins: tuple[str, ...] = ()) -> dict[str, str]:
+    """The pages' headers; `media_origins` may serve recordings and pictures (an S3 endpoint)."""
+    extra = "".join(f" {origin}" for origin in media_origins)
+    return {
+        "Content-Security-Policy": f"default-src 'self'; img-src 'self' https: data:{extra}; media-src 'self' blob: https:{extra}; "
+        "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, ...] = ()) -> None:
+    headers = security_headers_for(media_origins)
     for path, name in PAGES.items():
         if (root / name).exists():
-            app.router.add_get(path, _page(root / name), name=f"page:{name}")
+            app.router.add_get(path, _page(root / name, headers), name=f"page:{name}")
     static = root / "static"
     if static.is_dir():
         app.router.add_static("/static/", static, name="static", append_version=False)
 
 
-def _page(file: Path) -> Handler:
+def _page(file: Path, headers: dict[str, str]) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.FileResponse(file, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+        response = web.FileResponse(file, headers={**headers, "Cache-Control": "no-cache"})
         return response
 
     return handle

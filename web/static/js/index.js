@@ -53,7 +53,14 @@ function card(channel) {
   const avatar = channel.avatar_url
     ? el("img", { class: "avatar", src: channel.avatar_url, alt: "", loading: "lazy", referrerpolicy: "no-referrer" })
     : el("span", { class: "avatar avatar-letter", "aria-hidden": "true" }, channel.name.slice(0, 1).toUpperCase());
+  // A live channel shows what is on now (the picture is refreshed every few seconds on the server).
+  const preview = channel.is_live
+    ? el("a", { href: watch, class: "live-preview", "aria-hidden": "true", tabindex: "-1" },
+      el("img", { src: `${channel.urls.thumbnail}?t=${Math.floor(Date.now() / 10000)}`, alt: "", loading: "lazy",
+        onerror: (event) => { event.target.parentElement.hidden = true; } }))
+    : null;
   return el("li", { class: "card channel-card", dataset: { channel: channel.name } },
+    preview,
     el("div", { class: "card-head" },
       avatar,
       el("div", { class: "card-titles" },

@@ -188,9 +188,47 @@ async function updateStats(user) {
   try {
     const channel = await api("GET", `/api/channels/${encodeURIComponent(user.username)}`);
     $("studio-viewers").textContent = String(channel.viewer_count);
+    const latest = await api("GET", `/api/channels/${encodeURIComponent(user.username)}/recordings?limit=1`);
+    drawRecording(latest.items[0]?.state === "recording", channel.is_live);
   } catch {
     // keep the last count
   }
+}
+
+let recordingActive = false;
+
+function drawRecording(active, live) {
+  recordingActive = active;
+  $("record-toggle").textContent = active ? "Stop recording" : "Start recording";
+  $("record-toggle").disabled = !live && !active;
+  $("record-state").hidden = !active;
+  $("record-state").dataset.active = String(active);
+}
+
+async function setUpRecording(user) {
+  const path = `/api/channels/${encodeURIComponent(user.username)}`;
+  const channel = await api("GET", path);
+  $("record-streams").checked = channel.record_streams;
+  $("record-streams").addEventListener("change", async (event) => {
+    try {
+      await api("PATCH", path, { record_streams: event.target.checked });
+      say($("record-status"), event.target.checked ? "Your next streams will be recorded." : "Streams will not be recorded.", "ok");
+    } catch (error) {
+      event.target.checked = !event.target.checked;
+      say($("record-status"), error.message);
+    }
+  });
+  $("record-toggle").addEventListener("click", async () => {
+    $("record-toggle").disabled = true;
+    try {
+      const result = await api("PUT", `${path}/recording`, { active: !recordingActive });
+      drawRecording(result.active, true);
+      say($("record-status"), result.active ? "Recording." : "Recording stopped; it will be on your channel page shortly.", "ok");
+    } catch (error) {
+      say($("record-status"), error.message);
+      drawRecording(recordingActive, $("connection").dataset.state === "live");
+    }
+  });
 }
 
 async function appointModerator(event, user) {
@@ -240,6 +278,7 @@ async function main() {
   chat.useWebSocket(); // the studio chats over the WebSocket, so chat stays up while not live
   window.tallyChat = chat;
   $("moderator-form").addEventListener("submit", (event) => appointModerator(event, user));
+  setUpRecording(user).catch((error) => say($("record-status"), error.message));
   $("go-live").addEventListener("click", () => goLive(user));
   $("end").addEventListener("click", endStream);
   window.addEventListener("pagehide", () => hangUp(session?.location));

@@ -4,6 +4,7 @@ import { api, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
 import { el, renderNav, say } from "./nav.js";
 import { Player } from "./player.js";
+import { showRecordings } from "./recordings.js";
 
 const $ = (id) => document.getElementById(id);
 const prefix = "/watch/";
@@ -92,8 +93,13 @@ async function main() {
     player.stop();
     chat.stop();
   });
+  const recordings = () => showRecordings($("recording-list"), channel.name)
+    .then((count) => { $("recordings-empty").hidden = count > 0; })
+    .catch(() => null);
+  recordings();
   await player.start();
   setInterval(() => refreshLiveState(channel, user), 5000);
+  setInterval(recordings, 30000);
 
   const button = $("follow-button");
   button.addEventListener("click", async () => {
