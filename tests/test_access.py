@@ -65,6 +65,13 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/channels/{name}/moderators"): ANYONE,
     ("PUT", "/api/channels/{name}/moderators/{username}"): SIGNED_IN,  # and then the owner, or an admin
     ("DELETE", "/api/channels/{name}/moderators/{username}"): SIGNED_IN,
+    ("GET", "/api/channels/{name}/recordings"): ANYONE,
+    ("PUT", "/api/channels/{name}/recording"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("GET", "/api/channels/{name}/thumbnail.jpg"): ANYONE,
+    ("GET", "/api/recordings/{id}"): ANYONE,
+    ("DELETE", "/api/recordings/{id}"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("GET", "/api/recordings/{id}/media"): ANYONE,
+    ("GET", "/api/recordings/{id}/thumbnail.jpg"): ANYONE,
 }
 
 

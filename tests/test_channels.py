@@ -16,7 +16,10 @@ async def test_every_user_owns_a_channel_named_after_them(api: Api) -> None:
         "watch": f"http://tally.test/watch/{name}",
         "whep": f"http://tally.test/whep/{name}",
         "hls": f"http://tally.test/hls/{name}/index.m3u8",
+        "recordings": f"http://tally.test/api/channels/{name}/recordings",
+        "thumbnail": f"http://tally.test/api/channels/{name}/thumbnail.jpg",
     }
+    assert channel["record_streams"] is False and channel["recording_retention_days"] == 0
     assert (await api.call("GET", "/api/channels/nobody_here"))[0] == 404
 
 
