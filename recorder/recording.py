@@ -36,6 +36,7 @@ SPOOL = "spool.mp4"
 LIVE_OBJECT = "live.mp4"
 MEDIA_OBJECT = "recording.mp4"
 THUMBNAIL_OBJECT = "thumbnail.jpg"
+UPLOAD_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,11 @@ class Recording:
         self.frames_written = 0
         self.codec_errors = 0
         self.transcoding = False
+
+    @property
+    def backlog(self) -> int:
+        """Frames queued for the writer."""
+        return self._queue.qsize()
 
     @property
     def spool(self) -> Path:
@@ -120,9 +126,8 @@ class Recording:
         if upload is None:
             return
         try:
-            chunk = await asyncio.to_thread(self._read_spool, self._uploaded)
-            if chunk:
-                await upload.write(chunk)
+            while chunk := await asyncio.to_thread(self._read_spool, self._uploaded):
+                await upload.write(chunk)  # a few MiB at a time, however far behind it is
                 self._uploaded += len(chunk)
         except (OSError, StorageError) as exc:
             # The spool on disk is the copy that counts; the final upload sends it whole.
@@ -134,7 +139,7 @@ class Recording:
         try:
             with open(self.spool, "rb") as handle:
                 handle.seek(offset)
-                return handle.read(64 * 1024 * 1024)
+                return handle.read(UPLOAD_CHUNK)
         except FileNotFoundError:
             return b""
 
