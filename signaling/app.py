@@ -211,6 +211,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.close()  # before the node: recordings are written to their end first
             await hub.close()
             await node.close()
+            await storage.close()  # after the node: its last stream events still remove live pictures
             await oidc.close()
             await limiter.close()
             await bus.close()

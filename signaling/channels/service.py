@@ -117,11 +117,7 @@ class ChannelService:
         recording_retention_days: int | None = None,
     ) -> ChannelView:
         async with self._db.session() as session:
-            channel = await session.scalar(select(Channel).where(Channel.name == name))
-            if channel is None:
-                raise NotFound(f"there is no channel {name!r}")
-            if channel.owner_id != by.user_id and not by.at_least(Role.ADMIN):
-                raise Forbidden("only the channel's owner or an admin can change it")
+            channel = await managed_channel(session, name, by, "change it")
             if title is not None:
                 channel.title = title
             if description is not None:
@@ -184,3 +180,13 @@ class ChannelService:
             return None
         async with self._db.session() as session:
             return await session.scalar(select(Channel).where(Channel.stream_key_hash == secrets.digest(key)))
+
+
+async def managed_channel(session: AsyncSession, name: str, by: Principal, action: str) -> Channel:
+    """The channel `name`, if `by` owns it or is an admin (404 or 403 otherwise; `action` says what for)."""
+    channel = await session.scalar(select(Channel).where(Channel.name == name))
+    if channel is None:
+        raise NotFound(f"there is no channel {name!r}")
+    if channel.owner_id != by.user_id and not by.at_least(Role.ADMIN):
+        raise Forbidden(f"only the channel's owner or an admin can {action}")
+    return channel

@@ -24,6 +24,7 @@ from recorder.recording import EmptyRecording, Recording, RecordingOptions, fina
 from recorder.storage import Storage, StorageError
 from sfu.frame_sink import FrameSinks
 from signaling.auth.roles import Principal, Role
+from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Channel, Recording as RecordingRow
 from signaling.errors import Conflict, Forbidden, NotFound, Unavailable
@@ -98,7 +99,6 @@ class RecordingService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._thumbnails.close()
-        await self.storage.close()
 
     def _spawn(self, work: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work, name=name)  # type: ignore[arg-type]
@@ -124,11 +124,7 @@ class RecordingService:
 
     async def control(self, name: str, by: Principal, active: bool) -> RecordingView | None:
         async with self._db.session() as session:
-            channel = await session.scalar(select(Channel).where(Channel.name == name))
-        if channel is None:
-            raise NotFound(f"there is no channel {name!r}")
-        if channel.owner_id != by.user_id and not by.at_least(Role.ADMIN):
-            raise Forbidden("only the channel's owner or an admin can start or stop recording")
+            channel = await managed_channel(session, name, by, "start or stop recording")
         if not active:
             row_id = await self._stop(name)
             return None if row_id is None else await self.get(row_id)
