@@ -12,9 +12,7 @@ import asyncio
 import logging
 import time
 
-import av
-
-from recorder.mp4 import jpeg
+from recorder.mp4 import decode_keyframe, jpeg
 from recorder.storage import Storage, StorageError
 from sfu.frame_sink import EncodedFrame, FrameSinks
 
@@ -87,10 +85,7 @@ class LiveThumbnails:
         return made
 
 
+
 def _picture(frame: EncodedFrame) -> bytes | None:
-    decoder = av.CodecContext.create({"H264": "h264", "VP8": "vp8"}.get(frame.codec, "h264"), "r")
-    try:
-        pictures = [*decoder.decode(av.Packet(frame.data)), *decoder.decode(None)]  # type: ignore[attr-defined]
-    except av.FFmpegError:
-        return None
-    return jpeg(pictures[0]) if pictures else None
+    picture = decode_keyframe(frame.codec, frame.data)
+    return None if picture is None else jpeg(picture)

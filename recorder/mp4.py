@@ -9,6 +9,7 @@ Nothing is decoded or encoded on this path.
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import struct
 from dataclasses import dataclass
@@ -51,7 +52,6 @@ class FragmentedMp4:
             ctx.open()  # never fed: opened so the muxer gets its parameters, then given WebRTC's
             ctx.extradata = opus_head()
         self._last_video: int | None = None
-        self.frames = 0
 
     def write_video(self, data: bytes, seconds: float, keyframe: bool) -> None:
         if self.video is None:
@@ -75,7 +75,6 @@ class FragmentedMp4:
         packet.stream = stream
         packet.is_keyframe = keyframe
         self._out.mux(packet)
-        self.frames += 1
 
     def close(self) -> None:
         try:
@@ -84,14 +83,20 @@ class FragmentedMp4:
             pass  # nothing was written (no keyframe ever came): the file stays empty
 
 
-def picture_size(codec: str, keyframe: bytes) -> tuple[int, int] | None:
-    """Width and height of a keyframe, by decoding it (once per recording)."""
+def decode_keyframe(codec: str, keyframe: bytes) -> Any:
+    """The picture of one keyframe (H.264 or VP8), decoded on its own; None if it does not decode."""
     decoder: Any = av.CodecContext.create({"H264": "h264", "VP8": "vp8"}[codec], "r")
     try:
-        frames = [*decoder.decode(av.Packet(keyframe)), *decoder.decode(None)]
+        pictures = [*decoder.decode(av.Packet(keyframe)), *decoder.decode(None)]
     except av.FFmpegError:
         return None
-    return (frames[0].width, frames[0].height) if frames else None
+    return pictures[0] if pictures else None
+
+
+def picture_size(codec: str, keyframe: bytes) -> tuple[int, int] | None:
+    """Width and height of a keyframe, by decoding it (once per recording)."""
+    picture = decode_keyframe(codec, keyframe)
+    return None if picture is None else (picture.width, picture.height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,7 @@ def finalize(spool: Path, target: Path) -> MediaInfo:
                 pass  # a torn fragment at the end of a crashed spool: everything before it is kept
             video = next((s for s in source.streams if s.type == "video"), None)
             audio = next((s for s in source.streams if s.type == "audio"), None)
-            return MediaInfo(
+            info = MediaInfo(
                 duration=0.0,  # read back from the finished file below
                 video_codec=video.codec_context.name if video is not None else "",
                 audio_codec=audio.codec_context.name if audio is not None else "",
@@ -138,6 +143,7 @@ def finalize(spool: Path, target: Path) -> MediaInfo:
             out.close()
     finally:
         source.close()
+    return dataclasses.replace(info, duration=duration(target))
 
 
 def duration(path: Path) -> float:

@@ -13,7 +13,6 @@ its process was killed, uploads them (streamed), and removes the spool.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import queue
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import av
 
-from recorder.mp4 import VIDEO_RATE, FragmentedMp4, MediaInfo, duration, finalize, picture_size, thumbnail
+from recorder.mp4 import VIDEO_RATE, FragmentedMp4, MediaInfo, finalize, picture_size, thumbnail
 from recorder.storage import Storage, StorageError, Upload, put_file
 from recorder.timeline import Timeline
 from recorder.transcode import Vp8ToH264
@@ -63,9 +62,7 @@ class Recording:
         self._upload: Upload | None = None
         self._uploaded = 0
         self.dropped = 0
-        self.frames_written = 0
         self.codec_errors = 0
-        self.transcoding = False
 
     @property
     def backlog(self) -> int:
@@ -162,7 +159,6 @@ class Recording:
                         self._guarded(writer.write_audio, frame.data, seconds)
                     elif frame.codec == "VP8":
                         transcoder = transcoder or Vp8ToH264()
-                        self.transcoding = True
                         for data, pts, key in transcoder.convert(frame.data, round(seconds * VIDEO_RATE), frame.keyframe):
                             self._guarded(writer.write_video, data, pts / VIDEO_RATE, key)
                     else:
@@ -176,7 +172,6 @@ class Recording:
             log.exception("recording %s: the writer failed; what was written is kept", self.room)
         finally:
             if writer is not None:
-                self.frames_written = writer.frames
                 writer.close()
             timeline_dropped = timeline.dropped
             if timeline_dropped:
@@ -219,7 +214,6 @@ async def finalize_spool(folder: Path, storage: Storage, key_prefix: str) -> Fin
     spool, final = folder / SPOOL, folder / MEDIA_OBJECT
     try:
         info = await asyncio.to_thread(finalize, spool, final)
-        info = dataclasses.replace(info, duration=await asyncio.to_thread(duration, final))
     except (av.FFmpegError, FileNotFoundError) as exc:
         raise EmptyRecording(str(exc)) from None
     if info.duration <= 0:

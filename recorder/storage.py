@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,7 +325,3 @@ def open_storage(url: str, s3: S3Options | None = None) -> Storage:
         return S3Storage(parsed.netloc, parsed.path, s3 or S3Options())
     raise ValueError(f"STORAGE_URL must be file://… or s3://…, not {url!r}")
 
-
-def copy_file(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)

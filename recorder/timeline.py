@@ -92,7 +92,7 @@ class Timeline:
             if sender is not None:
                 offsets.append(f.received_at - sender)
         epoch.clock_offset = min(offsets) if offsets else 0.0  # the least delayed frame is the best estimate
-        timed = [(f, self._sender_or_arrival(epoch, f, mappings)) for f in pending]
+        timed = [(f, self._sender(epoch, f, mappings.get(f.kind))) for f in pending]
         if "video" in epoch.kinds:
             start_frame, start = next((f, t) for f, t in timed if f.kind == "video" and f.keyframe)
         else:
@@ -114,17 +114,13 @@ class Timeline:
         return [(f, self._monotonic(f.kind, epoch.offset + t - start)) for f, t in kept]
 
     def _place(self, epoch: _Epoch, frames: list[EncodedFrame]) -> list[tuple[EncodedFrame, float]]:
-        placed = []
-        for f in frames:
-            sender = f.sender_time()
-            if sender is None:
-                sender = f.received_at - epoch.clock_offset
-            placed.append((f, self._monotonic(f.kind, epoch.offset + sender - epoch.start_sender)))
-        return placed
+        return [(f, self._monotonic(f.kind, epoch.offset + self._sender(epoch, f) - epoch.start_sender)) for f in frames]
 
     @staticmethod
-    def _sender_or_arrival(epoch: _Epoch, frame: EncodedFrame, mappings: dict[str, ClockMapping]) -> float:
-        sender = frame.sender_time(mappings.get(frame.kind))
+    def _sender(epoch: _Epoch, frame: EncodedFrame, mapping: ClockMapping | None = None) -> float:
+        """The frame's capture time on the publisher's clock: from its track's report (`mapping`, a
+        later one than the frame carries), else by arrival shifted by the epoch's clock offset."""
+        sender = frame.sender_time(mapping)
         return frame.received_at - epoch.clock_offset if sender is None else sender
 
     def _monotonic(self, kind: str, t: float) -> float:
