@@ -128,6 +128,8 @@ async def test_sigterm_closes_chat_connections_and_exits_promptly(two_servers: A
         message = await asyncio.wait_for(listener.ws.receive(), 10)
         while message.type == aiohttp.WSMsgType.TEXT:
             message = await asyncio.wait_for(listener.ws.receive(), 10)
-        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and listener.ws.close_code == 1001
+        # The code in the server's close frame: the client's own close_code can end up 1006 when the
+        # server, shutting down, drops the socket while the client is still sending its reply.
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001, message
         assert await asyncio.get_running_loop().run_in_executor(None, lambda: process.wait(timeout=10)) == 0
         assert time.monotonic() - started < 5
