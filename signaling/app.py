@@ -14,6 +14,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, open_bus
+from recorder.hls.ladder import parse_ladder
+from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
 from recorder.recording import RecordingOptions
 from recorder.storage import S3Options, open_storage
@@ -21,6 +23,7 @@ from signaling.accounts.service import AccountService
 from signaling.api.auth_api import AuthApi
 from signaling.api.channels_api import ChannelsApi
 from signaling.api.chat_api import ChatApi
+from signaling.api.hls_api import HlsApi
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.api.metrics import HttpMetrics
@@ -44,6 +47,7 @@ from signaling.chat.service import ChatRules, ChatService
 from signaling.db.database import Database
 from signaling.migrations.runner import upgrade
 from signaling.settings import Settings
+from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
@@ -78,6 +82,7 @@ class Services:
     chat: ChatService
     hub: ChatHub
     recordings: RecordingService
+    hls: HlsService
 
 
 SERVICES = web.AppKey("services", Services)
@@ -158,6 +163,15 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         clock,
     )
     streams.watchers.append(recordings)
+    hls = HlsService(
+        node.sinks,
+        parse_ladder(settings.hls_ladder),
+        LadderOptions(segment=settings.hls_segment_seconds, part=settings.hls_part_seconds),
+        settings.hls_window_segments,
+        storage if settings.hls_persist else None,
+        settings.hls_linger_seconds,
+    )
+    streams.watchers.append(hls)
 
     def on_data_channel(session: Session, channel: Any) -> None:
         if channel.label != "chat":
@@ -179,6 +193,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         WebRtcApi(node, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
+        HlsApi(hls, metrics.registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
     for api in apis:
@@ -188,7 +203,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
     add_web_routes(app, settings.web_root, _media_origins(settings))
     app[SERVICES] = Services(
-        settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings
+        settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings,
+        hls,
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -209,6 +225,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             yield
         finally:
             await recordings.close()  # before the node: recordings are written to their end first
+            await hls.close()
             await hub.close()
             await node.close()
             await storage.close()  # after the node: its last stream events still remove live pictures

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, HttpUrl, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from recorder.hls.ladder import DEFAULT_LADDER, parse_ladder
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -90,8 +92,23 @@ class Settings(BaseSettings):
     recording_fragment_seconds: float = Field(default=1.0, gt=0, le=10, description="MP4 fragment length: the most a crash can lose.")
     live_thumbnail_interval: float = Field(default=10.0, gt=0, description="Seconds between live thumbnails of a stream.")
 
+    hls_ladder: str = Field(
+        default=DEFAULT_LADDER, description="HLS renditions: 'source' and '<height>p@<kbit/s>', comma-separated."
+    )
+    hls_segment_seconds: float = Field(default=2.0, ge=0.5, le=10, description="HLS segment length (keyframe interval).")
+    hls_part_seconds: float = Field(default=1 / 3, ge=0.1, le=2, description="LL-HLS part length.")
+    hls_window_segments: int = Field(default=10, ge=3, le=100, description="Segments kept in a live HLS playlist.")
+    hls_persist: bool = Field(default=False, description="Also write live HLS segments and playlists to the storage (for a bucket behind a CDN).")
+    hls_linger_seconds: float = Field(default=60.0, ge=0, description="Seconds an ended stream's playlists stay served.")
+
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")
     log_level: str = "INFO"
+
+    @field_validator("hls_ladder")
+    @classmethod
+    def _check_ladder(cls, value: str) -> str:
+        parse_ladder(value)  # a LadderError (a ValueError) says what is wrong
+        return value
 
     @field_validator("oidc_providers", mode="before")
     @classmethod

@@ -34,9 +34,12 @@ def probe(path: Path | str) -> Probe:
     )
 
 
-def decode_errors(path: Path | str) -> str:
-    """What ffmpeg reports decoding every frame of every stream ('' when it decodes cleanly)."""
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+def decode_errors(path: Path | str, variable_rate: bool = False) -> str:
+    """What ffmpeg reports decoding every frame of every stream ('' when it decodes cleanly).
+    `variable_rate`: keep the frames' own times (live timing from sender reports is not a fixed rate)."""
+    timing = ["-fps_mode", "passthrough"] if variable_rate else []
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *timing, "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=120)
     return out.stderr.strip() if out.returncode == 0 else f"exit {out.returncode}: {out.stderr.strip()}"
 
 

@@ -1,0 +1,251 @@
+"""Decode the source once, encode the ladder, and hand every rendition to its packager.
+
+One decoder per stream, one scaler and one libx264 encoder per encoded rendition (tuned for live:
+zerolatency, no B-frames, constrained baseline so WebRTC viewers can take the same packets), and one
+AAC encoder whose output every rendition shares. The source's H.264 is passed through as the top
+rendition when the source is H.264.
+
+Segment boundaries are decided here, for all renditions at once: with a passed-through source, at
+the first source keyframe once a segment is long enough (the publisher is asked for one shortly
+before); otherwise every `segment` seconds. Encoded renditions are forced to a keyframe on exactly
+those frames, so every segment of every rendition starts with a keyframe at the same instant.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from av.video.reformatter import VideoReformatter
+
+from recorder.hls.cmaf import AUDIO_TIMESCALE, VIDEO_TIMESCALE, AudioTrack
+from recorder.hls.ladder import Rendition, RenditionSpec, plan
+from recorder.hls.packager import Init, Packager, Part
+from recorder.mp4 import decode_keyframe
+from sfu.frame_sink import EncodedFrame
+
+log = logging.getLogger(__name__)
+
+AAC_KBPS = 128
+AAC_LC_48K_STEREO = bytes([0x11, 0x90])  # AudioSpecificConfig: object type 2, 48 kHz, 2 channels
+_I = av.video.frame.PictureType.I
+_AUTO = av.video.frame.PictureType.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class LadderOptions:
+    segment: float = 2.0
+    part: float = 1 / 3
+    preset: str = "veryfast"
+
+    @property
+    def segment_parts(self) -> int:
+        return max(1, round(self.segment / self.part))
+
+    @property
+    def part_target(self) -> float:
+        return self.segment / self.segment_parts
+
+
+def x264_options(rendition: Rendition, options: LadderOptions, fps: int = 30) -> dict[str, str]:
+    """libx264 settings of an encoded rendition (the benchmark gives ffmpeg the same)."""
+    gop = str(round(options.segment * fps))
+    return {
+        "preset": options.preset,
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "bframes": "0",
+        "g": gop,
+        "keyint_min": gop,
+        "sc_threshold": "0",
+        "maxrate": f"{rendition.kbps}k",
+        "bufsize": f"{rendition.kbps * 2}k",
+        "repeat-headers": "1",
+        "forced-idr": "1",
+    }
+
+
+class _Encoder:
+    def __init__(self, rendition: Rendition, options: LadderOptions) -> None:
+        self.rendition = rendition
+        ctx: Any = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = rendition.width, rendition.height, "yuv420p"
+        ctx.time_base = fractions.Fraction(1, VIDEO_TIMESCALE)
+        ctx.bit_rate = rendition.kbps * 1000
+        ctx.options = x264_options(rendition, options)
+        self.context = ctx
+        self.scaler = VideoReformatter()
+
+    def encode(self, picture: Any, pts: int, keyframe: bool) -> list[tuple[bytes, int, bool]]:
+        r = self.rendition
+        scaled = self.scaler.reformat(picture, width=r.width, height=r.height, format="yuv420p")
+        scaled.pts = pts
+        scaled.time_base = self.context.time_base
+        scaled.pict_type = _I if keyframe else _AUTO
+        return [(bytes(p), int(p.pts), bool(p.is_keyframe)) for p in self.context.encode(scaled)]
+
+
+Output = Init | Part
+
+
+class LadderTranscoder:
+    """Turns a stream's placed frames (in time order per track) into each rendition's parts."""
+
+    def __init__(
+        self,
+        specs: tuple[RenditionSpec, ...],
+        options: LadderOptions,
+        emit: Callable[[int, list[Output]], None],
+        request_keyframe: Callable[[], None],
+        on_encoded: Callable[[str, bytes, int, bool], None] | None = None,
+    ) -> None:
+        self.specs = specs
+        self.options = options
+        self._emit = emit
+        self._request_keyframe = request_keyframe
+        self._on_encoded = on_encoded  # every encoded rendition's packets (server-side simulcast)
+        self.renditions: list[Rendition] = []
+        self._packagers: list[Packager] = []
+        self._encoders: list[_Encoder | None] = []
+        self._decoder: Any = None
+        self._codec = ""
+        self._has_video = False
+        self._started = False
+        self._segment_start = 0
+        self._asked = False
+        self._broken = False  # a frame failed to decode: wait for the next keyframe
+        self._force_key = False
+        self._opus: Any = None
+        self._aac: Any = None
+        self._audio_track: AudioTrack | None = None
+        self.codec_errors = 0
+        self.frames = 0
+
+    # --- setup ---
+
+    def _start(self, frame: EncodedFrame) -> bool:
+        kinds = frame.kinds
+        self._has_video = "video" in kinds
+        if "audio" in kinds:
+            self._audio_track = AudioTrack(AAC_LC_48K_STEREO, bitrate=AAC_KBPS * 1000)
+            self._opus = av.CodecContext.create("opus", "r")
+            aac: Any = av.CodecContext.create("aac", "w")
+            aac.sample_rate, aac.layout, aac.format = AUDIO_TIMESCALE, "stereo", "fltp"
+            aac.bit_rate = AAC_KBPS * 1000
+            aac.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)
+            self._aac = aac
+        if self._has_video:
+            picture = decode_keyframe(frame.codec, frame.data)
+            if picture is None:
+                return False
+            self._codec = frame.codec
+            self.renditions = plan(self.specs, frame.codec, picture.width, picture.height)
+            self._encoders = [None if r.passthrough else _Encoder(r, self.options) for r in self.renditions]
+            if any(e is not None for e in self._encoders):
+                self._decoder = av.CodecContext.create({"H264": "h264", "VP8": "vp8"}[frame.codec], "r")
+        else:
+            self.renditions = [Rendition("audio", 0, 0, 0, passthrough=False)]
+            self._encoders = [None]
+        self._packagers = [
+            Packager(self._has_video, self._audio_track, self.options.part_target, self.options.segment_parts)
+            for _ in self.renditions
+        ]
+        self._started = True
+        return True
+
+    # --- input ---
+
+    def push(self, frame: EncodedFrame, seconds: float) -> None:
+        if not self._started:
+            if frame.kind == "video" and not frame.keyframe:
+                return
+            if not self._start(frame):
+                return
+        if frame.kind == "video":
+            self._video(frame, round(seconds * VIDEO_TIMESCALE))
+        elif self._aac is not None:
+            self._audio(frame, round(seconds * AUDIO_TIMESCALE))
+
+    def request_layer_keyframe(self) -> None:
+        """A WebRTC viewer switching to an encoded rendition needs a keyframe of it."""
+        self._force_key = True
+
+    def _video(self, frame: EncodedFrame, pts: int) -> None:
+        self.frames += 1
+        segment_ticks = round(self.options.segment * VIDEO_TIMESCALE)
+        elapsed = pts - self._segment_start
+        first = self.frames == 1
+        if self._codec == "H264" and self.renditions[0].passthrough:
+            boundary = first or (frame.keyframe and elapsed >= segment_ticks - round(self.options.part_target * VIDEO_TIMESCALE / 2))
+            if not self._asked and elapsed >= segment_ticks - round(0.3 * VIDEO_TIMESCALE):
+                self._asked = True
+                self._request_keyframe()
+        else:
+            boundary = first or elapsed >= segment_ticks - VIDEO_TIMESCALE // 60
+        if boundary:
+            self._segment_start = pts
+            self._asked = False
+        pictures: list[Any] = []
+        if self._decoder is not None:
+            if self._broken and not frame.keyframe:
+                pictures = []
+            else:
+                try:
+                    pictures = list(self._decoder.decode(av.Packet(frame.data)))
+                    self._broken = False
+                except av.FFmpegError:
+                    self._broken = True
+                    self.codec_errors += 1
+                    if frame.keyframe is False:
+                        self._request_keyframe()
+        force = boundary or self._force_key
+        self._force_key = False
+        for index, rendition in enumerate(self.renditions):
+            packager = self._packagers[index]
+            encoder = self._encoders[index]
+            size = (rendition.width, rendition.height)
+            if encoder is None:
+                self._emit(index, packager.video(frame.data, pts, frame.keyframe, boundary, size))
+                continue
+            for picture in pictures:
+                for data, out_pts, key in encoder.encode(picture, pts, force):
+                    if self._on_encoded is not None:
+                        self._on_encoded(rendition.name, data, out_pts, key)
+                    self._emit(index, packager.video(data, out_pts, key, boundary and key, size))
+
+    def _audio(self, frame: EncodedFrame, pts: int) -> None:
+        try:
+            pcm = list(self._opus.decode(av.Packet(frame.data)))
+        except av.FFmpegError:
+            self.codec_errors += 1
+            return
+        for chunk in pcm:
+            chunk.pts = pts
+            chunk.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)
+            pts += chunk.samples
+            for packet in self._aac.encode(chunk):
+                self._audio_out(packet)
+
+    def _audio_out(self, packet: Any) -> None:
+        if packet.pts is None or packet.pts < 0:
+            return  # the encoder's priming frame
+        data = bytes(packet)
+        for index, packager in enumerate(self._packagers):
+            self._emit(index, packager.audio(data, int(packet.pts)))
+
+    def finish(self) -> None:
+        """The end: flush the encoders and close every rendition's last part."""
+        if not self._started:
+            return
+        if self._aac is not None:
+            try:
+                for packet in self._aac.encode(None):
+                    self._audio_out(packet)
+            except av.FFmpegError:
+                pass
+        for index, packager in enumerate(self._packagers):
+            self._emit(index, packager.finish())
