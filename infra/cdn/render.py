@@ -1,0 +1,46 @@
+"""Writes a runnable nginx edge configuration from edge.conf.template.
+
+    python infra/cdn/render.py --origin 10.0.0.5:8080 --listen 80 --prefix /var/cache/tallylight-edge
+
+creates the prefix folder with nginx.conf in it; start the edge with
+    nginx -p <prefix> -c <prefix>/nginx.conf -g 'daemon off;'
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+TEMPLATE = Path(__file__).with_name("edge.conf.template")
+
+
+def render(origin: str, listen: str, prefix: Path, workers: str = "auto", cache_size: str = "2g",
+           user: str = "") -> Path:
+    """`user`: who nginx started by root runs its workers as (nginx's default, nobody, when empty); that
+    user must be able to write to `prefix`."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    user = f"user {user};" if user and os.geteuid() == 0 else ""
+    text = TEMPLATE.read_text()
+    for key, value in {"origin": origin, "listen": listen, "prefix": str(prefix.resolve()), "workers": workers,
+                       "cache_size": cache_size, "user": user}.items():
+        text = text.replace("{{" + key + "}}", value)
+    target = prefix / "nginx.conf"
+    target.write_text(text)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--origin", required=True, help="host:port of the Tallylight origin")
+    parser.add_argument("--listen", default="8081", help="address:port or port the edge listens on")
+    parser.add_argument("--prefix", type=Path, required=True, help="folder for the config, cache, logs")
+    parser.add_argument("--workers", default="auto")
+    parser.add_argument("--cache-size", default="2g")
+    parser.add_argument("--user", default="", help="worker user when started as root (it must own the prefix)")
+    args = parser.parse_args()
+    print(render(args.origin, args.listen, args.prefix, args.workers, args.cache_size, args.user))
+
+
+if __name__ == "__main__":
+    main()
