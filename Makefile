@@ -6,7 +6,7 @@ PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test venv test-deps system-deps services migrate lint clean
+.PHONY: run test venv test-deps web-deps system-deps services migrate lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,20 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Browser libraries the pages load as files (hls.js), pinned in web/package-lock.json.
+# Without npm the platform still runs; the watch page then has no HLS fallback (it says so).
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: install Node.js/npm for the watch page's HLS fallback (hls.js)"; fi
+
+web-deps: web/node_modules/.installed
+
 migrate: venv
 	$(VENV)/bin/tally migrate
 
 ## Install, migrate and start everything in one process on http://$(HOST):$(PORT)
-run: migrate
+run: migrate web-deps
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/tally serve
 
 system-deps:
@@ -33,7 +42,7 @@ system-deps:
 services:
 	bash infra/scripts/ensure-services.sh
 
-test-deps: system-deps services $(VENV)/.test-installed
+test-deps: system-deps services $(VENV)/.test-installed web-deps
 
 ## Install what the tests need (apt packages, services, virtualenv) and run the whole suite
 test: test-deps
@@ -41,4 +50,4 @@ test: test-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var web/node_modules

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+log = logging.getLogger(__name__)
 
 PAGES = {
     "/": "index.html",
@@ -25,7 +29,7 @@ def security_headers_for(media_origins: tuple[str, ...] = ()) -> dict[str, str]:
     extra = "".join(f" {origin}" for origin in media_origins)
     return {
         "Content-Security-Policy": f"default-src 'self'; img-src 'self' https: data:{extra}; media-src 'self' blob: https:{extra}; "
-        "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        "connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
@@ -39,6 +43,11 @@ def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, .
     static = root / "static"
     if static.is_dir():
         app.router.add_static("/static/", static, name="static", append_version=False)
+    hls_js = root / "node_modules" / "hls.js" / "dist"  # installed by `make` (npm ci in web/)
+    if hls_js.is_dir():
+        app.router.add_static("/vendor/hls.js/", hls_js, name="vendor-hls", append_version=False)
+    else:
+        log.warning("hls.js is not installed (run `make web-deps`): the watch page cannot fall back to HLS")
 
 
 def _page(file: Path, headers: dict[str, str]) -> Handler:

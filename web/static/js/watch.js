@@ -84,6 +84,9 @@ async function main() {
   chat.useWebSocket(); // until the player has a WebRTC session to chat on
   const player = new Player($("player"), channel.name, {
     token: user ? tokens().access : null,
+    hlsUrl: channel.urls?.hls,
+    // ?playback=hls watches over HLS only (what the page falls back to by itself when WebRTC fails).
+    prefer: new URLSearchParams(location.search).get("playback") === "hls" ? "hls" : "webrtc",
     onState: (state) => refreshLiveState(channel, user, state),
     onDataChannel: (dataChannel) => chat.useDataChannel(dataChannel),
   });

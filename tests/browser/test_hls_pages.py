@@ -1,0 +1,104 @@
+"""HLS of a stream Chromium publishes from /studio: the ladder read by ffprobe, hls.js playing it in
+the watch page, and the watch page falling back from WebRTC to HLS by itself when WHEP answers 503,
+and back when WebRTC has room again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from live_pages import go_live, ready, wait_playing
+from playwright.sync_api import Page, expect
+
+if TYPE_CHECKING:
+    from tests.browser.conftest import Browser, Server
+
+    OpenBrowser = Callable[..., Browser]
+
+pytestmark = pytest.mark.browser
+
+SERVER_SETTINGS = {"MAX_VIEWERS_PER_NODE": "1"}  # a second WebRTC viewer gets 503
+
+HLS_FRAMES = """() => {
+  const video = document.querySelector('video[aria-label="Live video (HLS)"]');
+  if (!video) return null;
+  const quality = video.getVideoPlaybackQuality();
+  return { frames: quality.totalVideoFrames, dropped: quality.droppedVideoFrames, time: video.currentTime,
+           width: video.videoWidth, height: video.videoHeight, hidden: video.hidden,
+           latency: window.tallyPlayer.hls ? window.tallyPlayer.hls.latency : null };
+}"""
+
+
+def hls_frames_advance(page: Page, timeout: float = 30) -> dict[str, Any]:
+    """Waits until the HLS video has shown frames and its time moves on; returns the last reading."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while True:
+        now = page.evaluate(HLS_FRAMES)
+        if now and now["frames"] > 0 and not now["hidden"]:
+            if first is None:
+                first = now
+            elif now["frames"] >= first["frames"] + 30 and now["time"] > first["time"] + 1.0:
+                return dict(now)
+        assert time.monotonic() < deadline, f"HLS frames did not advance: {first} -> {now}"
+        time.sleep(0.25)
+
+
+def probe_ladder(server: Server, name: str) -> list[dict[str, Any]]:
+    master = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_programs",
+         f"{server.url}/hls/{name}/index.m3u8"],
+        capture_output=True, text=True, timeout=90, check=True,
+    )
+    return list(json.loads(master.stdout)["streams"])
+
+
+def test_a_studio_stream_is_an_hls_ladder_that_hls_js_plays(open_browser: OpenBrowser, server: Server, clips: Any) -> None:
+    name = server.unique_name("hlsca")
+    server.register(name)
+    studio = open_browser(clips)
+    go_live(studio.page, server, name)
+    streams = probe_ladder(server, name)
+    video = sorted({(s["width"], s["height"]) for s in streams if s["codec_type"] == "video"}, reverse=True)
+    audio = {s["codec_name"] for s in streams if s["codec_type"] == "audio"}
+    assert video == [(640, 360), (320, 180)], streams
+    assert {s["codec_name"] for s in streams if s["codec_type"] == "video"} == {"h264"} and audio == {"aac"}
+    viewer = open_browser()
+    viewer.page.goto(f"/watch/{name}?playback=hls")
+    ready(viewer.page)
+    expect(viewer.page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=15_000)
+    expect(viewer.page.locator(".player-mode")).to_have_text("HLS · low latency")
+    seen = hls_frames_advance(viewer.page)
+    assert seen["width"] >= 320, seen  # the source (Chromium scales it under load) or 180p
+    assert seen["latency"] is not None and seen["latency"] < 4.0, seen
+
+
+def test_the_watch_page_falls_back_to_hls_when_whep_is_full_and_comes_back(
+    open_browser: OpenBrowser, server: Server, clips: Any
+) -> None:
+    name = server.unique_name("hlsfb")
+    server.register(name)
+    studio = open_browser(clips)
+    go_live(studio.page, server, name)
+    first = open_browser()
+    first.page.goto(f"/watch/{name}")
+    ready(first.page)
+    wait_playing(first.page)
+    expect(first.page.locator(".player-mode")).to_have_text("WebRTC · real time")
+    # The only WebRTC place is taken: the second viewer's WHEP POST gets 503 and it plays HLS.
+    second = open_browser()
+    second.page.goto(f"/watch/{name}")
+    ready(second.page)
+    expect(second.page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=20_000)
+    expect(second.page.locator(".player-mode")).to_have_text("HLS · low latency")
+    assert "no room" in (second.page.locator(".player-mode").get_attribute("title") or "")
+    hls_frames_advance(second.page)
+    # The first viewer leaves; the second moves back to WebRTC by itself.
+    first.page.goto("about:blank")
+    expect(second.page.locator("#player")).to_have_attribute("data-mode", "webrtc", timeout=40_000)
+    wait_playing(second.page)
+    assert second.page.evaluate("() => window.tallyPlayer.hls") is None

@@ -1,0 +1,49 @@
+// HLS playback for the fallback: hls.js (from npm, served at /vendor/hls.js/) in low-latency mode, or
+// the browser's own HLS (Safari). Loaded only when a viewer needs it.
+
+export class HlsPlayback {
+  constructor(video, url, { onError = () => {} } = {}) {
+    this.video = video;
+    this.url = url;
+    this.onError = onError;
+    this.hls = null;
+  }
+
+  async start() {
+    const { default: Hls } = await import("/vendor/hls.js/hls.mjs");
+    if (Hls.isSupported()) {
+      const hls = new Hls({
+        lowLatencyMode: true,
+        backBufferLength: 30,
+        enableWorker: true,
+        manifestLoadingMaxRetry: 6,
+        manifestLoadingRetryDelay: 1000,
+      });
+      this.hls = hls;
+      hls.on(Hls.Events.ERROR, (_, data) => {
+        if (!data.fatal) return;
+        if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+        else this.onError(data.details || data.type);
+      });
+      hls.loadSource(this.url);
+      hls.attachMedia(this.video);
+    } else if (this.video.canPlayType("application/vnd.apple.mpegurl")) {
+      this.video.src = this.url;
+    } else {
+      throw new Error("this browser plays neither WebRTC nor HLS");
+    }
+    await this.video.play().catch(() => null);
+  }
+
+  /** Seconds between the newest media and what is shown (hls.js only). */
+  get latency() {
+    return this.hls ? this.hls.latency : null;
+  }
+
+  stop() {
+    if (this.hls) this.hls.destroy();
+    this.hls = null;
+    this.video.removeAttribute("src");
+    this.video.load();
+  }
+}
