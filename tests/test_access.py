@@ -68,6 +68,9 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/channels/{name}/recordings"): ANYONE,
     ("PUT", "/api/channels/{name}/recording"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/channels/{name}/thumbnail.jpg"): ANYONE,
+    ("GET", "/hls/{channel}/index.m3u8"): ANYONE,
+    ("GET", "/hls/{channel}/{stream}/{rendition}/index.m3u8"): ANYONE,
+    ("GET", "/hls/{channel}/{stream}/{rendition}/{object}"): ANYONE,
     ("GET", "/api/recordings/{id}"): ANYONE,
     ("DELETE", "/api/recordings/{id}"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/recordings/{id}/media"): ANYONE,
@@ -85,7 +88,8 @@ def test_the_table_names_every_endpoint(tmp_path: Any) -> None:
 
 
 async def _request(api: Api, method: str, template: str, me: str, other: str, token: str | None) -> int:
-    path = template.format(name=me, provider="nope", username=other, channel=me, session="nope", id="1")
+    path = template.format(name=me, provider="nope", username=other, channel=me, session="nope", id="1",
+                           stream="nope", rendition="source", object="p0.m4s")
     body: Any = None
     if template.startswith("/api/auth/") and method == "POST":
         body = {

@@ -16,7 +16,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from recorder.hls.ladder import RenditionSpec
 from recorder.hls.packager import Init, Part
@@ -202,8 +203,8 @@ class LiveHls:
 
     # --- persistence ---
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._persisting.add(task)
         task.add_done_callback(self._persisting.discard)
 
