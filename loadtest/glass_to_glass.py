@@ -1,4 +1,5 @@
-"""Benchmark: glass-to-glass latency in Chromium, through the SFU and, as a baseline, browser to browser.
+"""Benchmark: glass-to-glass latency in Chromium, through the SFU, through LL-HLS (hls.js), and, as a
+baseline, browser to browser.
 
     .venv/bin/python loadtest/glass_to_glass.py --rounds 3 --seconds 10 [--load 50]
 
@@ -78,7 +79,13 @@ MEASURE_JS = """async ([selector, seconds]) => {
   while (video.videoWidth < 1280 && performance.now() < settle) await new Promise((r) => setTimeout(r, 250));
   await new Promise((r) => setTimeout(r, 1000));
   const result = await window.barcode.measure(video, seconds);
-  const stats = await (selector === "direct" ? window.direct : window.tallyPlayer.pc).getStats();
+  const pc = selector === "direct" ? window.direct : window.tallyPlayer.pc;
+  if (!pc) {  // HLS: what hls.js itself thinks its latency is, and the picture size
+    result.hlsJsLatencyMs = window.tallyPlayer.hls ? Math.round(1000 * window.tallyPlayer.hls.latency) : null;
+    result.size = `${video.videoWidth}x${video.videoHeight}`;
+    return result;
+  }
+  const stats = await pc.getStats();
   stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") {
     result.codec = stats.get(s.codecId)?.mimeType;
     result.jitterBufferMs = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
@@ -103,7 +110,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "samples": len(latencies), "p50_ms": percentile(latencies, 0.5), "p95_ms": percentile(latencies, 0.95)}
 
 
-def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float, load: Callable[[], None]) -> dict[str, Any]:
+def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float, load: Callable[[], None],
+                hls: bool = False) -> dict[str, Any]:
+    """Through the server: the watch page on WebRTC (WHEP), or with `hls` on its LL-HLS player (hls.js)."""
     sender, viewer = launch(playwright, url), launch(playwright, url)
     try:
         page = sender.new_page()
@@ -112,10 +121,11 @@ def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float,
         page.evaluate(PUBLISH_JS, [key, codec])
         load()  # other viewers join once the stream is live
         watch = viewer.new_page()
-        watch.goto("/watch/bench")
+        watch.goto("/watch/bench?playback=hls" if hls else "/watch/bench")
         watch.evaluate(BARCODE_JS)
         watch.wait_for_selector('#player[data-state="playing"]', timeout=20_000)
-        result = summarise(watch.evaluate(MEASURE_JS, ["#player video", seconds]))
+        selector = '#player video[aria-label="Live video (HLS)"]' if hls else "#player video"
+        result = summarise(watch.evaluate(MEASURE_JS, [selector, seconds]))
         _, channel, _ = http("GET", url + "/api/channels/bench")
         result["viewers"] = json.loads(channel)["viewer_count"]  # the load's viewers and this one
         return result
@@ -147,6 +157,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--codecs", default="video/H264,video/VP8")
     parser.add_argument("--load", type=int, default=0, help="lean subscribers watching at the same time")
+    parser.add_argument("--paths", default="direct,sfu,hls", help="direct (browser to browser), sfu (WHEP), hls (hls.js LL-HLS)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -166,10 +177,13 @@ def main() -> None:
                             stderr=open(running.data / "load.log", "ab")))
                         time.sleep(3)  # let them join
 
-                for path in ("direct", "sfu"):
+                for path in args.paths.split(","):
+                    if path == "hls" and codec != "video/H264":
+                        continue  # one HLS row: the ladder is H.264 whatever the source
                     try:
-                        result = (through_sfu(playwright, running.url, key, codec, args.seconds, start_load) if path == "sfu"
-                                  else direct(playwright, running.url, codec, args.seconds))
+                        result = (direct(playwright, running.url, codec, args.seconds) if path == "direct"
+                                  else through_sfu(playwright, running.url, key, codec, args.seconds, start_load,
+                                                   hls=path == "hls"))
                     finally:
                         for loader in loaders:
                             loader.kill()
@@ -185,7 +199,8 @@ def main() -> None:
         p50 = statistics.median(r["p50_ms"] for r in results)
         p95 = statistics.median(r["p95_ms"] for r in results)
         jitter = statistics.median(r.get("jitterBufferMs") or 0 for r in results)
-        print(f"| {codec} | {'SFU (WHIP → WHEP)' if path == 'sfu' else 'browser to browser'} | {p50:.0f} | {p95:.0f} | "
+        label = {"sfu": "SFU (WHIP → WHEP)", "hls": "LL-HLS (hls.js, WHIP → HLS)", "direct": "browser to browser"}[path]
+        print(f"| {codec} | {label} | {p50:.0f} | {p95:.0f} | "
               f"{sum(r['samples'] for r in results)} / {sum(r['invalid'] for r in results)} | {jitter:.0f} | {results[-1].get('size')} |")
 
 

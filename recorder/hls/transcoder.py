@@ -82,7 +82,7 @@ class _Encoder:
 
     def encode(self, picture: Any, pts: int, keyframe: bool) -> list[tuple[bytes, int, bool]]:
         r = self.rendition
-        scaled = self.scaler.reformat(picture, width=r.width, height=r.height, format="yuv420p")
+        scaled = self.scaler.reformat(picture, width=r.width, height=r.height, format="yuv420p", interpolation="BILINEAR")
         scaled.pts = pts
         scaled.time_base = self.context.time_base
         scaled.pict_type = _I if keyframe else _AUTO
@@ -161,7 +161,8 @@ class LadderTranscoder:
 
     def push(self, frame: EncodedFrame, seconds: float) -> None:
         if not self._started:
-            if frame.kind == "video" and not frame.keyframe:
+            # A stream with video starts at its first keyframe (its size sets the ladder).
+            if "video" in frame.kinds and not (frame.kind == "video" and frame.keyframe):
                 return
             if not self._start(frame):
                 return

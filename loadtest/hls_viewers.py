@@ -1,0 +1,172 @@
+"""Benchmark: LL-HLS viewers one origin core serves, directly and through the nginx edge of infra/cdn.
+
+    .venv/bin/python loadtest/hls_viewers.py --viewers 200 --seconds 20 --rounds 3
+
+The real server runs as a subprocess with one stream published into it (an aiortc publisher sending
+pre-encoded 720p H.264 + Opus, so the transcoder runs as it does live). N viewers, lean asyncio HTTP
+clients in this process, follow the top rendition as an LL-HLS player does: a blocking playlist reload
+for the next part, then each new part. The origin's CPU is read from /proc for the server process,
+minus what it spends with no viewers at all (the transcoder, the SFU), measured in the same round; the
+edge's from its nginx processes. Viewers per origin core = N / (extra origin CPU share). The client's
+own CPU is printed beside it: on two cores it limits N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE), str(HERE.parent / "infra" / "cdn")]
+
+from harness import cpu_seconds, http, server  # noqa: E402
+from render import render  # noqa: E402
+from webrtc_peer import Peer  # noqa: E402
+
+
+def parse_playlist(text: str) -> tuple[list[str], int, int]:
+    """(part URIs, msn of the segment being made, parts of it listed)."""
+    parts: list[str] = []
+    msn = 0
+    pending = 0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            msn = int(line.split(":")[1])
+        elif line.startswith("#EXT-X-PART:"):
+            parts.append(line.split('URI="')[1].split('"')[0])
+            pending += 1
+        elif line and not line.startswith("#"):
+            msn += 1
+            pending = 0
+    return parts, msn, pending
+
+
+async def viewer(session: aiohttp.ClientSession, media: str, until: float, counts: dict[str, int]) -> None:
+    folder = media.rsplit("/", 1)[0] + "/"
+    fetched: set[str] = set()
+    async with session.get(media) as response:
+        text = await response.text()
+    loop = asyncio.get_running_loop()
+    while loop.time() < until:
+        parts, msn, pending = parse_playlist(text)
+        for uri in parts[-2:]:
+            if uri not in fetched:
+                async with session.get(folder + uri) as response:
+                    counts["bytes"] += len(await response.read())
+                fetched.add(uri)
+                counts["parts"] += 1
+        try:
+            async with session.get(f"{media}?_HLS_msn={msn}&_HLS_part={pending}") as response:
+                text = await response.text()
+                counts["playlists"] += 1
+                if response.status != 200:
+                    counts["errors"] += 1
+                    await asyncio.sleep(0.2)
+        except aiohttp.ClientError:
+            counts["errors"] += 1
+            await asyncio.sleep(0.2)
+
+
+async def watch(base: str, channel: str, viewers: int, seconds: float) -> dict[str, int]:
+    counts = {"parts": 0, "playlists": 0, "bytes": 0, "errors": 0}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async with session.get(f"{base}/hls/{channel}/index.m3u8") as response:
+            master = await response.text()
+        uri = next(line for line in master.splitlines() if line and not line.startswith("#"))
+        media = f"{base}/hls/{channel}/{uri}"
+        until = asyncio.get_running_loop().time() + seconds
+        await asyncio.gather(*(viewer(session, media, until, counts) for _ in range(viewers)))
+    return counts
+
+
+def nginx_cpu(prefix: Path) -> float:
+    pid = int((prefix / "nginx.pid").read_text())
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return sum(cpu_seconds(int(p)) for p in [pid, *children])
+
+
+async def publish(url: str, key: str) -> Peer:
+    peer = Peer.publisher("h264", audio=True)
+    offer = await peer.offer()
+    status, answer, _ = await asyncio.to_thread(http, "POST", url + "/whip/bench", None, key, offer.encode(),
+                                                "application/sdp")
+    assert status == 201, answer
+    await peer.answer(answer.decode())
+    return peer
+
+
+async def run(viewers: int, seconds: float, rounds: int) -> None:
+    rows: dict[str, list[dict[str, float]]] = {"origin": [], "edge": []}
+    with server(PUBLISHER_TIMEOUT="5", RATE_WHIP_PER_MINUTE="1000") as running:
+        key = running.stream_key()
+        peer = await publish(running.url, key)
+        prefix = Path(tempfile.mkdtemp(prefix="tally-edge-"))
+        with socket.socket() as s:  # a free port for the edge
+            s.bind(("127.0.0.1", 0))
+            edge_port = s.getsockname()[1]
+        conf = render(running.url.removeprefix("http://"), f"127.0.0.1:{edge_port}", prefix, workers="1", user="root")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        edge = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"])
+        try:
+            await asyncio.sleep(6)  # the first segments
+            for _ in range(rounds):
+                idle0 = cpu_seconds(running.pid)
+                await asyncio.sleep(seconds / 2)
+                idle = (cpu_seconds(running.pid) - idle0) / (seconds / 2)  # transcoder + SFU, no viewers
+                for path, base in (("origin", running.url), ("edge", f"http://127.0.0.1:{edge_port}")):
+                    origin0, client0 = cpu_seconds(running.pid), time.process_time()
+                    edge0 = nginx_cpu(prefix)
+                    started = time.monotonic()
+                    counts = await watch(base, "bench", viewers, seconds)
+                    wall = time.monotonic() - started
+                    origin_share = (cpu_seconds(running.pid) - origin0) / wall
+                    extra = max(1e-3, origin_share - idle)
+                    row = {
+                        "viewers": viewers,
+                        "parts_per_s": round(counts["parts"] / wall),
+                        "playlists_per_s": round(counts["playlists"] / wall),
+                        "mbit_per_s": round(counts["bytes"] * 8 / wall / 1e6, 1),
+                        "errors": counts["errors"],
+                        "origin_core_share": round(origin_share, 3),
+                        "origin_idle_share": round(idle, 3),
+                        "viewers_per_origin_core": round(viewers / extra),
+                        "edge_core_share": round((nginx_cpu(prefix) - edge0) / wall, 3),
+                        "client_core_share": round((time.process_time() - client0) / wall, 3),
+                    }
+                    rows[path].append(row)
+                    print(json.dumps({"path": path, **row}), flush=True)
+        finally:
+            edge.terminate()
+            edge.wait(10)
+            await peer.close()
+    print()
+    print(f"| path | viewers | parts/s served | origin core share (idle) | viewers per origin core | edge core share | client core share |")
+    print("|---|---|---|---|---|---|---|")
+    for path, results in rows.items():
+        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        print(f"| {path} | {viewers} | {med['parts_per_s']:.0f} | {med['origin_core_share']:.3f} ({med['origin_idle_share']:.3f}) | "
+              f"{med['viewers_per_origin_core']:.0f} | {med['edge_core_share']:.3f} | {med['client_core_share']:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--viewers", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(run(args.viewers, args.seconds, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
