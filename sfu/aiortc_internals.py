@@ -47,9 +47,11 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
 )
+from aiortc.codecs.h264 import H264Encoder
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,7 @@ def intercept_feedback(
     on_nack: Callable[[list[int]], None],
     on_keyframe_request: Callable[[], None],
     on_report: Callable[[], None],
+    on_loss: Callable[[float], None] | None = None,
 ) -> None:
     """Route a subscriber's RTCP for this sender to the SFU instead of aiortc's encoder logic.
 
@@ -280,10 +283,19 @@ def intercept_feedback(
             on_keyframe_request()
         else:
             on_report()
+            if on_loss is not None and isinstance(packet, RtcpRrPacket):
+                for block in packet.reports:
+                    on_loss(block.fraction_lost / 256)
             if not (isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP):
                 await original(packet)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def h264_payloads(annex_b: bytes) -> list[bytes]:
+    """RTP payloads (single NAL, STAP-A, FU-A; packetization-mode 1) of one H.264 access unit, as
+    aiortc's own sender would cut it (the server-side simulcast layers are sent this way)."""
+    return H264Encoder._packetize(H264Encoder._split_bitstream(annex_b))
 
 
 def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:

@@ -29,6 +29,7 @@ class Output(Protocol):
 class DownTrack:
     __slots__ = (
         "feed",
+        "target",
         "payloads",
         "_output",
         "_rewriter",
@@ -57,6 +58,7 @@ class DownTrack:
         max_buffered: int = DEFAULT_MAX_BUFFERED,
     ) -> None:
         self.feed = feed
+        self.target: Feed | None = None  # the feed this moves to at its next keyframe (a layer switch)
         self.payloads = payloads
         self._output = output
         self._clock = clock
@@ -109,6 +111,31 @@ class DownTrack:
         self.waiting = True
         self.keyframe_waits += 1
         self.feed.request_keyframe()
+
+    def switch_to(self, feed: Feed) -> None:
+        """Move to `feed` (another layer of the same track) at its next keyframe, asked for now; until
+        then the current feed goes on, so the picture never stops."""
+        self.cancel_switch()
+        if feed is self.feed:
+            return
+        self.target = feed
+        feed.switching.append(self)
+        feed.request_keyframe()
+
+    def cancel_switch(self) -> None:
+        if self.target is not None and self in self.target.switching:
+            self.target.switching.remove(self)
+        self.target = None
+
+    def adopt(self, feed: Feed) -> None:
+        """`feed`'s keyframe starts now: leave the old feed and continue the numbering from here."""
+        if self.active and self in self.feed.downtracks:
+            self.feed.downtracks.remove(self)
+            feed.downtracks.append(self)
+        self.feed = feed
+        self.target = None
+        self._rewriter.restart()
+        self.waiting = False
 
     def source_changed(self) -> None:
         """A new publisher connection: continue the numbering, from its next keyframe."""

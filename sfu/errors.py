@@ -38,3 +38,7 @@ class NodeFull(SfuError):
 
 class UnknownSession(SfuError):
     pass
+
+
+class UnknownLayer(SfuError):
+    """No such layer (rendition) of the room's video."""

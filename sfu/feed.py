@@ -52,6 +52,7 @@ class Feed:
         self.loss = LossTracker(clock)
         self.keyframes = KeyframeRequests(clock)
         self.downtracks: list[DownTrack] = []
+        self.switching: list[DownTrack] = []  # down tracks moving here at this feed's next keyframe
         self.upstream: Upstream = NoUpstream()
         self.media_ssrc = 0
         self.mapping: ClockMapping | None = None
@@ -69,6 +70,10 @@ class Feed:
         if keyframe:
             self.keyframes.keyframe_arrived()
             self.loss.keyframe_arrived(seq)
+            if self.switching:
+                for down in self.switching:
+                    down.adopt(self)
+                self.switching.clear()
         self.packets_in += 1
         now_ntp = time.time() + NTP_EPOCH_OFFSET
         for down in self.downtracks:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sfu import aiortc_internals as internals
-from sfu.errors import AlreadyPublishing, NodeFull, NotLive, UnknownSession
+from sfu.errors import AlreadyPublishing, NodeFull, NotLive, UnknownLayer, UnknownSession
 from sfu.frame_sink import FrameSinks
+from sfu.layers import LayerFeed, can_layer
 from sfu.media_format import MediaFormat
 from sfu.publisher import Publisher
 from sfu.room import Room
@@ -121,6 +122,47 @@ class SfuNode:
         if feed is not None:
             feed.request_keyframe()
 
+    # --- server-side simulcast ---
+
+    def layer_frame(self, room_name: str, name: str, height: int, data: bytes, rtp_timestamp: int, keyframe: bool,
+                    ask_keyframe: Callable[[], None]) -> None:
+        """One frame of an encoded rendition of the room's video (the HLS ladder), offered as a layer."""
+        room = self.rooms.get(room_name)
+        source = None if room is None else room.feeds.get("video")
+        if room is None or source is None or not can_layer(source.format):
+            return
+        layer = room.layers.get(name)
+        if layer is None or layer.source is not source:
+            if not keyframe:
+                return  # a layer begins with a keyframe
+            layer = room.layers[name] = LayerFeed(name, height, source, ask_keyframe, self._clock)
+        layer.on_encoded(data, rtp_timestamp)
+
+    def set_layer(self, session_id: str, name: str) -> None:
+        """Move a viewer's video to the layer `name` ("source" for the publisher's own) at its next keyframe."""
+        subscriber = self.session(session_id)
+        room = self.rooms.get(subscriber.room)
+        if not isinstance(subscriber, Subscriber) or room is None:
+            raise UnknownSession(session_id)
+        target = room.feeds.get("video") if name == "source" else room.layers.get(name)
+        down = subscriber.video
+        if target is None or down is None:
+            raise UnknownLayer(name)
+        down.switch_to(target)
+
+    def _step_layer(self, subscriber: Subscriber, step: int) -> None:
+        room = self.rooms.get(subscriber.room)
+        down = subscriber.video
+        if room is None or down is None:
+            return
+        choices = room.video_choices()
+        current = down.target or down.feed
+        if current not in choices:
+            return
+        index = min(len(choices) - 1, max(0, choices.index(current) - step))
+        if choices[index] is not current:
+            down.switch_to(choices[index])
+
     def session(self, session_id: str, room: str | None = None) -> Session:
         session = self.sessions.get(session_id)
         if session is None or (room is not None and session.room != room):
@@ -164,6 +206,7 @@ class SfuNode:
             raise NodeFull(f"this node has its maximum of {self.settings.max_viewers} viewers")
         feeds = room.feeds
         subscriber = Subscriber(room_name, user, self._clock)
+        subscriber.on_layer_step = self._step_layer
         try:
             answer = await subscriber.negotiate(offer, feeds, self.settings.ice, self._pool)
             if self.rooms.get(room_name) is not room or not room.live or room.feeds is not feeds:
@@ -284,7 +327,7 @@ class SfuNode:
 
     async def _tick(self, now: float, report: bool) -> None:
         for room in list(self.rooms.values()):
-            for feed in room.feeds.values():
+            for feed in (*room.feeds.values(), *room.layers.values()):
                 await feed.tick()
             publisher = room.publisher
             if publisher is not None and now - publisher.last_packet_at > self.settings.publisher_timeout:
@@ -300,8 +343,8 @@ class SfuNode:
     def stats(self) -> dict[str, int]:
         packets_out = octets_out = retransmitted = keyframe_waits = packets_in = 0
         for room in self.rooms.values():
-            for feed in room.feeds.values():
-                packets_in += feed.packets_in
+            for feed in (*room.feeds.values(), *room.layers.values()):
+                packets_in += feed.packets_in if feed in room.feeds.values() else 0
                 for down in feed.downtracks:
                     packets_out += down.packets
                     octets_out += down.octets

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from sfu.feed import Feed
+from sfu.layers import LayerFeed
 from sfu.media_format import MediaFormat
 from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
@@ -16,6 +17,7 @@ class Room:
         self.name = name
         self._clock = clock
         self.feeds: dict[str, Feed] = {}
+        self.layers: dict[str, LayerFeed] = {}  # the HLS ladder's encoded renditions (server-side simulcast)
         self.publisher: Publisher | None = None
         self.subscribers: dict[str, Subscriber] = {}
         self.peak_viewers = 0
@@ -43,11 +45,19 @@ class Room:
                 subscriber.leave()
             self.subscribers.clear()
             self.feeds = {kind: Feed(fmt, self._clock) for kind, fmt in publisher.formats.items()}
+            self.layers = {}
         if self.publisher is not None and self.publisher is not publisher:
             self.publisher.detach()
         self.publisher = publisher
         publisher.bind(self.feeds)
         return dropped
+
+    def video_choices(self) -> list[Feed]:
+        """The source video and its layers, highest first."""
+        source = self.feeds.get("video")
+        if source is None:
+            return []
+        return [source, *sorted(self.layers.values(), key=lambda layer: -layer.height)]
 
     def add_subscriber(self, subscriber: Subscriber) -> None:
         self.subscribers[subscriber.id] = subscriber

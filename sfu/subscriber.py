@@ -12,6 +12,7 @@ from sfu import aiortc_internals as internals
 from sfu.downtrack import DownTrack
 from sfu.errors import BadOffer, UnsupportedMedia
 from sfu.feed import Feed
+from sfu.layers import LayerPolicy
 from sfu.negotiation import parse_offer, payload_maps, preferences_for
 from sfu.session import Session
 
@@ -36,6 +37,9 @@ class Subscriber(Session):
         self._senders: list[tuple[RTCRtpSender, DownTrack]] = []
         self.last_feedback_at = self.created_at
         self.connected_once = False
+        self.layer_policy = LayerPolicy(clock)
+        # Set by the node: move this viewer's video one layer down (-1) or up (+1).
+        self.on_layer_step: Callable[[Subscriber, int], None] = lambda subscriber, step: None
 
     async def negotiate(
         self, offer: str, feeds: dict[str, Feed], plan: internals.IcePlan, pool: internals.PortPool | None
@@ -64,12 +68,23 @@ class Subscriber(Session):
                 continue
             ssrc, rtx_ssrc = internals.sender_ssrcs(transceiver.sender)
             down = DownTrack(feeds[track.kind], mapping, ssrc, rtx_ssrc, internals.RtpOutput(transceiver.sender), self._clock)
-            internals.intercept_feedback(transceiver.sender, down.on_nack, down.on_keyframe_request, self._on_feedback)
+            on_loss = self._on_video_loss if track.kind == "video" else None
+            internals.intercept_feedback(transceiver.sender, down.on_nack, down.on_keyframe_request, self._on_feedback,
+                                         on_loss)
             self.downtracks.append(down)
             self._senders.append((transceiver.sender, down))
         if not self.downtracks:
             raise UnsupportedMedia("the offer receives none of the stream's tracks")
         return pc.localDescription.sdp
+
+    @property
+    def video(self) -> DownTrack | None:
+        return next((d for d in self.downtracks if d.feed.kind == "video"), None)
+
+    def _on_video_loss(self, fraction: float) -> None:
+        step = self.layer_policy.on_loss(fraction)
+        if step:
+            self.on_layer_step(self, step)
 
     def _on_feedback(self) -> None:
         self.last_feedback_at = self._clock()
@@ -85,6 +100,7 @@ class Subscriber(Session):
 
     def leave(self) -> None:
         for down in self.downtracks:
+            down.cancel_switch()
             if down in down.feed.downtracks:
                 down.feed.downtracks.remove(down)
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, open_bus
-from recorder.hls.ladder import parse_ladder
+from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
 from recorder.recording import RecordingOptions
@@ -172,6 +172,14 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         settings.hls_linger_seconds,
     )
     streams.watchers.append(hls)
+
+    def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
+        live = hls.live(room)
+        if live is not None:
+            node.layer_frame(room, rendition.name, rendition.height, data, rtp_timestamp, keyframe,
+                             live.request_layer_keyframe)
+
+    hls.on_encoded = offer_layer  # the ladder's renditions are WebRTC layers too: one encode for every audience
 
     def on_data_channel(session: Session, channel: Any) -> None:
         if channel.label != "chat":

@@ -26,6 +26,8 @@ class Peer:
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.frames = 0
+        self.sizes: dict[tuple[int, int], int] = {}  # decoded pictures by size
+        self.last_size: tuple[int, int] | None = None
         self.first_frame_at: float | None = None
         self._readers: list[asyncio.Task[None]] = []
 
@@ -57,10 +59,13 @@ class Peer:
     async def _read(self, track: Any) -> None:
         while True:
             try:
-                await track.recv()
+                picture = await track.recv()
             except Exception:
                 return
             self.frames += 1
+            size = (picture.width, picture.height)
+            self.sizes[size] = self.sizes.get(size, 0) + 1
+            self.last_size = size
             if self.first_frame_at is None:
                 self.first_frame_at = time.monotonic()
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from recorder.hls.ladder import RenditionSpec
+from recorder.hls.ladder import Rendition, RenditionSpec
 from recorder.hls.packager import Init, Part
 from recorder.hls.playlist import PlaylistOptions, RenditionWindow
 from recorder.hls.transcoder import AAC_KBPS, LadderOptions, LadderTranscoder, Output
@@ -29,7 +29,9 @@ from sfu.frame_sink import EncodedFrame, FrameSinks
 
 log = logging.getLogger(__name__)
 
-EncodedListener = Callable[[str, str, bytes, int, bool], None]  # room, rendition, H.264, pts (90 kHz), keyframe
+# room, rendition, H.264 access unit, the source frame's RTP timestamp, keyframe: an encoded rendition's
+# frames for the SFU (server-side simulcast).
+EncodedListener = Callable[[str, Rendition, bytes, int, bool], None]
 
 
 class LiveHls:
@@ -171,9 +173,9 @@ class LiveHls:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._sinks.request_keyframe, self.room)
 
-    def _encoded(self, rendition: str, data: bytes, pts: int, keyframe: bool) -> None:
+    def _encoded(self, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         if self._loop is not None and self._on_encoded is not None:
-            self._loop.call_soon_threadsafe(self._on_encoded, self.room, rendition, data, pts, keyframe)
+            self._loop.call_soon_threadsafe(self._on_encoded, self.room, rendition, data, rtp_timestamp, keyframe)
 
     # --- back on the event loop ---
 

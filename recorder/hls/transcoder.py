@@ -101,13 +101,14 @@ class LadderTranscoder:
         options: LadderOptions,
         emit: Callable[[int, list[Output]], None],
         request_keyframe: Callable[[], None],
-        on_encoded: Callable[[str, bytes, int, bool], None] | None = None,
+        on_encoded: Callable[[Rendition, bytes, int, bool], None] | None = None,
     ) -> None:
         self.specs = specs
         self.options = options
         self._emit = emit
         self._request_keyframe = request_keyframe
-        self._on_encoded = on_encoded  # every encoded rendition's packets (server-side simulcast)
+        # Every encoded rendition's frames with the source frame's RTP timestamp (server-side simulcast).
+        self._on_encoded = on_encoded
         self.renditions: list[Rendition] = []
         self._packagers: list[Packager] = []
         self._encoders: list[_Encoder | None] = []
@@ -215,7 +216,7 @@ class LadderTranscoder:
             for picture in pictures:
                 for data, out_pts, key in encoder.encode(picture, pts, force):
                     if self._on_encoded is not None:
-                        self._on_encoded(rendition.name, data, out_pts, key)
+                        self._on_encoded(rendition, data, frame.rtp_timestamp, key)
                     self._emit(index, packager.video(data, out_pts, key, boundary and key, size))
 
     def _audio(self, frame: EncodedFrame, pts: int) -> None:

@@ -1,0 +1,86 @@
+"""Server-side simulcast with the real server, SFU and HLS transcoder and aiortc peers on loopback: the
+ladder's encoded renditions are WebRTC layers, and a viewer moves between them on keyframes without
+its picture breaking; the loss policy that moves viewers on weak links."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from sfu.layers import LayerPolicy
+from sfu.subscriber import Subscriber
+from signaling.app import SERVICES
+from support import Api, FakeClock
+from test_whip_whep import go_live, post_sdp, stream_key
+from webrtc_peer import Peer
+
+@pytest.fixture
+async def sfu(app_factory: Callable[..., web.Application], clock: FakeClock) -> AsyncIterator[Api]:
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=3.0, hls_ladder="source,180p@200")
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client, app[SERVICES], clock)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, what or "not in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyframes(sfu: Api) -> None:
+    name, token = await sfu.user()
+    publisher, _ = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
+    node = sfu.services.node
+    await eventually(lambda: name in node.rooms and "180p" in node.rooms[name].layers, 15, "the 180p layer")
+    viewer = Peer.viewer()
+    status, answer, headers = await post_sdp(sfu, f"/whep/{name}", await viewer.offer())
+    assert status == 201
+    await viewer.answer(answer.decode())
+    session = headers["Location"].rsplit("/", 1)[1]
+    await eventually(lambda: viewer.last_size == (640, 360), 10, "the source picture")
+    subscriber = node.session(session)
+    assert isinstance(subscriber, Subscriber)
+
+    node.set_layer(session, "180p")  # as the loss policy would, or a viewer's choice
+    await eventually(lambda: viewer.last_size == (320, 180), 10, "the 180p picture")
+    before = viewer.frames
+    await asyncio.sleep(1.0)
+    assert viewer.frames >= before + 15  # it keeps playing on the layer
+    video = subscriber.video
+    assert video is not None and video.feed is node.rooms[name].layers["180p"]
+
+    subscriber.on_layer_step(subscriber, +1)  # the policy's "up": back to the source
+    await eventually(lambda: viewer.last_size == (640, 360), 10, "back to the source")
+    before = viewer.frames
+    await asyncio.sleep(1.0)
+    assert viewer.frames >= before + 15
+    assert set(viewer.sizes) == {(640, 360), (320, 180)}
+    subscriber.on_layer_step(subscriber, -1)
+    await eventually(lambda: viewer.last_size == (320, 180), 10, "down again")
+    with pytest.raises(Exception):
+        node.set_layer(session, "4k")
+    await viewer.close()
+    await publisher.close()
+
+
+def test_the_loss_policy_steps_down_on_sustained_loss_and_up_after_a_clean_stretch() -> None:
+    clock = FakeClock()
+    policy = LayerPolicy(clock, high=0.08, low=0.02, down_after=2, up_after=10.0)
+    assert policy.on_loss(0.2) == 0  # one lossy report is not yet a trend
+    assert policy.on_loss(0.0) == 0
+    assert policy.on_loss(0.2) == 0
+    assert policy.on_loss(0.25) == -1
+    clock.advance(5)
+    assert policy.on_loss(0.0) == 0
+    clock.advance(4)
+    assert policy.on_loss(0.05) == 0  # some loss: not clean, the stretch starts again
+    clock.advance(9)
+    assert policy.on_loss(0.0) == 0
+    clock.advance(2)
+    assert policy.on_loss(0.01) == 1
