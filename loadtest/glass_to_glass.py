@@ -81,7 +81,14 @@ MEASURE_JS = """async ([selector, seconds]) => {
   const result = await window.barcode.measure(video, seconds);
   const pc = selector === "direct" ? window.direct : window.tallyPlayer.pc;
   if (!pc) {  // HLS: what hls.js itself thinks its latency is, and the picture size
-    result.hlsJsLatencyMs = window.tallyPlayer.hls ? Math.round(1000 * window.tallyPlayer.hls.latency) : null;
+    const hls = window.tallyPlayer.hls && window.tallyPlayer.hls.hls;
+    result.hlsJsLatencyMs = hls ? Math.round(1000 * hls.latency) : null;
+    if (hls) {
+      const d = hls.levels[hls.currentLevel]?.details;
+      result.hlsJs = { level: hls.currentLevel, live: d?.live, partTarget: d?.partTarget, edge: d?.edge,
+        currentTime: video.currentTime, fragments: d?.fragments?.length, lowLatency: hls.lowLatencyMode,
+        targetLatency: hls.targetLatency, playingDate: hls.playingDate?.getTime(), now: Date.now() };
+    }
     result.size = `${video.videoWidth}x${video.videoHeight}`;
     return result;
   }

@@ -14,6 +14,7 @@ export class HlsPlayback {
     if (Hls.isSupported()) {
       const hls = new Hls({
         lowLatencyMode: true,
+        maxLiveSyncPlaybackRate: 1.5, // after a stall, play faster until back at the target latency
         backBufferLength: 30,
         enableWorker: true,
         manifestLoadingMaxRetry: 6,
