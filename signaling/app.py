@@ -170,6 +170,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         settings.hls_window_segments,
         storage if settings.hls_persist else None,
         settings.hls_linger_seconds,
+        always=settings.hls_persist,
+        idle=settings.hls_idle_seconds,
     )
     streams.watchers.append(hls)
 
@@ -180,6 +182,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                              live.request_layer_keyframe)
 
     hls.on_encoded = offer_layer  # the ladder's renditions are WebRTC layers too: one encode for every audience
+    node.on_layers_wanted = hls.ensure  # a WebRTC viewer on a weak link needs a lower layer: start the ladder
 
     def on_data_channel(session: Session, channel: Any) -> None:
         if channel.label != "chat":

@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     hls_window_segments: int = Field(default=10, ge=3, le=100, description="Segments kept in a live HLS playlist.")
     hls_persist: bool = Field(default=False, description="Also write live HLS segments and playlists to the storage (for a bucket behind a CDN).")
     hls_linger_seconds: float = Field(default=60.0, ge=0, description="Seconds an ended stream's playlists stay served.")
+    hls_idle_seconds: float = Field(default=60.0, ge=1, description="The ladder runs on demand: it stops after this long without HLS requests (always on with HLS_PERSIST).")
 
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")
     log_level: str = "INFO"

@@ -48,13 +48,16 @@ def variants(text: str) -> list[tuple[dict[str, str], str]]:
 
 
 async def live_channel(api: Api, codec: str = "h264") -> tuple[str, str, Any, Any]:
-    """A channel live with video and audio, once its HLS has begun (the stream starts with its media)."""
+    """A channel live with video and audio, its HLS ladder started as the first HLS request starts it."""
     name, token = await api.user()
     peer, headers = await go_live(api, name, await stream_key(api, token), codec=codec, audio=True)
     for _ in range(100):
-        if api.services.hls.live(name) is not None:
+        if api.services.node.is_live(name):
             break
         await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)  # the stream's start reaches the HLS service as an event
+    assert api.services.hls.live(name) is None  # on demand: nothing runs before someone asks
+    assert api.services.hls.ensure(name) is not None
     return name, token, peer, headers
 
 

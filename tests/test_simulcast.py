@@ -37,6 +37,7 @@ async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyfram
     name, token = await sfu.user()
     publisher, _ = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
     node = sfu.services.node
+    await eventually(lambda: sfu.services.hls.ensure(name) is not None, 10, "the ladder")  # as an HLS request would
     await eventually(lambda: name in node.rooms and "180p" in node.rooms[name].layers, 15, "the 180p layer")
     viewer = Peer.viewer()
     status, answer, headers = await post_sdp(sfu, f"/whep/{name}", await viewer.offer())

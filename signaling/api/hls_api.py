@@ -35,7 +35,7 @@ class HlsApi:
 
     def _live(self, request: web.Request) -> LiveHls:
         name = name_param(request, "channel")
-        live = self._hls.live(name)
+        live = self._hls.ensure(name)  # starts the ladder on the first HLS request
         if live is None:
             raise NotFound(f"{name} is not live", headers=NO_STORE)
         stream = request.match_info.get("stream")

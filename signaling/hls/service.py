@@ -1,15 +1,20 @@
-"""HLS for every live stream of this node: starts each stream's ladder and finds it for requests.
+"""HLS for the live streams of this node: starts a stream's ladder and finds it for requests.
 
-A watcher of the stream service: when a stream starts here, its `LiveHls` joins the room as a frame
-sink; when it ends, its playlists get `EXT-X-ENDLIST` and stay served for `linger` seconds, so
-players finish what they buffered and see the end instead of an error.
+A watcher of the stream service. The ladder costs a fifth of a core per 720p stream, so by default it
+runs on demand: it starts with the first HLS request for the channel (or when a WebRTC viewer needs a
+lower layer) and stops after `idle` seconds without HLS requests; with `always` (set when segments
+are persisted for a CDN bucket) it runs for every stream from its start. When a stream ends, its
+playlists get `EXT-X-ENDLIST` and stay served for `linger` seconds, so players finish what they
+buffered and see the end instead of an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from recorder.hls.ladder import RenditionSpec
 from recorder.hls.live import EncodedListener, LiveHls
@@ -29,6 +34,8 @@ class HlsService:
         window: int,
         storage: Storage | None,
         linger: float = 60.0,
+        always: bool = False,
+        idle: float = 60.0,
     ) -> None:
         self._sinks = sinks
         self.specs = specs
@@ -36,7 +43,12 @@ class HlsService:
         self._window = window
         self._storage = storage
         self._linger = linger
+        self._always = always
+        self._idle = idle
+        self._live_streams: dict[str, str] = {}  # room -> stream id, for every stream live here
+        self._last_asked: dict[str, float] = {}
         self._streams: dict[str, LiveHls] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
         # Set by the composition root: encoded renditions go to the SFU as WebRTC layers.
         self.on_encoded: EncodedListener | None = None
@@ -45,25 +57,55 @@ class HlsService:
     def live(self, room: str) -> LiveHls | None:
         return self._streams.get(room)
 
-    async def stream_started(self, room: str, stream: str) -> None:
-        old = self._streams.get(room)
-        if old is not None and not old.ended:
-            await old.finish()
+    def ensure(self, room: str) -> LiveHls | None:
+        """The room's HLS, started now if the room is live here and its ladder is not running."""
+        self._last_asked[room] = time.monotonic()
+        live = self._streams.get(room)
+        stream = self._live_streams.get(room)
+        if stream is None or (live is not None and live.stream == stream):
+            return live
+        if live is not None and not live.ended:
+            self._spawn(live.finish(), f"hls-replace-{room}")
         live = LiveHls(room, stream, self._sinks, self.specs, self.options, self._window, self._storage,
                        self.on_encoded)
         self._streams[room] = live
         live.start()
         self.on_stream(room, live)
+        if self._sweeper is None and not self._always:
+            self._sweeper = asyncio.create_task(self._stop_idle_forever(), name="hls-idle")
+        return live
+
+    async def stream_started(self, room: str, stream: str) -> None:
+        self._live_streams[room] = stream
+        if self._always:
+            self.ensure(room)
+
+    async def _stop_idle_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(10.0, self._idle / 2))
+            now = time.monotonic()
+            for room, live in list(self._streams.items()):
+                if not live.ended and now - self._last_asked.get(room, now) > self._idle:
+                    log.info("hls %s: no HLS viewers for %.0f s, the ladder stops", room, self._idle)
+                    self.on_stream(room, None)
+                    await live.finish()
+                    if self._streams.get(room) is live:
+                        del self._streams[room]
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     async def stream_ended(self, room: str, stream: str) -> None:
+        if self._live_streams.get(room) == stream:
+            del self._live_streams[room]
         live = self._streams.get(room)
         if live is None or live.stream != stream:
             return
         self.on_stream(room, None)
         await live.finish()
-        task = asyncio.create_task(self._forget(room, live), name=f"hls-linger-{room}")
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
+        self._spawn(self._forget(room, live), f"hls-linger-{room}")
 
     async def _forget(self, room: str, live: LiveHls) -> None:
         await asyncio.sleep(self._linger)
@@ -71,6 +113,9 @@ class HlsService:
             del self._streams[room]
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         for task in list(self._ending):
             task.cancel()
         await asyncio.gather(*self._ending, return_exceptions=True)
