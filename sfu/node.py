@@ -79,8 +79,6 @@ class SfuNode:
         self._closing = False
         # Called with each data channel a client opens on a session (signaling: the `chat` channel).
         self.on_data_channel: Callable[[Session, Any], None] | None = None
-        # Set by the composition root: a viewer needs lower layers of a room that has none (start the ladder).
-        self.on_layers_wanted: Callable[[str], object] = lambda room: None
 
     # --- lifecycle ---
 
@@ -158,9 +156,6 @@ class SfuNode:
         if room is None or down is None:
             return
         choices = room.video_choices()
-        if step < 0 and len(choices) == 1 and can_layer(choices[0].format):
-            self.on_layers_wanted(room.name)  # no layers yet: the next lossy stretch will find them
-            return
         current = down.target or down.feed
         if current not in choices:
             return

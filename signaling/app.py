@@ -182,7 +182,6 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                              live.request_layer_keyframe)
 
     hls.on_encoded = offer_layer  # the ladder's renditions are WebRTC layers too: one encode for every audience
-    node.on_layers_wanted = hls.ensure  # a WebRTC viewer on a weak link needs a lower layer: start the ladder
 
     def on_data_channel(session: Session, channel: Any) -> None:
         if channel.label != "chat":

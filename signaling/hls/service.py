@@ -1,8 +1,8 @@
 """HLS for the live streams of this node: starts a stream's ladder and finds it for requests.
 
 A watcher of the stream service. The ladder costs a fifth of a core per 720p stream, so by default it
-runs on demand: it starts with the first HLS request for the channel (or when a WebRTC viewer needs a
-lower layer) and stops after `idle` seconds without HLS requests; with `always` (set when segments
+runs on demand: it starts with the first HLS request for the channel
+and stops after `idle` seconds without HLS requests; with `always` (set when segments
 are persisted for a CDN bucket) it runs for every stream from its start. When a stream ends, its
 playlists get `EXT-X-ENDLIST` and stay served for `linger` seconds, so players finish what they
 buffered and see the end instead of an error.

@@ -33,7 +33,8 @@ export class HlsPlayback {
     } else {
       throw new Error("this browser plays neither WebRTC nor HLS");
     }
-    await this.video.play().catch(() => null);
+    // Not awaited: the first segment of a ladder that starts on demand can take seconds.
+    this.video.play().catch(() => null);
   }
 
   /** Seconds between the newest media and what is shown (hls.js only). */
