@@ -34,11 +34,13 @@ def probe(path: Path | str) -> Probe:
     )
 
 
-def decode_errors(path: Path | str, variable_rate: bool = False) -> str:
+def decode_errors(path: Path | str) -> str:
     """What ffmpeg reports decoding every frame of every stream ('' when it decodes cleanly).
-    `variable_rate`: keep the frames' own times (live timing from sender reports is not a fixed rate)."""
-    timing = ["-fps_mode", "passthrough"] if variable_rate else []
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *timing, "-f", "null", "-"],
+
+    Frames keep their own times (`-fps_mode passthrough`): live timing follows the publisher's sender
+    reports and is not a fixed rate, and ffmpeg's conversion to one makes its null muxer complain about
+    repeated timestamps, which says nothing about decoding."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "null", "-"],
                          capture_output=True, text=True, timeout=120)
     return out.stderr.strip() if out.returncode == 0 else f"exit {out.returncode}: {out.stderr.strip()}"
 
