@@ -132,9 +132,9 @@ class LiveHls:
         renditions = {r.name: r for r in self._transcoder.renditions}
         for window in self.windows:
             rendition = renditions.get(window.name)
-            init = window.inits[max(window.inits)] if window.inits else None
+            init = window.current_init
             codecs = [c for c in (init.codec if init else "",) if c]
-            audio = self._transcoder_has_audio
+            audio = self._transcoder.has_audio
             if audio:
                 codecs.append("mp4a.40.2")
             bandwidth = window.peak_bitrate
@@ -142,10 +142,6 @@ class LiveHls:
                 bandwidth = max(bandwidth, (rendition.kbps + (AAC_KBPS if audio else 0)) * 1000)
             out.append((window, max(bandwidth, 64_000), ",".join(codecs)))
         return out
-
-    @property
-    def _transcoder_has_audio(self) -> bool:
-        return self._transcoder._audio_track is not None
 
     # --- the worker thread ---
 
@@ -269,7 +265,7 @@ def multivariant(live: LiveHls, prefix: str = "") -> str:
     lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for window, bandwidth, codecs in live.variants():
         attributes = [f"BANDWIDTH={bandwidth}"]
-        init = window.inits[max(window.inits)] if window.inits else None
+        init = window.current_init
         if init is not None and init.width:
             attributes.append(f"RESOLUTION={init.width}x{init.height}")
         if codecs:

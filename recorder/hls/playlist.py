@@ -92,6 +92,10 @@ class RenditionWindow:
     # --- questions ---
 
     @property
+    def current_init(self) -> Init | None:
+        return self.inits[max(self.inits)] if self.inits else None
+
+    @property
     def next_part(self) -> int:
         return max(self.parts) + 1 if self.parts else 0
 

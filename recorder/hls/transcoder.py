@@ -172,6 +172,10 @@ class LadderTranscoder:
         elif self._aac is not None:
             self._audio(frame, round(seconds * AUDIO_TIMESCALE))
 
+    @property
+    def has_audio(self) -> bool:
+        return self._audio_track is not None
+
     def request_layer_keyframe(self) -> None:
         """A WebRTC viewer switching to an encoded rendition needs a keyframe of it."""
         self._force_key = True
@@ -192,18 +196,15 @@ class LadderTranscoder:
             self._segment_start = pts
             self._asked = False
         pictures: list[Any] = []
-        if self._decoder is not None:
-            if self._broken and not frame.keyframe:
-                pictures = []
-            else:
-                try:
-                    pictures = list(self._decoder.decode(av.Packet(frame.data)))
-                    self._broken = False
-                except av.FFmpegError:
-                    self._broken = True
-                    self.codec_errors += 1
-                    if frame.keyframe is False:
-                        self._request_keyframe()
+        if self._decoder is not None and (frame.keyframe or not self._broken):
+            try:
+                pictures = list(self._decoder.decode(av.Packet(frame.data)))
+                self._broken = False
+            except av.FFmpegError:
+                self._broken = True
+                self.codec_errors += 1
+                if not frame.keyframe:
+                    self._request_keyframe()
         force = boundary or self._force_key
         self._force_key = False
         for index, rendition in enumerate(self.renditions):

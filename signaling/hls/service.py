@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from recorder.hls.ladder import RenditionSpec
@@ -52,7 +52,6 @@ class HlsService:
         self._ending: set[asyncio.Task[None]] = set()
         # Set by the composition root: encoded renditions go to the SFU as WebRTC layers.
         self.on_encoded: EncodedListener | None = None
-        self.on_stream: Callable[[str, LiveHls | None], None] = lambda room, live: None
 
     def live(self, room: str) -> LiveHls | None:
         return self._streams.get(room)
@@ -70,7 +69,6 @@ class HlsService:
                        self.on_encoded)
         self._streams[room] = live
         live.start()
-        self.on_stream(room, live)
         if self._sweeper is None and not self._always:
             self._sweeper = asyncio.create_task(self._stop_idle_forever(), name="hls-idle")
         return live
@@ -87,7 +85,6 @@ class HlsService:
             for room, live in list(self._streams.items()):
                 if not live.ended and now - self._last_asked.get(room, now) > self._idle:
                     log.info("hls %s: no HLS viewers for %.0f s, the ladder stops", room, self._idle)
-                    self.on_stream(room, None)
                     await live.finish()
                     if self._streams.get(room) is live:
                         del self._streams[room]
@@ -103,7 +100,6 @@ class HlsService:
         live = self._streams.get(room)
         if live is None or live.stream != stream:
             return
-        self.on_stream(room, None)
         await live.finish()
         self._spawn(self._forget(room, live), f"hls-linger-{room}")
 
