@@ -5,9 +5,9 @@ zerolatency, no B-frames, constrained baseline so WebRTC viewers can take the sa
 AAC encoder whose output every rendition shares. The source's H.264 is passed through as the top
 rendition when the source is H.264.
 
-Segment boundaries are decided here, for all renditions at once: with a passed-through source, at
-the first source keyframe once a segment is long enough (the publisher is asked for one shortly
-before); otherwise every `segment` seconds. Encoded renditions are forced to a keyframe on exactly
+Segment boundaries are decided here, for all renditions at once (`boundaries.py`: at a publisher's
+keyframe asked for just in time when the source is passed through, every `segment` seconds
+otherwise). Encoded renditions are forced to a keyframe on exactly
 those frames, so every segment of every rendition starts with a keyframe at the same instant.
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import av
 from av.video.reformatter import VideoReformatter
 
+from recorder.hls.boundaries import SegmentBoundaries
 from recorder.hls.cmaf import AUDIO_TIMESCALE, VIDEO_TIMESCALE, AudioTrack
 from recorder.hls.ladder import Rendition, RenditionSpec, plan
 from recorder.hls.packager import Init, Packager, Part
@@ -113,11 +114,9 @@ class LadderTranscoder:
         self._packagers: list[Packager] = []
         self._encoders: list[_Encoder | None] = []
         self._decoder: Any = None
-        self._codec = ""
         self._has_video = False
         self._started = False
-        self._segment_start = 0
-        self._asked = False
+        self._boundaries: SegmentBoundaries | None = None
         self._broken = False  # a frame failed to decode: wait for the next keyframe
         self._force_key = False
         self._opus: Any = None
@@ -143,9 +142,10 @@ class LadderTranscoder:
             picture = decode_keyframe(frame.codec, frame.data)
             if picture is None:
                 return False
-            self._codec = frame.codec
             self.renditions = plan(self.specs, frame.codec, picture.width, picture.height)
             self._encoders = [None if r.passthrough else _Encoder(r, self.options) for r in self.renditions]
+            self._boundaries = SegmentBoundaries(round(self.options.segment * VIDEO_TIMESCALE), VIDEO_TIMESCALE,
+                                                 self.renditions[0].passthrough, self._request_keyframe)
             if any(e is not None for e in self._encoders):
                 self._decoder = av.CodecContext.create({"H264": "h264", "VP8": "vp8"}[frame.codec], "r")
         else:
@@ -182,19 +182,8 @@ class LadderTranscoder:
 
     def _video(self, frame: EncodedFrame, pts: int) -> None:
         self.frames += 1
-        segment_ticks = round(self.options.segment * VIDEO_TIMESCALE)
-        elapsed = pts - self._segment_start
-        first = self.frames == 1
-        if self._codec == "H264" and self.renditions[0].passthrough:
-            boundary = first or (frame.keyframe and elapsed >= segment_ticks - round(self.options.part_target * VIDEO_TIMESCALE / 2))
-            if not self._asked and elapsed >= segment_ticks - round(0.3 * VIDEO_TIMESCALE):
-                self._asked = True
-                self._request_keyframe()
-        else:
-            boundary = first or elapsed >= segment_ticks - VIDEO_TIMESCALE // 60
-        if boundary:
-            self._segment_start = pts
-            self._asked = False
+        assert self._boundaries is not None  # set up with the first video frame
+        boundary = self._boundaries.video_frame(pts, frame.keyframe)
         pictures: list[Any] = []
         if self._decoder is not None and (frame.keyframe or not self._broken):
             try:

@@ -1,0 +1,65 @@
+"""Where segments start, decided once for the whole ladder.
+
+When the source is encoded here, a segment starts every `segment` seconds on the dot: the encoders
+are forced to a keyframe there. When the source's H.264 is passed through, a segment can only start
+at one of the publisher's keyframes, so the publisher is asked for one just in time: `lead` before
+the segment is due, `lead` being how long the publisher has lately taken to answer (a browser
+answers a PLI in one or two frames on a good link, more on a slow one). The keyframe that answers a
+request starts the next segment even if it comes a little early; a request that goes unanswered is
+repeated, so a lost PLI costs one segment a second more, not a segment as long as the publisher's own
+keyframe interval (tens of seconds for Chromium).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class SegmentBoundaries:
+    __slots__ = ("segment", "_ask", "_passthrough", "_tolerance", "_retry", "_lead", "_min_lead", "_max_lead",
+                 "_start", "_asked_at", "_started")
+
+    def __init__(self, segment: int, timescale: int, passthrough: bool, ask_keyframe: Callable[[], None]) -> None:
+        self.segment = segment  # in ticks of `timescale`
+        self._ask = ask_keyframe
+        self._passthrough = passthrough
+        self._tolerance = timescale // 60  # a frame's worth of rounding in the source's timing
+        self._retry = timescale  # ask again when a request goes unanswered this long
+        self._lead = timescale * 3 // 10
+        self._min_lead = timescale // 30
+        self._max_lead = timescale // 2
+        self._start = 0
+        self._asked_at: int | None = None  # elapsed ticks at the request in flight
+        self._started = False
+
+    @property
+    def lead(self) -> int:
+        return self._lead
+
+    def video_frame(self, pts: int, keyframe: bool) -> bool:
+        """One source video frame, in time order. True: a segment starts with this frame."""
+        if not self._started:
+            self._started = True
+            return self._cut(pts)
+        elapsed = pts - self._start
+        if not self._passthrough:
+            return elapsed >= self.segment - self._tolerance and self._cut(pts)
+        asked_at = self._asked_at
+        if keyframe and (elapsed >= self.segment - self._tolerance or (asked_at is not None and elapsed >= asked_at)):
+            if asked_at is not None:  # learn how long the publisher takes to answer
+                answered = elapsed - asked_at
+                self._lead = min(self._max_lead, max(self._min_lead, self._lead + (answered - self._lead) // 4))
+            return self._cut(pts)
+        if asked_at is None:
+            if elapsed >= self.segment - self._lead:
+                self._asked_at = elapsed
+                self._ask()
+        elif elapsed - asked_at >= self._retry:
+            self._asked_at = elapsed
+            self._ask()
+        return False
+
+    def _cut(self, pts: int) -> bool:
+        self._start = pts
+        self._asked_at = None
+        return True
