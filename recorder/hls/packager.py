@@ -7,12 +7,16 @@ Parts are cut here by time, from the same timestamps, so they line up across ren
 A video sample's duration is only known when the next one arrives, so the newest sample waits for
 its successor. A part is cut before the frame that would take it to its nominal length; its
 duration never exceeds `part_target` (a late frame shortens the last sample's duration instead).
-Audio samples (AAC, fixed duration) go into whichever part is open when they arrive. For an
-audio-only stream, audio time drives the cuts.
+Audio samples (AAC, fixed duration) go into the part whose video time span holds their start, so a
+part's audio ends where its video ends (within one AAC frame). Audio comes out of its encoder a frame
+or two behind the video, so a closed part waits for its audio, at most `audio_wait` seconds of video:
+a player that sees a part's audio end short of its video takes the part for incomplete and loads it
+again (hls.js does, at the live edge, in a loop). For an audio-only stream, audio time drives the cuts.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from recorder.hls import cmaf
@@ -51,10 +55,13 @@ class _Open:
     start: int = 0  # ticks of the driving timescale
     independent: bool = False
     init: int = 0
+    end: int = 0  # once closed
+    ends_segment: bool = False
 
 
 class Packager:
-    def __init__(self, has_video: bool, audio: AudioTrack | None, part_target: float, segment_parts: int = 6) -> None:
+    def __init__(self, has_video: bool, audio: AudioTrack | None, part_target: float, segment_parts: int = 6,
+                 audio_wait: float = 0.25) -> None:
         self.has_video = has_video
         self.segment_parts = segment_parts
         self.audio_track = audio
@@ -64,6 +71,10 @@ class Packager:
         self._held: Sample | None = None  # newest video sample, waiting for its duration
         self._held_boundary = False
         self._open: _Open | None = None
+        self._closed: deque[_Open] = deque()  # video parts waiting for their audio
+        self._audio: deque[Sample] = deque()  # audio not yet in a part (video streams)
+        self._audio_end = 0  # end of the newest audio sample, 48 kHz ticks
+        self._audio_wait = round(audio_wait * VIDEO_TIMESCALE)
         self._params: ParameterSets | None = None
         self._size = (0, 0)
         self._init_version = -1
@@ -85,6 +96,7 @@ class Packager:
             self.started = True
         if self._held is not None:
             self._release(pts, out)
+            self._drain(out, pts)
         if keyframe:
             params = cmaf.parameter_sets(units)
             if params is not None and (params != self._params or size != self._size):
@@ -102,9 +114,11 @@ class Packager:
         if self._init_version < 0 and not self.has_video:
             out.append(self._new_init())
         if self.has_video:
-            if self._open is None:
+            if not self.started:
                 return out  # before the first keyframe: nothing to attach it to
-            self._open.audio.append(Sample(access_unit, pts, AAC_FRAME, True))
+            self._audio.append(Sample(access_unit, pts, AAC_FRAME, True))
+            self._audio_end = max(self._audio_end, pts + AAC_FRAME)
+            self._drain(out, None)
             return out
         # Audio only: audio time drives the cuts; a segment every `segment_parts` parts.
         if self._open is not None and pts - self._open.start + AAC_FRAME > self._part_ticks:
@@ -126,7 +140,11 @@ class Packager:
                 if self.has_video
                 else sum(s.duration for s in self._open.audio)
             )
-            out.append(self._cut(end, True))
+            if self.has_video:
+                self._close(end, True)
+            else:
+                out.append(self._cut(end, True))
+        self._drain(out, None, force=True)
         return out
 
     # --- cutting ---
@@ -148,21 +166,51 @@ class Packager:
             # Cut before `held` when it would end beyond the target, or a segment starts with it.
             if starts_segment or elapsed + delta > self._part_ticks:
                 if elapsed > 0:
-                    out.append(self._cut(held.time, starts_segment))
+                    self._close(held.time, starts_segment)
                     current = None
         if current is None:
             current = self._open = _Open(start=held.time, independent=held.sync, init=self._init_version)
         current.video.append(held)
 
-    def _cut(self, end: int, ends_segment: bool) -> Part:
+    def _close(self, end: int, ends_segment: bool) -> None:
+        """The open video part ends at `end`; it goes out once its audio is in (`_drain`)."""
         current = self._open
         assert current is not None
         self._open = None
-        duration = end - current.start
-        if current.video and duration > self._part_ticks:
+        if current.video and end - current.start > self._part_ticks:
             # A frame came late: shorten the last sample so the part keeps its promised length.
-            current.video[-1].duration -= duration - self._part_ticks
-            duration = self._part_ticks
+            current.video[-1].duration -= end - current.start - self._part_ticks
+            end = current.start + self._part_ticks
+        current.end, current.ends_segment = end, ends_segment
+        self._closed.append(current)
+
+    def _drain(self, out: list[Init | Part], video_now: int | None, force: bool = False) -> None:
+        """Send the closed parts whose audio has arrived (or waited long enough, or has no audio)."""
+        while self._closed:
+            head = self._closed[0]
+            waiting = (self.audio_track is not None and not force
+                       and self._audio_end * VIDEO_TIMESCALE < head.end * AUDIO_TIMESCALE
+                       and (video_now is None or video_now - head.end < self._audio_wait))
+            if waiting:
+                return
+            audio = self._audio
+            last = force and len(self._closed) == 1  # the end of the stream: what audio is left goes in
+            while audio and (last or audio[0].time * VIDEO_TIMESCALE < head.end * AUDIO_TIMESCALE):
+                head.audio.append(audio.popleft())
+            self._closed.popleft()
+            out.append(self._part(head))
+
+    def _cut(self, end: int, ends_segment: bool) -> Part:
+        """Audio only: the open part ends at `end` and goes out now."""
+        current = self._open
+        assert current is not None
+        self._open = None
+        current.end, current.ends_segment = end, ends_segment
+        return self._part(current)
+
+    def _part(self, current: _Open) -> Part:
+        end, ends_segment = current.end, current.ends_segment
+        duration = end - current.start
         self._number += 1
         data = cmaf.fragment(self._number, current.video, current.audio)
         part = Part(
