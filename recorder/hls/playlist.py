@@ -172,9 +172,9 @@ class RenditionWindow:
             if not self.ended and segment.start + segment.duration >= parts_from:
                 for part in segment.parts:
                     independent = ",INDEPENDENT=YES" if part.independent else ""
-                    lines.append(f'#EXT-X-PART:DURATION={_decimal(part.duration)},URI="p{part.number}.m4s"{independent}')
+                    lines.append(f'#EXT-X-PART:DURATION={_media(part.duration)},URI="p{part.number}.m4s"{independent}')
             if segment.complete:
-                lines.append(f"#EXTINF:{_decimal(segment.duration)},")
+                lines.append(f"#EXTINF:{_media(segment.duration)},")
                 lines.append(f"s{segment.msn}.m4s")
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
@@ -188,5 +188,17 @@ class RenditionWindow:
 
 
 def _decimal(value: float) -> str:
-    text = f"{math.ceil(value * 100000) / 100000:.5f}".rstrip("0")
+    """Targets and hold-backs, rounded up: a part of exactly the target is within it as written."""
+    return _five_places(math.ceil(value * 100000 - 1e-6))
+
+
+def _media(value: float) -> str:
+    """Media durations, rounded down: the playlist never ends after the media does. (Rounded up, a
+    part ending a segment ends a few microseconds past what the player has buffered, and hls.js at
+    the live edge then loads that segment's parts again, in a loop, until the next part is listed.)"""
+    return _five_places(math.floor(value * 100000 + 1e-6))
+
+
+def _five_places(units: int) -> str:
+    text = f"{units / 100000:.5f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
