@@ -17,8 +17,15 @@ export class HlsPlayback {
         maxLiveSyncPlaybackRate: 1.5, // after a stall, play faster until back at the target latency
         backBufferLength: 30,
         enableWorker: true,
-        manifestLoadingMaxRetry: 6,
-        manifestLoadingRetryDelay: 1000,
+        // The ladder starts on the first request: the multivariant can take a few seconds to come.
+        manifestLoadPolicy: {
+          default: {
+            maxTimeToFirstByteMs: Infinity,
+            maxLoadTimeMs: 20000,
+            timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 },
+            errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 },
+          },
+        },
       });
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (_, data) => {
