@@ -33,9 +33,8 @@ HLS_FRAMES = """() => {
 }"""
 
 
-def hls_frames_advance(page: Page, timeout: float = 45) -> dict[str, Any]:
-    """Waits until the HLS video has shown frames and its time moves on; returns the last reading.
-    (hls.js sometimes stalls right after it starts and catches up by jumping: a known open defect.)"""
+def hls_frames_advance(page: Page, timeout: float = 30) -> dict[str, Any]:
+    """Waits until the HLS video has shown frames and its time moves on; returns the last reading."""
     deadline = time.monotonic() + timeout
     first = None
     while True:
@@ -43,7 +42,7 @@ def hls_frames_advance(page: Page, timeout: float = 45) -> dict[str, Any]:
         if now and now["frames"] > 0 and not now["hidden"]:
             if first is None:
                 first = now
-            elif now["frames"] >= first["frames"] + 20 and now["time"] > first["time"] + 1.0:
+            elif now["frames"] >= first["frames"] + 30 and now["time"] > first["time"] + 1.5:
                 return dict(now)
         assert time.monotonic() < deadline, f"HLS frames did not advance: {first} -> {now}"
         time.sleep(0.25)
@@ -58,6 +57,27 @@ def probe_ladder(server: Server, name: str) -> list[dict[str, Any]]:
     return list(json.loads(master.stdout)["streams"])
 
 
+def segment_durations(server: Server, name: str, count: int = 5, timeout: float = 30) -> list[float]:
+    """EXTINF of the top rendition's complete segments once it lists `count`, leaving out segments
+    cut short by a new init segment (Chromium changes resolution under load: a new EXT-X-MAP)."""
+    import urllib.request
+
+    master = urllib.request.urlopen(f"{server.url}/hls/{name}/index.m3u8", timeout=30).read().decode()
+    uri = next(line for line in master.splitlines() if line and not line.startswith("#"))
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = urllib.request.urlopen(f"{server.url}/hls/{name}/{uri}", timeout=30).read().decode().splitlines()
+        durations = []
+        for i, line in enumerate(lines):
+            ends_at_map = any(later.startswith("#EXT-X-MAP") for later in lines[i + 1 : i + 4])
+            if line.startswith("#EXTINF:") and not ends_at_map:
+                durations.append(float(line[8:].rstrip(",")))
+        if len(durations) >= count:
+            return durations
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.5)
+
+
 def test_a_studio_stream_is_an_hls_ladder_that_hls_js_plays(open_browser: OpenBrowser, server: Server, clips: Any) -> None:
     name = server.unique_name("hlsca")
     server.register(name)
@@ -68,6 +88,11 @@ def test_a_studio_stream_is_an_hls_ladder_that_hls_js_plays(open_browser: OpenBr
     audio = {s["codec_name"] for s in streams if s["codec_type"] == "audio"}
     assert video == [(640, 360), (320, 180)], streams
     assert {s["codec_name"] for s in streams if s["codec_type"] == "video"} == {"h264"} and audio == {"aac"}
+    # Chromium is asked for a keyframe just before each cut: segments of about 2 s (HLS_SEGMENT_SECONDS),
+    # not its own keyframe interval (5-14 s when nothing asked in time).
+    durations = segment_durations(server, name)
+    assert all(1.0 <= d <= 3.0 for d in durations), durations
+    assert abs(sorted(durations)[len(durations) // 2] - 2.0) <= 0.2, durations
     viewer = open_browser()
     viewer.page.goto(f"/watch/{name}?playback=hls")
     ready(viewer.page)
@@ -75,7 +100,9 @@ def test_a_studio_stream_is_an_hls_ladder_that_hls_js_plays(open_browser: OpenBr
     expect(viewer.page.locator(".player-mode")).to_have_text("HLS · low latency")
     seen = hls_frames_advance(viewer.page)
     assert seen["width"] >= 320, seen  # the source (Chromium scales it under load) or 180p
-    assert seen["latency"] is not None and seen["latency"] < 4.0, seen
+    # hls.js's own latency: PART-HOLD-BACK (1 s) plus a part in flight; it stalled and reloaded its
+    # first segment in a loop (6-12 s behind) while the playlist rounded durations up.
+    assert seen["latency"] is not None and seen["latency"] < 3.0, seen
 
 
 def test_the_watch_page_falls_back_to_hls_when_whep_is_full_and_comes_back(
