@@ -35,6 +35,7 @@ class NodeSettings:
     ice: internals.IcePlan = field(default_factory=internals.IcePlan)
     max_viewers: int = 500
     publisher_timeout: float = 5.0  # no media for this long ends the stream
+    publisher_connect_timeout: float = 15.0  # ...but a publisher still connecting (ICE, DTLS) gets this long
     takeover_after: float = 2.0  # a new publisher may replace one silent for this long
     subscriber_timeout: float = 15.0  # no RTCP from a viewer for this long ends its session
     tick_interval: float = 0.02
@@ -330,7 +331,9 @@ class SfuNode:
             for feed in (*room.feeds.values(), *room.layers.values()):
                 await feed.tick()
             publisher = room.publisher
-            if publisher is not None and now - publisher.last_packet_at > self.settings.publisher_timeout:
+            if publisher is not None and now - publisher.last_packet_at > (
+                    self.settings.publisher_timeout if publisher.media_seen
+                    else max(self.settings.publisher_timeout, self.settings.publisher_connect_timeout)):
                 await self._end_session(publisher, "no media from the publisher")
                 continue
             if report:

@@ -50,6 +50,7 @@ class Publisher(Session):
         self._sinks = sinks
         self._feeds: dict[str, Feed] = {}
         self.last_packet_at = self.created_at
+        self.media_seen = False  # silence is timed from the first packet once there is one
 
     async def negotiate(self, offer: str, plan: internals.IcePlan, pool: internals.PortPool | None) -> str:
         parse_offer(offer, publishing=True)
@@ -136,6 +137,7 @@ class Publisher(Session):
             assert upstream is not None
             feed.attach(upstream, int.from_bytes(packet[8:12], "big"))
         self.last_packet_at = self._clock()
+        self.media_seen = True
         feed.on_rtp(packet)
 
     def detach(self) -> None:
