@@ -137,6 +137,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             ),
             max_viewers=settings.max_viewers_per_node,
             publisher_timeout=settings.publisher_timeout,
+            publisher_connect_timeout=settings.publisher_connect_timeout,
         ),
         streams,
     )

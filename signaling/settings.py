@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     webrtc_udp_ports: str = Field(default="", description="UDP port range for media, like 40000-40999; any when empty.")
     max_viewers_per_node: int = Field(default=500, ge=1)
     publisher_timeout: float = Field(default=5.0, gt=0, description="Seconds without media that end a stream.")
+    publisher_connect_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds a publisher has to connect and send its first packet."
+    )
     ice_servers: Annotated[list[IceServerSettings], NoDecode] = Field(
         default=[], description="STUN/TURN servers offered to browsers and encoders (WHIP/WHEP Link headers)."
     )
