@@ -198,3 +198,36 @@ async def test_a_vp8_stream_is_encoded_to_an_aligned_ladder_with_delta_updates_a
         out = await run("ffmpeg", "-v", "error", "-i", str(client.make_url(media)), "-fps_mode", "passthrough",
                         "-f", "null", "-")
         assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+
+
+async def test_the_ladder_runs_while_hls_is_asked_for_and_stops_when_nobody_asks(
+    app_factory: Callable[..., web.Application], clock: FakeClock
+) -> None:
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=3.0, hls_idle_seconds=1.0,
+                      hls_ladder="source")
+    async with TestClient(TestServer(app)) as client:
+        api = Api(client, app[SERVICES], clock)
+        name, token, peer, _ = await live_channel(api)
+        status, body, _ = await get(api, f"/hls/{name}/index.m3u8")
+        assert status == 200, body
+        media = f"/hls/{name}/{variants(body.decode())[0][1]}"
+        first = api.services.hls.live(name)
+        assert first is not None
+        for _ in range(10):  # a viewer reloading for 3 s (three idle periods) keeps it running
+            status, text, _ = await get(api, media)
+            assert status == 200, (media, text)
+            await asyncio.sleep(0.3)
+        assert api.services.hls.live(name) is first and not first.ended
+        for _ in range(60):  # nobody asks: it stops within an idle period and a sweep
+            if api.services.hls.live(name) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert api.services.hls.live(name) is None and first.ended
+        # The next viewer starts it again, for the same live stream.
+        status, body, _ = await get(api, f"/hls/{name}/index.m3u8")
+        assert status == 200, body
+        again = api.services.hls.live(name)
+        assert again is not None and again is not first and again.stream == first.stream
+        status, text, _ = await get(api, media)
+        assert status == 200 and parse(text.decode()).segments
+        await peer.close()

@@ -65,6 +65,7 @@ class LiveHls:
         self.started_at = 0.0
         self.dropped = 0
         self.ended = False
+        self.waiting = 0  # requests blocked in `wait` (they count as viewers: the ladder keeps running)
 
     @property
     def key_prefix(self) -> str:
@@ -106,18 +107,22 @@ class LiveHls:
     async def wait(self, ready: Callable[[], bool], timeout: float) -> bool:
         """Wait until `ready()` (checked after every new part), at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        while not ready():
-            if self.ended:
-                return ready()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), left)
-            except TimeoutError:
-                return ready()
-        return True
+        self.waiting += 1
+        try:
+            while not ready():
+                if self.ended:
+                    return ready()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                changed = self._changed
+                try:
+                    await asyncio.wait_for(changed.wait(), left)
+                except TimeoutError:
+                    return ready()
+            return True
+        finally:
+            self.waiting -= 1
 
     def window(self, name: str) -> RenditionWindow | None:
         return next((w for w in self.windows if w.name == name), None)

@@ -43,11 +43,16 @@ class HlsApi:
             raise NotFound(f"stream {stream[:40]!r} of {name} is over", headers=NO_STORE)
         return live
 
-    def _window(self, request: web.Request) -> tuple[LiveHls, RenditionWindow]:
+    async def _window(self, request: web.Request) -> tuple[LiveHls, RenditionWindow]:
         live = self._live(request)
         name = request.match_info["rendition"]
         window = live.window(name)
+        if window is None and not live.ready:  # a ladder (re)started by this request: its renditions come
+            await live.wait(lambda: live.window(name) is not None or live.ready, 3 * live.playlist_options.target_duration)
+            window = live.window(name)
         if window is None:
+            if not live.ready:
+                raise Unavailable("the stream's first segment is not ready yet", retry_after=1, headers=NO_STORE)
             raise NotFound(f"there is no rendition {name[:40]!r}", headers=NO_STORE)
         return live, window
 
@@ -65,7 +70,7 @@ class HlsApi:
     async def media_playlist(self, call: Call[None]) -> web.StreamResponse:
         self.requests.labels("playlist").inc()
         request = call.request
-        live, window = self._window(request)
+        live, window = await self._window(request)
         msn = _number(request, "_HLS_msn")
         part = _number(request, "_HLS_part")
         skip = request.query.get("_HLS_skip")
@@ -91,7 +96,7 @@ class HlsApi:
 
     async def media(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
-        live, window = self._window(request)
+        live, window = await self._window(request)
         raw = request.match_info["object"]
         match = _OBJECT.match(raw)
         if match is None or (match[1] == "init") != (match[3] == "mp4") or int(match[2]) >= _MAX_NUMBER:
@@ -133,7 +138,7 @@ class HlsApi:
                      errors=(400, 404, 503), query=blocking, extra={"produces": PLAYLIST}),
             Endpoint("GET", base + "/{object}", self.media,
                      "Init segment (initN.mp4), segment (sN.m4s) or part (pN.m4s) of a rendition", ANYONE, "hls",
-                     errors=(404,), extra={"produces": "video/mp4"}),
+                     errors=(404, 503), extra={"produces": "video/mp4"}),
         ]
 
 

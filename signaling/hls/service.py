@@ -83,7 +83,7 @@ class HlsService:
             await asyncio.sleep(min(10.0, self._idle / 2))
             now = time.monotonic()
             for room, live in list(self._streams.items()):
-                if not live.ended and now - self._last_asked.get(room, now) > self._idle:
+                if not live.ended and not live.waiting and now - self._last_asked.get(room, now) > self._idle:
                     log.info("hls %s: no HLS viewers for %.0f s, the ladder stops", room, self._idle)
                     await live.finish()
                     if self._streams.get(room) is live:
