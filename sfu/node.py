@@ -263,6 +263,7 @@ class SfuNode:
     async def _end_session(self, session: Session, reason: str) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
+        log.info("%s session %s in %s ends: %s", session.kind, session.id[:8], session.room, reason)
         room = self.rooms.get(session.room)
         if room is not None:
             if isinstance(session, Publisher) and room.publisher is session:
