@@ -4,8 +4,9 @@ When the source is encoded here, a segment starts every `segment` seconds on the
 are forced to a keyframe there. When the source's H.264 is passed through, a segment can only start
 at one of the publisher's keyframes, so the publisher is asked for one just in time: `lead` before
 the segment is due, `lead` being how long the publisher has lately taken to answer (a browser
-answers a PLI in one or two frames on a good link, more on a slow one). The keyframe that answers a
-request starts the next segment even if it comes a little early; a request that goes unanswered is
+answers a PLI in one or two frames on a good link, more on a slow one). Any keyframe from `lead`
+before the segment is due starts the next one (the answer, or one the publisher made by itself, which
+saves asking for a second keyframe right after it); a request that goes unanswered is
 repeated, so a lost PLI costs one segment a second more, not a segment as long as the publisher's own
 keyframe interval (tens of seconds for Chromium).
 """
@@ -45,7 +46,7 @@ class SegmentBoundaries:
         if not self._passthrough:
             return elapsed >= self.segment - self._tolerance and self._cut(pts)
         asked_at = self._asked_at
-        if keyframe and (elapsed >= self.segment - self._tolerance or (asked_at is not None and elapsed >= asked_at)):
+        if keyframe and elapsed >= self.segment - self._lead:  # asked for, or the publisher's own: either will do
             if asked_at is not None:  # learn how long the publisher takes to answer
                 answered = elapsed - asked_at
                 self._lead = min(self._max_lead, max(self._min_lead, self._lead + (answered - self._lead) // 4))
