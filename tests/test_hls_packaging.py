@@ -147,3 +147,24 @@ def test_each_part_holds_the_audio_of_its_own_time_span_and_the_playlist_never_o
         audio_ends = max(pts + duration for pts, duration in got["audio"])
         # A part's audio reaches its video's end, within one AAC frame (21.3 ms) either side.
         assert abs(audio_ends - video_ends) <= 1024 / 48000 + 1e-3, (part.number, audio_ends, video_ends)
+
+
+def test_parts_stop_waiting_for_audio_that_has_stopped() -> None:
+    """A publisher that mutes (no audio frames at all) must not hold every part back by `audio_wait`."""
+    video = encode_video("h264", frames=8 * FPS, gop=2 * FPS)
+    audio = encode_audio(2)  # two seconds of audio, then none
+    emitted: list[tuple[float, Part]] = []
+    now = 0.0
+
+    def collect(index: int, outputs: list[Output]) -> None:
+        emitted.extend((now, item) for item in outputs if isinstance(item, Part))
+
+    transcoder = LadderTranscoder(parse_ladder("source"), LadderOptions(), collect, lambda: None)
+    for pts, frame in frames_of(video, audio, 0.0):
+        now = pts
+        transcoder.push(frame, pts)
+    late = [round(at - (part.start + part.duration), 3) for at, part in emitted if part.start > 3.0]
+    assert len(late) > 10
+    # Once the audio has missed one wait, parts go out with the next frames (a frame or two of hold-one),
+    # not 250 ms after their end.
+    assert max(late) <= 2.5 / FPS, late

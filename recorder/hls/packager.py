@@ -7,11 +7,14 @@ Parts are cut here by time, from the same timestamps, so they line up across ren
 A video sample's duration is only known when the next one arrives, so the newest sample waits for
 its successor. A part is cut before the frame that would take it to its nominal length; its
 duration never exceeds `part_target` (a late frame shortens the last sample's duration instead).
-Audio samples (AAC, fixed duration) go into the part whose video time span holds their start, so a
-part's audio ends where its video ends (within one AAC frame). Audio comes out of its encoder a frame
-or two behind the video, so a closed part waits for its audio, at most `audio_wait` seconds of video:
-a player that sees a part's audio end short of its video takes the part for incomplete and loads it
-again (hls.js does, at the live edge, in a loop). For an audio-only stream, audio time drives the cuts.
+Audio samples (AAC, fixed duration) go into the first part not yet sent whose video ends after their
+start, so a part's audio ends where its video ends (within one AAC frame). Audio comes out of its
+encoder a frame or two behind the video, so a closed part waits for its audio, at most `audio_wait`
+seconds of video: a player that sees a part's audio end short of its video takes the part for
+incomplete and loads it again (hls.js does, at the live edge, in a loop). Audio that misses that wait
+(it stopped, or lags more) goes into a later part, and parts stop waiting for it until it has caught
+up, so a muted publisher does not add `audio_wait` to every part. For an audio-only stream, audio time
+drives the cuts.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class Packager:
         self._audio: deque[Sample] = deque()  # audio not yet in a part (video streams)
         self._audio_end = 0  # end of the newest audio sample, 48 kHz ticks
         self._audio_wait = round(audio_wait * VIDEO_TIMESCALE)
+        self._audio_behind = False  # audio missed a part's wait: do not wait again until it catches up
         self._params: ParameterSets | None = None
         self._size = (0, 0)
         self._init_version = -1
@@ -132,7 +136,7 @@ class Packager:
         """The end of the stream: the open part closes and ends its segment."""
         out: list[Init | Part] = []
         if self._held is not None:
-            self._release(self._held.time + self._last_delta, out, final=True)
+            self._release(self._held.time + self._last_delta, out)
             self._held = None
         if self._open is not None and (self._open.video or self._open.audio):
             end = self._open.start + (
@@ -149,7 +153,7 @@ class Packager:
 
     # --- cutting ---
 
-    def _release(self, next_pts: int, out: list[Init | Part], final: bool = False) -> None:
+    def _release(self, next_pts: int, out: list[Init | Part]) -> None:
         """The held sample gets its duration from `next_pts`; cut before it if it must start a part."""
         held = self._held
         assert held is not None
@@ -188,11 +192,13 @@ class Packager:
         """Send the closed parts whose audio has arrived (or waited long enough, or has no audio)."""
         while self._closed:
             head = self._closed[0]
-            waiting = (self.audio_track is not None and not force
-                       and self._audio_end * VIDEO_TIMESCALE < head.end * AUDIO_TIMESCALE
-                       and (video_now is None or video_now - head.end < self._audio_wait))
-            if waiting:
-                return
+            short = self.audio_track is not None and self._audio_end * VIDEO_TIMESCALE < head.end * AUDIO_TIMESCALE
+            if not short:
+                self._audio_behind = False
+            elif not (force or self._audio_behind):
+                if video_now is None or video_now - head.end < self._audio_wait:
+                    return  # wait for the audio
+                self._audio_behind = True
             audio = self._audio
             last = force and len(self._closed) == 1  # the end of the stream: what audio is left goes in
             while audio and (last or audio[0].time * VIDEO_TIMESCALE < head.end * AUDIO_TIMESCALE):
