@@ -228,6 +228,10 @@ async def test_the_ladder_runs_while_hls_is_asked_for_and_stops_when_nobody_asks
         assert status == 200, body
         again = api.services.hls.live(name)
         assert again is not None and again is not first and again.stream == first.stream
-        status, text, _ = await get(api, media)
+        # Under new URLs: the first ladder's media was served as immutable and must not be shadowed.
+        media_again = f"/hls/{name}/{variants(body.decode())[0][1]}"
+        assert media_again != media
+        status, text, _ = await get(api, media_again)
         assert status == 200 and parse(text.decode()).segments
+        assert (await get(api, media))[0] == 404
         await peer.close()

@@ -46,9 +46,14 @@ class LiveHls:
         storage: Storage | None = None,
         on_encoded: EncodedListener | None = None,
         max_queue: int = 600,
+        ladder_id: str = "",
     ) -> None:
         self.room = room
         self.stream = stream
+        # In every URL and storage key of this ladder: media is cached as immutable, so a ladder started
+        # again for the same stream (after an idle stop) must not reuse the first one's names.
+        self.ladder_id = ladder_id or stream
+        self.last_active = time.monotonic()  # when a request last finished waiting on this ladder
         self._sinks = sinks
         self.options = options
         self.playlist_options = PlaylistOptions(math.ceil(options.segment - 1e-6), options.part_target, window)
@@ -69,7 +74,7 @@ class LiveHls:
 
     @property
     def key_prefix(self) -> str:
-        return f"hls/{self.room}/{self.stream}"
+        return f"hls/{self.room}/{self.ladder_id}"
 
     # --- lifecycle (event loop) ---
 
@@ -123,6 +128,7 @@ class LiveHls:
             return True
         finally:
             self.waiting -= 1
+            self.last_active = time.monotonic()
 
     def window(self, name: str) -> RenditionWindow | None:
         return next((w for w in self.windows if w.name == name), None)

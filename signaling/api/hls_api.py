@@ -39,7 +39,7 @@ class HlsApi:
         if live is None:
             raise NotFound(f"{name} is not live", headers=NO_STORE)
         stream = request.match_info.get("stream")
-        if stream is not None and stream != live.stream:
+        if stream is not None and stream != live.ladder_id:
             raise NotFound(f"stream {stream[:40]!r} of {name} is over", headers=NO_STORE)
         return live
 
@@ -51,7 +51,7 @@ class HlsApi:
             await live.wait(lambda: live.window(name) is not None or live.ready, 3 * live.playlist_options.target_duration)
             window = live.window(name)
         if window is None:
-            if not live.ready:
+            if not live.ready and not live.ended:
                 raise Unavailable("the stream's first segment is not ready yet", retry_after=1, headers=NO_STORE)
             raise NotFound(f"there is no rendition {name[:40]!r}", headers=NO_STORE)
         return live, window
@@ -64,7 +64,7 @@ class HlsApi:
         wait = live.playlist_options.target_duration * 3 + 3  # the first segment, after the first sender reports
         if not await live.wait(lambda: live.ready, wait):
             raise Unavailable("the stream's first segment is not ready yet", retry_after=1, headers=NO_STORE)
-        text = multivariant(live, f"{live.stream}/")
+        text = multivariant(live, f"{live.ladder_id}/")
         return _text(text, PLAYLIST, "public, max-age=2")
 
     async def media_playlist(self, call: Call[None]) -> web.StreamResponse:

@@ -46,6 +46,7 @@ class HlsService:
         self._always = always
         self._idle = idle
         self._live_streams: dict[str, str] = {}  # room -> stream id, for every stream live here
+        self._ladders_started: dict[str, int] = {}  # stream id -> ladders started for it (on demand: again after idle)
         self._last_asked: dict[str, float] = {}
         self._streams: dict[str, LiveHls] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -65,8 +66,10 @@ class HlsService:
             return live
         if live is not None and not live.ended:
             self._spawn(live.finish(), f"hls-replace-{room}")
+        started = self._ladders_started.get(stream, 0)
+        self._ladders_started[stream] = started + 1
         live = LiveHls(room, stream, self._sinks, self.specs, self.options, self._window, self._storage,
-                       self.on_encoded)
+                       self.on_encoded, ladder_id=f"{stream}-{started}" if started else stream)
         self._streams[room] = live
         live.start()
         if self._sweeper is None and not self._always:
@@ -83,7 +86,8 @@ class HlsService:
             await asyncio.sleep(min(10.0, self._idle / 2))
             now = time.monotonic()
             for room, live in list(self._streams.items()):
-                if not live.ended and not live.waiting and now - self._last_asked.get(room, now) > self._idle:
+                last = max(self._last_asked.get(room, now), live.last_active)
+                if not live.ended and not live.waiting and now - last > self._idle:
                     log.info("hls %s: no HLS viewers for %.0f s, the ladder stops", room, self._idle)
                     await live.finish()
                     if self._streams.get(room) is live:
@@ -97,6 +101,7 @@ class HlsService:
     async def stream_ended(self, room: str, stream: str) -> None:
         if self._live_streams.get(room) == stream:
             del self._live_streams[room]
+        self._ladders_started.pop(stream, None)
         live = self._streams.get(room)
         if live is None or live.stream != stream:
             return
