@@ -58,8 +58,10 @@ def probe_ladder(server: Server, name: str) -> list[dict[str, Any]]:
 
 
 def segment_durations(server: Server, name: str, count: int = 5, timeout: float = 30) -> list[float]:
-    """EXTINF of the top rendition's complete segments once it lists `count`, leaving out segments
-    cut short by a new init segment (Chromium changes resolution under load: a new EXT-X-MAP)."""
+    """EXTINF of the top rendition's complete segments once it lists `count`, leaving out the first
+    (it starts wherever the on-demand ladder caught the stream, and under load Chromium's first frames
+    come in a burst after a pause) and segments cut short by a new init segment (Chromium changes
+    resolution under load: a new EXT-X-MAP)."""
     import urllib.request
 
     master = urllib.request.urlopen(f"{server.url}/hls/{name}/index.m3u8", timeout=30).read().decode()
@@ -70,7 +72,7 @@ def segment_durations(server: Server, name: str, count: int = 5, timeout: float 
         durations = []
         for i, line in enumerate(lines):
             ends_at_map = any(later.startswith("#EXT-X-MAP") for later in lines[i + 1 : i + 4])
-            if line.startswith("#EXTINF:") and not ends_at_map:
+            if line.startswith("#EXTINF:") and not ends_at_map and lines[i + 1] != "s0.m4s":
                 durations.append(float(line[8:].rstrip(",")))
         if len(durations) >= count:
             return durations
