@@ -33,10 +33,6 @@ class SegmentBoundaries:
         self._asked_at: int | None = None  # elapsed ticks at the request in flight
         self._started = False
 
-    @property
-    def lead(self) -> int:
-        return self._lead
-
     def video_frame(self, pts: int, keyframe: bool) -> bool:
         """One source video frame, in time order. True: a segment starts with this frame."""
         if not self._started:

@@ -53,7 +53,7 @@ class LiveHls:
         # In every URL and storage key of this ladder: media is cached as immutable, so a ladder started
         # again for the same stream (after an idle stop) must not reuse the first one's names.
         self.ladder_id = ladder_id or stream
-        self.last_active = time.monotonic()  # when a request last finished waiting on this ladder
+        self.last_active = time.monotonic()  # when a request last asked for it or finished waiting on it
         self._sinks = sinks
         self.options = options
         self.playlist_options = PlaylistOptions(math.ceil(options.segment - 1e-6), options.part_target, window)

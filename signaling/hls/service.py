@@ -47,7 +47,6 @@ class HlsService:
         self._idle = idle
         self._live_streams: dict[str, str] = {}  # room -> stream id, for every stream live here
         self._ladders_started: dict[str, int] = {}  # stream id -> ladders started for it (on demand: again after idle)
-        self._last_asked: dict[str, float] = {}
         self._streams: dict[str, LiveHls] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
@@ -59,10 +58,11 @@ class HlsService:
 
     def ensure(self, room: str) -> LiveHls | None:
         """The room's HLS, started now if the room is live here and its ladder is not running."""
-        self._last_asked[room] = time.monotonic()
         live = self._streams.get(room)
         stream = self._live_streams.get(room)
         if stream is None or (live is not None and live.stream == stream):
+            if live is not None:
+                live.last_active = time.monotonic()
             return live
         if live is not None and not live.ended:
             self._spawn(live.finish(), f"hls-replace-{room}")
@@ -86,8 +86,7 @@ class HlsService:
             await asyncio.sleep(min(10.0, self._idle / 2))
             now = time.monotonic()
             for room, live in list(self._streams.items()):
-                last = max(self._last_asked.get(room, now), live.last_active)
-                if not live.ended and not live.waiting and now - last > self._idle:
+                if not live.ended and not live.waiting and now - live.last_active > self._idle:
                     log.info("hls %s: no HLS viewers for %.0f s, the ladder stops", room, self._idle)
                     await live.finish()
                     if self._streams.get(room) is live:
