@@ -27,7 +27,7 @@ import asyncio
 import fractions
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransc
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.base import Decoder
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_STRING, RTCSctpTransport
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -82,6 +83,8 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
     (rtcrtpreceiver, "get_decoder"),
     (rtcrtpsender, "get_encoder"),
     (RTCSctpTransport, "_data_channel_receive"),
+    (RTCSctpTransport, "_data_channel_flush"),
+    (RTCDataChannel, "_addBufferedAmount"),
 ]
 
 # Instance attributes set in constructors; checked on the objects themselves when first used.
@@ -441,3 +444,44 @@ def tolerate_invalid_text(sctp: RTCSctpTransport) -> None:
         await original(stream_id, pp_id, data)
 
     sctp._data_channel_receive = receive  # type: ignore[method-assign]
+
+
+def send_text(channel: RTCDataChannel, text: str) -> None:
+    """`channel.send(text)`, with the SCTP flush run at once in this call.
+
+    aiortc queues each message and starts a task to flush the queue: with one message per channel per
+    chat frame, that is one task per data-channel client per frame, about a third of the fan-out's cost.
+    The flush's awaits (SCTP, DTLS, ICE) all complete without waiting, so it runs here instead; should
+    one ever wait, a task finishes it. Empty and oversized messages take aiortc's own path.
+    """
+    sctp = channel.transport
+    data = text.encode("utf-8")
+    limit = sctp._remote_max_message_size
+    if channel.readyState != "open" or not data or (limit and len(data) > limit):
+        channel.send(text)  # raises as aiortc does, or sends the rare case its own way
+        return
+    channel._addBufferedAmount(len(data))
+    sctp._data_channel_queue.append((channel, WEBRTC_STRING, data))
+    run_now(sctp._data_channel_flush())
+
+
+def run_now(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run `coroutine` up to its first real wait in this call (Python 3.12's eager task start, by hand)."""
+    try:
+        waiting = coroutine.send(None)
+    except StopIteration:
+        return
+    asyncio.ensure_future(_carry_on(coroutine, waiting))
+
+
+async def _carry_on(coroutine: Coroutine[Any, Any, None], waiting: Any) -> None:
+    while True:
+        if isinstance(waiting, asyncio.Future):
+            waiting._asyncio_future_blocking = False
+            await asyncio.wait([waiting])
+        else:  # a bare yield: `await asyncio.sleep(0)`
+            await asyncio.sleep(0)
+        try:
+            waiting = coroutine.send(None)
+        except StopIteration:
+            return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -45,3 +46,51 @@ def test_padding_only_rtx_probes_are_dropped() -> None:
     assert rtx.unwrap(_packet(97, 5, 0, 0x2222, b"", padding=200), 96, 0x1111) is None
     assert rtx.unwrap(_packet(97, 5, 0, 0x2222, b"\x03\xe8", padding=4), 96, 0x1111) is None
     assert rtx.unwrap(b"\x80\x61", 96, 0x1111) is None  # truncated
+
+
+async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> None:
+    """`send_text` flushes without a task per message; the far side gets every message, in order, intact
+    (one larger than an SCTP chunk, and an empty one, which takes aiortc's own path)."""
+    import asyncio
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from webrtc_peer import LOOPBACK
+
+    offerer, answerer = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(2))
+    got: list[str] = []
+    done = asyncio.get_running_loop().create_future()
+    texts = [f"message {i} " + "é" * (i % 7) for i in range(300)] + ["x" * 5000, ""]
+    try:
+        sending = offerer.createDataChannel("chat")
+
+        @answerer.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            @channel.on("message")
+            def on_message(text: str) -> None:
+                got.append(text)
+                if len(got) == len(texts):
+                    done.set_result(None)
+
+        opened = asyncio.get_running_loop().create_future()
+        sending.on("open", lambda: opened.set_result(None))
+        internals.plan_gathering(offerer, LOOPBACK, None)
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        internals.plan_gathering(answerer, LOOPBACK, None)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+        await asyncio.wait_for(opened, 10)
+        await asyncio.sleep(0.2)  # let the association's own start-up tasks finish
+
+        tasks_before = len(asyncio.all_tasks())
+        for text in texts[:-1]:
+            internals.send_text(sending, text)
+        assert len(asyncio.all_tasks()) == tasks_before  # aiortc's own send would have left 301 flush tasks
+        internals.send_text(sending, texts[-1])
+        await asyncio.wait_for(done, 10)
+        assert got == texts
+        assert sending.bufferedAmount == 0
+    finally:
+        await offerer.close()
+        await answerer.close()
