@@ -145,6 +145,14 @@ async def test_websocket_chat_history_and_order(chat: Api) -> None:
     for client in (anonymous, broadcaster, late):
         await client.close()
 
+    # /metrics: frames handed out, and how long each channel-wide fan-out took.
+    _, text, _ = await chat.call("GET", "/metrics")
+    series = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.decode().splitlines() if line.startswith("tally_chat_")}
+    fanouts = series["tally_chat_fanout_seconds_count"]
+    assert fanouts >= 6  # four messages and two presence notices, at least
+    assert series['tally_chat_fanout_seconds_bucket{le="+Inf"}'] == fanouts and series["tally_chat_fanout_seconds_sum"] > 0
+    assert series["tally_chat_frames_delivered_total"] >= 4 * 2 + 3
+
 
 async def test_websocket_refuses_what_is_not_a_chat(chat: Api) -> None:
     owner, _ = await chat.user()

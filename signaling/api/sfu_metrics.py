@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from sfu.node import SfuNode
-from signaling.chat.hub import ChatHub
+from signaling.chat.hub import FANOUT_BUCKETS, ChatHub
 
 _GAUGES = {"rooms": "streams live on this node", "publishers": "publishers connected", "viewers": "viewers connected"}
 _COUNTERS = {
@@ -42,7 +42,14 @@ class ChatCollector(Collector):
     def __init__(self, hub: ChatHub) -> None:
         self._hub = hub
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        fanout = self._hub.fanout
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, FANOUT_BUCKETS), "+Inf"), fanout.counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily("tally_chat_fanout_seconds", "time to hand one frame to every chat connection of its channel",
+                                    buckets=buckets, sum_value=fanout.total)
         yield GaugeMetricFamily("tally_chat_connections", "chat connections on this process", value=self._hub.connections)
         yield CounterMetricFamily("tally_chat_frames_delivered", "chat frames handed to connections", value=self._hub.delivered)
         yield CounterMetricFamily("tally_chat_slow_links_closed", "chat connections closed for falling behind",

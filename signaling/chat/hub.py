@@ -9,6 +9,7 @@ falls too far behind closes itself, and its client reconnects and reads the hist
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -70,6 +71,23 @@ class Link(Protocol):
 FRAME_BURST = 20  # frames a client may send at once...
 FRAME_RATE = 2.0  # ...and per second after that; more get `rate_limited` before any work is done
 MAX_PENDING = 500  # frames held for a client while its welcome is being prepared
+FANOUT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # seconds, for /metrics
+
+
+class FanoutTimes:
+    """How long handing one frame to every link of a channel took: a histogram, one bisect per frame."""
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(FANOUT_BUCKETS) + 1)  # the last one is over the largest bucket
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(FANOUT_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
 
 
 @dataclass(eq=False, slots=True)
@@ -109,6 +127,7 @@ class ChatHub:
         self._closed = False
         self.delivered = 0  # frames handed to links, for /metrics
         self.dropped_links = 0
+        self.fanout = FanoutTimes()
 
     @property
     def connections(self) -> int:
@@ -189,6 +208,7 @@ class ChatHub:
         self.broadcast(room, Outbound(protocol.encode(frame), message_id))
 
     def broadcast(self, room: set[Chatter], frame: Outbound) -> None:
+        started = time.perf_counter()
         for chatter in list(room):  # a send may close a link, which leaves the room
             if chatter.pending is not None:
                 if len(chatter.pending) < MAX_PENDING:
@@ -199,6 +219,7 @@ class ChatHub:
             else:
                 self.dropped_links += 1
                 self._leave(chatter)
+        self.fanout.observe(time.perf_counter() - started)
 
     # --- one connection ---
 
