@@ -22,3 +22,18 @@ def test_migrate_creates_the_database_and_set_role_explains_failures(tmp_path: P
     assert result.returncode == 1 and "no such user" in result.stderr
     result = tally("set-role", "ghost", "emperor", data_dir=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_serving_leaves_start_up_objects_out_of_collections_and_collects_young_ones_less_often() -> None:
+    import gc
+
+    from signaling import cli
+
+    before = gc.get_threshold()
+    try:
+        cli._tune_gc()
+        assert gc.get_freeze_count() > 10_000  # modules, classes and the like, never scanned again
+        assert gc.get_threshold() == (cli.GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
