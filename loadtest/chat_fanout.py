@@ -2,14 +2,16 @@
 
     .venv/bin/python loadtest/chat_fanout.py run --ws 2000 --dc 200 --rate 20 --seconds 30
 
-The real server runs on the embedded defaults (SQLite, in-memory bus). A publisher goes live (the data
-channel rides on a WHEP session, so there must be a stream; data-channel viewers take audio only and
-drop it unread). One process holds the WebSocket clients (raw asyncio protocols that parse frames
-themselves, one in ten reading every message's timestamp) and the poster, which sends `--rate`
-messages per second whose text is its send time; another holds the aiortc data-channel clients.
+The real server runs on the embedded defaults (SQLite, in-memory bus), on a core of its own; every
+client shares the other core(s). A publisher goes live (the data channel rides on a WHEP session, so
+there must be a stream). The WebSocket clients are raw asyncio protocols on uvloop that parse frames
+themselves, one in ten reading every message's timestamp; the posters are among them and send
+`--rate` messages per second whose text is its send time. The data-channel clients are WHEP sessions
+in one headless Chromium, each taking the stream's audio and reading every message.
 Figures: delivery latency p50/p99 (receive time minus send time, so it includes the server's database
-write, the bus, the fan-out and the client's own queueing), messages delivered versus expected, and
-the server's CPU per delivered message (minus its CPU with everyone connected and nobody posting).
+write, the bus, the fan-out and the client's own queueing), messages delivered versus expected, the
+server's CPU per delivered message (minus its CPU with everyone connected and nobody posting), and
+the server's own fan-out time per frame (`tally_chat_fanout_seconds` on /metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -175,67 +178,61 @@ async def ws_clients(url: str, count: int, rate: float, seconds: float, token: s
             client.transport.close()
 
 
-# --- data-channel clients: aiortc peers that drop their audio unread ------------------------------
+# --- data-channel clients: WHEP sessions in headless Chromium ----------------------------------------
+
+# Each client is what the watch page makes: a WHEP session taking the stream's audio (the video is left
+# out to keep the media plane's cost apart from the chat's) with a `chat` data channel. Chromium plays
+# no audio without an element, so the page only pays for the network side.
+DC_JS = """async ([count, channel]) => {
+  const { negotiate } = await import("/static/js/webrtc.js");
+  const bench = window.bench = { recording: false, delivered: 0, latencies: [], peers: [] };
+  const join = async () => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    const chat = pc.createDataChannel("chat");
+    const welcomed = new Promise((resolve) => {
+      chat.onmessage = (event) => {
+        const data = event.data;
+        if (data.includes('"type":"welcome"')) { resolve(); return; }
+        if (!bench.recording || !data.includes('"type":"message"')) return;
+        bench.delivered++;
+        const at = data.indexOf('"text":"');
+        if (at >= 0) bench.latencies.push(Date.now() / 1000 - parseFloat(data.slice(at + 8)));
+      };
+    });
+    await negotiate(pc, `/whep/${channel}`);
+    await Promise.race([welcomed, new Promise((_, reject) => setTimeout(() => reject(new Error("no welcome")), 30000))]);
+    bench.peers.push(pc);
+  };
+  for (let i = 0; i < count; i += 20) {
+    await Promise.all(Array.from({ length: Math.min(20, count - i) }, join));
+  }
+  return bench.peers.length;
+}"""
 
 
-async def dc_clients(url: str, count: int) -> None:
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+def dc_clients(url: str, count: int) -> None:
+    import tempfile
 
-    from sfu import aiortc_internals as internals
-    from webrtc_peer import LOOPBACK
+    from playwright.sync_api import sync_playwright
 
-    raise_fd_limit()
-    loop = asyncio.get_running_loop()
-    stats = Stats()
-    peers = []
+    from glass_to_glass import CHROMIUM_ARGS
 
-    async def join() -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver("audio", direction="recvonly")
-        channel = pc.createDataChannel("chat")
-        opened = loop.create_future()
-
-        @channel.on("message")
-        def on_message(data: str) -> None:
-            if not opened.done():
-                opened.set_result(None)
-                return
-            if stats.recording and '"type":"message"' in data:
-                stats.delivered += 1
-                sent = text_time(data)
-                if sent is not None:
-                    stats.latencies.append(time.time() - sent)
-
-        internals.plan_gathering(pc, LOOPBACK, None)
-        await pc.setLocalDescription(await pc.createOffer())
-        status, answer, _ = await loop.run_in_executor(
-            None, lambda: http("POST", f"{url}/whep/{CHANNEL}", raw=pc.localDescription.sdp.encode(), content_type="application/sdp"))
-        assert status == 201, answer
-        await pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
-        dtls = pc.getTransceivers()[0].receiver.transport
-        original = dtls._handle_rtp_data
-        passed = [False]
-
-        async def drop(data: bytes, arrival_time_ms: int) -> None:
-            if not passed[0]:  # one packet gives aiortc a stream to send receiver reports on (the SFU wants them)
-                passed[0] = True
-                await original(data, arrival_time_ms=arrival_time_ms)
-
-        dtls._handle_rtp_data = drop
-        await asyncio.wait_for(opened, 30)
-        peers.append(pc)
-
-    for batch in range(0, count, 20):
-        await asyncio.gather(*(join() for _ in range(batch, min(count, batch + 20))))
-    print("READY", flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)
-    stats.recording = True
-    await loop.run_in_executor(None, sys.stdin.readline)
-    stats.recording = False
-    print("RESULT " + json.dumps({"delivered": stats.delivered, "latencies": stats.latencies,
-                                  "client_cpu": time.process_time()}), flush=True)
-    for pc in peers:
-        await pc.close()
+    with tempfile.TemporaryDirectory(prefix="tally-chat-bench-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS, base_url=url,
+            env={"HOME": profile, "XDG_RUNTIME_DIR": profile})
+        page = context.new_page()
+        page.goto("/")
+        joined = page.evaluate(DC_JS, [count, CHANNEL]) if count else 0
+        assert joined == count, joined
+        print("READY", flush=True)
+        sys.stdin.readline()
+        page.evaluate("() => { window.bench.recording = true; }")
+        sys.stdin.readline()
+        result = page.evaluate("() => { window.bench.recording = false; return { delivered: window.bench.delivered, latencies: window.bench.latencies }; }")
+        print("RESULT " + json.dumps(result), flush=True)
+        context.close()
 
 
 # --- orchestration ------------------------------------------------------------------------------
@@ -267,10 +264,59 @@ def stored_messages(url: str) -> int:
         before = f"&before={page['next_before']}"
 
 
+def fanout_histogram(url: str) -> dict[str, float]:
+    """The server's `tally_chat_fanout_seconds` buckets (cumulative, by upper bound) plus `sum`."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("tally_chat_fanout_seconds_bucket{le="):
+            found[line.split('"')[1]] = float(line.split()[-1])
+        elif line.startswith("tally_chat_fanout_seconds_sum "):
+            found["sum"] = float(line.split()[-1])
+    return found
+
+
+def fanout_figures(before: dict[str, float], after: dict[str, float]) -> tuple[float, str]:
+    """Mean fan-out time (ms) and the bucket its 99th percentile falls in, between two scrapes."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in after if bound != "sum"}
+    total = counts.get("+Inf", 0.0)
+    if not total:
+        return float("nan"), "-"
+    p99 = next(bound for bound, count in counts.items() if count >= 0.99 * total)
+    return 1000 * (after["sum"] - before.get("sum", 0.0)) / total, ("≤ " + str(round(float(p99) * 1000, 1)) + " ms") if p99 != "+Inf" else "> 1 s"
+
+
+def user_system(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def core_busy() -> dict[int, tuple[int, int]]:
+    """Per core: (busy, total) jiffies since boot, from /proc/stat."""
+    found = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(f) for f in fields[:8]]
+            found[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4], sum(ticks))  # minus idle and iowait
+    return found
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Keep every thread of `pid` (those to come follow their creator) on `cores`."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cores)
+
+
 def run(ws: int, dc: int, rate: float, seconds: float) -> None:
     settings = {"CHAT_POSTS_PER_10S": "100000", "MAX_VIEWERS_PER_NODE": "5000", "RATE_WHEP_PER_MINUTE": "100000"}
+    cores = sorted(os.sched_getaffinity(0))
     with server(**settings) as running:
         url = running.url
+        if len(cores) >= 2:  # the server gets a core of its own; the clients and the publisher share the rest
+            pin(running.pid, {cores[0]})
+            os.sched_setaffinity(0, set(cores[1:]))
+            print(f"server on core {cores[0]}, clients on {cores[1:]}")
         key = running.stream_key()
         _, tokens, _ = http("POST", url + "/api/auth/login", {"username": "bench", "password": "benchmark pass"})
         token = json.loads(tokens)["access_token"]
@@ -295,6 +341,7 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
             idle0, w0 = cpu_seconds(running.pid), time.monotonic()
             time.sleep(10)
             idle_rate = (cpu_seconds(running.pid) - idle0) / (time.monotonic() - w0)
+            fanout0, cores0, split0 = fanout_histogram(url), core_busy(), user_system(running.pid)
             cpu0, wall0 = cpu_seconds(running.pid), time.monotonic()
             for process in (dcs, wss):
                 if process is not None:
@@ -310,6 +357,10 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
             wall = time.monotonic() - wall0
             busy = cpu_seconds(running.pid) - cpu0
             stored = stored_messages(url)
+            fanout_ms, fanout_p99 = fanout_figures(fanout0, fanout_histogram(url))
+            cores1, split1 = core_busy(), user_system(running.pid)
+            busy_cores = {core: round(100 * (cores1[core][0] - cores0[core][0]) / max(1, cores1[core][1] - cores0[core][1]))
+                          for core in cores1}
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
@@ -325,13 +376,16 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
     ws_lat, dc_lat = ws_result["latencies"], dc_result["latencies"]
     print(json.dumps({"ws": ws, "dc": dc, "rate": rate, "sent": sent, "stored": stored,
                       "ws_delivered": ws_result["delivered"], "dc_delivered": dc_result["delivered"], "delivered": delivered, "expected": expected,
-                      "server_cpu_pct": 100 * busy / wall, "idle_cpu_pct": 100 * idle_rate, "wall": wall}))
+                      "server_cpu_pct": 100 * busy / wall, "idle_cpu_pct": 100 * idle_rate, "wall": wall,
+                      "fanout_mean_ms": fanout_ms, "fanout_p99": fanout_p99, "core_busy_pct": busy_cores,
+                      "server_user_s": split1[0] - split0[0], "server_system_s": split1[1] - split0[1],
+                      "ws_client_cpu_s": ws_result["client_cpu"]}))
     print()
-    print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message |")
-    print("|---|---|---|---|---|---|---|")
+    print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message | fan-out ms (mean / p99) |")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| {ws} + {dc} | {rate:g} | {delivered} / {expected} | {1000 * percentile(ws_lat, 0.5):.1f} / {1000 * percentile(ws_lat, 0.99):.1f} | "
           f"{1000 * percentile(dc_lat, 0.5):.1f} / {1000 * percentile(dc_lat, 0.99):.1f} | {100 * busy / wall:.0f} ({100 * idle_rate:.0f}) | "
-          f"{1e6 * chat_cpu / delivered if delivered else float('nan'):.1f} |")
+          f"{1e6 * chat_cpu / delivered if delivered else float('nan'):.1f} | {fanout_ms:.1f} / {fanout_p99} |")
 
 
 def main() -> None:
@@ -355,9 +409,11 @@ def main() -> None:
     if args.command == "run":
         run(args.ws, args.dc, args.rate, args.seconds)
     elif args.command == "ws":
-        asyncio.run(ws_clients(args.url, args.count, args.rate, args.seconds, args.token))
+        import uvloop  # its C transports make 2,000 clients cheap enough to share a core with the browser
+
+        uvloop.run(ws_clients(args.url, args.count, args.rate, args.seconds, args.token))
     else:
-        asyncio.run(dc_clients(args.url, args.count))
+        dc_clients(args.url, args.count)
 
 
 if __name__ == "__main__":
