@@ -471,6 +471,9 @@ def run_now(coroutine: Coroutine[Any, Any, None]) -> None:
         waiting = coroutine.send(None)
     except StopIteration:
         return
+    except Exception as exc:  # e.g. DTLS already closed under an "open" channel: as with aiortc's own task,
+        log.debug("data channel flush failed: %s", exc)  # the sender carries on (a fan-out must reach the rest)
+        return
     asyncio.ensure_future(_carry_on(coroutine, waiting))
 
 
@@ -484,4 +487,7 @@ async def _carry_on(coroutine: Coroutine[Any, Any, None], waiting: Any) -> None:
         try:
             waiting = coroutine.send(None)
         except StopIteration:
+            return
+        except Exception as exc:
+            log.debug("data channel flush failed: %s", exc)
             return

@@ -83,6 +83,19 @@ async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> No
         await asyncio.wait_for(opened, 10)
         await asyncio.sleep(0.2)  # let the association's own start-up tasks finish
 
+        # A flush that fails (the DTLS transport closed under a channel still "open") does not reach
+        # the sender: a chat fan-out must go on to the other clients.
+        original_flush = sending.transport._data_channel_flush
+
+        async def failing_flush() -> None:
+            raise ConnectionError("Cannot send encrypted data, not connected")
+
+        sending.transport._data_channel_flush = failing_flush
+        internals.send_text(sending, "lost")
+        sending.transport._data_channel_flush = original_flush
+        sending.transport._data_channel_queue.clear()
+        sending._addBufferedAmount(-len("lost"))
+
         tasks_before = len(asyncio.all_tasks())
         for text in texts[:-1]:
             internals.send_text(sending, text)
