@@ -33,7 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
 
-from harness import cpu_seconds, http, percentile, server  # noqa: E402
+from harness import cpu_seconds, http, percentile, server, user_system  # noqa: E402
 
 CHANNEL = "bench"
 
@@ -284,11 +284,6 @@ def fanout_figures(before: dict[str, float], after: dict[str, float]) -> tuple[f
         return float("nan"), "-"
     p99 = next(bound for bound, count in counts.items() if count >= 0.99 * total)
     return 1000 * (after["sum"] - before.get("sum", 0.0)) / total, ("≤ " + str(round(float(p99) * 1000, 1)) + " ms") if p99 != "+Inf" else "> 1 s"
-
-
-def user_system(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def core_busy() -> dict[int, tuple[int, int]]:

@@ -37,9 +37,14 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, raw:
         return error.code, error.read(), error.headers
 
 
-def cpu_seconds(pid: int) -> float:
+def user_system(pid: int) -> tuple[float, float]:
+    """CPU seconds `pid` has spent in user mode and in the kernel."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(user_system(pid))
 
 
 def metric(url: str, name: str) -> float:

@@ -450,7 +450,7 @@ def send_text(channel: RTCDataChannel, text: str) -> None:
     """`channel.send(text)`, with the SCTP flush run at once in this call.
 
     aiortc queues each message and starts a task to flush the queue: with one message per channel per
-    chat frame, that is one task per data-channel client per frame, about a third of the fan-out's cost.
+    chat frame, that is one task per data-channel client per frame, about a quarter of their fan-out's cost.
     The flush's awaits (SCTP, DTLS, ICE) all complete without waiting, so it runs here instead; should
     one ever wait, a task finishes it. Empty and oversized messages take aiortc's own path.
     """
@@ -462,10 +462,10 @@ def send_text(channel: RTCDataChannel, text: str) -> None:
         return
     channel._addBufferedAmount(len(data))
     sctp._data_channel_queue.append((channel, WEBRTC_STRING, data))
-    run_now(sctp._data_channel_flush())
+    _run_now(sctp._data_channel_flush())
 
 
-def run_now(coroutine: Coroutine[Any, Any, None]) -> None:
+def _run_now(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run `coroutine` up to its first real wait in this call (Python 3.12's eager task start, by hand)."""
     try:
         waiting = coroutine.send(None)

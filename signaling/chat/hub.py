@@ -77,17 +77,15 @@ FANOUT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0) 
 class FanoutTimes:
     """How long handing one frame to every link of a channel took: a histogram, one bisect per frame."""
 
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(FANOUT_BUCKETS) + 1)  # the last one is over the largest bucket
         self.total = 0.0
-        self.count = 0
 
     def observe(self, seconds: float) -> None:
         self.counts[bisect.bisect_left(FANOUT_BUCKETS, seconds)] += 1
         self.total += seconds
-        self.count += 1
 
 
 @dataclass(eq=False, slots=True)
