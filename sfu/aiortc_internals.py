@@ -6,8 +6,9 @@ below, which `pyproject.toml` pins:
 
 - incoming RTP is taken on the DTLS transport right after SRTP decryption (`_handle_rtp_data`), then
   handed on to aiortc unchanged so its receiver still sends receiver reports and REMB;
-- the receiver's decoder thread gets a pass-through "decoder" that returns the re-assembled encoded
-  frame as an `av.Packet` (the encoded-frame sink), never a decoded picture;
+- the receiver's decoder queue is replaced by a pass-through that turns each re-assembled encoded
+  frame into an `av.Packet` on the receiver's track in the call (for the encoded-frame sinks), never a
+  decoded picture and never a hop to aiortc's decoder thread and back;
 - the receiver's own NACK generator is switched off: `sfu.loss_tracker` owns upstream NACKs, and
   frames keep their RTP timestamps (not rebased to 0) so sinks can map them with sender reports;
 - a subscriber's sender keeps a never-yielding track (so it never encodes) and its RTCP feedback is
@@ -27,6 +28,7 @@ import asyncio
 import fractions
 import logging
 import socket
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +90,13 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
 ]
 
 # Instance attributes set in constructors; checked on the objects themselves when first used.
-_RECEIVER_FIELDS = ("_RTCRtpReceiver__nack_generator", "_RTCRtpReceiver__timestamp_mapper")
+_RECEIVER_FIELDS = (
+    "_RTCRtpReceiver__nack_generator",
+    "_RTCRtpReceiver__timestamp_mapper",
+    "_RTCRtpReceiver__decoder_queue",
+    "_RTCRtpReceiver__decoder_thread",
+    "_track",
+)
 _SENDER_FIELDS = (
     "_ssrc",
     "_rtx_ssrc",
@@ -204,6 +212,9 @@ def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[
     for codec in transceiver._codecs:
         setattr(codec, _PASSTHROUGH_MARK, True)
     receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
+    # Frames go straight to the track (the mark above covers a receiver that already started its thread).
+    if receiver._RTCRtpReceiver__decoder_thread is None:  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__decoder_queue = _InlineFrames(receiver._track._queue)  # type: ignore[attr-defined,union-attr]
     # Frames keep their RTP timestamps (aiortc rebases them to start at 0), so frame sinks can map
     # them to the publisher's clock with its sender reports.
     receiver._RTCRtpReceiver__timestamp_mapper = _RtpTimestamps()  # type: ignore[attr-defined]
@@ -216,6 +227,36 @@ def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[
         await original(packet)
 
     receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+class _InlineFrames:
+    """Stands in for a receiver's decoder queue (a `queue.Queue` its decoder thread reads).
+
+    aiortc hands each re-assembled frame to that thread, which "decodes" it and posts it back to the
+    loop: per frame a thread wake, a GIL hand-over, a loop wake-up and a task. A pass-through needs none
+    of that, so `put` runs it here, on the loop, and queues the packet on the track at once. The thread
+    aiortc still starts waits in `get` until the receiver stops, then ends the track as before.
+    """
+
+    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
+        self._track_queue = track_queue
+        self._decoder: PassthroughDecoder | None = None
+        self._stopped = threading.Event()
+
+    def put(self, task: tuple[Any, Any] | None) -> None:
+        if task is None:
+            self._stopped.set()
+            return
+        codec, encoded_frame = task
+        if self._decoder is None or self._decoder.time_base.denominator != codec.clockRate:
+            self._decoder = PassthroughDecoder(codec.clockRate)
+            CODEC_GUARD.passthrough_decoders += 1
+        for packet in self._decoder.decode(encoded_frame):
+            self._track_queue.put_nowait(packet)
+
+    def get(self) -> None:
+        self._stopped.wait()
+        return None
 
 
 class _RtpTimestamps:

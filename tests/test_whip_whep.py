@@ -4,6 +4,7 @@ every status code and header the issue names, and the stream's life in the datab
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -138,6 +139,11 @@ async def test_publish_watch_patch_and_delete(rtc: Api) -> None:
     assert status == 201 and whep["Location"].startswith(f"/whep/{name}/")
     await viewer.answer(answer.decode())
     await viewer.wait_frames(10)  # decoded by the viewer: forwarded intact
+    for _ in range(100):  # frames re-assembled on the loop (not in a thread) reach the frame sinks
+        if rtc.services.node.stats()["frames_to_sinks"]:
+            break
+        await asyncio.sleep(0.05)
+    assert rtc.services.node.stats()["frames_to_sinks"] > 0
     joined = await asyncio.wait_for(events.get(), 5)
     assert joined.topic == "stream.viewers" and joined.payload["viewers"] == 1
     status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
@@ -183,6 +189,8 @@ async def test_publish_watch_patch_and_delete(rtc: Api) -> None:
     async with rtc.services.db.session() as db:
         record = (await db.scalars(select(StreamSession))).one()
     assert record.ended_at is not None and record.peak_viewers == 1 and record.video_codec == "H264"
+    # The receivers' idle decoder threads ended with the stream (a stuck one would have hung the loop).
+    assert not [thread for thread in threading.enumerate() if thread.name.endswith("-decoder")]
     await viewer.close()
     await publisher.close()
     await events.close()
