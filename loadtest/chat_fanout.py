@@ -11,7 +11,7 @@ in one headless Chromium, each taking the stream's audio and reading every messa
 Figures: delivery latency p50/p99 (receive time minus send time, so it includes the server's database
 write, the bus, the fan-out and the client's own queueing), messages delivered versus expected, the
 server's CPU per delivered message (minus its CPU with everyone connected and nobody posting), and
-the server's own fan-out time per frame (`tally_chat_fanout_seconds` on /metrics).
+the server's own fan-out time per batch of frames (`tally_chat_fanout_seconds` on /metrics).
 """
 
 from __future__ import annotations
@@ -276,14 +276,16 @@ def fanout_histogram(url: str) -> dict[str, float]:
     return found
 
 
-def fanout_figures(before: dict[str, float], after: dict[str, float]) -> tuple[float, str]:
-    """Mean fan-out time (ms) and the bucket its 99th percentile falls in, between two scrapes."""
+def fanout_figures(before: dict[str, float], after: dict[str, float]) -> tuple[float, str, float]:
+    """Mean fan-out time (ms), the bucket its 99th percentile falls in and how many fan-outs (batches)
+    there were, between two scrapes."""
     counts = {bound: after[bound] - before.get(bound, 0.0) for bound in after if bound != "sum"}
     total = counts.get("+Inf", 0.0)
     if not total:
-        return float("nan"), "-"
+        return float("nan"), "-", 0.0
     p99 = next(bound for bound, count in counts.items() if count >= 0.99 * total)
-    return 1000 * (after["sum"] - before.get("sum", 0.0)) / total, ("≤ " + str(round(float(p99) * 1000, 1)) + " ms") if p99 != "+Inf" else "> 1 s"
+    return (1000 * (after["sum"] - before.get("sum", 0.0)) / total,
+            ("≤ " + str(round(float(p99) * 1000, 1)) + " ms") if p99 != "+Inf" else "> 1 s", total)
 
 
 def core_busy() -> dict[int, tuple[int, int]]:
@@ -352,7 +354,7 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
             wall = time.monotonic() - wall0
             busy = cpu_seconds(running.pid) - cpu0
             stored = stored_messages(url)
-            fanout_ms, fanout_p99 = fanout_figures(fanout0, fanout_histogram(url))
+            fanout_ms, fanout_p99, batches = fanout_figures(fanout0, fanout_histogram(url))
             cores1, split1 = core_busy(), user_system(running.pid)
             busy_cores = {core: round(100 * (cores1[core][0] - cores0[core][0]) / max(1, cores1[core][1] - cores0[core][1]))
                           for core in cores1}
@@ -372,15 +374,15 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
     print(json.dumps({"ws": ws, "dc": dc, "rate": rate, "sent": sent, "stored": stored,
                       "ws_delivered": ws_result["delivered"], "dc_delivered": dc_result["delivered"], "delivered": delivered, "expected": expected,
                       "server_cpu_pct": 100 * busy / wall, "idle_cpu_pct": 100 * idle_rate, "wall": wall,
-                      "fanout_mean_ms": fanout_ms, "fanout_p99": fanout_p99, "core_busy_pct": busy_cores,
+                      "fanout_mean_ms": fanout_ms, "fanout_p99": fanout_p99, "batches": batches, "core_busy_pct": busy_cores,
                       "server_user_s": split1[0] - split0[0], "server_system_s": split1[1] - split0[1],
                       "ws_client_cpu_s": ws_result["client_cpu"]}))
     print()
-    print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message | fan-out ms (mean / p99) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message | fan-out ms (mean / p99) | posts per batch |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {ws} + {dc} | {rate:g} | {delivered} / {expected} | {1000 * percentile(ws_lat, 0.5):.1f} / {1000 * percentile(ws_lat, 0.99):.1f} | "
           f"{1000 * percentile(dc_lat, 0.5):.1f} / {1000 * percentile(dc_lat, 0.99):.1f} | {100 * busy / wall:.0f} ({100 * idle_rate:.0f}) | "
-          f"{1e6 * chat_cpu / delivered if delivered else float('nan'):.1f} | {fanout_ms:.1f} / {fanout_p99} |")
+          f"{1e6 * chat_cpu / delivered if delivered else float('nan'):.1f} | {fanout_ms:.1f} / {fanout_p99} | {sent / batches if batches else float('nan'):.2f} |")
 
 
 def main() -> None:

@@ -49,8 +49,9 @@ def test_padding_only_rtx_probes_are_dropped() -> None:
 
 
 async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> None:
-    """`send_text` flushes without a task per message; the far side gets every message, in order, intact
-    (one larger than an SCTP chunk, and an empty one, which takes aiortc's own path)."""
+    """`send_texts` flushes without a task per message, one at a time or several at once; the far side
+    gets every message, in order, intact (one larger than an SCTP chunk, and an empty one, which takes
+    aiortc's own path, in a batch)."""
     import asyncio
 
     from aiortc import RTCConfiguration, RTCPeerConnection
@@ -91,16 +92,17 @@ async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> No
             raise ConnectionError("Cannot send encrypted data, not connected")
 
         sending.transport._data_channel_flush = failing_flush
-        internals.send_text(sending, "lost")
+        internals.send_texts(sending, ["lost"])
         sending.transport._data_channel_flush = original_flush
         sending.transport._data_channel_queue.clear()
         sending._addBufferedAmount(-len("lost"))
 
         tasks_before = len(asyncio.all_tasks())
-        for text in texts[:-1]:
-            internals.send_text(sending, text)
-        assert len(asyncio.all_tasks()) == tasks_before  # aiortc's own send would have left 301 flush tasks
-        internals.send_text(sending, texts[-1])
+        for text in texts[:200]:
+            internals.send_texts(sending, [text])
+        internals.send_texts(sending, texts[200:300])
+        assert len(asyncio.all_tasks()) == tasks_before  # aiortc's own send would have left 300 flush tasks
+        internals.send_texts(sending, texts[300:])
         await asyncio.wait_for(done, 10)
         assert got == texts
         assert sending.bufferedAmount == 0

@@ -13,7 +13,9 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from bus import Message
 from signaling.app import SERVICES
+from signaling.chat.service import TOPIC
 from support import Api
 from webrtc_peer import Peer
 
@@ -98,6 +100,16 @@ async def ws_join(api: Api, channel: str, token: str | None = None) -> WsClient:
     return client
 
 
+async def chat_metrics(api: Api) -> dict[str, float]:
+    _, text, _ = await api.call("GET", "/metrics")
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.decode().splitlines() if line.startswith("tally_chat_")}
+
+
+async def chat_series(api: Api, *names: str) -> tuple[float, ...]:
+    series = await chat_metrics(api)
+    return tuple(series[name] for name in names)
+
+
 async def test_websocket_chat_history_and_order(chat: Api) -> None:
     owner, owner_token = await chat.user()
     viewer, viewer_token = await chat.user("viewer")
@@ -146,8 +158,7 @@ async def test_websocket_chat_history_and_order(chat: Api) -> None:
         await client.close()
 
     # /metrics: frames handed out, and how long each channel-wide fan-out took.
-    _, text, _ = await chat.call("GET", "/metrics")
-    series = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.decode().splitlines() if line.startswith("tally_chat_")}
+    series = await chat_metrics(chat)
     fanouts = series["tally_chat_fanout_seconds_count"]
     assert fanouts >= 6  # four messages and two presence notices, at least
     assert series['tally_chat_fanout_seconds_bucket{le="+Inf"}'] == fanouts and series["tally_chat_fanout_seconds_sum"] > 0
@@ -395,6 +406,16 @@ async def test_data_channel_and_websocket_share_one_conversation(chat: Api) -> N
     await rtc.of_type("ack", nonce="d2")
     assert [f["text"] for f in socket.frames if f["type"] == "message"] == ["from the data channel", "from the websocket", "still fine"]
     assert peer.pc.connectionState == "connected"
+
+    # A burst (frames that reach the hub before it is next free) goes out as one batch: one fan-out,
+    # one socket write per WebSocket, yet each frame its own message, in order, on both transports.
+    fanouts, delivered = await chat_series(chat, "tally_chat_fanout_seconds_count", "tally_chat_frames_delivered_total")
+    for i in range(30):
+        await chat.services.bus.publish(Message(TOPIC, {"channel": owner, "frame": {"type": "message", "id": 10_000 + i, "text": f"burst {i}"}}))
+    for client in (rtc, socket):
+        await client.of_type("message", text="burst 29")
+        assert [f["text"] for f in client.frames if f.get("text", "").startswith("burst")] == [f"burst {i}" for i in range(30)]
+    assert await chat_series(chat, "tally_chat_fanout_seconds_count", "tally_chat_frames_delivered_total") == (fanouts + 1, delivered + 2 * 30)
 
     # One chat channel per session: a second is closed at once.
     extra = peer.pc.createDataChannel("chat")

@@ -48,7 +48,7 @@ class ChatCollector(Collector):
         for bound, count in zip((*map(str, FANOUT_BUCKETS), "+Inf"), fanout.counts):
             cumulative += count
             buckets.append((bound, cumulative))
-        yield HistogramMetricFamily("tally_chat_fanout_seconds", "time to hand one frame to every chat connection of its channel",
+        yield HistogramMetricFamily("tally_chat_fanout_seconds", "time to hand one batch of chat frames to every connection of its channel",
                                     buckets=buckets, sum_value=fanout.total)
         yield GaugeMetricFamily("tally_chat_connections", "chat connections on this process", value=self._hub.connections)
         yield CounterMetricFamily("tally_chat_frames_delivered", "chat frames handed to connections", value=self._hub.delivered)

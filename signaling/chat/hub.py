@@ -4,6 +4,12 @@ A connection is a `Link` (a WebSocket or a WebRTC data channel); the hub does no
 from the bus are serialised once into an `Outbound` and handed to every link of the channel with a
 synchronous `send`: no await per client, so one slow client never delays the others (a link that
 falls too far behind closes itself, and its client reconnects and reads the history).
+
+Frames for a channel wait in an outbox until the loop is next free (`call_soon`), and go out together
+as one `Batch`: one socket write per WebSocket client however many frames it holds. An idle node sends
+each frame alone, as soon as it arrives; a busy one, whose fan-outs take long enough for more frames to
+arrive meanwhile, sends fewer, larger writes, so its cost per frame falls as its load rises instead of
+its queues growing.
 """
 
 from __future__ import annotations
@@ -45,6 +51,22 @@ class Outbound:
         return self._ws_frame
 
 
+class Batch:
+    """Frames for one channel's links, in order; their WebSocket bytes joined once, on first use."""
+
+    __slots__ = ("frames", "_ws_bytes")
+
+    def __init__(self, frames: list[Outbound]) -> None:
+        self.frames = frames
+        self._ws_bytes: bytes | None = None
+
+    def ws_bytes(self) -> bytes:
+        if self._ws_bytes is None:
+            frames = self.frames
+            self._ws_bytes = frames[0].ws_frame() if len(frames) == 1 else b"".join(f.ws_frame() for f in frames)
+        return self._ws_bytes
+
+
 def websocket_text_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented server-to-client text frame (RFC 6455 5.2)."""
     size = len(payload)
@@ -62,8 +84,8 @@ class Link(Protocol):
 
     label: str  # "websocket" or "datachannel", for metrics and logs
 
-    def send(self, frame: Outbound) -> bool:
-        """Queue `frame` without waiting; False when the link is closed or too far behind (it then closes)."""
+    def send(self, batch: Batch) -> bool:
+        """Queue `batch` without waiting; False when the link is closed or too far behind (it then closes)."""
 
     def close(self, reason: str) -> None: ...
 
@@ -75,7 +97,7 @@ FANOUT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0) 
 
 
 class FanoutTimes:
-    """How long handing one frame to every link of a channel took: a histogram, one bisect per frame."""
+    """How long handing one batch to every link of a channel took: a histogram, one bisect per batch."""
 
     __slots__ = ("counts", "total")
 
@@ -99,7 +121,10 @@ class Chatter:
     budget_at: float = 0.0
 
     def reply(self, frame: dict[str, Any]) -> None:
-        self.link.send(Outbound(protocol.encode(frame)))
+        self.say(Outbound(protocol.encode(frame)))
+
+    def say(self, frame: Outbound) -> None:
+        self.link.send(Batch([frame]))
 
     def spend(self, now: float) -> bool:
         """Take one frame from the client's budget; False when it is sending too fast."""
@@ -120,6 +145,8 @@ class ChatHub:
         self._accounts = accounts
         self._bus = bus
         self._rooms: dict[str, set[Chatter]] = {}
+        self._outbox: dict[str, list[Outbound]] = {}  # frames for each channel's next batch
+        self._flush_soon: asyncio.Handle | None = None
         self._task: asyncio.Task[None] | None = None
         self._served: dict[str, asyncio.Task[None]] = {}  # connections this hub runs itself (data channels), by key
         self._closed = False
@@ -163,6 +190,10 @@ class ChatHub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        self._outbox.clear()
         self._rooms.clear()
 
     async def _relay(self, subscription: Any) -> None:
@@ -189,8 +220,8 @@ class ChatHub:
 
     def _deliver(self, message: Message) -> None:
         payload = message.payload
-        room = self._rooms.get(str(payload.get("channel", "")))
-        if not room:
+        channel = str(payload.get("channel", ""))
+        if channel not in self._rooms:
             return
         message_id = 0
         if message.topic == TOPIC:
@@ -203,17 +234,32 @@ class ChatHub:
             frame = {"type": "live", "live": message.topic == "stream.started"}
         if not isinstance(frame, dict):
             return
-        self.broadcast(room, Outbound(protocol.encode(frame), message_id))
+        self._outbox.setdefault(channel, []).append(Outbound(protocol.encode(frame), message_id))
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
 
-    def broadcast(self, room: set[Chatter], frame: Outbound) -> None:
+    def _flush(self) -> None:
+        """Send every channel's waiting frames as one batch (also called early, see `serve`)."""
+        self._flush_soon = None
+        outbox, self._outbox = self._outbox, {}
+        for channel, frames in outbox.items():
+            room = self._rooms.get(channel)
+            if room:
+                try:
+                    self.broadcast(room, Batch(frames))
+                except Exception:  # never leave the other channels' frames unsent
+                    log.exception("could not send chat frames to %s", channel)
+
+    def broadcast(self, room: set[Chatter], batch: Batch) -> None:
         started = time.perf_counter()
+        count = len(batch.frames)
         for chatter in list(room):  # a send may close a link, which leaves the room
             if chatter.pending is not None:
                 if len(chatter.pending) < MAX_PENDING:
-                    chatter.pending.append(frame)
+                    chatter.pending.extend(batch.frames)
                 continue
-            if chatter.link.send(frame):
-                self.delivered += 1
+            if chatter.link.send(batch):
+                self.delivered += count
             else:
                 self.dropped_links += 1
                 self._leave(chatter)
@@ -238,10 +284,11 @@ class ChatHub:
                 chatter.reply({"type": "error", "code": "unavailable", "detail": detail})
                 chatter.link.close(detail)
                 return
+            self._flush()  # frames still in the outbox may be in the history too: filter them as pending
             pending, chatter.pending = chatter.pending or [], None
-            for frame in pending:
-                if frame.message_id == 0 or frame.message_id > newest:
-                    chatter.link.send(frame)
+            fresh = [frame for frame in pending if frame.message_id == 0 or frame.message_id > newest]
+            if fresh:
+                chatter.link.send(Batch(fresh))
             if chatter.principal is not None:
                 await self._presence(chatter.channel, chatter.principal, True)
             async for raw in frames:
@@ -309,13 +356,13 @@ class ChatHub:
             elif isinstance(command, Ping):
                 chatter.reply({"type": "pong", **({"nonce": command.nonce} if command.nonce else {})})
         except ChatProblem as problem:
-            chatter.link.send(Outbound(protocol.error(problem, nonce or problem.nonce)))
+            chatter.say(Outbound(protocol.error(problem, nonce or problem.nonce)))
         except AppError as exc:
-            chatter.link.send(Outbound(protocol.error(ChatProblem("unavailable", exc.detail), nonce)))
+            chatter.say(Outbound(protocol.error(ChatProblem("unavailable", exc.detail), nonce)))
         except Exception:  # the database or the bus failed under us: say so, keep the link and the node
             log.exception("chat frame from %s in %s failed", chatter.principal and chatter.principal.username, chatter.channel)
             trouble = ChatProblem("unavailable", "that did not go through: the chat is having trouble; try again shortly")
-            chatter.link.send(Outbound(protocol.error(trouble, nonce)))
+            chatter.say(Outbound(protocol.error(trouble, nonce)))
 
     async def _authenticate(self, token: str) -> Principal:
         try:

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from sfu.aiortc_internals import send_text
-from signaling.chat.hub import Outbound
+from sfu.aiortc_internals import send_texts
+from signaling.chat.hub import Batch
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ CLOSE_TIMEOUT = 5.0  # seconds a closing handshake may take before the socket is
 
 
 class WebSocketLink:
-    """Writes each frame's shared, pre-encoded bytes straight to the socket (the response must not
-    compress, so every client gets identical bytes and aiohttp's writer holds no state we bypass)."""
+    """Writes each batch's shared, pre-encoded bytes straight to the socket in one write (the response
+    must not compress, so every client gets identical bytes and aiohttp's writer holds no state we bypass)."""
 
     label = "websocket"
 
@@ -37,13 +37,13 @@ class WebSocketLink:
         self._max_buffered = max_buffered
         self._closing: asyncio.Task[Any] | None = None
 
-    def send(self, frame: Outbound) -> bool:
+    def send(self, batch: Batch) -> bool:
         if self._closing is not None or self._ws.closed or self._transport.is_closing():
             return False
         if self._transport.get_write_buffer_size() > self._max_buffered:
             self._close(TOO_SLOW, "too far behind: reconnect and read the history")
             return False
-        self._transport.write(frame.ws_frame())
+        self._transport.write(batch.ws_bytes())
         return True
 
     def close(self, reason: str) -> None:
@@ -77,7 +77,8 @@ class WebSocketLink:
 
 
 class DataChannelLink:
-    """A data channel (aiortc's RTCDataChannel): each send goes out in the call, with no task of its own."""
+    """A data channel (aiortc's RTCDataChannel): one message per frame, a batch sent in the call with
+    no task of its own."""
 
     label = "datachannel"
 
@@ -101,13 +102,13 @@ class DataChannelLink:
             self._inbound.get_nowait()
             self._inbound.put_nowait(None)
 
-    def send(self, frame: Outbound) -> bool:
+    def send(self, batch: Batch) -> bool:
         if self._channel.readyState != "open":
             return False
         if self._channel.bufferedAmount > self._max_buffered:
             self.close("too far behind")
             return False
-        send_text(self._channel, frame.text)
+        send_texts(self._channel, [frame.text for frame in batch.frames])
         return True
 
     def close(self, reason: str) -> None:
