@@ -327,6 +327,8 @@ async def test_moderation(chat: Api) -> None:
     assert slow["code"] == "slow_mode" and slow["retry_after"] == 20
     for i in range(2):
         assert (await moderating.post(f"mod {i}", f"m{i}"))["type"] == "ack"
+    assert (await watcher.of_type("message", text="mod 1"))["user"]["badges"] == ["moderator"]
+    assert (await watcher.of_type("message", text="one"))["user"]["badges"] == []
     chat.clock.advance(21)
     assert (await trolling.post("three", "s3"))["type"] == "ack"
     for body in ({"slow_mode": -1}, {"slow_mode": 86400}, {"followers_only": "yes"}, {"other": 1}):

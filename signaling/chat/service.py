@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -128,21 +128,17 @@ class ChatService:
         if who is None:
             return Standing(False, False, "sign in to chat", "sign_in")
         async with self._db.session() as session:
-            channel = await _channel(session, name)
-            return await self._standing(session, channel, who)
+            return self._judge(await _poster(session, name, who.user_id), who)
 
-    async def _standing(self, session: AsyncSession, channel: Channel, who: Principal) -> Standing:
-        moderator = await _can_moderate(session, channel, who)
-        ban = await session.get(ChatBan, (channel.id, who.user_id))
-        if ban is not None and (ban.until is None or ban.until > self._now()):
-            if ban.until is None:
+    def _judge(self, poster: _Poster, who: Principal) -> Standing:
+        moderator = poster.moderator(who)
+        if poster.banned and (poster.ban_until is None or poster.ban_until > self._now()):
+            if poster.ban_until is None:
                 return Standing(False, moderator, "you are banned from this chat", "banned")
-            left = int((ban.until - self._now()).total_seconds()) + 1
+            left = int((poster.ban_until - self._now()).total_seconds()) + 1
             return Standing(False, moderator, f"you are timed out for {left} more seconds", "banned")
-        if channel.chat_followers_only and not moderator:
-            follows = await session.get(Follow, (who.user_id, channel.id))
-            if follows is None:
-                return Standing(False, False, "this chat is for followers only: follow the channel to post", "followers_only")
+        if poster.channel.chat_followers_only and not moderator and not poster.follows:
+            return Standing(False, False, "this chat is for followers only: follow the channel to post", "followers_only")
         return Standing(True, moderator)
 
     # --- posting ---
@@ -171,30 +167,25 @@ class ChatService:
                 return frame
 
     async def _store(self, name: str, who: Principal, text: str) -> dict[str, Any]:
+        """Three round trips to the database: what decides the post (one query), the insert, the commit.
+        Each is a hop through the loop, which a busy node makes long: they are kept few."""
         async with self._db.session() as session:
-            channel = await _channel(session, name)
-            standing = await self._standing(session, channel, who)
+            poster = await _poster(session, name, who.user_id)
+            standing = self._judge(poster, who)
             if not standing.can_post:
                 raise ChatProblem(standing.code, standing.reason)
-            now = self._now()
-            if channel.chat_slow_mode and not standing.can_moderate:
-                last = await session.scalar(
-                    select(func.max(ChatMessage.created_at)).where(
-                        ChatMessage.channel_id == channel.id, ChatMessage.user_id == who.user_id
-                    )
-                )
-                if last is not None and (now - last).total_seconds() < channel.chat_slow_mode:
-                    wait = max(1, int(channel.chat_slow_mode - (now - last).total_seconds() + 0.999))
-                    raise ChatProblem("slow_mode", f"slow mode is on: wait {wait} s between messages", retry_after=wait)
-            user = await session.get(User, who.user_id)
+            channel, user, last = poster.channel, poster.user, poster.last_post
             if user is None:
                 raise ChatProblem("sign_in", "your account no longer exists")
+            now = self._now()
+            if channel.chat_slow_mode and not standing.can_moderate and last is not None:
+                if (now - last).total_seconds() < channel.chat_slow_mode:
+                    wait = max(1, int(channel.chat_slow_mode - (now - last).total_seconds() + 0.999))
+                    raise ChatProblem("slow_mode", f"slow mode is on: wait {wait} s between messages", retry_after=wait)
             row = ChatMessage(channel_id=channel.id, user_id=user.id, text=text, created_at=now)
             session.add(row)
             await session.flush()
-            moderators = await _moderator_ids(session, channel.id)
-            frame = message_frame(row, user, _badges(channel, user, moderators))
-            await session.commit()
+            frame = message_frame(row, user, _badges(channel, user, {user.id} if poster.appointed else set()))
         return frame
 
     async def announce_presence(self, name: str, username: str, joined: bool) -> None:
@@ -326,6 +317,46 @@ async def _channel(session: AsyncSession, name: str) -> Channel:
     if channel is None:
         raise NotFound(f"there is no channel {name!r}")
     return channel
+
+
+@dataclass(frozen=True, slots=True)
+class _Poster:
+    """Everything that decides whether one user may post in one channel, read in one query."""
+
+    channel: Channel
+    user: User | None  # None: the account is gone
+    appointed: bool  # a moderator of this channel
+    banned: bool
+    ban_until: datetime | None  # None with `banned`: for good
+    follows: bool
+    last_post: datetime | None  # their newest message here (read only when slow mode is on)
+
+    def moderator(self, who: Principal) -> bool:
+        return self.channel.owner_id == who.user_id or who.at_least(Role.MODERATOR) or self.appointed
+
+
+async def _poster(session: AsyncSession, name: str, user_id: int) -> _Poster:
+    of_pair = (ChannelModerator.channel_id == Channel.id, ChannelModerator.user_id == user_id)
+    ban = (ChatBan.channel_id == Channel.id, ChatBan.user_id == user_id)
+    last_post = select(func.max(ChatMessage.created_at)).where(
+        ChatMessage.channel_id == Channel.id, ChatMessage.user_id == user_id).scalar_subquery()
+    row = (await session.execute(
+        select(
+            Channel,
+            User,
+            select(ChannelModerator.user_id).where(*of_pair).exists(),
+            select(ChatBan.user_id).where(*ban).exists(),
+            select(ChatBan.until).where(*ban).scalar_subquery(),
+            select(Follow.follower_id).where(Follow.follower_id == user_id, Follow.channel_id == Channel.id).exists(),
+            case((Channel.chat_slow_mode > 0, last_post), else_=None),
+        )
+        .outerjoin(User, User.id == user_id)
+        .where(Channel.name == name)
+    )).first()
+    if row is None:
+        raise NotFound(f"there is no channel {name!r}")
+    channel, user, appointed, banned, until, follows, last = row
+    return _Poster(channel, user, bool(appointed), bool(banned), until, bool(follows), last)
 
 
 async def _user(session: AsyncSession, username: str) -> User:
