@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -167,8 +167,10 @@ class ChatService:
                 return frame
 
     async def _store(self, name: str, who: Principal, text: str) -> dict[str, Any]:
-        """Three round trips to the database: what decides the post (one query), the insert, the commit.
-        Each is a hop through the loop, which a busy node makes long: they are kept few."""
+        """One query reads what decides the post, then the insert commits on its own. Each round trip to
+        the database is a hop through the loop, which a busy node makes long: they are few, and none
+        holds SQLite's write lock across one (see `Database.write`). A ban or a setting changed between
+        the read and the insert is seen by the next post, as with READ COMMITTED in one transaction."""
         async with self._db.session() as session:
             poster = await _poster(session, name, who.user_id)
             standing = self._judge(poster, who)
@@ -182,11 +184,10 @@ class ChatService:
                 if (now - last).total_seconds() < channel.chat_slow_mode:
                     wait = max(1, int(channel.chat_slow_mode - (now - last).total_seconds() + 0.999))
                     raise ChatProblem("slow_mode", f"slow mode is on: wait {wait} s between messages", retry_after=wait)
-            row = ChatMessage(channel_id=channel.id, user_id=user.id, text=text, created_at=now)
-            session.add(row)
-            await session.flush()
-            frame = message_frame(row, user, _badges(channel, user, {user.id} if poster.appointed else set()))
-        return frame
+        fields = {"channel_id": channel.id, "user_id": user.id, "text": text, "created_at": now}
+        [(message_id,)] = await self._db.write(insert(ChatMessage).values(**fields).returning(ChatMessage.id))
+        row = ChatMessage(id=message_id, **fields)
+        return message_frame(row, user, _badges(channel, user, {user.id} if poster.appointed else set()))
 
     async def announce_presence(self, name: str, username: str, joined: bool) -> None:
         """A signed-in user came into or left the channel's chat (anonymous readers are not announced)."""

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, Row, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -43,6 +43,18 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session, session.begin():
             yield session
+
+    async def write(self, statement: Executable) -> list[Row[Any]]:
+        """Run one statement in a transaction of its own, committed as it returns; its rows (RETURNING).
+
+        In a session a write holds SQLite's one write lock from the statement to the commit, across
+        turns of the event loop, which a busy node makes long; every other writer waits that long too.
+        Here the lock is held only while the statement runs.
+        """
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            result = await autocommit.execute(statement)
+            return list(result.all()) if result.returns_rows else []
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
