@@ -498,16 +498,18 @@ def send_texts(channel: RTCDataChannel, texts: list[str]) -> None:
     sctp = channel.transport
     limit = sctp._remote_max_message_size
     queued = False
-    for text in texts:
-        data = text.encode("utf-8")
-        if channel.readyState != "open" or not data or (limit and len(data) > limit):
-            channel.send(text)  # raises as aiortc does, or sends the rare case its own way
-            continue
-        channel._addBufferedAmount(len(data))
-        sctp._data_channel_queue.append((channel, WEBRTC_STRING, data))
-        queued = True
-    if queued:
-        _run_now(sctp._data_channel_flush())
+    try:
+        for text in texts:
+            data = text.encode("utf-8")
+            if channel.readyState != "open" or not data or (limit and len(data) > limit):
+                channel.send(text)  # raises as aiortc does, or sends the rare case its own way
+                continue
+            channel._addBufferedAmount(len(data))
+            sctp._data_channel_queue.append((channel, WEBRTC_STRING, data))
+            queued = True
+    finally:  # what was queued before a refusal still goes
+        if queued:
+            _run_now(sctp._data_channel_flush())
 
 
 def _run_now(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -109,3 +109,26 @@ async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> No
     finally:
         await offerer.close()
         await answerer.close()
+
+
+def test_a_receivers_frames_go_to_its_track_in_the_call_and_its_idle_thread_ends_with_it() -> None:
+    """`_InlineFrames` stands in for the decoder queue: a frame is on the track when `put` returns, with
+    its RTP timestamp and the codec's clock; `put(None)` (the receiver stopping) releases the thread
+    aiortc started, which then ends the track."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    track: asyncio.Queue[Any] = asyncio.Queue()
+    frames = internals._InlineFrames(track)
+    waiting = threading.Thread(target=frames.get)
+    waiting.start()
+    frames.put((SimpleNamespace(name="opus", clockRate=48000), SimpleNamespace(data=b"\x01\x02", timestamp=960)))
+    frames.put((SimpleNamespace(name="H264", clockRate=90000), SimpleNamespace(data=b"\x03", timestamp=3000)))
+    first, second = track.get_nowait(), track.get_nowait()
+    assert (bytes(first), first.pts, first.time_base.denominator) == (b"\x01\x02", 960, 48000)
+    assert (bytes(second), second.pts, second.time_base.denominator) == (b"\x03", 3000, 90000)
+    assert waiting.is_alive()
+    frames.put(None)
+    waiting.join(timeout=5)
+    assert not waiting.is_alive()

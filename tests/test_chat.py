@@ -409,15 +409,16 @@ async def test_data_channel_and_websocket_share_one_conversation(chat: Api) -> N
     assert [f["text"] for f in socket.frames if f["type"] == "message"] == ["from the data channel", "from the websocket", "still fine"]
     assert peer.pc.connectionState == "connected"
 
-    # A burst (frames that reach the hub before it is next free) goes out as one batch: one fan-out,
-    # one socket write per WebSocket, yet each frame its own message, in order, on both transports.
+    # A burst (frames that reach the hub before it is next free) goes out in batches of up to 100
+    # frames: one fan-out each, one socket write per WebSocket, yet each frame its own message, in
+    # order, on both transports.
     fanouts, delivered = await chat_series(chat, "tally_chat_fanout_seconds_count", "tally_chat_frames_delivered_total")
-    for i in range(30):
+    for i in range(250):
         await chat.services.bus.publish(Message(TOPIC, {"channel": owner, "frame": {"type": "message", "id": 10_000 + i, "text": f"burst {i}"}}))
     for client in (rtc, socket):
-        await client.of_type("message", text="burst 29")
-        assert [f["text"] for f in client.frames if f.get("text", "").startswith("burst")] == [f"burst {i}" for i in range(30)]
-    assert await chat_series(chat, "tally_chat_fanout_seconds_count", "tally_chat_frames_delivered_total") == (fanouts + 1, delivered + 2 * 30)
+        await client.of_type("message", text="burst 249")
+        assert [f["text"] for f in client.frames if f.get("text", "").startswith("burst")] == [f"burst {i}" for i in range(250)]
+    assert await chat_series(chat, "tally_chat_fanout_seconds_count", "tally_chat_frames_delivered_total") == (fanouts + 3, delivered + 2 * 250)
 
     # One chat channel per session: a second is closed at once.
     extra = peer.pc.createDataChannel("chat")

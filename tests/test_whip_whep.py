@@ -189,10 +189,10 @@ async def test_publish_watch_patch_and_delete(rtc: Api) -> None:
     async with rtc.services.db.session() as db:
         record = (await db.scalars(select(StreamSession))).one()
     assert record.ended_at is not None and record.peak_viewers == 1 and record.video_codec == "H264"
-    # The receivers' idle decoder threads ended with the stream (a stuck one would have hung the loop).
-    assert not [thread for thread in threading.enumerate() if thread.name.endswith("-decoder")]
     await viewer.close()
     await publisher.close()
+    # Every receiver's idle decoder thread ended with its connection (a stuck one would hang the loop).
+    assert not [thread for thread in threading.enumerate() if thread.name.endswith("-decoder")]
     await events.close()
 
 

@@ -93,6 +93,7 @@ class Link(Protocol):
 FRAME_BURST = 20  # frames a client may send at once...
 FRAME_RATE = 2.0  # ...and per second after that; more get `rate_limited` before any work is done
 MAX_PENDING = 500  # frames held for a client while its welcome is being prepared
+MAX_BATCH = 100  # frames in one batch: a burst from the bus goes out in slices, each checked against a link's buffer
 FANOUT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)  # seconds, for /metrics
 
 
@@ -234,13 +235,18 @@ class ChatHub:
             frame = {"type": "live", "live": message.topic == "stream.started"}
         if not isinstance(frame, dict):
             return
-        self._outbox.setdefault(channel, []).append(Outbound(protocol.encode(frame), message_id))
-        if self._flush_soon is None:
+        waiting = self._outbox.setdefault(channel, [])
+        waiting.append(Outbound(protocol.encode(frame), message_id))
+        if len(waiting) >= MAX_BATCH:
+            self._flush()
+        elif self._flush_soon is None:
             self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send every channel's waiting frames as one batch (also called early, see `serve`)."""
-        self._flush_soon = None
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()  # a no-op when this is that call
+            self._flush_soon = None
         outbox, self._outbox = self._outbox, {}
         for channel, frames in outbox.items():
             room = self._rooms.get(channel)
@@ -255,8 +261,7 @@ class ChatHub:
         count = len(batch.frames)
         for chatter in list(room):  # a send may close a link, which leaves the room
             if chatter.pending is not None:
-                if len(chatter.pending) < MAX_PENDING:
-                    chatter.pending.extend(batch.frames)
+                chatter.pending.extend(batch.frames[: MAX_PENDING - len(chatter.pending)])
                 continue
             if chatter.link.send(batch):
                 self.delivered += count

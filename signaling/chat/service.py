@@ -28,7 +28,7 @@ from signaling.db.models import Channel, ChannelModerator, ChatBan, ChatMessage,
 from signaling.errors import Conflict, Forbidden, Invalid, NotFound
 
 TOPIC = "chat"
-WRITE_ATTEMPTS = 4
+WRITE_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +156,8 @@ class ChatService:
             try:
                 frame = await self._store(name, who, text)
             except OperationalError:
-                # SQLite refuses a write whose transaction read before another writer committed
-                # ("database is locked", at once, without waiting); the transaction was rolled back.
+                # SQLite gave up waiting for its write lock (busy_timeout, 5 s: another process holds
+                # it); nothing was written. One more try, then the client is told to try again.
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 await asyncio.sleep(0.02 * attempt)
