@@ -92,17 +92,18 @@ async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> No
             raise ConnectionError("Cannot send encrypted data, not connected")
 
         sending.transport._data_channel_flush = failing_flush
-        internals.send_texts(sending, ["lost"])
+        internals.send_texts(sending, [b"lost"])
         sending.transport._data_channel_flush = original_flush
         sending.transport._data_channel_queue.clear()
         sending._addBufferedAmount(-len("lost"))
 
         tasks_before = len(asyncio.all_tasks())
-        for text in texts[:200]:
-            internals.send_texts(sending, [text])
-        internals.send_texts(sending, texts[200:300])
+        encoded = [text.encode() for text in texts]
+        for data in encoded[:200]:
+            internals.send_texts(sending, [data])
+        internals.send_texts(sending, encoded[200:300])
         assert len(asyncio.all_tasks()) == tasks_before  # aiortc's own send would have left 300 flush tasks
-        internals.send_texts(sending, texts[300:])
+        internals.send_texts(sending, encoded[300:])
         await asyncio.wait_for(done, 10)
         assert got == texts
         assert sending.bufferedAmount == 0

@@ -52,13 +52,20 @@ class Outbound:
 
 
 class Batch:
-    """Frames for one channel's links, in order; their WebSocket bytes joined once, on first use."""
+    """Frames for one channel's links, in order; their WebSocket bytes joined, and their texts encoded
+    for data channels, once each, on first use."""
 
-    __slots__ = ("frames", "_ws_bytes")
+    __slots__ = ("frames", "_ws_bytes", "_utf8")
 
     def __init__(self, frames: list[Outbound]) -> None:
         self.frames = frames
         self._ws_bytes: bytes | None = None
+        self._utf8: list[bytes] | None = None
+
+    def utf8(self) -> list[bytes]:
+        if self._utf8 is None:
+            self._utf8 = [frame.text.encode("utf-8") for frame in self.frames]
+        return self._utf8
 
     def ws_bytes(self) -> bytes:
         if self._ws_bytes is None:

@@ -108,7 +108,7 @@ class DataChannelLink:
         if self._channel.bufferedAmount > self._max_buffered:
             self.close("too far behind")
             return False
-        send_texts(self._channel, [frame.text for frame in batch.frames])
+        send_texts(self._channel, batch.utf8())
         return True
 
     def close(self, reason: str) -> None:

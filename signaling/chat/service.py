@@ -333,7 +333,7 @@ class _Poster:
     last_post: datetime | None  # their newest message here (read only when slow mode is on)
 
     def moderator(self, who: Principal) -> bool:
-        return self.channel.owner_id == who.user_id or who.at_least(Role.MODERATOR) or self.appointed
+        return _moderates_unappointed(self.channel, who) or self.appointed
 
 
 async def _poster(session: AsyncSession, name: str, user_id: int) -> _Poster:
@@ -371,8 +371,13 @@ async def _moderator_ids(session: AsyncSession, channel_id: int) -> set[int]:
     return set(await session.scalars(select(ChannelModerator.user_id).where(ChannelModerator.channel_id == channel_id)))
 
 
+def _moderates_unappointed(channel: Channel, who: Principal) -> bool:
+    """The channel's owner and site moderators moderate every chat; others only where appointed."""
+    return channel.owner_id == who.user_id or who.at_least(Role.MODERATOR)
+
+
 async def _can_moderate(session: AsyncSession, channel: Channel, who: Principal) -> bool:
-    if channel.owner_id == who.user_id or who.at_least(Role.MODERATOR):
+    if _moderates_unappointed(channel, who):
         return True
     return await session.get(ChannelModerator, (channel.id, who.user_id)) is not None
 
