@@ -7,7 +7,9 @@ client shares the other core(s). A publisher goes live (the data channel rides o
 there must be a stream). The WebSocket clients are raw asyncio protocols on uvloop that parse frames
 themselves, one in ten reading every message's timestamp; the posters are among them and send
 `--rate` messages per second whose text is its send time. The data-channel clients are WHEP sessions
-in one headless Chromium, each taking the stream's audio and reading every message.
+that take the stream's audio and read every message: by default lean aiortc peers on uvloop that drop
+the audio at the socket (`--dc-client aiortc`), or the watch page's sessions in one headless Chromium
+(`--dc-client chromium`), which costs the clients' core more than the server's chat does.
 Figures: delivery latency p50/p99 (receive time minus send time, so it includes the server's database
 write, the bus, the fan-out and the client's own queueing), messages delivered versus expected, the
 server's CPU per delivered message (minus its CPU with everyone connected and nobody posting), and
@@ -235,6 +237,84 @@ def dc_clients(url: str, count: int) -> None:
         context.close()
 
 
+# --- data-channel clients: lean aiortc peers ----------------------------------------------------------
+
+# Chromium pays for every audio packet twice (its network process hands each one to the renderer), so
+# 200 sessions taking audio fill a core before any chat: the load generator, not the server, would set
+# the figures. These peers are the same sessions on the wire (ICE, DTLS, SCTP, the `chat` channel, SRTP
+# audio arriving at the socket) but drop the audio where it arrives, as a viewer that counts instead of
+# decoding. One packet passes, so aiortc has a stream to send the receiver reports that keep it alive.
+
+
+def drop_rtp(pc: Any) -> None:
+    """Discard RTP (not RTCP, DTLS or STUN) at every socket `pc` gathered, after the first packet."""
+    connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    for protocol in connection._protocols:
+        original = protocol.datagram_received
+        passed = [False]
+
+        def received(data: bytes, addr: Any, original: Any = original, passed: list[bool] = passed) -> None:
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP by RFC 7983 and 5761
+                if passed[0]:
+                    return
+                passed[0] = True
+            original(data, addr)
+
+        protocol.datagram_received = received
+
+
+async def lean_dc_clients(url: str, count: int) -> None:
+    from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from sfu import aiortc_internals as internals
+    from webrtc_peer import LOOPBACK
+
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    stats = Stats()
+    peers: list[Any] = []
+
+    async def join() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc.addTransceiver("audio", direction="recvonly")
+        chat = pc.createDataChannel("chat")
+        welcomed = loop.create_future()
+
+        @chat.on("message")
+        def on_message(data: str | bytes) -> None:
+            if not welcomed.done():
+                if isinstance(data, str) and '"type":"welcome"' in data:
+                    welcomed.set_result(None)
+                return
+            if stats.recording and isinstance(data, str) and '"type":"message"' in data:
+                stats.delivered += 1
+                sent = text_time(data)
+                if sent is not None:
+                    stats.latencies.append(time.time() - sent)
+
+        internals.plan_gathering(pc, LOOPBACK, None)
+        await pc.setLocalDescription(await pc.createOffer())
+        status, answer, _ = await loop.run_in_executor(
+            None, lambda: http("POST", f"{url}/whep/{CHANNEL}", raw=pc.localDescription.sdp.encode(),
+                               content_type="application/sdp"))
+        assert status == 201, answer
+        drop_rtp(pc)
+        await pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
+        await asyncio.wait_for(welcomed, 30)
+        peers.append(pc)
+
+    for i in range(0, count, 20):
+        await asyncio.gather(*(join() for _ in range(min(20, count - i))))
+    print("READY", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stats.recording = True
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stats.recording = False
+    print("RESULT " + json.dumps({"delivered": stats.delivered, "latencies": stats.latencies,
+                                  "client_cpu": time.process_time()}), flush=True)
+    await asyncio.gather(*(pc.close() for pc in peers))
+
+
 # --- orchestration ------------------------------------------------------------------------------
 
 
@@ -305,7 +385,7 @@ def pin(pid: int, cores: set[int]) -> None:
         os.sched_setaffinity(int(task.name), cores)
 
 
-def run(ws: int, dc: int, rate: float, seconds: float) -> None:
+def run(ws: int, dc: int, rate: float, seconds: float, dc_client: str) -> None:
     settings = {"CHAT_POSTS_PER_10S": "100000", "MAX_VIEWERS_PER_NODE": "5000", "RATE_WHEP_PER_MINUTE": "100000"}
     cores = sorted(os.sched_getaffinity(0))
     with server(**settings) as running:
@@ -325,7 +405,7 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
             t0 = time.monotonic()
             dcs = None
             if dc:
-                dcs = subprocess.Popen([sys.executable, __file__, "dc", url, str(dc)], stdin=subprocess.PIPE,
+                dcs = subprocess.Popen([sys.executable, __file__, "dc", url, str(dc), *(["--lean"] if dc_client == "aiortc" else [])], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, text=True)
                 processes.append(dcs)
                 started(dcs)
@@ -350,7 +430,7 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
                 assert dcs.stdin is not None
                 dcs.stdin.write("stop\n")
                 dcs.stdin.flush()
-            dc_result = result(dcs) if dcs is not None else {"delivered": 0, "latencies": []}
+            dc_result: dict[str, Any] = result(dcs) if dcs is not None else {"delivered": 0, "latencies": []}
             wall = time.monotonic() - wall0
             busy = cpu_seconds(running.pid) - cpu0
             stored = stored_messages(url)
@@ -376,7 +456,8 @@ def run(ws: int, dc: int, rate: float, seconds: float) -> None:
                       "server_cpu_pct": 100 * busy / wall, "idle_cpu_pct": 100 * idle_rate, "wall": wall,
                       "fanout_mean_ms": fanout_ms, "fanout_p99": fanout_p99, "batches": batches, "core_busy_pct": busy_cores,
                       "server_user_s": split1[0] - split0[0], "server_system_s": split1[1] - split0[1],
-                      "ws_client_cpu_s": ws_result["client_cpu"]}))
+                      "ws_client_cpu_s": ws_result["client_cpu"], "dc_client_cpu_s": dc_result.get("client_cpu"),
+                      "dc_client": dc_client}))
     print()
     print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message | fan-out ms (mean / p99) | posts per batch |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -393,6 +474,8 @@ def main() -> None:
     r.add_argument("--dc", type=int, default=200)
     r.add_argument("--rate", type=float, default=20)
     r.add_argument("--seconds", type=float, default=30)
+    r.add_argument("--dc-client", choices=("aiortc", "chromium"), default="aiortc",
+                   help="lean aiortc peers that drop the audio at the socket, or the watch page's sessions in Chromium")
     w = sub.add_parser("ws")
     w.add_argument("url")
     w.add_argument("count", type=int)
@@ -402,13 +485,18 @@ def main() -> None:
     d = sub.add_parser("dc")
     d.add_argument("url")
     d.add_argument("count", type=int)
+    d.add_argument("--lean", action="store_true")
     args = parser.parse_args()
     if args.command == "run":
-        run(args.ws, args.dc, args.rate, args.seconds)
+        run(args.ws, args.dc, args.rate, args.seconds, args.dc_client)
     elif args.command == "ws":
         import uvloop  # its C transports make 2,000 clients cheap enough to share a core with the browser
 
         uvloop.run(ws_clients(args.url, args.count, args.rate, args.seconds, args.token))
+    elif args.lean:
+        import uvloop
+
+        uvloop.run(lean_dc_clients(args.url, args.count))
     else:
         dc_clients(args.url, args.count)
 
