@@ -59,7 +59,7 @@ class ChatApi:
             raise BadRequest("this is a WebSocket endpoint: connect with a WebSocket client")
         await ws.prepare(request)
         transport = request.transport
-        assert isinstance(transport, asyncio.Transport)
+        assert transport is not None  # uvloop's transports are not asyncio.Transport subclasses
         link = WebSocketLink(ws, transport)
         try:
             await self._hub.serve(Chatter(link, channel, principal), link.frames())
