@@ -164,7 +164,7 @@ async def ws_clients(url: str, count: int, rate: float, seconds: float, token: s
     print("READY", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the orchestrator says when to post
 
-    stats.recording = True
+    stats.recording, cpu = True, time.process_time()
     sent = 0
     started = time.monotonic()
     while time.monotonic() - started < seconds:
@@ -174,7 +174,7 @@ async def ws_clients(url: str, count: int, rate: float, seconds: float, token: s
     await asyncio.sleep(2)  # let the last ones arrive
     stats.recording = False
     print("RESULT " + json.dumps({"sent": sent, "delivered": stats.delivered, "latencies": stats.latencies,
-                                  "client_cpu": time.process_time(), "clients": len(clients) + len(posters)}), flush=True)
+                                  "client_cpu": time.process_time() - cpu, "clients": len(clients) + len(posters)}), flush=True)
     for client in clients + posters:
         if client.transport is not None:
             client.transport.close()
@@ -241,20 +241,22 @@ def dc_clients(url: str, count: int) -> None:
 
 # Chromium pays for every audio packet twice (its network process hands each one to the renderer), so
 # 200 sessions taking audio fill a core before any chat: the load generator, not the server, would set
-# the figures. These peers are the same sessions on the wire (ICE, DTLS, SCTP, the `chat` channel, SRTP
-# audio arriving at the socket) but drop the audio where it arrives, as a viewer that counts instead of
-# decoding. One packet passes, so aiortc has a stream to send the receiver reports that keep it alive.
+# the figures. These peers speak the same protocols (ICE, DTLS, SCTP, the `chat` channel, SRTP audio
+# arriving at the socket) but discard the audio where it arrives, before SRTP, a jitter buffer or a
+# decoder; their feedback differs (aiortc acknowledges every SCTP packet, its receiver reports stop
+# changing). One packet passes, so aiortc has a stream to send the receiver reports that keep it alive.
 
 
 def drop_rtp(pc: Any) -> None:
     """Discard RTP (not RTCP, DTLS or STUN) at every socket `pc` gathered, after the first packet."""
     connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    assert connection._protocols, "gather before dropping"
     for protocol in connection._protocols:
         original = protocol.datagram_received
         passed = [False]
 
         def received(data: bytes, addr: Any, original: Any = original, passed: list[bool] = passed) -> None:
-            if 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP by RFC 7983 and 5761
+            if len(data) > 1 and 127 < data[0] < 192 and not 191 < data[1] < 224:  # RTP by RFC 7983 and 5761
                 if passed[0]:
                     return
                 passed[0] = True
@@ -276,6 +278,7 @@ async def lean_dc_clients(url: str, count: int) -> None:
 
     async def join() -> None:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        peers.append(pc)  # closed at the end whatever happens: its receiver's thread would keep the process up
         pc.addTransceiver("audio", direction="recvonly")
         chat = pc.createDataChannel("chat")
         welcomed = loop.create_future()
@@ -301,18 +304,21 @@ async def lean_dc_clients(url: str, count: int) -> None:
         drop_rtp(pc)
         await pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
         await asyncio.wait_for(welcomed, 30)
-        peers.append(pc)
 
-    for i in range(0, count, 20):
-        await asyncio.gather(*(join() for _ in range(min(20, count - i))))
-    print("READY", flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)
-    stats.recording = True
-    await loop.run_in_executor(None, sys.stdin.readline)
-    stats.recording = False
-    print("RESULT " + json.dumps({"delivered": stats.delivered, "latencies": stats.latencies,
-                                  "client_cpu": time.process_time()}), flush=True)
-    await asyncio.gather(*(pc.close() for pc in peers))
+    try:
+        for i in range(0, count, 20):
+            await asyncio.gather(*(join() for _ in range(min(20, count - i))))
+        print("READY", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        stats.recording, cpu = True, time.process_time()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        stats.recording = False
+        connected = sum(pc.connectionState == "connected" for pc in peers)
+        print("RESULT " + json.dumps({"delivered": stats.delivered, "latencies": stats.latencies,
+                                      "client_cpu": time.process_time() - cpu, "connected": connected}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)  # the orchestrator is done measuring
+    finally:
+        await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
 
 
 # --- orchestration ------------------------------------------------------------------------------
@@ -438,6 +444,13 @@ def run(ws: int, dc: int, rate: float, seconds: float, dc_client: str) -> None:
             cores1, split1 = core_busy(), user_system(running.pid)
             busy_cores = {core: round(100 * (cores1[core][0] - cores0[core][0]) / max(1, cores1[core][1] - cores0[core][1]))
                           for core in cores1}
+            if dcs is not None and dcs.stdin is not None:  # measured: the clients may leave now
+                dcs.stdin.write("done\n")
+                dcs.stdin.flush()
+                try:
+                    dcs.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
@@ -457,6 +470,7 @@ def run(ws: int, dc: int, rate: float, seconds: float, dc_client: str) -> None:
                       "fanout_mean_ms": fanout_ms, "fanout_p99": fanout_p99, "batches": batches, "core_busy_pct": busy_cores,
                       "server_user_s": split1[0] - split0[0], "server_system_s": split1[1] - split0[1],
                       "ws_client_cpu_s": ws_result["client_cpu"], "dc_client_cpu_s": dc_result.get("client_cpu"),
+                      "dc_connected_at_end": dc_result.get("connected"),
                       "dc_client": dc_client}))
     print()
     print("| clients (WS + DC) | posts/s | delivered / expected | WS p50 / p99 ms | DC p50 / p99 ms | server CPU % (idle %) | server µs per delivered message | fan-out ms (mean / p99) | posts per batch |")
@@ -490,7 +504,7 @@ def main() -> None:
     if args.command == "run":
         run(args.ws, args.dc, args.rate, args.seconds, args.dc_client)
     elif args.command == "ws":
-        import uvloop  # its C transports make 2,000 clients cheap enough to share a core with the browser
+        import uvloop  # its C transports make 2,000 clients cheap enough to share a core with the rest
 
         uvloop.run(ws_clients(args.url, args.count, args.rate, args.seconds, args.token))
     elif args.lean:

@@ -4,7 +4,6 @@ every connected client as protocol frames."""
 
 from __future__ import annotations
 
-import asyncio
 
 from aiohttp import web
 
