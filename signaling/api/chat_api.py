@@ -4,7 +4,6 @@ every connected client as protocol frames."""
 
 from __future__ import annotations
 
-
 from aiohttp import web
 
 from signaling.accounts.service import AccountService
