@@ -55,11 +55,17 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 from aiortc.codecs.h264 import H264Encoder
+import pylibsrtp
+from pylibsrtp._binding import ffi as srtp_ffi, lib as srtp_lib
 
 log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
+PYLIBSRTP_VERSION = "1.0.0"
+SRTP_BUFFER_BYTES = 1500
+SRTP_TRAILER_BYTES = 16 + 128  # libsrtp's SRTP_MAX_TRAILER_LEN: the authentication tag and MKI, at most
+srtp_protect = getattr(srtp_lib, "srtp_protect", None)  # `check()` refuses to run without it
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
 _PASSTHROUGH_MARK = "_tallylight_passthrough"
@@ -87,6 +93,7 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
     (RTCSctpTransport, "_data_channel_receive"),
     (RTCSctpTransport, "_data_channel_flush"),
     (RTCDataChannel, "_addBufferedAmount"),
+    (srtp_lib, "srtp_protect"),
 ]
 
 # Instance attributes set in constructors; checked on the objects themselves when first used.
@@ -114,6 +121,8 @@ def check() -> None:
         problems.append(f"aiortc is {aiortc.__version__}, the SFU is verified against {AIORTC_VERSION}")
     if aioice.__version__ != AIOICE_VERSION:
         problems.append(f"aioice is {aioice.__version__}, the SFU is verified against {AIOICE_VERSION}")
+    if pylibsrtp.__version__ != PYLIBSRTP_VERSION:
+        problems.append(f"pylibsrtp is {pylibsrtp.__version__}, the SFU is verified against {PYLIBSRTP_VERSION}")
     for owner, name in _CLASS_ATTRIBUTES:
         if not hasattr(owner, name):
             problems.append(f"{getattr(owner, '__name__', owner)}.{name} is gone")
@@ -285,25 +294,75 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
 
 
 class RtpOutput:
-    """Writes RTP to one subscriber: SRTP protect, then a synchronous datagram on the nominated pair."""
+    """Writes RTP to one subscriber: SRTP protect, then a synchronous datagram on the nominated pair.
 
-    __slots__ = ("_dtls", "_connection")
+    This is the packet path's inner loop (once per packet per subscriber), so it skips what the general
+    APIs redo on every call: libsrtp is called into a buffer this output owns (pylibsrtp allocates a
+    length cell and copies the packet twice), and the datagram goes straight to the pair's socket while
+    the transport has nothing queued (asyncio's `sendto` re-checks its arguments first). The pair, its
+    address and its socket are looked up again only when ICE nominates another pair.
+    """
+
+    __slots__ = ("_dtls", "_connection", "_pair", "_transport", "_sock", "_addr", "_session", "_context",
+                 "_cdata", "_buffer", "_length")
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._dtls = sender.transport
         self._connection: aioice.ice.Connection = self._dtls.transport._connection
+        self._pair: Any = None
+        self._transport: Any = None
+        self._sock: Any = None  # None: send through the transport (not asyncio's own, or closing)
+        self._addr: Any = None
+        self._session: Any = None
+        self._context: Any = None
+        self._cdata = srtp_ffi.new("char[]", SRTP_BUFFER_BYTES)
+        self._buffer = srtp_ffi.buffer(self._cdata)
+        self._length = srtp_ffi.new("int *")
 
     def send(self, packet: bytes | bytearray) -> int:
         """Send; the socket's pending write bytes afterwards, or -1 when not connected (nothing sent)."""
-        srtp = self._dtls._tx_srtp
         pair = self._connection._nominated.get(1)
-        if srtp is None or pair is None:
+        if pair is not self._pair and not self._retarget(pair):
             return -1
-        transport = pair.protocol.transport
-        if transport is None or transport.is_closing():
+        session = self._dtls._tx_srtp
+        if session is not self._session:
+            if session is None:
+                return -1
+            _require(session, ("_srtp",))
+            self._session, self._context = session, session._srtp[0]
+        size = len(packet)
+        if size > SRTP_BUFFER_BYTES - SRTP_TRAILER_BYTES:
             return -1
-        transport.sendto(srtp.protect(bytes(packet)), pair.remote_addr)
-        return int(transport.get_write_buffer_size())  # type: ignore[attr-defined]
+        transport = self._transport
+        if transport.is_closing():
+            return -1
+        self._buffer[0:size] = packet
+        self._length[0] = size
+        if srtp_protect(self._context, self._cdata, self._length):
+            return -1
+        data = self._buffer[0 : self._length[0]]
+        sock = self._sock
+        if sock is None or transport._buffer:  # keep the order behind what is queued
+            transport.sendto(data, self._addr)
+        else:
+            try:
+                sock.sendto(data, self._addr)
+            except (BlockingIOError, InterruptedError):  # full: the transport queues it and sends when writable
+                transport.sendto(data, self._addr)
+            except OSError:
+                return -1  # as asyncio's own transport: a datagram the network refused is lost
+            return 0
+        return int(transport.get_write_buffer_size())
+
+    def _retarget(self, pair: Any) -> bool:
+        transport = pair.protocol.transport if pair is not None else None
+        if transport is None:
+            return False
+        self._pair, self._transport, self._addr = pair, transport, pair.remote_addr
+        sock = getattr(transport, "_sock", None)
+        direct = isinstance(sock, socket.socket) and hasattr(transport, "_buffer") and not transport.get_extra_info("peername")
+        self._sock = sock if direct else None
+        return True
 
 
 def intercept_feedback(

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from sfu import rtx
 from sfu.feed import Feed
-from sfu.header_extensions import ExtensionWriter
+from sfu.header_extensions import shared_writer
 from sfu.media_format import PayloadMap
 from sfu.rtp_rewriter import RtpRewriter
 from sfu.sender_reports import NTP_EPOCH_OFFSET, seconds_to_ntp
@@ -63,7 +63,7 @@ class DownTrack:
         self._output = output
         self._clock = clock
         self._rewriter = RtpRewriter(ssrc, payloads.payload_type, feed.format.clock_rate, clock)
-        self._extensions = ExtensionWriter(payloads.extension_ids, payloads.mid)
+        self._extensions = shared_writer(payloads.extension_ids, payloads.mid)
         self._rtx_ssrc = rtx_ssrc
         self._rtx_seq = 0
         self.max_buffered = max_buffered

@@ -20,9 +20,13 @@ def abs_send_time(ntp_seconds: float) -> int:
 
 
 class ExtensionWriter:
-    """Builds RTP packets with one subscriber's extension block in place of the publisher's."""
+    """Builds RTP packets with one subscriber's extension block in place of the publisher's.
 
-    __slots__ = ("_mid_id", "_ast_id", "_mid", "_fixed_len")
+    Subscribers that negotiated the same ids and mid share one writer (`shared_writer`), and a writer
+    remembers its last result: a packet fanned out to many such subscribers is rebuilt once, then copied.
+    """
+
+    __slots__ = ("_mid_id", "_ast_id", "_mid", "_last_in", "_last_ntp", "_last_out")
 
     def __init__(self, ids: dict[str, int], mid: str) -> None:
         self._mid_id = ids.get(MID_URI, 0)
@@ -33,9 +37,18 @@ class ExtensionWriter:
         for ext_id in (self._mid_id, self._ast_id):
             if ext_id and not 1 <= ext_id <= 14:
                 raise ValueError("one-byte extension ids are 1 to 14")
+        self._last_in: bytes | bytearray | None = None  # held, so no other packet can take its identity
+        self._last_ntp = 0.0
+        self._last_out = b""
+
+    @property
+    def layout(self) -> tuple[int, int, bytes]:
+        return self._mid_id, self._ast_id, self._mid
 
     def rewrite(self, packet: bytes | bytearray, now_ntp: float) -> bytearray:
         """`packet` with its extension block replaced; padding, CSRCs and payload unchanged."""
+        if packet is self._last_in and now_ntp == self._last_ntp:
+            return bytearray(self._last_out)
         first = packet[0]
         csrc_end = 12 + 4 * (first & 0x0F)
         payload_start = csrc_end
@@ -58,7 +71,23 @@ class ExtensionWriter:
         else:
             out[0] = first & ~0x10 & 0xFF
         out += packet[payload_start:]
+        self._last_in, self._last_ntp, self._last_out = packet, now_ntp, bytes(out)
         return out
+
+
+_SHARED: dict[tuple[int, int, bytes], ExtensionWriter] = {}
+MAX_SHARED = 1024  # distinct layouts kept; a node sees a handful (ids and mids repeat across viewers)
+
+
+def shared_writer(ids: dict[str, int], mid: str) -> ExtensionWriter:
+    """The writer for this layout, shared by every subscriber that negotiated it (one event loop)."""
+    writer = ExtensionWriter(ids, mid)
+    shared = _SHARED.get(writer.layout)
+    if shared is None:
+        if len(_SHARED) >= MAX_SHARED:
+            _SHARED.clear()
+        shared = _SHARED[writer.layout] = writer
+    return shared
 
 
 def read_one_byte_extensions(packet: bytes | bytearray) -> dict[int, bytes]:

@@ -8,7 +8,14 @@ import pytest
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 
-from sfu.header_extensions import ABS_SEND_TIME_URI, MID_URI, ExtensionWriter, abs_send_time, read_one_byte_extensions
+from sfu.header_extensions import (
+    ABS_SEND_TIME_URI,
+    MID_URI,
+    ExtensionWriter,
+    abs_send_time,
+    read_one_byte_extensions,
+    shared_writer,
+)
 from sfu.sender_reports import ClockMapping, ntp_to_seconds, seconds_to_ntp
 
 
@@ -35,6 +42,20 @@ def test_publisher_extensions_are_replaced_by_the_subscribers_own() -> None:
     assert parsed.extensions.abs_send_time == abs_send_time(1000.5)
     assert (parsed.sequence_number, parsed.timestamp, parsed.ssrc, parsed.payload) == (9, 1234, 42, b"\x01payload")
     assert set(read_one_byte_extensions(out)) == {1, 3}
+
+
+def test_subscribers_with_one_layout_share_a_writer_that_rebuilds_each_packet_once() -> None:
+    ids = {MID_URI: 1, ABS_SEND_TIME_URI: 3}
+    first, second, other = shared_writer(ids, "0"), shared_writer(dict(ids), "0"), shared_writer(ids, "1")
+    assert first is second and other is not first
+    wire = RtpPacket(payload_type=96, sequence_number=9, timestamp=1, ssrc=42, payload=b"abc").serialize(aiortc_map({}))
+    a, b = first.rewrite(wire, now_ntp=5.0), second.rewrite(wire, now_ntp=5.0)
+    assert a == b and a is not b  # each subscriber rewrites its own copy in place
+    a[2:4] = b"\xff\xff"
+    assert second.rewrite(wire, now_ntp=5.0)[2:4] == b"\x00\x09"
+    later = first.rewrite(wire, now_ntp=6.0)  # the same packet sent again later (a NACK): a fresh stamp
+    assert read_one_byte_extensions(later)[3] == abs_send_time(6.0).to_bytes(3, "big")
+    assert read_one_byte_extensions(other.rewrite(wire, now_ntp=6.0))[1] == b"1"
 
 
 def test_no_negotiated_extensions_means_no_extension_block() -> None:
