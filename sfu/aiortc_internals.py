@@ -65,7 +65,7 @@ AIOICE_VERSION = "0.13.0"
 PYLIBSRTP_VERSION = "1.0.0"
 SRTP_BUFFER_BYTES = 1500
 SRTP_TRAILER_BYTES = 16 + 128  # libsrtp's SRTP_MAX_TRAILER_LEN: the authentication tag and MKI, at most
-srtp_protect = getattr(srtp_lib, "srtp_protect", None)  # `check()` refuses to run without it
+srtp_protect: Any = getattr(srtp_lib, "srtp_protect", None)  # `check()` refuses to run without it
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
 _PASSTHROUGH_MARK = "_tallylight_passthrough"
