@@ -293,6 +293,9 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
 
 
+_NOT_YET = object()
+
+
 class RtpOutput:
     """Writes RTP to one subscriber: SRTP protect, then a synchronous datagram on the nominated pair.
 
@@ -309,11 +312,11 @@ class RtpOutput:
     def __init__(self, sender: RTCRtpSender) -> None:
         self._dtls = sender.transport
         self._connection: aioice.ice.Connection = self._dtls.transport._connection
-        self._pair: Any = None
+        self._pair: Any = _NOT_YET  # never a pair, nor None: the first call always looks
         self._transport: Any = None
         self._sock: Any = None  # None: send through the transport (not asyncio's own, or closing)
         self._addr: Any = None
-        self._session: Any = None
+        self._session: Any = _NOT_YET
         self._context: Any = None
         self._cdata = srtp_ffi.new("char[]", SRTP_BUFFER_BYTES)
         self._buffer = srtp_ffi.buffer(self._cdata)

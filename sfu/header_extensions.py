@@ -71,7 +71,8 @@ class ExtensionWriter:
         else:
             out[0] = first & ~0x10 & 0xFF
         out += packet[payload_start:]
-        self._last_in, self._last_ntp, self._last_out = packet, now_ntp, bytes(out)
+        if type(packet) is bytes:  # what can change under the same identity is not remembered
+            self._last_in, self._last_ntp, self._last_out = packet, now_ntp, bytes(out)
         return out
 
 

@@ -133,3 +133,58 @@ def test_a_receivers_frames_go_to_its_track_in_the_call_and_its_idle_thread_ends
     frames.put(None)
     waiting.join(timeout=5)
     assert not waiting.is_alive()
+
+
+async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order_behind_a_queue() -> None:
+    """The output's own libsrtp call and direct socket send: nothing goes out (and nothing crashes)
+    before ICE has a pair and DTLS has keys; then the far side unprotects exactly what was written,
+    and while the transport holds a queue, packets join it instead of overtaking it."""
+    import asyncio
+    import os
+    import socket
+    from types import SimpleNamespace
+
+    from pylibsrtp import Policy, Session
+
+    key = os.urandom(30)
+
+    def session(direction: int) -> Session:
+        policy = Policy(key=key, ssrc_type=direction)
+        policy.allow_repeat_tx = True
+        return Session(policy)
+
+    loop = asyncio.get_running_loop()
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        connection = SimpleNamespace(_nominated={})
+        dtls = SimpleNamespace(_tx_srtp=None, transport=SimpleNamespace(_connection=connection))
+        output = internals.RtpOutput(SimpleNamespace(transport=dtls))  # type: ignore[arg-type]
+        packets = [_packet(111, seq, seq * 960, 0x1234, bytes([seq]) * 80) for seq in range(1, 5)]
+
+        assert output.send(packets[0]) == -1  # no nominated pair yet
+        pair = SimpleNamespace(protocol=SimpleNamespace(transport=transport), remote_addr=receiver.getsockname())
+        connection._nominated[1] = pair
+        assert output.send(packets[0]) == -1  # no SRTP keys yet
+        dtls._tx_srtp = session(Policy.SSRC_ANY_OUTBOUND)
+        inbound = session(Policy.SSRC_ANY_INBOUND)
+
+        assert output.send(bytearray(packets[0])) == 0
+        assert inbound.unprotect(receiver.recv(2048)) == packets[0]
+        queued = b"queued before"
+        transport._buffer.append((queued, receiver.getsockname()))  # as asyncio leaves a datagram the socket refused
+        transport._buffer_size += len(queued)
+        assert output.send(packets[1]) > 0
+        transport._sendto_ready()  # the socket is writable again: the queue drains in order
+        assert receiver.recv(2048) == queued
+        assert inbound.unprotect(receiver.recv(2048)) == packets[1]
+        assert output.send(packets[2]) == 0
+        assert inbound.unprotect(receiver.recv(2048)) == packets[2]
+
+        transport.close()
+        assert output.send(packets[3]) == -1
+    finally:
+        transport.close()
+        receiver.close()
