@@ -25,6 +25,7 @@ below, which `pyproject.toml` pins:
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import fractions
 import logging
 import socket
@@ -294,20 +295,21 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
 
 
 _NOT_YET = object()
+SelectorDatagramTransport: Any = getattr(asyncio.selector_events, "_SelectorDatagramTransport", ())  # () matches nothing
 
 
 class RtpOutput:
     """Writes RTP to one subscriber: SRTP protect, then a synchronous datagram on the nominated pair.
 
     This is the packet path's inner loop (once per packet per subscriber), so it skips what the general
-    APIs redo on every call: libsrtp is called into a buffer this output owns (pylibsrtp allocates a
-    length cell and copies the packet twice), and the datagram goes straight to the pair's socket while
-    the transport has nothing queued (asyncio's `sendto` re-checks its arguments first). The pair, its
-    address and its socket are looked up again only when ICE nominates another pair.
+    APIs redo on every call: libsrtp is called on a buffer this output owns (pylibsrtp allocates a
+    length cell, copies the packet to bytes first and re-checks it), and the datagram goes straight to
+    the pair's socket while asyncio's transport has nothing queued (its `sendto` re-checks its arguments
+    first). The pair, its address and its socket are looked up again only when ICE nominates another.
     """
 
     __slots__ = ("_dtls", "_connection", "_pair", "_transport", "_sock", "_addr", "_session", "_context",
-                 "_cdata", "_buffer", "_length")
+                 "_cdata", "_buffer", "_length", "_failed")
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._dtls = sender.transport
@@ -321,6 +323,7 @@ class RtpOutput:
         self._cdata = srtp_ffi.new("char[]", SRTP_BUFFER_BYTES)
         self._buffer = srtp_ffi.buffer(self._cdata)
         self._length = srtp_ffi.new("int *")
+        self._failed = False
 
     def send(self, packet: bytes | bytearray) -> int:
         """Send; the socket's pending write bytes afterwards, or -1 when not connected (nothing sent)."""
@@ -341,7 +344,11 @@ class RtpOutput:
             return -1
         self._buffer[0:size] = packet
         self._length[0] = size
-        if srtp_protect(self._context, self._cdata, self._length):
+        status = srtp_protect(self._context, self._cdata, self._length)
+        if status:
+            if not self._failed:  # counted as dropped by the caller; said once per subscriber
+                self._failed = True
+                log.warning("SRTP protect failed with libsrtp status %d; such packets are dropped", status)
             return -1
         data = self._buffer[0 : self._length[0]]
         sock = self._sock
@@ -352,6 +359,7 @@ class RtpOutput:
                 sock.sendto(data, self._addr)
             except (BlockingIOError, InterruptedError):  # full: the transport queues it and sends when writable
                 transport.sendto(data, self._addr)
+                return int(transport.get_write_buffer_size())
             except OSError:
                 return -1  # as asyncio's own transport: a datagram the network refused is lost
             return 0
@@ -362,9 +370,9 @@ class RtpOutput:
         if transport is None:
             return False
         self._pair, self._transport, self._addr = pair, transport, pair.remote_addr
-        sock = getattr(transport, "_sock", None)
-        direct = isinstance(sock, socket.socket) and hasattr(transport, "_buffer") and not transport.get_extra_info("peername")
-        self._sock = sock if direct else None
+        # Only asyncio's selector transport keeps its queue in `_buffer` until the datagram is sent.
+        direct = isinstance(transport, SelectorDatagramTransport) and not transport.get_extra_info("peername")
+        self._sock = transport._sock if direct else None
         return True
 
 

@@ -26,7 +26,7 @@ class ExtensionWriter:
     remembers its last result: a packet fanned out to many such subscribers is rebuilt once, then copied.
     """
 
-    __slots__ = ("_mid_id", "_ast_id", "_mid", "_last_in", "_last_ntp", "_last_out")
+    __slots__ = ("_mid_id", "_ast_id", "_mid", "_last")
 
     def __init__(self, ids: dict[str, int], mid: str) -> None:
         self._mid_id = ids.get(MID_URI, 0)
@@ -37,9 +37,9 @@ class ExtensionWriter:
         for ext_id in (self._mid_id, self._ast_id):
             if ext_id and not 1 <= ext_id <= 14:
                 raise ValueError("one-byte extension ids are 1 to 14")
-        self._last_in: bytes | bytearray | None = None  # held, so no other packet can take its identity
-        self._last_ntp = 0.0
-        self._last_out = b""
+        # (packet, now_ntp, result) of the last rewrite, as one tuple so it is replaced whole; the packet
+        # is held, so no other packet can take its identity.
+        self._last: tuple[bytes | None, float, bytes] = (None, 0.0, b"")
 
     @property
     def layout(self) -> tuple[int, int, bytes]:
@@ -47,8 +47,9 @@ class ExtensionWriter:
 
     def rewrite(self, packet: bytes | bytearray, now_ntp: float) -> bytearray:
         """`packet` with its extension block replaced; padding, CSRCs and payload unchanged."""
-        if packet is self._last_in and now_ntp == self._last_ntp:
-            return bytearray(self._last_out)
+        last_in, last_ntp, last_out = self._last
+        if packet is last_in and now_ntp == last_ntp:
+            return bytearray(last_out)
         first = packet[0]
         csrc_end = 12 + 4 * (first & 0x0F)
         payload_start = csrc_end
@@ -72,7 +73,7 @@ class ExtensionWriter:
             out[0] = first & ~0x10 & 0xFF
         out += packet[payload_start:]
         if type(packet) is bytes:  # what can change under the same identity is not remembered
-            self._last_in, self._last_ntp, self._last_out = packet, now_ntp, bytes(out)
+            self._last = (packet, now_ntp, bytes(out))
         return out
 
 

@@ -138,7 +138,8 @@ def test_a_receivers_frames_go_to_its_track_in_the_call_and_its_idle_thread_ends
 async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order_behind_a_queue() -> None:
     """The output's own libsrtp call and direct socket send: nothing goes out (and nothing crashes)
     before ICE has a pair and DTLS has keys; then the far side unprotects exactly what was written,
-    and while the transport holds a queue, packets join it instead of overtaking it."""
+    straight from the socket while the transport's queue is empty, behind that queue when it is not,
+    and to the new address when ICE nominates another pair."""
     import asyncio
     import os
     import socket
@@ -157,7 +158,18 @@ async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(5)
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    other.settimeout(5)
     transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    through_transport = []
+    sendto = transport.sendto
+
+    def counted(data: Any, addr: Any = None) -> None:
+        through_transport.append(data)
+        sendto(data, addr)
+
+    transport.sendto = counted  # type: ignore[method-assign]
     try:
         connection = SimpleNamespace(_nominated={})
         dtls = SimpleNamespace(_tx_srtp=None, transport=SimpleNamespace(_connection=connection))
@@ -173,18 +185,24 @@ async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order
 
         assert output.send(bytearray(packets[0])) == 0
         assert inbound.unprotect(receiver.recv(2048)) == packets[0]
+        assert through_transport == []  # straight to the socket
+        assert output.send(bytes(1400)) == -1  # no room for the SRTP trailer in a datagram this size
         queued = b"queued before"
         transport._buffer.append((queued, receiver.getsockname()))  # as asyncio leaves a datagram the socket refused
         transport._buffer_size += len(queued)
         assert output.send(packets[1]) > 0
+        assert len(through_transport) == 1
         transport._sendto_ready()  # the socket is writable again: the queue drains in order
         assert receiver.recv(2048) == queued
         assert inbound.unprotect(receiver.recv(2048)) == packets[1]
+        connection._nominated[1] = SimpleNamespace(protocol=pair.protocol, remote_addr=other.getsockname())
         assert output.send(packets[2]) == 0
-        assert inbound.unprotect(receiver.recv(2048)) == packets[2]
+        assert inbound.unprotect(other.recv(2048)) == packets[2]
+        assert len(through_transport) == 1
 
         transport.close()
         assert output.send(packets[3]) == -1
     finally:
         transport.close()
         receiver.close()
+        other.close()

@@ -56,6 +56,10 @@ def test_subscribers_with_one_layout_share_a_writer_that_rebuilds_each_packet_on
     later = first.rewrite(wire, now_ntp=6.0)  # the same packet sent again later (a NACK): a fresh stamp
     assert read_one_byte_extensions(later)[3] == abs_send_time(6.0).to_bytes(3, "big")
     assert read_one_byte_extensions(other.rewrite(wire, now_ntp=6.0))[1] == b"1"
+    changing = bytearray(wire)  # what can change under one identity is rebuilt every time
+    assert first.rewrite(changing, now_ntp=7.0)[-3:] == b"abc"
+    changing[-3:] = b"xyz"
+    assert first.rewrite(changing, now_ntp=7.0)[-3:] == b"xyz"
 
 
 def test_no_negotiated_extensions_means_no_extension_block() -> None:
