@@ -171,7 +171,12 @@ async def ws_clients(url: str, count: int, rate: float, seconds: float, token: s
         posters[sent % len(posters)].send(json.dumps({"type": "send", "text": f"{time.time():.6f} {sent}"}).encode())
         sent += 1
         await asyncio.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
-    await asyncio.sleep(2)  # let the last ones arrive
+    # Let the last ones arrive: an overloaded server may be seconds behind, and what it still owes is
+    # lag, not loss. Stop when nothing more has come for 2 s (at most 60 s).
+    drained_at, before = time.monotonic(), -1
+    while stats.delivered != before and time.monotonic() - drained_at < 60:
+        before = stats.delivered
+        await asyncio.sleep(2)
     stats.recording = False
     print("RESULT " + json.dumps({"sent": sent, "delivered": stats.delivered, "latencies": stats.latencies,
                                   "client_cpu": time.process_time() - cpu, "clients": len(clients) + len(posters)}), flush=True)
