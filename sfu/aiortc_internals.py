@@ -352,17 +352,15 @@ class RtpOutput:
             return -1
         data = self._buffer[0 : self._length[0]]
         sock = self._sock
-        if sock is None or transport._buffer:  # keep the order behind what is queued
-            transport.sendto(data, self._addr)
-        else:
+        if sock is not None and not transport._buffer:  # nothing queued to keep the order behind
             try:
                 sock.sendto(data, self._addr)
-            except (BlockingIOError, InterruptedError):  # full: the transport queues it and sends when writable
-                transport.sendto(data, self._addr)
-                return int(transport.get_write_buffer_size())
+                return 0
+            except (BlockingIOError, InterruptedError):
+                pass  # full: the transport queues it and sends when writable
             except OSError:
                 return -1  # as asyncio's own transport: a datagram the network refused is lost
-            return 0
+        transport.sendto(data, self._addr)
         return int(transport.get_write_buffer_size())
 
     def _retarget(self, pair: Any) -> bool:
