@@ -37,11 +37,12 @@ def probe(path: Path | str) -> Probe:
 def decode_errors(path: Path | str) -> str:
     """What ffmpeg reports decoding every frame of every stream ('' when it decodes cleanly).
 
-    Frames keep their own times (`-fps_mode passthrough`): live timing follows the publisher's sender
-    reports and is not a fixed rate, and ffmpeg's conversion to one makes its null muxer complain about
-    repeated timestamps, which says nothing about decoding."""
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "null", "-"],
-                         capture_output=True, text=True, timeout=120)
+    Frames keep their own times (`-fps_mode passthrough`) in the file's own time base (`-enc_time_base
+    -1`): live timing follows the publisher's sender reports and is not a fixed rate (Chromium under
+    load sends 15 fps with frames 20-110 ms apart), and rounding it to one makes ffmpeg's null muxer
+    complain about repeated timestamps, which says nothing about decoding."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-enc_time_base", "-1",
+                          "-f", "null", "-"], capture_output=True, text=True, timeout=120)
     return out.stderr.strip() if out.returncode == 0 else f"exit {out.returncode}: {out.stderr.strip()}"
 
 

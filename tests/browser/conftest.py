@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,9 +20,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
-from support import free_port, wait_ready
+from server_process import serve
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -85,45 +82,10 @@ class Server:
 @pytest.fixture(scope="module")
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The server for one test module; a module's `SERVER_SETTINGS` dict adds to or overrides its env."""
-    data_dir = tmp_path_factory.mktemp("server")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATA_DIR": str(data_dir),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "JWT_SECRET": secrets.token_hex(32),
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_COST": "8",
-        "RATE_LOGIN_PER_MINUTE": "1000",
-        "RATE_REGISTER_PER_HOUR": "1000",  # every sign-up here comes from 127.0.0.1
-        "PUBLIC_URL": "",
-        "DATABASE_URL": "",
-        "BUS_URL": "memory://",
-        "WEBRTC_HOST_ADDRESSES": "127.0.0.1",  # aioice skips loopback unless told (TESTING.md)
-        "PUBLISHER_TIMEOUT": "3",
-        **getattr(request.module, "SERVER_SETTINGS", {}),
-    }
-    log = data_dir / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log)
-        running = Server(url, admin="boss", log=log, pid=process.pid)
+    with serve(tmp_path_factory.mktemp("server"), **getattr(request.module, "SERVER_SETTINGS", {})) as process:
+        running = Server(process.url, admin="boss", log=process.log, pid=process.pid)
         assert running.register("boss")["role"] == "admin"  # the first account of a fresh database
         yield running
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"the server did not stop within 10 s of SIGTERM:\n{log.read_text()}")
-    assert code == 0, f"the server exited with {code} on SIGTERM:\n{log.read_text()}"
 
 
 @pytest.fixture(scope="module")

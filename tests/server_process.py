@@ -1,0 +1,79 @@
+"""`tally serve` as a subprocess on loopback, for tests that need the real process (its own event loop,
+log and memory, and a clean SIGTERM) rather than an app inside the test's loop."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support import free_port, wait_ready
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    url: str
+    log: Path
+    pid: int
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def open_files(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+@contextmanager
+def serve(data_dir: Path, **settings: str) -> Iterator[ServerProcess]:
+    """Run the server on a fresh data directory with test-friendly settings (and `settings` on top);
+    stop it with SIGTERM at the end and fail unless it exits 0 within 10 s."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "JWT_SECRET": secrets.token_hex(32),
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST": "8",
+        "RATE_LOGIN_PER_MINUTE": "1000",
+        "RATE_REGISTER_PER_HOUR": "1000",  # every sign-up in a test comes from 127.0.0.1
+        "PUBLIC_URL": "",
+        "DATABASE_URL": "",
+        "BUS_URL": "memory://",
+        "WEBRTC_HOST_ADDRESSES": "127.0.0.1",  # aioice skips loopback unless told (TESTING.md)
+        "PUBLISHER_TIMEOUT": "3",
+        **settings,
+    }
+    log = data_dir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log)
+        yield ServerProcess(url, log, process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the server did not stop within 10 s of SIGTERM:\n{log.read_text()}")
+    assert code == 0, f"the server exited with {code} on SIGTERM:\n{log.read_text()}"
