@@ -149,6 +149,13 @@ def route(endpoint: Endpoint, authenticator: Authenticator) -> Callable[[web.Req
                 raise Unauthorized("sign in first")
             if not principal.at_least(minimum):
                 raise Forbidden(f"this needs the {minimum.label} role")
+        for name, _, _ in endpoint.query:
+            if len(request.query.getall(name, ())) > 1:  # the first or the last? refuse rather than guess
+                raise BadRequest(
+                    f"give {name} at most once",
+                    errors=[{"field": name, "message": "given more than once"}],
+                    headers={"Cache-Control": "no-store"},  # like every HLS error: no CDN keeps it
+                )
         body: Any = await read_json(request, endpoint.body) if endpoint.body is not None else None
         return await endpoint.handler(Call(request, principal, body))
 

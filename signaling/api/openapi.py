@@ -77,7 +77,10 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         ok["content"] = {endpoint.extra["produces"]: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(endpoint.status): ok}
     problem = {"application/problem+json": {"schema": _ref(Problem)}}
-    for status in sorted(set(endpoint.errors) | {400, 413, 415} if endpoint.body else set(endpoint.errors)):
+    statuses = set(endpoint.errors) | ({400, 413, 415} if endpoint.body else set())
+    if endpoint.query:
+        statuses.add(400)  # a declared parameter given twice (`route`)
+    for status in sorted(statuses):
         responses[str(status)] = {"description": STATUS_TEXT.get(status, "Error"), "content": problem}
     operation["responses"] = responses
     return operation
