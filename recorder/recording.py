@@ -24,6 +24,7 @@ from pathlib import Path
 import av
 
 from recorder.mp4 import VIDEO_RATE, FragmentedMp4, MediaInfo, finalize, picture_size, thumbnail
+from recorder.priority import run_in_background
 from recorder.storage import Storage, StorageError, Upload, put_file
 from recorder.timeline import Timeline
 from recorder.transcode import Vp8ToH264
@@ -143,6 +144,7 @@ class Recording:
     # --- the worker thread ---
 
     def _work(self) -> None:
+        run_in_background()  # the VP8 transcode's threads inherit it
         timeline = Timeline()
         writer: FragmentedMp4 | None = None
         transcoder: Vp8ToH264 | None = None

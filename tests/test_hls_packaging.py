@@ -39,11 +39,12 @@ class Publisher:
         self.asked_at: list[int] = []
         self._due: int | None = None
         self.frame = 0
+        self.lag = 0  # frames the ladder's worker is behind the live stream (the publisher is at frame + lag)
 
     def ask(self) -> None:
         self.asked_at.append(self.frame)
         if not self.deaf and self._due is None:
-            self._due = self.frame + self.answer_frames
+            self._due = self.frame + self.lag + self.answer_frames
 
     def next_is_keyframe(self) -> bool:
         self.frame += 1
@@ -67,6 +68,23 @@ def test_a_passed_through_source_is_cut_every_segment_at_the_keyframe_it_was_ask
     assert all(1.5 <= length <= 2.0 + 1e-9 for length in lengths), lengths
     # The lead learns the publisher's answer time: after the first few, segments are 2 s within two frames.
     assert all(abs(length - 2.0) <= 2 / FPS + 1e-9 for length in lengths[5:]), lengths
+
+
+def test_a_worker_that_lags_and_catches_up_still_cuts_two_second_segments() -> None:
+    """A busy machine: the ladder's worker handles frames up to half a second after they arrived, then
+    catches up, then lags again. Timing requests from the frame in hand, the segments after each
+    catch-up came out short by the lag (1.5-1.8 s where 2 s was due)."""
+    publisher = Publisher(4)
+    cuts = SegmentBoundaries(2 * VIDEO_TIMESCALE, VIDEO_TIMESCALE, True, publisher.ask)
+    starts = []
+    for i in range(round(60 * FPS)):
+        publisher.lag = 15 if (i // (7 * FPS)) % 2 == 0 else 0  # 0.5 s behind for 7 s, then on time for 7 s
+        keyframe = i == 0 or publisher.next_is_keyframe()
+        if cuts.video_frame(i * FRAME, keyframe, publisher.lag * FRAME):
+            starts.append(i * FRAME)
+    lengths = [(b - a) / VIDEO_TIMESCALE for a, b in zip(starts, starts[1:])]
+    assert len(lengths) >= 27, lengths
+    assert all(abs(length - 2.0) <= 3 / FPS + 1e-9 for length in lengths[3:]), lengths
 
 
 def test_an_unanswered_keyframe_request_is_repeated_and_a_spontaneous_keyframe_is_taken() -> None:

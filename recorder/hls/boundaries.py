@@ -9,6 +9,12 @@ before the segment is due starts the next one (the answer, or one the publisher 
 saves asking for a second keyframe right after it); a request that goes unanswered is
 repeated, so a lost PLI costs one segment a second more, not a segment as long as the publisher's own
 keyframe interval (tens of seconds for Chromium).
+
+Frames reach the ladder's worker late when it falls behind (a busy machine), and the publisher
+answers a request in real time, not in the worker's: so the request is timed from the stream's live
+edge (the frame being handled plus how long it waited, `lag`), and the answer time is learnt the same
+way. Timed from the frame being handled, a worker that caught up after lagging asked too early by
+what it had lagged, and cut segments short by as much.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ class SegmentBoundaries:
         self._asked_at: int | None = None  # elapsed ticks at the request in flight
         self._started = False
 
-    def video_frame(self, pts: int, keyframe: bool) -> bool:
-        """One source video frame, in time order. True: a segment starts with this frame."""
+    def video_frame(self, pts: int, keyframe: bool, lag: int = 0) -> bool:
+        """One source video frame, in time order, handled `lag` ticks after it arrived. True: a
+        segment starts with this frame."""
         if not self._started:
             self._started = True
             return self._cut(pts)
@@ -43,16 +50,17 @@ class SegmentBoundaries:
             return elapsed >= self.segment - self._tolerance and self._cut(pts)
         asked_at = self._asked_at
         if keyframe and elapsed >= self.segment - self._lead:  # asked for, or the publisher's own: either will do
-            if asked_at is not None:  # learn how long the publisher takes to answer
+            if asked_at is not None:  # learn how long the publisher takes to answer (it arrived at `elapsed`)
                 answered = elapsed - asked_at
                 self._lead = min(self._max_lead, max(self._min_lead, self._lead + (answered - self._lead) // 4))
             return self._cut(pts)
+        live = elapsed + max(0, lag)  # where the stream is now
         if asked_at is None:
-            if elapsed >= self.segment - self._lead:
-                self._asked_at = elapsed
+            if live >= self.segment - self._lead:
+                self._asked_at = live
                 self._ask()
-        elif elapsed - asked_at >= self._retry:
-            self._asked_at = elapsed
+        elif live - asked_at >= self._retry:
+            self._asked_at = live
             self._ask()
         return False
 

@@ -23,6 +23,7 @@ from recorder.hls.ladder import Rendition, RenditionSpec
 from recorder.hls.packager import Init, Part
 from recorder.hls.playlist import PlaylistOptions, RenditionWindow
 from recorder.hls.transcoder import AAC_KBPS, LadderOptions, LadderTranscoder, Output
+from recorder.priority import run_in_background
 from recorder.storage import Storage, StorageError
 from recorder.timeline import Timeline
 from sfu.frame_sink import EncodedFrame, FrameSinks
@@ -157,6 +158,7 @@ class LiveHls:
     # --- the worker thread ---
 
     def _work(self) -> None:
+        run_in_background()  # before the codecs open: their threads inherit it
         timeline = Timeline()
         try:
             while True:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ class LadderOptions:
     segment: float = 2.0
     part: float = 1 / 3
     preset: str = "veryfast"
+    threads: int = 1  # of the decoder and of each encoder: a ladder must not take the cores forwarding needs
 
     @property
     def segment_parts(self) -> int:
@@ -67,6 +69,7 @@ def x264_options(rendition: Rendition, options: LadderOptions, fps: int = 30) ->
         "bufsize": f"{rendition.kbps * 2}k",
         "repeat-headers": "1",
         "forced-idr": "1",
+        "threads": str(options.threads),
     }
 
 
@@ -148,6 +151,7 @@ class LadderTranscoder:
                                                  self.renditions[0].passthrough, self._request_keyframe)
             if any(e is not None for e in self._encoders):
                 self._decoder = av.CodecContext.create({"H264": "h264", "VP8": "vp8"}[frame.codec], "r")
+                self._decoder.thread_count = self.options.threads
         else:
             self.renditions = [Rendition("audio", 0, 0, 0, passthrough=False)]
             self._encoders = [None]
@@ -183,7 +187,8 @@ class LadderTranscoder:
     def _video(self, frame: EncodedFrame, pts: int) -> None:
         self.frames += 1
         assert self._boundaries is not None  # set up with the first video frame
-        boundary = self._boundaries.video_frame(pts, frame.keyframe)
+        lag = round(max(0.0, time.time() - frame.received_at) * VIDEO_TIMESCALE) if frame.received_at else 0
+        boundary = self._boundaries.video_frame(pts, frame.keyframe, lag)
         pictures: list[Any] = []
         if self._decoder is not None and (frame.keyframe or not self._broken):
             try:
