@@ -300,7 +300,7 @@ async def lean_dc_clients(url: str, count: int) -> None:
                 if sent is not None:
                     stats.latencies.append(time.time() - sent)
 
-        internals.plan_gathering(pc, LOOPBACK, None)
+        internals.plan_gathering(pc, LOOPBACK)
         await pc.setLocalDescription(await pc.createOffer())
         status, answer, _ = await loop.run_in_executor(
             None, lambda: http("POST", f"{url}/whep/{CHANNEL}", raw=pc.localDescription.sdp.encode(),

@@ -1,6 +1,11 @@
 """Benchmark: one publisher, N lean subscribers, the real server's SFU in between, three processes.
 
     .venv/bin/python loadtest/sfu_forwarding.py run --steps 10,50,100 --seconds 10
+    .venv/bin/python loadtest/sfu_forwarding.py run --steps 50 --seconds 15 --ladder --repeat 3
+
+With `--ladder`, each step is measured alternately without and with the channel's HLS ladder running
+(an HLS client keeps asking for it; decoding the 720p source and encoding 360p and 180p in the same
+process), `--repeat` times each, to show what the encode costs forwarding: delay p99 and loss.
 
 The publisher sends H.264 720p30 at ~1.4 Mbit/s plus Opus, encoded once (it answers PLIs by jumping to
 the clip's next keyframe, as an encoder would). Subscribers are aiortc peers that count RTP headers
@@ -19,6 +24,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -122,44 +128,50 @@ class LeanViewer:
         return None
 
 
-async def watch(url: str, channel: str, count: int, seconds: float, server_pid: int) -> None:
+async def join(url: str, channel: str) -> LeanViewer | None:
+    """A lean viewer watching `channel` (None when WHEP refuses it); the POST runs in a thread."""
     from aiortc import RTCSessionDescription
     from aiortc.sdp import SessionDescription
 
     from sfu import aiortc_internals as internals
     from webrtc_peer import LOOPBACK
 
+    viewer = LeanViewer()
+    internals.plan_gathering(viewer.pc, LOOPBACK)
+    await viewer.pc.setLocalDescription(await viewer.pc.createOffer())
+    viewer.started = time.monotonic()
+    status, answer, headers = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: http("POST", f"{url}/whep/{channel}", raw=viewer.pc.localDescription.sdp.encode(),
+                           content_type="application/sdp"))
+    if status != 201:
+        await viewer.pc.close()
+        return None
+    viewer.location = headers["Location"]
+    for media in SessionDescription.parse(answer.decode()).media:
+        if media.kind == "video":
+            viewer.video_pt = media.rtp.codecs[0].payloadType
+            viewer.ast_id = next((e.id for e in media.rtp.headerExtensions if e.uri == AST_URI), 0)
+    await viewer.pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
+    dtls = viewer.pc.getTransceivers()[0].receiver.transport
+    original = dtls._handle_rtp_data
+
+    async def tapped(data: bytes, arrival_time_ms: int) -> None:
+        result = viewer.on_rtp(data, original, arrival_time_ms)
+        if result is not None:
+            await result
+
+    dtls._handle_rtp_data = tapped
+    return viewer
+
+
+async def watch(url: str, channel: str, count: int, seconds: float, server_pid: int) -> None:
     viewers: list[LeanViewer] = []
     loop = asyncio.get_running_loop()
 
-    async def join() -> LeanViewer:
-        viewer = LeanViewer()
-        internals.plan_gathering(viewer.pc, LOOPBACK, None)
-        await viewer.pc.setLocalDescription(await viewer.pc.createOffer())
-        viewer.started = time.monotonic()
-        status, answer, headers = await loop.run_in_executor(
-            None, lambda: http("POST", f"{url}/whep/{channel}", raw=viewer.pc.localDescription.sdp.encode(),
-                               content_type="application/sdp"))
-        assert status == 201, answer
-        viewer.location = headers["Location"]
-        for media in SessionDescription.parse(answer.decode()).media:
-            if media.kind == "video":
-                viewer.video_pt = media.rtp.codecs[0].payloadType
-                viewer.ast_id = next((e.id for e in media.rtp.headerExtensions if e.uri == AST_URI), 0)
-        await viewer.pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
-        dtls = viewer.pc.getTransceivers()[0].receiver.transport
-        original = dtls._handle_rtp_data
-
-        async def tapped(data: bytes, arrival_time_ms: int) -> None:
-            result = viewer.on_rtp(data, original, arrival_time_ms)
-            if result is not None:
-                await result
-
-        dtls._handle_rtp_data = tapped
-        return viewer
-
     for _ in range(count):
-        viewers.append(await join())
+        viewer = await join(url, channel)
+        assert viewer is not None, "WHEP refused a viewer"
+        viewers.append(viewer)
     deadline = time.monotonic() + 15
     while any(not v.first_frame for v in viewers) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -210,8 +222,53 @@ async def watch(url: str, channel: str, count: int, seconds: float, server_pid: 
 # --- orchestration ------------------------------------------------------------------------------
 
 
-def run(steps: list[int], seconds: float) -> None:
-    with server(MAX_VIEWERS_PER_NODE="1000", RATE_WHEP_PER_MINUTE="100000") as running:
+class HlsClient:
+    """Keeps the channel's HLS ladder running by asking for its playlist, as a player would."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self._url = f"{url}/hls/{channel}/index.m3u8"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> HlsClient:
+        status, body, _ = http("GET", self._url)
+        assert status == 200, body
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            http("GET", self._url)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _watch(url: str, n: int, seconds: float, pid: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "watch", url, "bench", str(n), str(seconds), str(pid)],
+                         capture_output=True, text=True, timeout=600)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        print(out.stdout, out.stderr[-3000:])
+        raise SystemExit(f"step {n} failed")
+    result: dict[str, Any] = json.loads(line[7:])
+    return result
+
+
+def _ladder_stopped(url: str) -> None:
+    """Wait until the idle ladder stopped (HLS_IDLE_SECONDS after the last request)."""
+    for _ in range(60):
+        if metric(url, "tally_hls_ladders") == 0:
+            return
+        time.sleep(0.5)
+    raise SystemExit("the HLS ladder did not stop")
+
+
+def run(steps: list[int], seconds: float, ladder: bool = False, repeat: int = 1) -> None:
+    settings = {"MAX_VIEWERS_PER_NODE": "1000", "RATE_WHEP_PER_MINUTE": "100000", "MAX_PENDING_SESSIONS": "1000",
+                "MAX_PENDING_PER_CLIENT": "1000", "HLS_IDLE_SECONDS": "2"}
+    with server(**settings) as running:
         url = running.url
         publisher = subprocess.Popen([sys.executable, __file__, "publish", url, "bench", running.stream_key()],
                                      stdout=subprocess.PIPE, text=True)
@@ -224,25 +281,34 @@ def run(steps: list[int], seconds: float) -> None:
             print(f"server CPU with the publisher and no viewers: {idle_pct:.1f} % of a core")
             results = []
             for n in steps:
-                out = subprocess.run([sys.executable, __file__, "watch", url, "bench", str(n), str(seconds), str(running.pid)],
-                                     capture_output=True, text=True, timeout=600)
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    print(out.stdout, out.stderr[-3000:])
-                    raise SystemExit(f"step {n} failed")
-                results.append(json.loads(line[7:]))
-                print(json.dumps(results[-1]))
-                time.sleep(2)
+                for _ in range(repeat):
+                    for with_ladder in ((False, True) if ladder else (False,)):
+                        if with_ladder:
+                            with HlsClient(url, "bench"):
+                                time.sleep(3)  # the ladder's first segments: it is encoding steadily
+                                result = _watch(url, n, seconds, running.pid)
+                            _ladder_stopped(url)
+                        else:
+                            result = _watch(url, n, seconds, running.pid)
+                        result["ladder"] = with_ladder
+                        results.append(result)
+                        print(json.dumps(result))
+                        time.sleep(2)
         finally:
             publisher.send_signal(signal.SIGTERM)
             publisher.wait(timeout=10)
     print()
-    print("| viewers | forwarded pkt/s | SFU CPU % | pkts per SFU CPU-s | client CPU % | loss % | delay p50 / p99 ms | TTFF p50 / p95 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| viewers | ladder | forwarded pkt/s | SFU CPU % | pkts per SFU CPU-s | client CPU % | loss % | delay p50 / p99 ms | TTFF p50 / p95 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['viewers']} | {r['forwarded_pps']:.0f} | {r['server_cpu_pct']:.0f} | {r['packets_per_cpu_second']:.0f} | "
-              f"{r['client_cpu_pct']:.0f} | {r['loss_pct']:.2f} | {r['delay_p50_ms']:.1f} / {r['delay_p99_ms']:.1f} | "
-              f"{r['ttff_p50_ms']:.0f} / {r['ttff_p95_ms']:.0f} |")
+        print(f"| {r['viewers']} | {'on' if r['ladder'] else 'off'} | {r['forwarded_pps']:.0f} | {r['server_cpu_pct']:.0f} | "
+              f"{r['packets_per_cpu_second']:.0f} | {r['client_cpu_pct']:.0f} | {r['loss_pct']:.2f} | "
+              f"{r['delay_p50_ms']:.1f} / {r['delay_p99_ms']:.1f} | {r['ttff_p50_ms']:.0f} / {r['ttff_p95_ms']:.0f} |")
+    if ladder:
+        for n in steps:
+            for on in (False, True):
+                p99 = sorted(r["delay_p99_ms"] for r in results if r["viewers"] == n and r["ladder"] == on)
+                print(f"{n} viewers, ladder {'on' if on else 'off'}: median delay p99 {p99[len(p99) // 2]:.1f} ms")
 
 
 def main() -> None:
@@ -251,6 +317,8 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--steps", default="10,50,100")
     r.add_argument("--seconds", type=float, default=10)
+    r.add_argument("--ladder", action="store_true", help="measure each step without and with the HLS ladder running")
+    r.add_argument("--repeat", type=int, default=1)
     p = sub.add_parser("publish")
     p.add_argument("url")
     p.add_argument("channel")
@@ -263,7 +331,7 @@ def main() -> None:
     w.add_argument("server_pid", type=int)
     args = parser.parse_args()
     if args.command == "run":
-        run([int(s) for s in args.steps.split(",")], args.seconds)
+        run([int(s) for s in args.steps.split(",")], args.seconds, args.ladder, args.repeat)
     elif args.command == "publish":
         asyncio.run(publish(args.url, args.channel, args.key))
     else:

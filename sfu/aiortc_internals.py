@@ -6,11 +6,10 @@ below, which `pyproject.toml` pins:
 
 - incoming RTP is taken on the DTLS transport right after SRTP decryption (`_handle_rtp_data`), then
   handed on to aiortc unchanged so its receiver still sends receiver reports and REMB;
-- the receiver's decoder queue is replaced by a pass-through that turns each re-assembled encoded
-  frame into an `av.Packet` on the receiver's track in the call (for the encoded-frame sinks), never a
-  decoded picture and never a hop to aiortc's decoder thread and back;
-- the receiver's own NACK generator is switched off: `sfu.loss_tracker` owns upstream NACKs, and
-  frames keep their RTP timestamps (not rebased to 0) so sinks can map them with sender reports;
+- the receiver's jitter buffer is replaced by one that never completes a frame (the SFU re-assembles
+  frames for its sinks itself, `sfu.frame_assembler`), so nothing is ever decoded and aiortc's
+  decoder thread stays idle; its own NACK generator is switched off: `sfu.loss_tracker` owns
+  upstream NACKs;
 - a subscriber's sender keeps a never-yielding track (so it never encodes) and its RTCP feedback is
   intercepted: NACKs are answered from the SFU's packet cache, PLI/FIR go upstream coalesced;
 - forwarded packets are SRTP-protected with the subscriber's session and written straight to the
@@ -26,19 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
-import fractions
 import logging
 import socket
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aioice
 import aioice.ice
+import aioice.stun
 from aioice.utils import random_string
 import aiortc
-import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc import rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs.base import Decoder
@@ -59,17 +56,22 @@ from aiortc.codecs.h264 import H264Encoder
 import pylibsrtp
 from pylibsrtp._binding import ffi as srtp_ffi, lib as srtp_lib
 
+from sfu.output import NOT_CONNECTED, SOCKET_REFUSED, SRTP_FAILED, TOO_LARGE, TRANSPORT_CLOSED
+
 log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
 PYLIBSRTP_VERSION = "1.0.0"
-SRTP_BUFFER_BYTES = 1500
+# A forwarded packet is what a publisher fitted in one full 1,500-byte datagram, with this
+# subscriber's header extensions in place of the publisher's (they may be longer) and, for a
+# retransmission, the RTX header; libsrtp then appends at most SRTP_TRAILER_BYTES.
+MAX_RTP_BYTES = 1500 + 256
 SRTP_TRAILER_BYTES = 16 + 128  # libsrtp's SRTP_MAX_TRAILER_LEN: the authentication tag and MKI, at most
+SRTP_BUFFER_BYTES = MAX_RTP_BYTES + SRTP_TRAILER_BYTES
 srtp_protect: Any = getattr(srtp_lib, "srtp_protect", None)  # `check()` refuses to run without it
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 
-_PASSTHROUGH_MARK = "_tallylight_passthrough"
 
 
 class InternalsChanged(RuntimeError):
@@ -79,6 +81,7 @@ class InternalsChanged(RuntimeError):
 _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
     (RTCDtlsTransport, "_handle_rtp_data"),
     (RTCDtlsTransport, "_send_rtp"),
+    (RTCDtlsTransport, "_handle_rtcp_data"),
     (RTCRtpReceiver, "_handle_rtcp_packet"),
     (RTCRtpReceiver, "_send_rtcp_pli"),
     (RTCRtpReceiver, "_send_rtcp_nack"),
@@ -89,6 +92,8 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
     (aioice.ice, "candidate_foundation"),
     (aioice.ice, "candidate_priority"),
     (aioice.ice, "get_host_addresses"),
+    (aioice.stun, "parse_message"),
+    (aioice.ice.Connection, "data_received"),
     (rtcrtpreceiver, "get_decoder"),
     (rtcrtpsender, "get_encoder"),
     (RTCSctpTransport, "_data_channel_receive"),
@@ -100,13 +105,13 @@ _CLASS_ATTRIBUTES: list[tuple[Any, str]] = [
 # Instance attributes set in constructors; checked on the objects themselves when first used.
 _RECEIVER_FIELDS = (
     "_RTCRtpReceiver__nack_generator",
-    "_RTCRtpReceiver__timestamp_mapper",
-    "_RTCRtpReceiver__decoder_queue",
-    "_RTCRtpReceiver__decoder_thread",
-    "_track",
+    "_RTCRtpReceiver__jitter_buffer",
+    "_RTCRtpReceiver__remote_streams",
+    "_run_rtcp",
 )
 _SENDER_FIELDS = (
     "_ssrc",
+    "_RTCRtpSender__rtt",
     "_rtx_ssrc",
     "_RTCRtpSender__ntp_timestamp",
     "_RTCRtpSender__rtp_timestamp",
@@ -137,20 +142,7 @@ def _require(obj: object, names: tuple[str, ...]) -> None:
         raise InternalsChanged(f"{type(obj).__name__} lacks {', '.join(missing)}")
 
 
-# --- codec factories: count them, and give forwarding receivers a pass-through --------------------
-
-
-class PassthroughDecoder(Decoder):
-    """Turns a re-assembled encoded frame into an `av.Packet` without decoding it."""
-
-    def __init__(self, clock_rate: int) -> None:
-        self.time_base = fractions.Fraction(1, clock_rate)
-
-    def decode(self, encoded_frame: Any) -> list[Any]:
-        packet = av.Packet(encoded_frame.data)
-        packet.pts = encoded_frame.timestamp
-        packet.time_base = self.time_base
-        return [packet]
+# --- codec factories: count them (forwarding creates none) ----------------------------------------
 
 
 @dataclass
@@ -159,7 +151,6 @@ class CodecGuard:
 
     stock_decoders: int = 0
     stock_encoders: int = 0
-    passthrough_decoders: int = 0
     _installed: bool = field(default=False, repr=False)
 
     def install(self) -> None:
@@ -169,9 +160,6 @@ class CodecGuard:
         original_encoder = getattr(rtcrtpsender, "get_encoder")
 
         def get_decoder(codec: Any) -> Decoder:
-            if getattr(codec, _PASSTHROUGH_MARK, False):
-                self.passthrough_decoders += 1
-                return PassthroughDecoder(codec.clockRate)
             self.stock_decoders += 1
             decoder: Decoder = original_decoder(codec)
             return decoder
@@ -191,43 +179,83 @@ CODEC_GUARD = CodecGuard()  # one per process, like the factories it wraps
 # --- the publisher side ---------------------------------------------------------------------------
 
 
-def tap_incoming_rtp(transport: RTCDtlsTransport, on_packet: Callable[[bytes], None]) -> None:
-    """Call `on_packet` with every decrypted RTP packet, before aiortc routes it to its receiver."""
-    original = transport._handle_rtp_data
-    failed = False
+def guard_transports(pc: RTCPeerConnection, guard: DatagramGuard, on_rtp: Callable[[bytes], bool] | None = None) -> None:
+    """Keep every DTLS transport of `pc` alive whatever its peer sends, and tap its RTP.
 
-    async def tapped(data: bytes, arrival_time_ms: int) -> None:
-        nonlocal failed
+    aiortc catches only `ValueError` from its RTP and RTCP parsers, and some malformed packets raise
+    `struct.error` (an extension of the wrong length, say); any exception ends the transport's
+    receive loop, and with it the session. So each packet's handling is guarded here: what fails is
+    counted (and logged a few times). `on_rtp` gets every decrypted RTP packet before aiortc routes
+    it (a publisher's forwarding), on every transport (an offer without BUNDLE has one per track),
+    and says whether aiortc should see it too: its receiver keeps statistics per SSRC in dicts that
+    never shrink, so a peer inventing SSRCs must not reach it.
+    """
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is not None and id(transport) not in seen:
+            seen.add(id(transport))
+            _guard_transport(transport, guard, on_rtp)
+
+
+def _guard_transport(transport: RTCDtlsTransport, guard: DatagramGuard, on_rtp: Callable[[bytes], bool] | None) -> None:
+    handle_rtp, handle_rtcp = transport._handle_rtp_data, transport._handle_rtcp_data
+
+    async def guarded_rtp(data: bytes, arrival_time_ms: int) -> None:
+        if on_rtp is not None:
+            try:
+                if not on_rtp(data):
+                    return
+            except Exception as exc:
+                guard.refuse("forwarding_errors", "forwarding a packet failed", exc)
+                return
         try:
-            on_packet(data)
-        except Exception:  # an exception here would end the transport's receive loop
-            if not failed:
-                log.exception("forwarding a packet failed (logged once per transport)")
-                failed = True
-        await original(data, arrival_time_ms=arrival_time_ms)
+            await handle_rtp(data, arrival_time_ms=arrival_time_ms)
+        except Exception as exc:
+            guard.refuse("malformed_rtp", "an RTP packet could not be handled", exc)
 
-    transport._handle_rtp_data = tapped  # type: ignore[method-assign]
+    async def guarded_rtcp(data: bytes) -> None:
+        try:
+            await handle_rtcp(data)
+        except Exception as exc:
+            guard.refuse("malformed_rtcp", "an RTCP packet could not be handled", exc)
+
+    transport._handle_rtp_data = guarded_rtp  # type: ignore[method-assign]
+    transport._handle_rtcp_data = guarded_rtcp  # type: ignore[method-assign]
 
 
-def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[[int, int, int], None]) -> None:
-    """Make a publisher's receiver forward-only: pass-through frames, no stock NACKs, reports seen.
+def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[[int, int, int], None],
+                     guard: DatagramGuard) -> None:
+    """Make a publisher's receiver forward-only: no frames re-assembled, no stock NACKs, reports seen.
 
-    `on_sender_report(ssrc, ntp_timestamp, rtp_timestamp)` gets the publisher's RTCP sender reports.
+    The SFU re-assembles frames for its sinks itself (`sfu.frame_assembler`, which never hands on a
+    frame with a packet missing); aiortc's jitter buffer would do the same work again for nobody, and
+    sends its own keyframe requests around the SFU's coalescing. The receiver still keeps its
+    statistics, receiver reports and REMB. `on_sender_report(ssrc, ntp_timestamp, rtp_timestamp)`
+    gets the publisher's RTCP sender reports.
+
+    Its receiver reports are built from statistics of what the publisher sent; numbers it made up
+    (sequence numbers jumping about) overflow their fields, the report task dies with `struct.error`,
+    and closing the receiver then waits for ever for that task to say it ended. So the task is kept
+    running: on such an error the statistics start afresh.
     """
     receiver = transceiver.receiver
     _require(receiver, _RECEIVER_FIELDS)
-    _require(transceiver, ("_codecs",))
-    # The receiver copies these codec objects when the transport connects; its decoder thread then
-    # asks get_decoder() for them, which sees the mark.
-    for codec in transceiver._codecs:
-        setattr(codec, _PASSTHROUGH_MARK, True)
+    report = receiver._run_rtcp
+
+    async def report_forever() -> None:
+        while True:
+            try:
+                await report()
+                return  # cancelled: it ended the way aiortc ends it
+            except Exception as exc:
+                guard.refuse("malformed_rtp", "the publisher's statistics broke its receiver reports", exc)
+                receiver._RTCRtpReceiver__remote_streams.clear()  # type: ignore[attr-defined]
+                await asyncio.sleep(1)
+
+    receiver._run_rtcp = report_forever  # type: ignore[method-assign]
     receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
-    # Frames go straight to the track (the mark above covers a receiver that already started its thread).
-    if receiver._RTCRtpReceiver__decoder_thread is None:  # type: ignore[attr-defined]
-        receiver._RTCRtpReceiver__decoder_queue = _InlineFrames(receiver._track._queue)  # type: ignore[attr-defined,union-attr]
-    # Frames keep their RTP timestamps (aiortc rebases them to start at 0), so frame sinks can map
-    # them to the publisher's clock with its sender reports.
-    receiver._RTCRtpReceiver__timestamp_mapper = _RtpTimestamps()  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = _NoFrames()  # type: ignore[attr-defined]
     original = receiver._handle_rtcp_packet
 
     async def handle(packet: Any) -> None:
@@ -239,42 +267,13 @@ def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[
     receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
-class _InlineFrames:
-    """Stands in for a receiver's decoder queue (a `queue.Queue` its decoder thread reads).
-
-    aiortc hands each re-assembled frame to that thread, which "decodes" it and posts it back to the
-    loop: per frame a thread wake, a GIL hand-over, a loop wake-up and a task. A pass-through needs none
-    of that, so `put` runs it here, on the loop, and queues the packet on the track at once. The thread
-    aiortc still starts waits in `get` until the receiver stops, then ends the track as before.
-    """
-
-    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
-        self._track_queue = track_queue
-        self._decoder: PassthroughDecoder | None = None
-        self._stopped = threading.Event()
-
-    def put(self, task: tuple[Any, Any] | None) -> None:
-        if task is None:
-            self._stopped.set()
-            return
-        codec, encoded_frame = task
-        if self._decoder is None or self._decoder.time_base.denominator != codec.clockRate:
-            self._decoder = PassthroughDecoder(codec.clockRate)
-            CODEC_GUARD.passthrough_decoders += 1
-        for packet in self._decoder.decode(encoded_frame):
-            self._track_queue.put_nowait(packet)
-
-    def get(self) -> None:
-        self._stopped.wait()
-        return None
-
-
-class _RtpTimestamps:
-    """Stands in for aiortc's `TimestampMapper`: leaves a frame's RTP timestamp as it came."""
+class _NoFrames:
+    """Stands in for a receiver's jitter buffer: takes every packet, never completes a frame, never
+    asks for a keyframe (so aiortc's decoder thread waits idle until the receiver stops)."""
 
     @staticmethod
-    def map(timestamp: int) -> int:
-        return timestamp
+    def add(packet: Any) -> tuple[bool, None]:
+        return False, None
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
@@ -326,30 +325,30 @@ class RtpOutput:
         self._failed = False
 
     def send(self, packet: bytes | bytearray) -> int:
-        """Send; the socket's pending write bytes afterwards, or -1 when not connected (nothing sent)."""
+        """Send; the socket's pending write bytes afterwards, or a negative `sfu.output` code (nothing sent)."""
         pair = self._connection._nominated.get(1)
         if pair is not self._pair and not self._retarget(pair):
-            return -1
+            return NOT_CONNECTED
         session = self._dtls._tx_srtp
         if session is not self._session:
             if session is None:
-                return -1
+                return NOT_CONNECTED
             _require(session, ("_srtp",))
             self._session, self._context = session, session._srtp[0]
         size = len(packet)
-        if size > SRTP_BUFFER_BYTES - SRTP_TRAILER_BYTES:
-            return -1
+        if size > MAX_RTP_BYTES:
+            return TOO_LARGE
         transport = self._transport
         if transport.is_closing():
-            return -1
+            return TRANSPORT_CLOSED
         self._buffer[0:size] = packet
         self._length[0] = size
         status = srtp_protect(self._context, self._cdata, self._length)
         if status:
-            if not self._failed:  # counted as dropped by the caller; said once per subscriber
+            if not self._failed:  # counted by the caller; said once per subscriber
                 self._failed = True
                 log.warning("SRTP protect failed with libsrtp status %d; such packets are dropped", status)
-            return -1
+            return SRTP_FAILED
         data = self._buffer[0 : self._length[0]]
         sock = self._sock
         if sock is not None and not transport._buffer:  # nothing queued to keep the order behind
@@ -359,7 +358,7 @@ class RtpOutput:
             except (BlockingIOError, InterruptedError):
                 pass  # full: the transport queues it and sends when writable
             except OSError:
-                return -1  # as asyncio's own transport: a datagram the network refused is lost
+                return SOCKET_REFUSED  # as asyncio's own transport: a datagram the network refused is lost
         transport.sendto(data, self._addr)
         return int(transport.get_write_buffer_size())
 
@@ -378,15 +377,18 @@ def intercept_feedback(
     sender: RTCRtpSender,
     on_nack: Callable[[list[int]], None],
     on_keyframe_request: Callable[[], None],
-    on_report: Callable[[], None],
+    on_report: Callable[[float | None], None],
     on_loss: Callable[[float], None] | None = None,
 ) -> None:
     """Route a subscriber's RTCP for this sender to the SFU instead of aiortc's encoder logic.
 
     Receiver reports still reach aiortc (its stats and round-trip time); NACKs and PLI/FIR do not (it
-    would answer from its own empty history and ask an encoder that does not exist).
+    would answer from its own empty history and ask an encoder that does not exist). `on_report` gets
+    the round-trip time aiortc measured from the report (None until there is one); `on_loss` the
+    fraction lost of each report block about this sender's own stream (a report may describe others).
     """
     original = sender._handle_rtcp_packet
+    ssrc = sender._ssrc
 
     async def handle(packet: Any) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
@@ -394,12 +396,13 @@ def intercept_feedback(
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             on_keyframe_request()
         else:
-            on_report()
-            if on_loss is not None and isinstance(packet, RtcpRrPacket):
-                for block in packet.reports:
-                    on_loss(block.fraction_lost / 256)
             if not (isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP):
                 await original(packet)
+            on_report(getattr(sender, "_RTCRtpSender__rtt", None))
+            if on_loss is not None and isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for block in packet.reports:
+                    if block.ssrc == ssrc:
+                        on_loss(block.fraction_lost / 256)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
@@ -452,65 +455,142 @@ class PortPool:
             yield port
 
 
-def plan_gathering(pc: RTCPeerConnection, plan: IcePlan, pool: PortPool | None) -> None:
-    """Apply `plan` to every ICE gatherer `pc` has (call after setRemoteDescription, before answering)."""
-    for transceiver in pc.getTransceivers():
-        connection = transceiver.sender.transport.transport.iceGatherer._connection
-        _plan_connection(connection, plan, pool)
-    sctp = pc.sctp
-    if sctp is not None:
-        _plan_connection(sctp.transport.transport.iceGatherer._connection, plan, pool)
+class DatagramGuard:
+    """Counts what a node refused of what its peers and strangers sent; logs each kind a few times.
+
+    Every datagram that reaches an ICE socket is checked before aioice sees it (RFC 7983 tells them
+    apart by the first byte): STUN must parse (aioice's parser raises `struct.error` on some junk,
+    which asyncio would log as a traceback per datagram), and anything else (DTLS, RTP, RTCP) must
+    come from the peer of the session's nominated pair. Junk from anywhere else would otherwise sit in
+    the connection's unbounded data queue until DTLS starts, or be handed to it afterwards. Packets
+    inside a session that aiortc cannot handle are counted too (`guard_transports`).
+    """
+
+    KINDS = ("malformed_stun", "foreign_datagrams", "malformed_rtp", "malformed_rtcp", "forwarding_errors")
+    LOGGED = 3
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self._logged = dict.fromkeys(self.KINDS, 0)
+
+    def refuse(self, kind: str, what: str, exc: Exception | None = None) -> None:
+        self.counts[kind] += 1
+        if exc is not None and self._logged[kind] < self.LOGGED:
+            self._logged[kind] += 1
+            log.warning("%s (%s: %s); counted on /metrics as %s, logged %d times at most", what, type(exc).__name__,
+                        exc, kind, self.LOGGED, exc_info=kind == "forwarding_errors")
 
 
-def _plan_connection(connection: aioice.ice.Connection, plan: IcePlan, pool: PortPool | None) -> None:
-    if getattr(connection, "_tallylight_planned", False):
-        return
+class _GuardedStunProtocol(aioice.ice.StunProtocol):
+    def __init__(self, connection: aioice.ice.Connection, guard: DatagramGuard) -> None:
+        super().__init__(connection)
+        self._guard = guard
 
-    async def host_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        candidates = []
-        for bind, announced in plan.pairs():
-            endpoint = await _bind(loop, connection, bind, pool)
-            if endpoint is None:
-                continue
-            transport, protocol = endpoint
-            port = transport.get_extra_info("sockname")[1]
-            protocol.local_candidate = aioice.Candidate(
-                foundation=getattr(aioice.ice, "candidate_foundation")("host", "udp", announced),
-                component=component,
-                transport="udp",
-                priority=getattr(aioice.ice, "candidate_priority")(component, "host"),
-                host=announced,
-                port=port,
-                type="host",
-            )
-            connection._protocols.append(protocol)
-            candidates.append(protocol.local_candidate)
-        return candidates
-
-    connection.get_component_candidates = host_candidates  # type: ignore[method-assign]
-    connection._tallylight_planned = True  # type: ignore[attr-defined]
-
-
-async def _bind(
-    loop: asyncio.AbstractEventLoop, connection: aioice.ice.Connection, address: str, pool: PortPool | None
-) -> tuple[Any, Any] | None:
-    ports = pool.candidates() if pool is not None else iter([0])
-    for port in ports:
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if not data or not isinstance(data, bytes):
+            return
+        if data[0] > 3:  # not STUN: DTLS, RTP or RTCP, only ever from the peer
+            component = self.local_candidate.component
+            pair = self.receiver._nominated.get(component)
+            if pair is None or pair.protocol is not self or pair.remote_addr != (addr[0], addr[1]):
+                self._guard.refuse("foreign_datagrams", "")
+                return
+            self.receiver.data_received(data, component)
+            return
         try:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
-            )
-        except OSError:
-            continue
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-        return transport, protocol
-    log.warning("no free UDP port on %s in the configured range", address)
-    return None
+            aioice.stun.parse_message(data)
+            super().datagram_received(data, addr)
+        except Exception as exc:  # aioice would hand what it cannot parse on as data, or raise
+            self._guard.refuse("malformed_stun", f"dropped a malformed STUN datagram from {addr[0]}:{addr[1]}", exc)
 
+
+class HostGathering:
+    """How a node's sessions gather ICE candidates: its plan, its port range, its datagram guard."""
+
+    def __init__(self, plan: IcePlan, guard: DatagramGuard | None = None) -> None:
+        self.plan = plan
+        self.pool = PortPool(*plan.ports) if plan.ports else None
+        self.guard = guard or DatagramGuard()
+
+    def apply(self, pc: RTCPeerConnection) -> None:
+        """Apply to every ICE gatherer `pc` has (call after setRemoteDescription, before answering)."""
+        for transceiver in pc.getTransceivers():
+            self._plan(transceiver.sender.transport.transport.iceGatherer._connection)
+        sctp = pc.sctp
+        if sctp is not None:
+            self._plan(sctp.transport.transport.iceGatherer._connection)
+
+    def _plan(self, connection: aioice.ice.Connection) -> None:
+        if getattr(connection, "_tallylight_planned", False):
+            return
+        plan = self.plan
+
+        async def host_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
+            loop = asyncio.get_running_loop()
+            candidates = []
+            for bind, announced in plan.pairs():
+                endpoint = await self._bind(loop, connection, bind)
+                if endpoint is None:
+                    continue
+                transport, protocol = endpoint
+                port = transport.get_extra_info("sockname")[1]
+                protocol.local_candidate = aioice.Candidate(
+                    foundation=getattr(aioice.ice, "candidate_foundation")("host", "udp", announced),
+                    component=component,
+                    transport="udp",
+                    priority=getattr(aioice.ice, "candidate_priority")(component, "host"),
+                    host=announced,
+                    port=port,
+                    type="host",
+                )
+                connection._protocols.append(protocol)
+                candidates.append(protocol.local_candidate)
+            return candidates
+
+        connection.get_component_candidates = host_candidates  # type: ignore[method-assign]
+        connection._tallylight_planned = True  # type: ignore[attr-defined]
+
+    async def _bind(self, loop: asyncio.AbstractEventLoop, connection: aioice.ice.Connection,
+                    address: str) -> tuple[Any, Any] | None:
+        ports = self.pool.candidates() if self.pool is not None else iter([0])
+        for port in ports:
+            try:
+                transport, protocol = await loop.create_datagram_endpoint(
+                    lambda: _GuardedStunProtocol(connection, self.guard), local_addr=(address, port)
+                )
+            except OSError:
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+            return transport, protocol
+        log.warning("no free UDP port on %s in the configured range", address)
+        return None
+
+
+def plan_gathering(pc: RTCPeerConnection, plan: IcePlan) -> None:
+    """Host candidates on `plan` for a peer of its own (test and load-test clients)."""
+    HostGathering(plan).apply(pc)
+
+
+async def close_peer(pc: RTCPeerConnection, timeout: float = 5.0) -> None:
+    """Close `pc`; if aiortc's close does not finish in `timeout` (a task it waits for died), close its
+    ICE connections directly, so its sockets are freed whatever state it is in."""
+    try:
+        await asyncio.wait_for(asyncio.shield(pc.close()), timeout)
+        return
+    except asyncio.TimeoutError:
+        log.warning("a peer connection did not close within %g s; its transports are closed directly", timeout)
+    connections = {id(c): c for c in (t.sender.transport.transport._connection for t in pc.getTransceivers())}
+    if pc.sctp is not None:
+        connection = pc.sctp.transport.transport._connection
+        connections[id(connection)] = connection
+    for connection in connections.values():
+        try:
+            await asyncio.wait_for(connection.close(), timeout)
+        except Exception as exc:
+            log.warning("closing an ICE connection failed: %s", exc)
 
 
 def restart_ice(pc: RTCPeerConnection, remote_ufrag: str, remote_pwd: str) -> tuple[str, str, list[str]]:

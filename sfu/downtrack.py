@@ -3,27 +3,32 @@
 A down track starts waiting for a keyframe (video) and goes back to waiting when its socket's write
 buffer grows past `max_buffered` bytes: a slow viewer then skips to the next keyframe instead of piling
 up delay or memory, and nobody else notices. NACKs are answered from the feed's packet cache, as RTX
-when the subscriber negotiated it.
+when the subscriber negotiated it, within a budget: each packet is re-sent at most once per round trip
+(a viewer repeating its NACKs gets nothing twice), and the bytes re-sent refill at `RTX_SHARE` of the
+stream's own rate, so a viewer sending NACKs for everything costs at most that share on top of its
+stream, however large and frequent its NACKs.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from sfu import rtx
 from sfu.feed import Feed
 from sfu.header_extensions import shared_writer
 from sfu.media_format import PayloadMap
+from sfu.output import DROP_REASONS, Output
 from sfu.rtp_rewriter import RtpRewriter
 from sfu.sender_reports import NTP_EPOCH_OFFSET, seconds_to_ntp
 
 DEFAULT_MAX_BUFFERED = 256 * 1024
-
-
-class Output(Protocol):
-    def send(self, packet: bytes | bytearray) -> int: ...
+RTX_SHARE = 0.5  # re-sent bytes refill at this share of the stream's rate...
+RTX_BURST = 1.0  # ...into a bucket holding this many seconds of that
+RTX_FLOOR = 32_000  # bytes per second at least (a stream's first second, audio)
+DEFAULT_RTT = 0.1  # seconds, until the viewer's receiver reports give one
+MIN_RTT = 0.02
+_RESENT_SLOTS = 1024  # the last re-send time per source sequence number, as a ring
 
 
 class DownTrack:
@@ -45,6 +50,12 @@ class DownTrack:
         "retransmitted",
         "dropped",
         "keyframe_waits",
+        "nacks_refused",
+        "rtt",
+        "_rtx_tokens",
+        "_rtx_refilled_at",
+        "_resent_seq",
+        "_resent_at",
     )
 
     def __init__(
@@ -72,8 +83,14 @@ class DownTrack:
         self.packets = 0
         self.octets = 0
         self.retransmitted = 0
-        self.dropped = 0
+        self.dropped = [0] * len(DROP_REASONS)  # packets not sent, by reason (`sfu.output` codes)
         self.keyframe_waits = 0
+        self.nacks_refused = 0  # packets asked for again that were not re-sent (budget, or within one round trip)
+        self.rtt: float | None = None  # from the viewer's receiver reports
+        self._rtx_tokens = float(RTX_FLOOR)
+        self._rtx_refilled_at = clock()
+        self._resent_seq = [-1] * _RESENT_SLOTS
+        self._resent_at = [0.0] * _RESENT_SLOTS
 
     @property
     def ssrc(self) -> int:
@@ -98,7 +115,7 @@ class DownTrack:
             return
         buffered = self._output.send(out)
         if buffered < 0:
-            self.dropped += 1
+            self.dropped[-buffered] += 1
             return
         self.packets += 1
         self.octets += len(out)
@@ -146,23 +163,41 @@ class DownTrack:
     # --- feedback from the subscriber ---
 
     def on_nack(self, lost: list[int]) -> None:
+        now = self._clock()
+        rate = max(RTX_FLOOR, RTX_SHARE * self.feed.bitrate / 8)
+        self._rtx_tokens = min(rate * RTX_BURST, self._rtx_tokens + rate * (now - self._rtx_refilled_at))
+        self._rtx_refilled_at = now
+        once_per = max(MIN_RTT, self.rtt or DEFAULT_RTT)
         rtx_pt = self.payloads.rtx_payload_type
         now_ntp = time.time() + NTP_EPOCH_OFFSET
-        for out_seq in lost:
+        for index, out_seq in enumerate(lost):
             source = self._rewriter.source_seq(out_seq)
             if source is None:
+                continue
+            slot = source % _RESENT_SLOTS
+            if self._resent_seq[slot] == source and now - self._resent_at[slot] < once_per:
+                self.nacks_refused += 1
                 continue
             cached = self.feed.cache.get(source)
             if cached is None:
                 continue
+            if self._rtx_tokens < len(cached):
+                self.nacks_refused += len(lost) - index
+                return
             out = self._extensions.rewrite(cached, now_ntp)
             if not self._rewriter.rewrite_into(out):
                 continue
             if rtx_pt is not None:
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
                 out = rtx.wrap(out, rtx_pt, self._rtx_ssrc, self._rtx_seq)
-            if self._output.send(out) >= 0:
-                self.retransmitted += 1
+            sent = self._output.send(out)
+            if sent < 0:
+                self.dropped[-sent] += 1
+                continue
+            self._rtx_tokens -= len(out)
+            self._resent_seq[slot] = source
+            self._resent_at[slot] = now
+            self.retransmitted += 1
 
     def on_keyframe_request(self) -> None:
         self.feed.request_keyframe()

@@ -48,7 +48,8 @@ class Feed:
         self._clock = clock
         self._codec = format.codec
         self._video = format.kind == "video"
-        self.cache = PacketCache(2048 if self._video else 256)
+        self.cache = PacketCache(size=512 if self._video else 64)
+        self.cache.now = clock()
         self.loss = LossTracker(clock)
         self.keyframes = KeyframeRequests(clock)
         self.downtracks: list[DownTrack] = []
@@ -57,6 +58,9 @@ class Feed:
         self.media_ssrc = 0
         self.mapping: ClockMapping | None = None
         self.packets_in = 0
+        self.octets_in = 0
+        self.bitrate = 0.0  # bits per second the publisher sent over the last second or so
+        self._rate_mark = (clock(), 0)  # (when, octets_in) the bitrate was last measured from
         self._send_pli = False
 
     # --- the packet path ---
@@ -75,6 +79,7 @@ class Feed:
                     down.adopt(self)
                 self.switching.clear()
         self.packets_in += 1
+        self.octets_in += len(packet)
         now_ntp = time.time() + NTP_EPOCH_OFFSET
         for down in self.downtracks:
             down.write(packet, keyframe, now_ntp)
@@ -102,6 +107,12 @@ class Feed:
 
     async def tick(self) -> None:
         """Send what feedback is due upstream; called by the node every few tens of milliseconds."""
+        now = self._clock()
+        self.cache.now = now
+        since, octets = self._rate_mark
+        if now - since >= 1.0:
+            self.bitrate = (self.octets_in - octets) * 8 / (now - since)
+            self._rate_mark = (now, self.octets_in)
         if not self.media_ssrc:
             return
         lost, keyframe_needed = self.loss.poll()

@@ -2,25 +2,24 @@
 
 The recorder, the HLS transcoder and the live thumbnails are such consumers, like any participant of
 the room. A frame is what the publisher encoded (H.264 in Annex B, VP8, Opus), never a decoded
-picture, with what a consumer needs to place it in time: its RTP timestamp and the publisher's latest
-RTCP sender-report mapping for the track (shared by audio and video, so lip sync survives), and which
-publisher connection it came from (`source`; a takeover starts a new one).
+picture, and always whole: `sfu.frame_assembler` hands on no frame with a packet missing, nor one
+after such a frame until the next keyframe. It comes with what a consumer needs to place it in time:
+its RTP timestamp and the publisher's latest RTCP sender-report mapping for the track (shared by
+audio and video, so lip sync survives), and which publisher connection it came from (`source`; a
+takeover starts a new one).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiortc.mediastreams import MediaStreamError
-
-from sfu.keyframe import is_keyframe_frame
 from sfu.sender_reports import ClockMapping
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
@@ -52,23 +51,8 @@ class FrameSink(Protocol):
         """One encoded frame; called on the event loop, so it must not block."""
 
 
-class TrackSource(Protocol):
-    """What the SFU knows about a publisher's track (the publisher implements it)."""
-
-    def track_format(self, kind: str) -> tuple[str, int] | None:
-        """(codec, clock rate) of the track, None until negotiated."""
-
-    def track_mapping(self, kind: str) -> ClockMapping | None: ...
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def kinds(self) -> tuple[str, ...]: ...
-
-
 class FrameSinks:
-    """The sinks of a node; rooms without a sink still drain their tracks so nothing piles up."""
+    """The sinks of a node, by room."""
 
     def __init__(self) -> None:
         self._sinks: dict[str, list[FrameSink]] = {}
@@ -86,39 +70,17 @@ class FrameSinks:
         if not sinks:
             self._sinks.pop(room, None)
 
+    def wanted(self, room: str) -> bool:
+        """Does anything take this room's frames? (When not, nobody re-assembles them.)"""
+        return room in self._sinks
+
     def request_keyframe(self, room: str) -> None:
         self.keyframe_requester(room)
 
-    async def drain(self, room: str, track: Any, source: TrackSource) -> None:
-        kind = track.kind
-        while True:
+    def deliver(self, room: str, frame: EncodedFrame) -> None:
+        self.frames += 1
+        for sink in tuple(self._sinks.get(room, ())):
             try:
-                packet = await track.recv()
-            except MediaStreamError:
-                return
-            self.frames += 1
-            sinks = self._sinks.get(room)
-            if not sinks:
-                continue
-            fmt = source.track_format(kind)
-            if fmt is None:
-                continue
-            codec, clock_rate = fmt
-            data = bytes(packet)
-            frame = EncodedFrame(
-                kind,
-                codec,
-                data,
-                int(packet.pts),
-                clock_rate,
-                kind == "video" and is_keyframe_frame(codec, data),
-                source.track_mapping(kind),
-                source.id,
-                source.kinds,
-                time.time(),
-            )
-            for sink in tuple(sinks):
-                try:
-                    sink.on_frame(room, frame)
-                except Exception:
-                    log.exception("frame sink %r failed", sink)
+                sink.on_frame(room, frame)
+            except Exception:
+                log.exception("frame sink %r failed", sink)

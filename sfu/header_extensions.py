@@ -1,8 +1,11 @@
-"""Per-subscriber RTP header extensions (RFC 8285, one-byte form).
+"""Per-subscriber RTP header extensions (RFC 8285).
 
 Publisher and subscriber negotiate their own extension ids, so forwarded packets get a new extension
 block: the subscriber's `mid` (RFC 8843) and a fresh abs-send-time stamped at send time; extensions the
 subscriber did not negotiate (or that describe the publisher's link, like transport-cc) are dropped.
+The block uses the one-byte form (ids 1-14, values up to 16 bytes) when it can and the two-byte form
+(RFC 8285 section 4.3: ids up to 255, values up to 255 bytes) when the subscriber negotiated an id
+above 14 or a mid longer than 16 bytes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import struct
 
 ONE_BYTE_PROFILE = 0xBEDE
+TWO_BYTE_PROFILE = 0x1000
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
@@ -26,17 +30,26 @@ class ExtensionWriter:
     remembers its last result: a packet fanned out to many such subscribers is rebuilt once, then copied.
     """
 
-    __slots__ = ("_mid_id", "_ast_id", "_mid", "_last")
+    __slots__ = ("_mid_id", "_ast_id", "_mid", "_profile", "_mid_element", "_ast_header", "_last")
 
     def __init__(self, ids: dict[str, int], mid: str) -> None:
         self._mid_id = ids.get(MID_URI, 0)
         self._ast_id = ids.get(ABS_SEND_TIME_URI, 0)
         self._mid = mid.encode()
-        if self._mid_id and not 1 <= len(self._mid) <= 16:
-            raise ValueError("a mid is 1 to 16 bytes in the one-byte extension form")
+        if self._mid_id and not 1 <= len(self._mid) <= 255:
+            raise ValueError("a mid is 1 to 255 bytes in an RTP header extension")
         for ext_id in (self._mid_id, self._ast_id):
-            if ext_id and not 1 <= ext_id <= 14:
-                raise ValueError("one-byte extension ids are 1 to 14")
+            if ext_id and not 1 <= ext_id <= 255:
+                raise ValueError("RTP header extension ids are 1 to 255")
+        one_byte = all(i <= 14 for i in (self._mid_id, self._ast_id)) and len(self._mid) <= 16
+        self._profile = ONE_BYTE_PROFILE if one_byte else TWO_BYTE_PROFILE
+        # Each element's header: one byte (id, length - 1) or two (id, length).
+        if one_byte:
+            self._mid_element = bytes([(self._mid_id << 4) | (len(self._mid) - 1)]) + self._mid
+            self._ast_header = bytes([(self._ast_id << 4) | 2])
+        else:
+            self._mid_element = bytes([self._mid_id, len(self._mid)]) + self._mid
+            self._ast_header = bytes([self._ast_id, 3])
         # (packet, now_ntp, result) of the last rewrite, as one tuple so it is replaced whole; the packet
         # is held, so no other packet can take its identity.
         self._last: tuple[bytes | None, float, bytes] = (None, 0.0, b"")
@@ -58,16 +71,15 @@ class ExtensionWriter:
             payload_start = csrc_end + 4 + 4 * words
         block = bytearray()
         if self._mid_id:
-            block.append((self._mid_id << 4) | (len(self._mid) - 1))
-            block += self._mid
+            block += self._mid_element
         if self._ast_id:
-            block.append((self._ast_id << 4) | 2)
+            block += self._ast_header
             block += abs_send_time(now_ntp).to_bytes(3, "big")
         out = bytearray(packet[:csrc_end])
         if block:
             block += bytes(-len(block) % 4)  # pad to 32-bit words
             out[0] = first | 0x10
-            out += struct.pack("!HH", ONE_BYTE_PROFILE, len(block) // 4)
+            out += struct.pack("!HH", self._profile, len(block) // 4)
             out += block
         else:
             out[0] = first & ~0x10 & 0xFF
@@ -92,23 +104,28 @@ def shared_writer(ids: dict[str, int], mid: str) -> ExtensionWriter:
     return shared
 
 
-def read_one_byte_extensions(packet: bytes | bytearray) -> dict[int, bytes]:
-    """The one-byte extensions of a packet, by id (for tests and diagnostics, not the packet path)."""
+def read_extensions(packet: bytes | bytearray) -> dict[int, bytes]:
+    """The header extensions of a packet, one- or two-byte form, by id (for tests and diagnostics,
+    not the packet path)."""
     first = packet[0]
     start = 12 + 4 * (first & 0x0F)
     if not first & 0x10:
         return {}
     profile, words = struct.unpack_from("!HH", packet, start)
-    if profile != ONE_BYTE_PROFILE:
-        return {}
     data, out, i = packet[start + 4 : start + 4 + 4 * words], {}, 0
+    two_byte = profile & 0xFFF0 == TWO_BYTE_PROFILE
+    if profile != ONE_BYTE_PROFILE and not two_byte:
+        return {}
     while i < len(data):
         if data[i] == 0:
             i += 1
             continue
-        ext_id, length = data[i] >> 4, (data[i] & 0x0F) + 1
-        if ext_id == 15:
-            break
-        out[ext_id] = bytes(data[i + 1 : i + 1 + length])
-        i += 1 + length
+        if two_byte:
+            ext_id, length, header = data[i], data[i + 1], 2
+        else:
+            ext_id, length, header = data[i] >> 4, (data[i] & 0x0F) + 1, 1
+            if ext_id == 15:
+                break
+        out[ext_id] = bytes(data[i + header : i + header + length])
+        i += header + length
     return out

@@ -1,9 +1,15 @@
 """An SFU node: the rooms of one process, their sessions, and the one task that keeps them honest.
 
 The node is signaling-agnostic (mediasoup's worker habit): it takes SDP offers and returns answers,
-and reports what happens through `NodeEvents` — stream started/ended, viewers joined/left — delivered
-in order by one owned task. A tick every `tick_interval` sends upstream NACKs and keyframe requests,
-refreshes sender reports, and ends publishers and viewers that went silent.
+and reports what happens through `NodeEvents` — stream started/ended, viewer count changed —
+delivered in order by one owned task. A tick every `tick_interval` sends upstream NACKs and keyframe
+requests, refreshes sender reports, and ends sessions that went silent or never connected.
+
+Every session has bounds. One that does not connect within `connect_timeout` is ended and its sockets
+freed; sessions still connecting hold a place among `max_viewers` (so concurrent offers cannot exceed
+it) but are not viewers, and at most `max_pending` of them (`max_pending_per_client` from one address)
+may wait at once. Viewer counts go out at most once per `viewers_interval` per room, however many
+viewers come and go in between.
 """
 
 from __future__ import annotations
@@ -12,15 +18,25 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sfu import aiortc_internals as internals
-from sfu.errors import AlreadyPublishing, NodeFull, NotLive, UnknownLayer, UnknownSession
+from sfu.errors import (
+    AlreadyPublishing,
+    NodeFull,
+    NotLive,
+    TooManyCandidates,
+    TooManyPending,
+    UnknownLayer,
+    UnknownSession,
+)
 from sfu.frame_sink import FrameSinks
 from sfu.layers import LayerFeed, can_layer
 from sfu.media_format import MediaFormat
+from sfu.output import DROP_REASONS
 from sfu.publisher import Publisher
 from sfu.room import Room
 from sfu.sdp_fragment import SdpFragment
@@ -34,12 +50,18 @@ log = logging.getLogger(__name__)
 class NodeSettings:
     ice: internals.IcePlan = field(default_factory=internals.IcePlan)
     max_viewers: int = 500
+    max_pending: int = 100  # sessions still connecting, on the whole node
+    max_pending_per_client: int = 10  # ...from one client address
+    max_candidates: int = 64  # remote candidates one session takes over its life (trickle)
+    connect_timeout: float = 10.0  # a session not connected (ICE and DTLS) by then is ended
     publisher_timeout: float = 5.0  # no media for this long ends the stream
     publisher_connect_timeout: float = 15.0  # ...but a publisher still connecting (ICE, DTLS) gets this long
+    max_publish_bitrate: int = 0  # bits per second a publisher may send (0: no ceiling)
     takeover_after: float = 2.0  # a new publisher may replace one silent for this long
     subscriber_timeout: float = 15.0  # no RTCP from a viewer for this long ends its session
     tick_interval: float = 0.02
     report_interval: float = 0.5
+    viewers_interval: float = 1.0  # at most one viewer-count event per room this often
 
 
 class NodeEvents(Protocol):
@@ -47,7 +69,7 @@ class NodeEvents(Protocol):
 
     async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None: ...
 
-    async def viewers_changed(self, room: str, stream: str, viewers: int, joined: str | None, left: str | None) -> None: ...
+    async def viewers_changed(self, room: str, stream: str, viewers: int) -> None: ...
 
 
 class NoEvents:
@@ -57,7 +79,7 @@ class NoEvents:
     async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
         return None
 
-    async def viewers_changed(self, room: str, stream: str, viewers: int, joined: str | None, left: str | None) -> None:
+    async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
         return None
 
 
@@ -72,9 +94,11 @@ class SfuNode:
         self.sessions: dict[str, Session] = {}
         self.sinks = FrameSinks()
         self.sinks.keyframe_requester = self.request_keyframe
-        ports = self.settings.ice.ports
-        self._pool = internals.PortPool(*ports) if ports else None
-        self._stream_ids: dict[str, str] = {}
+        self.gathering = internals.HostGathering(self.settings.ice)
+        self._pending: dict[str, Session] = {}  # sessions not connected yet, by id
+        self._pending_by_client: Counter[str] = Counter()
+        self._reserved = 0  # offers being negotiated right now (a place held for each)
+        self._retired: Counter[str] = Counter()  # counters of sessions and feeds that are gone
         self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -96,8 +120,8 @@ class SfuNode:
         for room in list(self.rooms.values()):
             await self._end_stream(room, "shutdown")
         for session in list(self.sessions.values()):
+            self._forget(session)
             await session.close()
-        self.sessions.clear()
         if self._tasks:
             try:
                 await asyncio.wait_for(self._queue.join(), timeout=5)
@@ -111,6 +135,11 @@ class SfuNode:
 
     def viewers(self) -> int:
         return sum(room.viewers for room in self.rooms.values())
+
+    @property
+    def pending(self) -> int:
+        """Sessions negotiating or connecting: not viewers, but each holds a place."""
+        return len(self._pending) + self._reserved
 
     def is_live(self, room: str) -> bool:
         found = self.rooms.get(room)
@@ -138,6 +167,12 @@ class SfuNode:
                 return  # a layer begins with a keyframe
             layer = room.layers[name] = LayerFeed(name, height, source, ask_keyframe, self._clock)
         layer.on_encoded(data, rtp_timestamp)
+
+    def drop_layers(self, room_name: str, stream: str) -> None:
+        """The stream's encoded renditions stop (its HLS ladder ended): their viewers go back to the source."""
+        room = self.rooms.get(room_name)
+        if room is not None and room.stream == stream:
+            room.drop_layers()
 
     def set_layer(self, session_id: str, name: str) -> None:
         """Move a viewer's video to the layer `name` ("source" for the publisher's own) at its next keyframe."""
@@ -170,65 +205,106 @@ class SfuNode:
             raise UnknownSession(session_id)
         return session
 
-    async def publish(self, room_name: str, offer: str, user: str | None) -> tuple[Publisher, str]:
+    async def publish(self, room_name: str, offer: str, user: str | None, client: str = "") -> tuple[Publisher, str]:
         """Negotiate a publisher for `room_name`: (session, SDP answer)."""
         self._refuse_if_held(room_name)
-        publisher = Publisher(room_name, user, self._clock, self.sinks)
+        self._admit(client, viewer=False)
+        publisher = Publisher(room_name, user, self._clock, self.sinks, client)
         try:
-            answer = await publisher.negotiate(offer, self.settings.ice, self._pool)
+            answer = await publisher.negotiate(offer, self.gathering, self.settings.max_publish_bitrate)
             self._refuse_if_held(room_name)  # another may have won while we negotiated
         except BaseException:
+            self._unreserve(client)
             await publisher.close()
             raise
+        self._reserved -= 1
+        self._pending[publisher.id] = publisher
         room = self.rooms.get(room_name)
+        previous = room.publisher if room is not None else None
+        if room is not None and not room.formats_match(publisher.formats):
+            reason = "the publisher reconnected with another format"
+            log.info("room %s: %s; a new stream starts", room_name, reason)
+            await self._end_stream(room, reason)  # its viewers, recording and ladder cannot follow
+            room = previous = None
         if room is None:
-            room = self.rooms[room_name] = Room(room_name, self._clock)
-        previous = room.publisher
-        dropped = room.install(publisher)
+            room = self.rooms[room_name] = Room(room_name, secrets.token_hex(8), self._clock)
+            stream, formats = room.stream, list(publisher.formats.values())
+            self._emit(lambda: self.events.stream_started(room_name, stream, user, formats))
+        room.install(publisher)
         self.sessions[publisher.id] = publisher
         self._watch(publisher)
-        if previous is None:
-            stream = self._stream_ids[room_name] = secrets.token_hex(8)
-            formats = list(publisher.formats.values())
-            self._emit(lambda: self.events.stream_started(room_name, stream, user, formats))
-        else:
+        if previous is not None:
             log.info("room %s: publisher %s takes over from %s", room_name, publisher.id[:8], previous.id[:8])
-            self.sessions.pop(previous.id, None)
+            self._forget(previous)
             await previous.close()
-        for subscriber in dropped:
-            await self._drop_subscriber(room, subscriber)
         return publisher, answer
 
-    async def subscribe(self, room_name: str, offer: str, user: str | None) -> tuple[Subscriber, str]:
+    async def subscribe(self, room_name: str, offer: str, user: str | None, client: str = "") -> tuple[Subscriber, str]:
         room = self.rooms.get(room_name)
         if room is None or not room.live:
             raise NotLive(room_name)
-        if self.viewers() >= self.settings.max_viewers:
-            raise NodeFull(f"this node has its maximum of {self.settings.max_viewers} viewers")
+        self._admit(client, viewer=True)
         feeds = room.feeds
-        subscriber = Subscriber(room_name, user, self._clock)
+        subscriber = Subscriber(room_name, user, self._clock, client)
         subscriber.on_layer_step = self._step_layer
         try:
-            answer = await subscriber.negotiate(offer, feeds, self.settings.ice, self._pool)
+            answer = await subscriber.negotiate(offer, feeds, self.gathering)
             if self.rooms.get(room_name) is not room or not room.live or room.feeds is not feeds:
                 raise NotLive(room_name)  # the stream ended or changed format while we negotiated
         except BaseException:
+            self._unreserve(client)
             await subscriber.close()
             raise
+        self._reserved -= 1
+        self._pending[subscriber.id] = subscriber
         room.add_subscriber(subscriber)
         self.sessions[subscriber.id] = subscriber
         self._watch(subscriber)
-        self._emit_viewers(room, joined=subscriber.user or "")
         return subscriber, answer
 
     async def trickle(self, session_id: str, fragment: SdpFragment) -> None:
-        await self.session(session_id).add_candidates(fragment)
+        session = self.session(session_id)
+        if session.candidates + len(fragment.candidates) > self.settings.max_candidates:
+            raise TooManyCandidates(f"a session takes at most {self.settings.max_candidates} remote candidates")
+        session.candidates += len(fragment.candidates)
+        await session.add_candidates(fragment)
 
     async def end(self, session_id: str, reason: str = "ended by the client") -> None:
         session = self.session(session_id)
         await self._end_session(session, reason)
 
     # --- internals ---
+
+    def _admit(self, client: str, viewer: bool) -> None:
+        """Hold a place for an offer about to be negotiated, or refuse it (before any await, so
+        concurrent offers cannot all pass the same check)."""
+        s = self.settings
+        if viewer and self.viewers() + self.pending >= s.max_viewers:
+            raise NodeFull(f"this node has its maximum of {s.max_viewers} viewers")
+        if self.pending >= s.max_pending:
+            raise NodeFull(f"{s.max_pending} sessions are connecting to this node; try again shortly")
+        if self._pending_by_client[client] >= s.max_pending_per_client:
+            raise TooManyPending(
+                f"{s.max_pending_per_client} sessions from this address are still connecting; "
+                f"they are given up after {s.connect_timeout:g} s"
+            )
+        self._reserved += 1
+        self._pending_by_client[client] += 1
+
+    def _unreserve(self, client: str) -> None:
+        """The offer was refused: give its place back."""
+        self._reserved -= 1
+        self._release(client)
+
+    def _settle(self, session: Session) -> None:
+        """The session is no longer pending (it connected, or it ended)."""
+        if self._pending.pop(session.id, None) is not None:
+            self._release(session.client)
+
+    def _release(self, client: str) -> None:
+        self._pending_by_client[client] -= 1
+        if self._pending_by_client[client] <= 0:
+            del self._pending_by_client[client]
 
     def _refuse_if_held(self, room_name: str) -> None:
         room = self.rooms.get(room_name)
@@ -253,29 +329,41 @@ class SfuNode:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             state = pc.connectionState
-            if state == "connected" and isinstance(session, Subscriber) and not session.closed:
-                session.start()
+            if state == "connected" and not session.closed and session.id in self.sessions:
+                self._connected(session)
             elif state in ("failed", "closed") and session.id in self.sessions:
-                if isinstance(session, Publisher):
+                if isinstance(session, Publisher) and session.connected:
                     return  # a publisher may come back: the media timeout or a takeover decides
                 await self._end_session(session, f"connection {state}")
 
+    def _connected(self, session: Session) -> None:
+        self._settle(session)
+        if isinstance(session, Subscriber):
+            room = self.rooms.get(session.room)
+            if room is not None:
+                room.connect(session)
+        else:
+            session.connected = True
+
     async def _end_session(self, session: Session, reason: str) -> None:
-        if self.sessions.pop(session.id, None) is None:
+        if session.id not in self.sessions:
             return
         log.info("%s session %s in %s ends: %s", session.kind, session.id[:8], session.room, reason)
         room = self.rooms.get(session.room)
         if room is not None:
             if isinstance(session, Publisher) and room.publisher is session:
                 await self._end_stream(room, reason)
-            elif isinstance(session, Subscriber) and room.remove_subscriber(session):
-                self._emit_viewers(room, left=session.user or "")
+            elif isinstance(session, Subscriber):
+                room.remove_subscriber(session)
+        self._forget(session)
         await session.close()
 
-    async def _drop_subscriber(self, room: Room, subscriber: Subscriber) -> None:
-        self.sessions.pop(subscriber.id, None)
-        self._emit_viewers(room, left=subscriber.user or "")
-        await subscriber.close()
+    def _forget(self, session: Session) -> None:
+        """Remove the session from the node's books; what it counted stays in the node's totals."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        self._settle(session)
+        _count(session, self._retired)
 
     async def _end_stream(self, room: Room, reason: str) -> None:
         if self.rooms.get(room.name) is room:
@@ -284,22 +372,23 @@ class SfuNode:
         room.publisher = None
         if publisher is not None:
             publisher.detach()
-            self.sessions.pop(publisher.id, None)
+            self._forget(publisher)
             await publisher.close()
         for subscriber in list(room.subscribers.values()):
             room.remove_subscriber(subscriber)
-            self.sessions.pop(subscriber.id, None)
+            self._forget(subscriber)
             await subscriber.close()
-        stream = self._stream_ids.pop(room.name, "")
-        peak = room.peak_viewers
-        name = room.name
+        for feed in room.feeds.values():
+            self._retired["packets_in"] += feed.packets_in
+        name, stream, peak = room.name, room.stream, room.peak_viewers
         log.info("room %s: stream %s ended (%s), peak %d viewers", name, stream, reason, peak)
         self._emit(lambda: self.events.stream_ended(name, stream, reason, peak))
 
-    def _emit_viewers(self, room: Room, joined: str | None = None, left: str | None = None) -> None:
-        stream = self._stream_ids.get(room.name, "")
-        name, count = room.name, room.viewers
-        self._emit(lambda: self.events.viewers_changed(name, stream, count, joined, left))
+    def _report_viewers(self, room: Room) -> None:
+        if room.viewers != room.reported_viewers:
+            room.reported_viewers = count = room.viewers
+            name, stream = room.name, room.stream
+            self._emit(lambda: self.events.viewers_changed(name, stream, count))
 
     def _emit(self, event: Callable[[], Awaitable[None]]) -> None:
         self._queue.put_nowait(event)
@@ -315,7 +404,7 @@ class SfuNode:
                 self._queue.task_done()
 
     async def _tick_forever(self) -> None:
-        next_report = 0.0
+        next_report = next_viewers = 0.0
         while True:
             await asyncio.sleep(self.settings.tick_interval)
             try:
@@ -324,6 +413,10 @@ class SfuNode:
                 if report:
                     next_report = now + self.settings.report_interval
                 await self._tick(now, report)
+                if now >= next_viewers:
+                    next_viewers = now + self.settings.viewers_interval
+                    for room in list(self.rooms.values()):
+                        self._report_viewers(room)
             except Exception:
                 log.exception("SFU tick failed")
 
@@ -332,40 +425,71 @@ class SfuNode:
             for feed in (*room.feeds.values(), *room.layers.values()):
                 await feed.tick()
             publisher = room.publisher
-            if publisher is not None and now - publisher.last_packet_at > (
+            if publisher is None:
+                continue
+            publisher.tick()
+            if now - publisher.last_packet_at > (
                     self.settings.publisher_timeout if publisher.media_seen
                     else max(self.settings.publisher_timeout, self.settings.publisher_connect_timeout)):
                 await self._end_session(publisher, "no media from the publisher")
                 continue
             if report:
+                over = publisher.over_bitrate(now, self.settings.max_publish_bitrate)
+                if over:
+                    await self._end_session(publisher, over)
+                    continue
                 for subscriber in list(room.subscribers.values()):
-                    if subscriber.connected_once and now - subscriber.last_feedback_at > self.settings.subscriber_timeout:
+                    if subscriber.connected and now - subscriber.last_feedback_at > self.settings.subscriber_timeout:
                         await self._end_session(subscriber, "no feedback from the viewer")
-                    else:
+                    elif subscriber.connected:
                         subscriber.sync_sender_reports()
+        if report:
+            for session in list(self._pending.values()):
+                if now - session.created_at > self.settings.connect_timeout:
+                    await self._end_session(session, f"not connected within {self.settings.connect_timeout:g} s")
 
     def stats(self) -> dict[str, int]:
-        packets_out = octets_out = retransmitted = keyframe_waits = packets_in = 0
+        """Counters since the node started (they never go down) and gauges of what is live now."""
+        totals = Counter(self._retired)
+        for session in self.sessions.values():
+            _count(session, totals)
         for room in self.rooms.values():
-            for feed in (*room.feeds.values(), *room.layers.values()):
-                packets_in += feed.packets_in if feed in room.feeds.values() else 0
-                for down in feed.downtracks:
-                    packets_out += down.packets
-                    octets_out += down.octets
-                    retransmitted += down.retransmitted
-                    keyframe_waits += down.keyframe_waits
+            for feed in room.feeds.values():
+                totals["packets_in"] += feed.packets_in
         guard = internals.CODEC_GUARD
-        return {
+        out = {
+            **self.gathering.guard.counts,
             "rooms": len(self.rooms),
             "publishers": sum(1 for r in self.rooms.values() if r.live),
             "viewers": self.viewers(),
-            "packets_in": packets_in,
-            "packets_out": packets_out,
-            "octets_out": octets_out,
-            "retransmitted": retransmitted,
-            "keyframe_waits": keyframe_waits,
+            "pending": self.pending,
             "frames_to_sinks": self.sinks.frames,
             "stock_decoders": guard.stock_decoders,
             "stock_encoders": guard.stock_encoders,
-            "passthrough_decoders": guard.passthrough_decoders,
         }
+        for name in ("packets_in", "packets_out", "octets_out", "retransmitted", "keyframe_waits", "nacks_refused",
+                     "sink_frames", "sink_frames_skipped", "sink_gaps", "sink_skipped_ms"):
+            out[name] = totals[name]
+        for reason in DROP_REASONS[1:]:
+            out[f"dropped_{reason}"] = totals[f"dropped_{reason}"]
+        return out
+
+
+def _count(session: Session, into: Counter[str]) -> None:
+    """Add what `session` counted (forwarded, re-sent, dropped; frames for the sinks) to `into`."""
+    if isinstance(session, Subscriber):
+        for down in session.downtracks:
+            into["packets_out"] += down.packets
+            into["octets_out"] += down.octets
+            into["retransmitted"] += down.retransmitted
+            into["keyframe_waits"] += down.keyframe_waits
+            into["nacks_refused"] += down.nacks_refused
+            for reason, count in zip(DROP_REASONS, down.dropped):
+                if count:
+                    into[f"dropped_{reason}"] += count
+    elif isinstance(session, Publisher):
+        for assembler in session.assemblers.values():
+            into["sink_frames"] += assembler.frames
+            into["sink_frames_skipped"] += assembler.skipped_frames
+            into["sink_gaps"] += assembler.gaps
+            into["sink_skipped_ms"] += round(assembler.skipped_seconds * 1000)

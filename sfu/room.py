@@ -13,22 +13,21 @@ from sfu.subscriber import Subscriber
 
 
 class Room:
-    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str, stream: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self.stream = stream  # this stream's id: a new one each time the room goes live (or changes format)
         self._clock = clock
         self.feeds: dict[str, Feed] = {}
         self.layers: dict[str, LayerFeed] = {}  # the HLS ladder's encoded renditions (server-side simulcast)
         self.publisher: Publisher | None = None
-        self.subscribers: dict[str, Subscriber] = {}
+        self.subscribers: dict[str, Subscriber] = {}  # connected or still connecting
+        self.viewers = 0  # the connected ones
         self.peak_viewers = 0
+        self.reported_viewers = 0  # the count last told to the node's events
 
     @property
     def live(self) -> bool:
         return self.publisher is not None
-
-    @property
-    def viewers(self) -> int:
-        return len(self.subscribers)
 
     def formats_match(self, formats: dict[str, MediaFormat]) -> bool:
         """Can the current subscribers keep watching a publisher sending `formats`?"""
@@ -36,21 +35,14 @@ class Room:
             formats[kind].same_stream_as(feed.format) for kind, feed in self.feeds.items()
         )
 
-    def install(self, publisher: Publisher) -> list[Subscriber]:
-        """Make `publisher` the room's source; the subscribers that cannot follow are returned to close."""
-        dropped: list[Subscriber] = []
-        if not self.formats_match(publisher.formats):
-            dropped = list(self.subscribers.values())
-            for subscriber in dropped:
-                subscriber.leave()
-            self.subscribers.clear()
+    def install(self, publisher: Publisher) -> None:
+        """Make `publisher` the room's source (its formats match the feeds, or the room is new)."""
+        if not self.feeds:
             self.feeds = {kind: Feed(fmt, self._clock) for kind, fmt in publisher.formats.items()}
-            self.layers = {}
         if self.publisher is not None and self.publisher is not publisher:
             self.publisher.detach()
         self.publisher = publisher
         publisher.bind(self.feeds)
-        return dropped
 
     def video_choices(self) -> list[Feed]:
         """The source video and its layers, highest first."""
@@ -59,10 +51,33 @@ class Room:
             return []
         return [source, *sorted(self.layers.values(), key=lambda layer: -layer.height)]
 
+    def drop_layers(self) -> None:
+        """The layers stop (the HLS ladder ended): their viewers go back to the source at its next keyframe."""
+        source = self.feeds.get("video")
+        for layer in self.layers.values():
+            for down in (*layer.downtracks, *layer.switching):
+                down.cancel_switch()
+                if down.feed is layer and source is not None:
+                    down.switch_to(source)
+        self.layers = {}
+
     def add_subscriber(self, subscriber: Subscriber) -> None:
+        """A session that is connecting (not a viewer yet)."""
         self.subscribers[subscriber.id] = subscriber
-        self.peak_viewers = max(self.peak_viewers, len(self.subscribers))
+
+    def connect(self, subscriber: Subscriber) -> None:
+        """The session came up: it is a viewer now."""
+        if subscriber.id in self.subscribers and not subscriber.connected:
+            subscriber.start()
+            self.viewers += 1
+            self.peak_viewers = max(self.peak_viewers, self.viewers)
 
     def remove_subscriber(self, subscriber: Subscriber) -> bool:
+        """Remove the session; True if it was a viewer (its leaving changes the count)."""
         subscriber.leave()
-        return self.subscribers.pop(subscriber.id, None) is not None
+        if self.subscribers.pop(subscriber.id, None) is None:
+            return False
+        if subscriber.connected:
+            self.viewers -= 1
+            return True
+        return False

@@ -25,15 +25,18 @@ def new_etag() -> str:
 class Session:
     kind = "session"
 
-    def __init__(self, room: str, user: str | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, room: str, user: str | None, clock: Callable[[], float] = time.monotonic, client: str = "") -> None:
         self.id = secrets.token_urlsafe(24)
         self.etag = new_etag()
         self.room = room
         self.user = user
+        self.client = client  # the address the offer came from (pending sessions are capped per address)
+        self.candidates = 0  # remote candidates trickled in so far
         self.tag: object = None  # whatever the caller attaches (signaling: who is signed in on it)
         self._clock = clock
         self.created_at = clock()
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # a server gathers host candidates only
+        self.connected = False  # ICE and DTLS came up (once): a pending session until then
         self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -76,6 +79,6 @@ class Session:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self.pc.close()
+            await internals.close_peer(self.pc)
         except Exception:  # closing must finish whatever state aiortc is in
             log.exception("closing session %s", self.id)

@@ -31,20 +31,18 @@ class IdleTrack(MediaStreamTrack):
 class Subscriber(Session):
     kind = "subscribe"
 
-    def __init__(self, room: str, user: str | None, clock: Callable[[], float]) -> None:
-        super().__init__(room, user, clock)
+    def __init__(self, room: str, user: str | None, clock: Callable[[], float], client: str = "") -> None:
+        super().__init__(room, user, clock, client)
         self.downtracks: list[DownTrack] = []
         self._senders: list[tuple[RTCRtpSender, DownTrack]] = []
         self.last_feedback_at = self.created_at
-        self.connected_once = False
         self.layer_policy = LayerPolicy(clock)
         # Set by the node: move this viewer's video one layer down (-1) or up (+1).
         self.on_layer_step: Callable[[Subscriber, int], None] = lambda subscriber, step: None
 
-    async def negotiate(
-        self, offer: str, feeds: dict[str, Feed], plan: internals.IcePlan, pool: internals.PortPool | None
-    ) -> str:
-        offered = {m.kind for m in parse_offer(offer, publishing=False).media}
+    async def negotiate(self, offer: str, feeds: dict[str, Feed], gathering: internals.HostGathering) -> str:
+        checked = parse_offer(offer, publishing=False)
+        offered = {m.kind for m in checked.media}
         pc = self.pc
         for kind, feed in feeds.items():
             if kind not in offered:
@@ -52,13 +50,14 @@ class Subscriber(Session):
             transceiver = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
             transceiver.setCodecPreferences(preferences_for(feed.format))
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(checked.sdp, "offer"))
         except OperationError:
             wanted = ", ".join(f.format.codec for f in feeds.values())
             raise UnsupportedMedia(f"the player cannot receive this stream's codecs ({wanted})") from None
         except (ValueError, InternalError, InvalidAccessError, InvalidStateError) as exc:
             raise BadOffer(str(exc)) from None
-        internals.plan_gathering(pc, plan, pool)
+        gathering.apply(pc)
+        internals.guard_transports(pc, gathering.guard)
         await pc.setLocalDescription(await pc.createAnswer())
         maps = payload_maps(pc.localDescription.sdp)
         for transceiver in pc.getTransceivers():
@@ -69,13 +68,13 @@ class Subscriber(Session):
             ssrc, rtx_ssrc = internals.sender_ssrcs(transceiver.sender)
             down = DownTrack(feeds[track.kind], mapping, ssrc, rtx_ssrc, internals.RtpOutput(transceiver.sender), self._clock)
             on_loss = self._on_video_loss if track.kind == "video" else None
-            internals.intercept_feedback(transceiver.sender, down.on_nack, down.on_keyframe_request, self._on_feedback,
-                                         on_loss)
+            internals.intercept_feedback(transceiver.sender, down.on_nack, down.on_keyframe_request,
+                                         self._feedback_handler(down), on_loss)
             self.downtracks.append(down)
             self._senders.append((transceiver.sender, down))
         if not self.downtracks:
             raise UnsupportedMedia("the offer receives none of the stream's tracks")
-        return pc.localDescription.sdp
+        return checked.answer(pc.localDescription.sdp)
 
     @property
     def video(self) -> DownTrack | None:
@@ -86,12 +85,17 @@ class Subscriber(Session):
         if step:
             self.on_layer_step(self, step)
 
-    def _on_feedback(self) -> None:
-        self.last_feedback_at = self._clock()
+    def _feedback_handler(self, down: DownTrack) -> Callable[[float | None], None]:
+        def on_report(rtt: float | None) -> None:
+            self.last_feedback_at = self._clock()
+            if rtt is not None:
+                down.rtt = rtt
+
+        return on_report
 
     def start(self) -> None:
         """Connected: join the feeds."""
-        self.connected_once = True
+        self.connected = True
         self.last_feedback_at = self._clock()
         for down in self.downtracks:
             if down not in down.feed.downtracks:

@@ -136,6 +136,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
             ),
             max_viewers=settings.max_viewers_per_node,
+            max_pending=settings.max_pending_sessions,
+            max_pending_per_client=settings.max_pending_per_client,
+            connect_timeout=settings.session_connect_timeout,
+            max_publish_bitrate=settings.max_publish_bitrate,
             publisher_timeout=settings.publisher_timeout,
             publisher_connect_timeout=settings.publisher_connect_timeout,
         ),
@@ -167,12 +171,14 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     hls = HlsService(
         node.sinks,
         parse_ladder(settings.hls_ladder),
-        LadderOptions(segment=settings.hls_segment_seconds, part=settings.hls_part_seconds),
+        LadderOptions(segment=settings.hls_segment_seconds, part=settings.hls_part_seconds,
+                      threads=settings.hls_encoder_threads),
         settings.hls_window_segments,
         storage if settings.hls_persist else None,
         settings.hls_linger_seconds,
         always=settings.hls_persist,
         idle=settings.hls_idle_seconds,
+        max_ladders=settings.hls_max_ladders,
     )
     streams.watchers.append(hls)
 
@@ -183,6 +189,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                              live.request_layer_keyframe)
 
     hls.on_encoded = offer_layer  # the ladder's renditions are WebRTC layers too: one encode for every audience
+    hls.on_stopped = node.drop_layers
 
     def on_data_channel(session: Session, channel: Any) -> None:
         if channel.label != "chat":

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     rate_stream_key_per_hour: int = 30
     rate_whip_per_minute: int = 30
     rate_whep_per_minute: int = 600
+    rate_trickle_per_minute: int = Field(default=120, ge=1, description="Trickle ICE PATCHes per client address.")
     chat_max_length: int = Field(default=500, ge=1, le=2000, description="Characters in one chat message.")
     chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel in any 10 seconds.")
 
@@ -76,6 +77,14 @@ class Settings(BaseSettings):
     )
     webrtc_udp_ports: str = Field(default="", description="UDP port range for media, like 40000-40999; any when empty.")
     max_viewers_per_node: int = Field(default=500, ge=1)
+    max_pending_sessions: int = Field(default=100, ge=1, description="WebRTC sessions still connecting, per node.")
+    max_pending_per_client: int = Field(default=10, ge=1, description="...of them from one client address.")
+    session_connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a WHIP/WHEP session has to connect (ICE and DTLS) before it is ended."
+    )
+    max_publish_bitrate: int = Field(
+        default=8_000_000, ge=0, description="Bits per second a publisher may send (told in the answer; 0: no ceiling)."
+    )
     publisher_timeout: float = Field(default=5.0, gt=0, description="Seconds without media that end a stream.")
     publisher_connect_timeout: float = Field(
         default=15.0, gt=0, description="Seconds a publisher has to connect and send its first packet."
@@ -103,6 +112,8 @@ class Settings(BaseSettings):
     hls_window_segments: int = Field(default=10, ge=3, le=100, description="Segments kept in a live HLS playlist.")
     hls_persist: bool = Field(default=False, description="Also write live HLS segments and playlists to the storage (for a bucket behind a CDN).")
     hls_linger_seconds: float = Field(default=60.0, ge=0, description="Seconds an ended stream's playlists stay served.")
+    hls_max_ladders: int = Field(default=4, ge=0, description="HLS ladders this node encodes at once; more get 503.")
+    hls_encoder_threads: int = Field(default=1, ge=1, le=16, description="Threads of each ladder's decoder and encoders.")
     hls_idle_seconds: float = Field(default=60.0, ge=1, description="The ladder runs on demand: it stops after this long without HLS requests (always on with HLS_PERSIST).")
 
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")

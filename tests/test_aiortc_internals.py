@@ -10,6 +10,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from sfu import aiortc_internals as internals
 from sfu import rtx
+from sfu.output import TOO_LARGE, TRANSPORT_CLOSED
 
 
 def test_the_pinned_versions_have_every_private_name_used() -> None:
@@ -75,10 +76,10 @@ async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> No
 
         opened = asyncio.get_running_loop().create_future()
         sending.on("open", lambda: opened.set_result(None))
-        internals.plan_gathering(offerer, LOOPBACK, None)
+        internals.plan_gathering(offerer, LOOPBACK)
         await offerer.setLocalDescription(await offerer.createOffer())
         await answerer.setRemoteDescription(offerer.localDescription)
-        internals.plan_gathering(answerer, LOOPBACK, None)
+        internals.plan_gathering(answerer, LOOPBACK)
         await answerer.setLocalDescription(await answerer.createAnswer())
         await offerer.setRemoteDescription(answerer.localDescription)
         await asyncio.wait_for(opened, 10)
@@ -110,29 +111,6 @@ async def test_data_channel_text_goes_out_in_the_call_in_order_and_whole() -> No
     finally:
         await offerer.close()
         await answerer.close()
-
-
-def test_a_receivers_frames_go_to_its_track_in_the_call_and_its_idle_thread_ends_with_it() -> None:
-    """`_InlineFrames` stands in for the decoder queue: a frame is on the track when `put` returns, with
-    its RTP timestamp and the codec's clock; `put(None)` (the receiver stopping) releases the thread
-    aiortc started, which then ends the track."""
-    import asyncio
-    import threading
-    from types import SimpleNamespace
-
-    track: asyncio.Queue[Any] = asyncio.Queue()
-    frames = internals._InlineFrames(track)
-    waiting = threading.Thread(target=frames.get)
-    waiting.start()
-    frames.put((SimpleNamespace(name="opus", clockRate=48000), SimpleNamespace(data=b"\x01\x02", timestamp=960)))
-    frames.put((SimpleNamespace(name="H264", clockRate=90000), SimpleNamespace(data=b"\x03", timestamp=3000)))
-    first, second = track.get_nowait(), track.get_nowait()
-    assert (bytes(first), first.pts, first.time_base.denominator) == (b"\x01\x02", 960, 48000)
-    assert (bytes(second), second.pts, second.time_base.denominator) == (b"\x03", 3000, 90000)
-    assert waiting.is_alive()
-    frames.put(None)
-    waiting.join(timeout=5)
-    assert not waiting.is_alive()
 
 
 async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order_behind_a_queue() -> None:
@@ -186,7 +164,10 @@ async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order
         assert output.send(bytearray(packets[0])) == 0
         assert inbound.unprotect(receiver.recv(2048)) == packets[0]
         assert through_transport == []  # straight to the socket
-        assert output.send(bytes(1400)) == -1  # no room for the SRTP trailer in a datagram this size
+        full = _packet(96, 9, 900, 0x1234, bytes(1490 - 12))  # fills a 1,500-byte datagram once protected
+        assert output.send(full) == 0
+        assert inbound.unprotect(receiver.recv(4096)) == full  # forwarded whole, trailer and all
+        assert output.send(bytes(internals.MAX_RTP_BYTES + 1)) == TOO_LARGE  # nothing sent, and said why
         queued = b"queued before"
         transport._buffer.append((queued, receiver.getsockname()))  # as asyncio leaves a datagram the socket refused
         transport._buffer_size += len(queued)
@@ -201,7 +182,7 @@ async def test_rtp_output_protects_and_sends_only_once_connected_and_keeps_order
         assert len(through_transport) == 1
 
         transport.close()
-        assert output.send(packets[3]) == -1
+        assert output.send(packets[3]) == TRANSPORT_CLOSED
     finally:
         transport.close()
         receiver.close()

@@ -388,6 +388,10 @@ async def test_data_channel_and_websocket_share_one_conversation(chat: Api) -> N
 
     peer, rtc = await watch_with_chat(chat, owner, viewer_token)
     assert (await rtc.of_type("you"))["username"] == viewer
+    for _ in range(100):  # the viewer count (told at most once a second) is out before the burst below
+        if (await chat.call("GET", f"/api/channels/{owner}"))[1]["viewer_count"] == 1:
+            break
+        await asyncio.sleep(0.05)
     socket = await ws_join(chat, owner, owner_token)
     rtc.channel.send(json.dumps({"type": "send", "text": "from the data channel", "nonce": "d1"}))
     await rtc.of_type("ack", nonce="d1")

@@ -7,7 +7,7 @@ import struct
 
 from sfu.downtrack import DownTrack
 from sfu.feed import Feed
-from sfu.header_extensions import ABS_SEND_TIME_URI, MID_URI, read_one_byte_extensions
+from sfu.header_extensions import ABS_SEND_TIME_URI, MID_URI, read_extensions
 from sfu.media_format import MediaFormat, PayloadMap
 from sfu.sender_reports import seconds_to_ntp
 from support import FakeClock
@@ -70,7 +70,7 @@ async def test_a_new_viewer_waits_for_a_keyframe_that_is_asked_for_once() -> Non
     assert len(output.sent) == 2
     first = output.sent[0]
     assert struct.unpack_from("!BBHII", first)[1] & 0x7F == 96 and struct.unpack_from("!I", first, 8)[0] == 0xBBBB
-    assert read_one_byte_extensions(first)[1] == b"1"  # the viewer's own mid
+    assert read_extensions(first)[1] == b"1"  # the viewer's own mid
     assert (struct.unpack_from("!H", output.sent[1], 2)[0] - struct.unpack_from("!H", first, 2)[0]) & 0xFFFF == 1
     await feed.tick()
     assert upstream.plis == [0xAAAA]  # the keyframe came: nothing more to ask
@@ -88,6 +88,30 @@ async def test_a_nack_is_answered_from_the_cache_as_rtx() -> None:
     start = 12 + 4 + 4 * struct.unpack_from("!H", repair, 14)[0]
     assert struct.unpack_from("!H", repair, start)[0] == sent_seq  # the original sequence number
     assert repair[start + 2 :] == P_SLICE + b"second"
+
+
+async def test_a_packet_is_resent_once_per_round_trip_and_within_the_budget() -> None:
+    feed, down, output, _, clock = setup()
+    feed.on_rtp(rtp(1, 0, IDR))
+    for seq in range(2, 400):  # 400 packets of ~1 kB: 0.4 MB in the cache
+        feed.on_rtp(rtp(seq, seq * 3000, P_SLICE + bytes(1000)))
+    sent = [struct.unpack_from("!H", p, 2)[0] for p in output.sent]
+    down.rtt = 0.05
+    down.on_nack(sent[-3:])
+    assert down.retransmitted == 3
+    down.on_nack(sent[-3:])  # asked again within one round trip: it is on its way already
+    assert down.retransmitted == 3 and down.nacks_refused == 3
+    clock.advance(0.06)
+    down.on_nack(sent[-3:])  # a round trip later it may have been lost again
+    assert down.retransmitted == 6
+    before = len(output.sent)
+    down.on_nack(sent)  # everything: only what the budget allows (its floor, 32 kB/s, in a 1 s bucket)
+    resent_bytes = sum(len(p) for p in output.sent[before:])
+    assert resent_bytes <= 32_000 and down.nacks_refused > 300
+    clock.advance(0.5)  # the bucket refills at its rate
+    before = len(output.sent)
+    down.on_nack(sent[:200])
+    assert 10_000 <= sum(len(p) for p in output.sent[before:]) <= 17_000
 
 
 async def test_without_rtx_a_nack_resends_the_packet_itself() -> None:

@@ -87,14 +87,33 @@ def test_rewriter_maps_nacked_numbers_back_to_the_source() -> None:
 
 
 def test_packet_cache_answers_only_for_the_exact_sequence_number() -> None:
-    cache = PacketCache(8)
+    cache = PacketCache(seconds=1.0, size=8, max_size=8)
     for seq in range(20):
         cache.put(seq, b"p%d" % seq)
     assert cache.get(19) == b"p19" and cache.get(12) == b"p12"
-    assert cache.get(11) is None  # overwritten by 19
+    assert cache.get(11) is None  # overwritten by 19 (the ring may not grow past 8)
     assert cache.get(27) is None  # same slot, other number
     with pytest.raises(ValueError):
-        PacketCache(1000)
+        PacketCache(size=1000)
+
+
+def test_packet_cache_holds_its_seconds_whatever_the_packet_rate() -> None:
+    """Sized by time: a stream of 1,000 packets a second keeps its last second, as one of 50 does, and
+    what is older than that is gone even when its slot was not reused."""
+    for rate in (50, 1000):
+        cache = PacketCache(seconds=1.0, size=16, max_size=16384)
+        for seq in range(3 * rate):
+            cache.now = seq / rate
+            cache.put(seq & 0xFFFF, b"%d" % seq)
+        newest = 3 * rate - 1
+        assert all(cache.get(s) == b"%d" % s for s in range(newest - rate + 1, newest + 1)), rate
+        assert cache.size <= 4 * rate  # grew to hold a second, not much more
+        cache.now += 2.0
+        assert cache.get(newest) is None  # too old to be worth re-sending
+    huge = PacketCache(seconds=1.0, size=16, max_size=64)
+    for seq in range(1000):
+        huge.put(seq, b"x")  # all at once: more than a second's worth would not fit
+    assert huge.size == 64
 
 
 def test_keyframe_requests_are_coalesced_and_rate_limited() -> None:

@@ -20,7 +20,8 @@ from webrtc_peer import Peer
 
 @pytest.fixture
 async def sfu(app_factory: Callable[..., web.Application], clock: FakeClock) -> AsyncIterator[Api]:
-    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=3.0, hls_ladder="source,180p@200")
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=3.0, hls_ladder="source,180p@200",
+                      hls_idle_seconds=2)
     async with TestClient(TestServer(app)) as client:
         yield Api(client, app[SERVICES], clock)
 
@@ -37,7 +38,13 @@ async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyfram
     name, token = await sfu.user()
     publisher, _ = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
     node = sfu.services.node
-    await eventually(lambda: sfu.services.hls.ensure(name) is not None, 10, "the ladder")  # as an HLS request would
+    async def hls_viewer() -> None:  # asks for the ladder as an HLS player's requests would, until it leaves
+        while True:
+            sfu.services.hls.ensure(name)
+            await asyncio.sleep(0.3)
+
+    await eventually(lambda: sfu.services.hls.ensure(name) is not None, 10, "the ladder")
+    asking = asyncio.create_task(hls_viewer())
     await eventually(lambda: name in node.rooms and "180p" in node.rooms[name].layers, 15, "the 180p layer")
     viewer = Peer.viewer()
     status, answer, headers = await post_sdp(sfu, f"/whep/{name}", await viewer.offer())
@@ -66,6 +73,15 @@ async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyfram
     await eventually(lambda: viewer.last_size == (320, 180), 10, "down again")
     with pytest.raises(Exception):
         node.set_layer(session, "4k")
+
+    # The HLS viewer leaves: the ladder stops after hls_idle_seconds, its layers with it, and the viewer
+    # on the 180p layer is back on the source at its next keyframe instead of frozen.
+    asking.cancel()
+    await eventually(lambda: not node.rooms[name].layers, 15, "the ladder stops")
+    await eventually(lambda: viewer.last_size == (640, 360), 10, "back to the source when the ladder stopped")
+    before = viewer.frames
+    await asyncio.sleep(1.0)
+    assert viewer.frames >= before + 15
     await viewer.close()
     await publisher.close()
 

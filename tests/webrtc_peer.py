@@ -70,7 +70,7 @@ class Peer:
                 self.first_frame_at = time.monotonic()
 
     async def offer(self) -> str:
-        internals.plan_gathering(self.pc, LOOPBACK, None)
+        internals.plan_gathering(self.pc, LOOPBACK)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from recorder.hls.live import LiveHls, multivariant
 from recorder.hls.playlist import RenditionWindow
@@ -30,6 +30,8 @@ class HlsApi:
     def __init__(self, hls: HlsService, registry: CollectorRegistry) -> None:
         self._hls = hls
         self.requests = Counter("tally_hls_requests", "HLS objects asked of this origin", ["object"], registry=registry)
+        Gauge("tally_hls_ladders", "HLS ladders encoding on this node (HLS_MAX_LADDERS at most)",
+              registry=registry).set_function(lambda: hls.running)
 
     # --- lookups ---
 

@@ -8,15 +8,26 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from sfu.aiortc_internals import DatagramGuard
 from sfu.node import SfuNode
+from sfu.output import DROP_REASONS
 from signaling.chat.hub import FANOUT_BUCKETS, ChatHub
 
-_GAUGES = {"rooms": "streams live on this node", "publishers": "publishers connected", "viewers": "viewers connected"}
+_GAUGES = {
+    "rooms": "streams live on this node",
+    "publishers": "publishers connected",
+    "viewers": "viewers connected",
+    "pending": "WebRTC sessions negotiating or connecting (not viewers yet)",
+}
 _COUNTERS = {
-    "packets_in": "RTP packets received from publishers of live streams",
-    "packets_out": "RTP packets forwarded to viewers of live streams",
+    "packets_in": "RTP packets received from publishers",
+    "packets_out": "RTP packets forwarded to viewers",
     "retransmitted": "RTP packets re-sent to viewers from the cache",
+    "nacks_refused": "packets viewers asked for again that were not re-sent (retransmission budget, or already re-sent within a round trip)",
     "keyframe_waits": "times a slow viewer was sent back to wait for a keyframe",
+    "sink_frames": "whole frames handed to the recorder, HLS and thumbnails",
+    "sink_frames_skipped": "frames not handed on because a packet of them (or of one they depend on) never came",
+    "sink_gaps": "times the frame sinks skipped to the next keyframe after a loss that was not repaired",
     "stock_decoders": "aiortc decoders created in this process (forwarding creates none)",
     "stock_encoders": "aiortc encoders created in this process (forwarding creates none)",
 }
@@ -32,6 +43,19 @@ class SfuCollector(Collector):
             yield GaugeMetricFamily(f"tally_sfu_{name}", help_text, value=stats[name])
         for name, help_text in _COUNTERS.items():
             yield CounterMetricFamily(f"tally_sfu_{name}", help_text, value=stats[name])
+        yield CounterMetricFamily("tally_sfu_sink_skipped_seconds", "media time the frame sinks skipped after losses",
+                                  value=stats["sink_skipped_ms"] / 1000)
+        dropped = CounterMetricFamily("tally_sfu_packets_dropped", "RTP packets for viewers that could not be sent, by reason",
+                                      labels=["reason"])
+        for reason in DROP_REASONS[1:]:
+            dropped.add_metric([reason], stats[f"dropped_{reason}"])
+        yield dropped
+        refused = CounterMetricFamily(
+            "tally_sfu_input_refused", "what peers and strangers sent that was dropped: malformed STUN, non-STUN "
+            "datagrams not from the session's peer, packets inside a session that could not be handled", labels=["reason"])
+        for reason in DatagramGuard.KINDS:
+            refused.add_metric([reason], stats[reason])
+        yield refused
 
 
 def register_sfu_metrics(registry: CollectorRegistry, node: SfuNode) -> None:

@@ -17,7 +17,17 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sfu.errors import AlreadyPublishing, BadOffer, NodeFull, NotLive, SfuError, UnknownSession, UnsupportedMedia
+from sfu.errors import (
+    AlreadyPublishing,
+    BadOffer,
+    NodeFull,
+    NotLive,
+    SfuError,
+    TooManyCandidates,
+    TooManyPending,
+    UnknownSession,
+    UnsupportedMedia,
+)
 from sfu.node import SfuNode
 from sfu.sdp_fragment import parse_fragment
 from signaling.accounts.service import AccountService
@@ -88,6 +98,10 @@ def sfu_error(exc: SfuError, takeover_after: float) -> AppError:
         )
     if isinstance(exc, NodeFull):
         return Unavailable(str(exc), retry_after=10)
+    if isinstance(exc, TooManyPending):
+        return RateLimited(str(exc), retry_after=10)
+    if isinstance(exc, TooManyCandidates):
+        return Invalid(str(exc))
     if isinstance(exc, UnknownSession):
         return NotFound("there is no such session (it ended, or never existed)")
     return AppError(str(exc))
@@ -122,7 +136,7 @@ class WebRtcApi:
             base, session = f"/{kind}/{{channel}}", f"/{kind}/{{channel}}/{{session}}"
             out += [
                 Endpoint("OPTIONS", base, self.options, f"{tag} preflight: CORS, Accept-Post, ICE servers", ANYONE, tag,
-                         status=204),
+                         status=204, extra={"own_auth": True}),
                 Endpoint(
                     "POST", base, self.publish if publish else self.play,
                     "Publish a stream (RFC 9725)" if publish else "Watch a stream (WHEP)",
@@ -130,10 +144,11 @@ class WebRtcApi:
                     errors=(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
                     extra={"produces": SDP, "own_auth": publish},
                 ),
-                Endpoint("OPTIONS", session, self.options, f"{tag} session preflight", ANYONE, tag, status=204),
+                Endpoint("OPTIONS", session, self.options, f"{tag} session preflight", ANYONE, tag, status=204,
+                         extra={"own_auth": True}),
                 Endpoint(
                     "PATCH", session, self.patch, "Trickle ICE candidates, or restart ICE (If-Match: \"*\")",
-                    SESSION_HOLDER, tag, status=204, raw_body=SDP_FRAGMENT, errors=(400, 404, 412, 415, 422, 428),
+                    SESSION_HOLDER, tag, status=204, raw_body=SDP_FRAGMENT, errors=(400, 404, 412, 415, 422, 428, 429),
                     extra={"produces": SDP_FRAGMENT, "own_auth": True},
                 ),
                 Endpoint("DELETE", session, self.delete, "End the session", SESSION_HOLDER, tag, errors=(404,),
@@ -144,6 +159,8 @@ class WebRtcApi:
     # --- handlers ---
 
     async def options(self, call: Call[None]) -> web.StreamResponse:
+        """204 whatever credentials come along: a WHIP client sends its stream key here too, and reads
+        PATCH in the allowed methods to decide on trickle ICE (RFC 9725 section 4.1)."""
         headers = {"Accept-Post": SDP, "Accept-Patch": SDP_FRAGMENT}
         return web.Response(status=204, headers=self._with_links(headers))
 
@@ -156,7 +173,7 @@ class WebRtcApi:
             raise Unauthorized("WHIP needs 'Authorization: Bearer <stream key or access token>'")
         owner = await self._authorize_publisher(name, token)
         offer = await _read_body(request, SDP)
-        session, answer = await self._node.publish(name, offer, owner)
+        session, answer = await self._node.publish(name, offer, owner, self._client(request))
         return self._created("whip", name, session.id, session.etag, answer)
 
     async def play(self, call: Call[None]) -> web.StreamResponse:
@@ -166,13 +183,14 @@ class WebRtcApi:
         await self._channels.get(name)  # 404 for a channel that does not exist
         offer = await _read_body(request, SDP)
         user = call.principal.username if call.principal is not None else None
-        session, answer = await self._node.subscribe(name, offer, user)
+        session, answer = await self._node.subscribe(name, offer, user, self._client(request))
         session.tag = call.principal  # who chats on this session's `chat` data channel
         return self._created("whep", name, session.id, session.etag, answer)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
         session = self._session(request)
+        await self._limit(request, "trickle", self._settings.rate_trickle_per_minute)
         if_match = request.headers.get("If-Match")
         if if_match is None:
             raise PreconditionRequired("send If-Match with the session's ETag (or \"*\" for an ICE restart)")
@@ -225,8 +243,11 @@ class WebRtcApi:
             raise Forbidden("publishing needs the broadcaster role")
         return owner.username
 
+    def _client(self, request: web.Request) -> str:
+        return client_address(request, self._settings.trust_forwarded_for)
+
     async def _limit(self, request: web.Request, what: str, per_minute: int) -> None:
-        address = client_address(request, self._settings.trust_forwarded_for)
+        address = self._client(request)
         wait = await self._limiter.hit(f"{what}:ip:{address}", per_minute, 60)
         if wait:
             raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from recorder.hls.ladder import RenditionSpec
@@ -21,6 +21,7 @@ from recorder.hls.live import EncodedListener, LiveHls
 from recorder.hls.transcoder import LadderOptions
 from recorder.storage import Storage
 from sfu.frame_sink import FrameSinks
+from signaling.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class HlsService:
         linger: float = 60.0,
         always: bool = False,
         idle: float = 60.0,
+        max_ladders: int = 4,
     ) -> None:
         self._sinks = sinks
         self.specs = specs
@@ -45,27 +47,40 @@ class HlsService:
         self._linger = linger
         self._always = always
         self._idle = idle
+        self.max_ladders = max_ladders
         self._live_streams: dict[str, str] = {}  # room -> stream id, for every stream live here
         self._ladders_started: dict[str, int] = {}  # stream id -> ladders started for it (on demand: again after idle)
         self._streams: dict[str, LiveHls] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
-        # Set by the composition root: encoded renditions go to the SFU as WebRTC layers.
+        # Set by the composition root: encoded renditions go to the SFU as WebRTC layers...
         self.on_encoded: EncodedListener | None = None
+        # ...and when a ladder stops, its layers' viewers go back to the source.
+        self.on_stopped: Callable[[str, str], None] = lambda room, stream: None
+
+    @property
+    def running(self) -> int:
+        """Ladders encoding now."""
+        return sum(1 for live in self._streams.values() if not live.ended)
 
     def live(self, room: str) -> LiveHls | None:
         return self._streams.get(room)
 
     def ensure(self, room: str) -> LiveHls | None:
-        """The room's HLS, started now if the room is live here and its ladder is not running."""
+        """The room's HLS, started now if the room is live here and its ladder is not running; 503 when
+        this node already runs `max_ladders` (each costs a share of a core, taken from forwarding)."""
         live = self._streams.get(room)
         stream = self._live_streams.get(room)
         if stream is None or (live is not None and live.stream == stream):
             if live is not None:
                 live.last_active = time.monotonic()
             return live
-        if live is not None and not live.ended:
-            self._spawn(live.finish(), f"hls-replace-{room}")
+        replacing = live is not None and not live.ended
+        if not replacing and self.running >= self.max_ladders:
+            raise Unavailable(f"this node runs its maximum of {self.max_ladders} HLS ladders; watch over WebRTC or "
+                              "try again later", retry_after=30, headers={"Cache-Control": "no-store"})
+        if live is not None and replacing:
+            self._spawn(self._finish(live), f"hls-replace-{room}")
         started = self._ladders_started.get(stream, 0)
         self._ladders_started[stream] = started + 1
         live = LiveHls(room, stream, self._sinks, self.specs, self.options, self._window, self._storage,
@@ -79,7 +94,10 @@ class HlsService:
     async def stream_started(self, room: str, stream: str) -> None:
         self._live_streams[room] = stream
         if self._always:
-            self.ensure(room)
+            try:
+                self.ensure(room)
+            except Unavailable:
+                log.warning("hls %s: not started, this node already runs %d ladders", room, self.max_ladders)
 
     async def _stop_idle_forever(self) -> None:
         while True:
@@ -88,7 +106,7 @@ class HlsService:
             for room, live in list(self._streams.items()):
                 if not live.ended and not live.waiting and now - live.last_active > self._idle:
                     log.info("hls %s: no HLS viewers for %.0f s, the ladder stops", room, self._idle)
-                    await live.finish()
+                    await self._finish(live)
                     if self._streams.get(room) is live:
                         del self._streams[room]
 
@@ -104,7 +122,7 @@ class HlsService:
         live = self._streams.get(room)
         if live is None or live.stream != stream:
             return
-        await live.finish()
+        await self._finish(live)
         self._spawn(self._forget(room, live), f"hls-linger-{room}")
 
     async def _forget(self, room: str, live: LiveHls) -> None:
@@ -121,5 +139,9 @@ class HlsService:
         await asyncio.gather(*self._ending, return_exceptions=True)
         for live in list(self._streams.values()):
             if not live.ended:
-                await live.finish()
+                await self._finish(live)
         self._streams.clear()
+
+    async def _finish(self, live: LiveHls) -> None:
+        await live.finish()
+        self.on_stopped(live.room, live.stream)

@@ -106,7 +106,8 @@ class StreamService:
         for watcher in self.watchers:
             await _tell(watcher.stream_ended(room, stream))
 
-    async def viewers_changed(self, room: str, stream: str, viewers: int, joined: str | None, left: str | None) -> None:
+    async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
+        """The node tells at most one count per stream per second, however many come and go."""
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)
             if record is not None:
@@ -114,12 +115,7 @@ class StreamService:
                 record.peak_viewers = max(record.peak_viewers, viewers)
             await session.execute(update(Channel).where(Channel.name == room).values(viewer_count=viewers))
             await session.commit()
-        payload: dict[str, object] = {"channel": room, "stream": stream, "viewers": viewers}
-        if joined is not None:
-            payload["joined"] = joined
-        if left is not None:
-            payload["left"] = left
-        await self._bus.publish(Message("stream.viewers", payload))
+        await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": stream, "viewers": viewers}))
 
     async def history(self, channel_id: int, limit: int = 20) -> list[StreamSession]:
         async with self._db.session() as session:
