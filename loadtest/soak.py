@@ -110,14 +110,16 @@ def run(minutes: float, viewers: int, warmup: float, seed: int) -> None:
                                      stdout=subprocess.PIPE, text=True)
         audience = None
         samples: list[dict[str, Any]] = []
+        idle: dict[str, Any] = {}
+        after: dict[str, Any] = {}
         try:
             assert publisher.stdout is not None and publisher.stdout.readline().strip() == "PUBLISHING"
             audience = subprocess.Popen([sys.executable, __file__, "churn", url, "bench", str(viewers),
                                          str(minutes * 60), str(seed)])
             started = time.monotonic()
-            while audience.poll() is None:
-                time.sleep(30)
-                sample = {
+
+            def sample() -> dict[str, Any]:
+                taken = {
                     "minute": round((time.monotonic() - started) / 60, 1),
                     "rss_mib": round(rss_kib(running.pid) / 1024, 1),
                     "open_files": open_files(running.pid),
@@ -126,8 +128,17 @@ def run(minutes: float, viewers: int, warmup: float, seed: int) -> None:
                     "pending": metric(url, "tally_sfu_pending"),
                     "forwarded": metric(url, "tally_sfu_packets_out"),
                 }
-                samples.append(sample)
-                print(json.dumps(sample), flush=True)
+                print(json.dumps(taken), flush=True)
+                return taken
+
+            idle = sample()
+            while True:
+                time.sleep(30)
+                if audience.poll() is not None:
+                    break
+                samples.append(sample())
+            time.sleep(20)  # viewers that vanished are given up after SUBSCRIBER_TIMEOUT (15 s)
+            after = sample()
         finally:
             if audience is not None and audience.poll() is None:
                 audience.terminate()
@@ -146,6 +157,9 @@ def run(minutes: float, viewers: int, warmup: float, seed: int) -> None:
         top = max(s[key] for s in steady)
         print(f"| {key} | {first[key]:g}{unit} | {last[key]:g}{unit} | {top:g}{unit} | {last[key] - first[key]:+g}{unit} |")
     print(f"memory slope {(last['rss_mib'] - first['rss_mib']) / hours if hours else 0:+.1f} MiB/hour")
+    print(f"with the publisher alone, before: {idle['open_files']:g} open files, {idle['tasks']:g} tasks; after the "
+          f"audience left: {after['open_files']:g} open files, {after['tasks']:g} tasks, {after['viewers']:g} viewers, "
+          f"{after['pending']:g} pending, {after['rss_mib']:g} MiB")
 
 
 def main() -> None:

@@ -107,6 +107,7 @@ _RECEIVER_FIELDS = (
     "_RTCRtpReceiver__nack_generator",
     "_RTCRtpReceiver__jitter_buffer",
     "_RTCRtpReceiver__remote_streams",
+    "_RTCRtpReceiver__rtcp_exited",
     "_run_rtcp",
 )
 _SENDER_FIELDS = (
@@ -244,14 +245,18 @@ def prepare_receiver(transceiver: RTCRtpTransceiver, on_sender_report: Callable[
     report = receiver._run_rtcp
 
     async def report_forever() -> None:
-        while True:
-            try:
-                await report()
-                return  # cancelled: it ended the way aiortc ends it
-            except Exception as exc:
-                guard.refuse("malformed_rtp", "the publisher's statistics broke its receiver reports", exc)
-                receiver._RTCRtpReceiver__remote_streams.clear()  # type: ignore[attr-defined]
-                await asyncio.sleep(1)
+        try:
+            while True:
+                try:
+                    await report()
+                    return  # cancelled inside: it ended the way aiortc ends it
+                except Exception as exc:
+                    guard.refuse("malformed_rtp", "the publisher's statistics broke its receiver reports", exc)
+                    receiver._RTCRtpReceiver__remote_streams.clear()  # type: ignore[attr-defined]
+                    await asyncio.sleep(1)
+        except asyncio.CancelledError:  # cancelled between two runs: say it ended, as aiortc's own would
+            receiver._RTCRtpReceiver__rtcp_exited.set()  # type: ignore[attr-defined]
+            raise
 
     receiver._run_rtcp = report_forever  # type: ignore[method-assign]
     receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
@@ -492,7 +497,7 @@ class _GuardedStunProtocol(aioice.ice.StunProtocol):
         if data[0] > 3:  # not STUN: DTLS, RTP or RTCP, only ever from the peer
             component = self.local_candidate.component
             pair = self.receiver._nominated.get(component)
-            if pair is None or pair.protocol is not self or pair.remote_addr != (addr[0], addr[1]):
+            if (pair is None or pair.protocol is not self or pair.remote_addr != addr) and not self._pairs_with(addr):
                 self._guard.refuse("foreign_datagrams", "")
                 return
             self.receiver.data_received(data, component)
@@ -502,6 +507,15 @@ class _GuardedStunProtocol(aioice.ice.StunProtocol):
             super().datagram_received(data, addr)
         except Exception as exc:  # aioice would hand what it cannot parse on as data, or raise
             self._guard.refuse("malformed_stun", f"dropped a malformed STUN datagram from {addr[0]}:{addr[1]}", exc)
+
+
+    def _pairs_with(self, addr: tuple[Any, ...]) -> bool:
+        """Is `addr` the far end of one of this socket's candidate pairs? (The peer's DTLS may come
+        before a pair is nominated here: a controlling peer that is the DTLS client sends its
+        ClientHello as soon as its own check succeeds. A pair's far end is an address the peer gave
+        in its offer or proved with an authenticated check.)"""
+        remote = (addr[0], addr[1])
+        return any(pair.protocol is self and pair.remote_addr == remote for pair in self.receiver._check_list)
 
 
 class HostGathering:
@@ -523,6 +537,7 @@ class HostGathering:
     def _plan(self, connection: aioice.ice.Connection) -> None:
         if getattr(connection, "_tallylight_planned", False):
             return
+        _require(connection, ("_nominated", "_check_list", "_protocols"))
         plan = self.plan
 
         async def host_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
@@ -577,11 +592,13 @@ def plan_gathering(pc: RTCPeerConnection, plan: IcePlan) -> None:
 async def close_peer(pc: RTCPeerConnection, timeout: float = 5.0) -> None:
     """Close `pc`; if aiortc's close does not finish in `timeout` (a task it waits for died), close its
     ICE connections directly, so its sockets are freed whatever state it is in."""
-    try:
-        await asyncio.wait_for(asyncio.shield(pc.close()), timeout)
+    closing = asyncio.ensure_future(pc.close())
+    done, _ = await asyncio.wait([closing], timeout=timeout)
+    if done:
+        closing.result()
         return
-    except asyncio.TimeoutError:
-        log.warning("a peer connection did not close within %g s; its transports are closed directly", timeout)
+    closing.cancel()
+    log.warning("a peer connection did not close within %g s; its transports are closed directly", timeout)
     connections = {id(c): c for c in (t.sender.transport.transport._connection for t in pc.getTransceivers())}
     if pc.sctp is not None:
         connection = pc.sctp.transport.transport._connection

@@ -101,6 +101,7 @@ class SfuNode:
         self._retired: Counter[str] = Counter()  # counters of sessions and feeds that are gone
         self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closes: set[asyncio.Task[None]] = set()  # sessions closing (aiortc takes a while): owned here
         self._closing = False
         # Called with each data channel a client opens on a session (signaling: the `chat` channel).
         self.on_data_channel: Callable[[Session, Any], None] | None = None
@@ -118,10 +119,12 @@ class SfuNode:
             return
         self._closing = True
         for room in list(self.rooms.values()):
-            await self._end_stream(room, "shutdown")
+            self._end_stream(room, "shutdown")
         for session in list(self.sessions.values()):
             self._forget(session)
-            await session.close()
+            self._close_later(session)
+        if self._closes:
+            await asyncio.gather(*self._closes, return_exceptions=True)
         if self._tasks:
             try:
                 await asyncio.wait_for(self._queue.join(), timeout=5)
@@ -217,14 +220,14 @@ class SfuNode:
             self._unreserve(client)
             await publisher.close()
             raise
+        # From here to the end nothing awaits: the room changes hands at once, whoever else is publishing.
         self._reserved -= 1
         self._pending[publisher.id] = publisher
         room = self.rooms.get(room_name)
         previous = room.publisher if room is not None else None
         if room is not None and not room.formats_match(publisher.formats):
-            reason = "the publisher reconnected with another format"
-            log.info("room %s: %s; a new stream starts", room_name, reason)
-            await self._end_stream(room, reason)  # its viewers, recording and ladder cannot follow
+            log.info("room %s: the publisher is back in another format; a new stream starts", room_name)
+            self._end_stream(room, "the publisher reconnected with another format")  # its viewers cannot follow
             room = previous = None
         if room is None:
             room = self.rooms[room_name] = Room(room_name, secrets.token_hex(8), self._clock)
@@ -236,7 +239,7 @@ class SfuNode:
         if previous is not None:
             log.info("room %s: publisher %s takes over from %s", room_name, publisher.id[:8], previous.id[:8])
             self._forget(previous)
-            await previous.close()
+            self._close_later(previous)
         return publisher, answer
 
     async def subscribe(self, room_name: str, offer: str, user: str | None, client: str = "") -> tuple[Subscriber, str]:
@@ -264,14 +267,29 @@ class SfuNode:
 
     async def trickle(self, session_id: str, fragment: SdpFragment) -> None:
         session = self.session(session_id)
-        if session.candidates + len(fragment.candidates) > self.settings.max_candidates:
-            raise TooManyCandidates(f"a session takes at most {self.settings.max_candidates} remote candidates")
+        self._check_candidates(session.candidates + len(fragment.candidates))
+        candidates = session.checked_candidates(fragment)
         session.candidates += len(fragment.candidates)
-        await session.add_candidates(fragment)
+        await session.add_candidates(candidates)
+
+    async def restart_ice(self, session_id: str, fragment: SdpFragment) -> str:
+        """An ICE restart (new credentials, the candidates that come with them); the answer fragment.
+        Everything is checked before the session's credentials change: a refused restart changes nothing."""
+        session = self.session(session_id)
+        self._check_candidates(len(fragment.candidates))
+        candidates = session.checked_candidates(fragment)
+        answer = session.restart_ice(fragment)  # checks the credentials before it changes them
+        session.candidates = len(fragment.candidates)  # a restart starts the count afresh
+        await session.add_candidates(candidates)
+        return answer
+
+    def _check_candidates(self, count: int) -> None:
+        if count > self.settings.max_candidates:
+            raise TooManyCandidates(f"a session takes at most {self.settings.max_candidates} remote candidates "
+                                    "(an ICE restart starts afresh)")
 
     async def end(self, session_id: str, reason: str = "ended by the client") -> None:
-        session = self.session(session_id)
-        await self._end_session(session, reason)
+        self._end_session(self.session(session_id), reason)
 
     # --- internals ---
 
@@ -334,7 +352,7 @@ class SfuNode:
             elif state in ("failed", "closed") and session.id in self.sessions:
                 if isinstance(session, Publisher) and session.connected:
                     return  # a publisher may come back: the media timeout or a takeover decides
-                await self._end_session(session, f"connection {state}")
+                self._end_session(session, f"connection {state}")
 
     def _connected(self, session: Session) -> None:
         self._settle(session)
@@ -345,18 +363,19 @@ class SfuNode:
         else:
             session.connected = True
 
-    async def _end_session(self, session: Session, reason: str) -> None:
+    def _end_session(self, session: Session, reason: str) -> None:
+        """Take the session off the node's books now; it closes in the background."""
         if session.id not in self.sessions:
             return
         log.info("%s session %s in %s ends: %s", session.kind, session.id[:8], session.room, reason)
         room = self.rooms.get(session.room)
         if room is not None:
             if isinstance(session, Publisher) and room.publisher is session:
-                await self._end_stream(room, reason)
+                self._end_stream(room, reason)
             elif isinstance(session, Subscriber):
                 room.remove_subscriber(session)
         self._forget(session)
-        await session.close()
+        self._close_later(session)
 
     def _forget(self, session: Session) -> None:
         """Remove the session from the node's books; what it counted stays in the node's totals."""
@@ -365,21 +384,29 @@ class SfuNode:
         self._settle(session)
         _count(session, self._retired)
 
-    async def _end_stream(self, room: Room, reason: str) -> None:
+    def _close_later(self, session: Session) -> None:
+        """Close in a task of the node's own: aiortc's close takes up to seconds, and the tick (every
+        room's feedback) or a request must not wait for it."""
+        task = asyncio.ensure_future(session.close())
+        self._closes.add(task)
+        task.add_done_callback(self._closes.discard)
+
+    def _end_stream(self, room: Room, reason: str) -> None:
         if self.rooms.get(room.name) is room:
             del self.rooms[room.name]
+        for feed in room.feeds.values():
+            self._retired["packets_in"] += feed.packets_in
+            feed.packets_in = 0  # counted once: the room may still be reachable for a moment
         publisher = room.publisher
         room.publisher = None
         if publisher is not None:
             publisher.detach()
             self._forget(publisher)
-            await publisher.close()
+            self._close_later(publisher)
         for subscriber in list(room.subscribers.values()):
             room.remove_subscriber(subscriber)
             self._forget(subscriber)
-            await subscriber.close()
-        for feed in room.feeds.values():
-            self._retired["packets_in"] += feed.packets_in
+            self._close_later(subscriber)
         name, stream, peak = room.name, room.stream, room.peak_viewers
         log.info("room %s: stream %s ended (%s), peak %d viewers", name, stream, reason, peak)
         self._emit(lambda: self.events.stream_ended(name, stream, reason, peak))
@@ -431,22 +458,22 @@ class SfuNode:
             if now - publisher.last_packet_at > (
                     self.settings.publisher_timeout if publisher.media_seen
                     else max(self.settings.publisher_timeout, self.settings.publisher_connect_timeout)):
-                await self._end_session(publisher, "no media from the publisher")
+                self._end_session(publisher, "no media from the publisher")
                 continue
             if report:
                 over = publisher.over_bitrate(now, self.settings.max_publish_bitrate)
                 if over:
-                    await self._end_session(publisher, over)
+                    self._end_session(publisher, over)
                     continue
                 for subscriber in list(room.subscribers.values()):
                     if subscriber.connected and now - subscriber.last_feedback_at > self.settings.subscriber_timeout:
-                        await self._end_session(subscriber, "no feedback from the viewer")
+                        self._end_session(subscriber, "no feedback from the viewer")
                     elif subscriber.connected:
                         subscriber.sync_sender_reports()
         if report:
             for session in list(self._pending.values()):
                 if now - session.created_at > self.settings.connect_timeout:
-                    await self._end_session(session, f"not connected within {self.settings.connect_timeout:g} s")
+                    self._end_session(session, f"not connected within {self.settings.connect_timeout:g} s")
 
     def stats(self) -> dict[str, int]:
         """Counters since the node started (they never go down) and gauges of what is live now."""

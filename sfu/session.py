@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.errors import BadOffer
@@ -50,17 +50,24 @@ class Session:
     def mids(self) -> list[str]:
         return [t.mid for t in self.pc.getTransceivers() if t.mid is not None]
 
-    async def add_candidates(self, fragment: SdpFragment) -> None:
+    def checked_candidates(self, fragment: SdpFragment) -> list[RTCIceCandidate]:
+        """The fragment's candidates as aiortc takes them (UDP only: aioice speaks ICE over UDP), or
+        BadOffer naming the first malformed one."""
         mids = self.mids
+        parsed = []
         for candidate in fragment.candidates:
             try:
-                parsed = candidate_from_sdp(candidate.sdp)
+                found = candidate_from_sdp(candidate.sdp)
             except Exception:
                 raise BadOffer(f"malformed candidate: {candidate.sdp[:120]!r}") from None
-            parsed.sdpMid = candidate.mid if candidate.mid in mids else (mids[0] if mids else None)
-            if parsed.protocol.lower() != "udp":
-                continue  # aioice speaks ICE over UDP only
-            await self.pc.addIceCandidate(parsed)
+            found.sdpMid = candidate.mid if candidate.mid in mids else (mids[0] if mids else None)
+            if found.protocol.lower() == "udp":
+                parsed.append(found)
+        return parsed
+
+    async def add_candidates(self, candidates: list[RTCIceCandidate]) -> None:
+        for candidate in candidates:
+            await self.pc.addIceCandidate(candidate)
 
     def restart_ice(self, fragment: SdpFragment) -> str:
         """Answer an ICE restart: the SDP fragment with our new credentials and candidates; new ETag."""

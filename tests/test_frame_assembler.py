@@ -141,6 +141,59 @@ def test_a_loss_never_repaired_skips_to_the_next_keyframe_and_asks_for_one(clip:
     assert sink.keyframe_requests == 1  # none was held yet: asked for
 
 
+def test_a_keyframe_that_takes_long_to_arrive_whole_is_not_given_up_on(clip: list[bytes]) -> None:
+    """A publisher pacing a large keyframe at a low bitrate: its packets come over 1.5 s, in order and
+    none lost. Waiting is for holes, not for slow frames: it comes out whole, with its parameter sets."""
+    sink, clock = Sink(), FakeClock()
+    frames = assembler(sink, clock)
+    by_frame = packetise(clip)
+    keyframe = by_frame[0]
+    assert len(keyframe) > 3
+    for packet in keyframe:
+        frames.push(packet)
+        clock.advance(1.5 / len(keyframe))
+        frames.tick()
+    for packets in by_frame[1:]:
+        for packet in packets:
+            frames.push(packet)
+    assert [data for data, _ in sink.frames] == clip and frames.gaps == 0
+
+
+def test_a_loss_inside_a_keyframe_resumes_at_the_next_keyframe_not_inside_the_broken_one(clip: list[bytes]) -> None:
+    sink, clock = Sink(), FakeClock()
+    frames = assembler(sink, clock)
+    by_frame = packetise(clip)
+    for index, packets in enumerate(by_frame):
+        for i, packet in enumerate(packets):
+            if (index, i) != (GOP, 2):  # the second keyframe loses a packet in its middle, for good
+                frames.push(packet)
+        clock.advance(1 / 30)
+        frames.tick()
+    out = [data for data, _ in sink.frames]
+    assert out == clip[:GOP] + clip[2 * GOP :]  # its group is skipped; the next keyframe starts whole
+    assert decode_errors(out)[1] == [] and frames.gaps == 1
+
+
+def test_a_stray_ancient_packet_changes_nothing_and_a_restarted_numbering_starts_afresh(clip: list[bytes]) -> None:
+    sink, clock = Sink(), FakeClock()
+    frames = assembler(sink, clock)
+    by_frame = packetise(clip, first_seq=10_000)
+    for packets in by_frame[:5]:
+        for packet in packets:
+            frames.push(packet)
+    frames.push(by_frame[0][0][:2] + struct.pack("!H", 10_000 - 5000) + by_frame[0][0][4:])  # one very late
+    for packets in by_frame[5:GOP]:
+        for packet in packets:
+            frames.push(packet)
+    assert [data for data, _ in sink.frames] == clip[:GOP]  # the stray one was dropped, nothing else lost
+    renumbered = packetise(clip, first_seq=200)  # the sender starts its numbering again
+    for packets in renumbered[GOP:]:
+        for packet in packets:
+            frames.push(packet)
+    assert sink.keyframe_requests == 1  # asked for at once: the restart came mid-group
+    assert [data for data, _ in sink.frames][GOP:] == clip[2 * GOP :]
+
+
 def test_a_frame_that_lost_its_last_packet_and_marker_is_not_handed_on(clip: list[bytes]) -> None:
     sink, clock = Sink(), FakeClock()
     frames = assembler(sink, clock)

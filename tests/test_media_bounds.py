@@ -326,3 +326,47 @@ async def test_packets_filling_a_whole_datagram_are_forwarded_whole(bounded: Fac
     assert api.services.node.stats()["dropped_too_large"] == 0
     await viewer.close()
     await publisher.close()
+
+
+async def test_a_refused_ice_restart_changes_nothing(bounded: Factory) -> None:
+    api = await bounded()
+    name, token = await api.user()
+    publisher, _ = await go_live(api, name, await stream_key(api, token))
+    viewer = Peer.viewer()
+    status, answer, headers = await post_sdp(api, f"/whep/{name}", await viewer.offer())
+    await viewer.answer(answer.decode())
+    await viewer.wait_frames(5)
+    session, etag = headers["Location"], headers["ETag"]
+    restart = "a=ice-ufrag:wxyz\r\na=ice-pwd:" + "q" * 22 + "\r\na=mid:0\r\n"
+    too_many = restart + "".join(f"a=candidate:{i} 1 udp 2130706431 192.0.2.1 {9000 + i} typ host\r\n" for i in range(65))
+    malformed = restart + "a=candidate:1 1 udp 2130706431 192.0.2.1 9000 typ host\r\na=candidate:x 1 udp nope 1 2 3 4\r\n"
+    for body, expected in ((too_many, 400), (malformed, 400)):  # more than a PATCH may carry; a bad one
+        status, _, _ = await api.call("PATCH", session, data=body, headers={"Content-Type": FRAG, "If-Match": "*"})
+        assert status == expected
+    # Still the session's first ETag (a restart would have made a new one) and its credentials: it plays on.
+    status, _, _ = await api.call("PATCH", session, data="a=mid:0\r\na=end-of-candidates\r\n",
+                                  headers={"Content-Type": FRAG, "If-Match": etag})
+    assert status == 204
+    before = viewer.frames
+    await asyncio.sleep(1.0)
+    assert viewer.frames > before + 10
+    await viewer.close()
+    await publisher.close()
+
+
+async def test_a_peer_that_is_the_dtls_client_connects_and_nothing_of_it_is_refused(bounded: Factory) -> None:
+    """An offer with a=setup:active (FFmpeg's WHIP muxer, some players): the peer is the DTLS client and
+    sends its ClientHello as soon as its own ICE check succeeds, maybe before the server nominated the
+    pair. The server's socket guard must take it as the peer's (it refuses datagrams from strangers)."""
+    api = await bounded()
+    name, token = await api.user()
+    publisher, _ = await go_live(api, name, await stream_key(api, token))
+    viewer = Peer.viewer()
+    offer = (await viewer.offer()).replace("a=setup:actpass", "a=setup:active")
+    status, answer, _ = await post_sdp(api, f"/whep/{name}", offer)
+    assert status == 201 and "a=setup:passive" in answer.decode()
+    await viewer.answer(answer.decode())
+    await viewer.wait_frames(10)
+    assert api.services.node.stats()["foreign_datagrams"] == 0
+    await viewer.close()
+    await publisher.close()

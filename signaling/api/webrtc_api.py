@@ -199,8 +199,7 @@ class WebRtcApi:
         if fragment.restarts_ice:
             if if_match.strip() not in ("*", '"*"', session.etag):
                 raise PreconditionFailed("the ETag does not match the session's current one")
-            answer = session.restart_ice(fragment)
-            await self._node.trickle(session.id, fragment)
+            answer = await self._node.restart_ice(session.id, fragment)
             return web.Response(status=200, text=answer, content_type=SDP_FRAGMENT, headers={"ETag": session.etag})
         if if_match.strip() != session.etag:
             raise PreconditionFailed("the ETag does not match the session's current one")
