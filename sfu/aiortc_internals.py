@@ -596,6 +596,7 @@ async def close_peer(pc: RTCPeerConnection, timeout: float = 5.0) -> None:
     done, _ = await asyncio.wait([closing], timeout=timeout)
     if done:
         closing.result()
+        release_peer(pc)
         return
     closing.cancel()
     log.warning("a peer connection did not close within %g s; its transports are closed directly", timeout)
@@ -608,6 +609,45 @@ async def close_peer(pc: RTCPeerConnection, timeout: float = 5.0) -> None:
             await asyncio.wait_for(connection.close(), timeout)
         except Exception as exc:
             log.warning("closing an ICE connection failed: %s", exc)
+    release_peer(pc)
+
+
+_PATCHED = ("_handle_rtcp_packet", "_handle_rtp_data", "_handle_rtcp_data", "_run_rtcp", "get_component_candidates",
+            "_data_channel_receive")
+
+
+def release_peer(pc: RTCPeerConnection) -> None:
+    """Break the reference cycles of a closed peer connection, so that reference counting frees it and
+    its buffers, keys and sockets' objects at once.
+
+    aiortc's objects point at each other through event listeners (the connection listens to its
+    transports), and the methods patched onto them here are closures that point back at their
+    objects: a closed connection was freed only by a full garbage collection, which a busy process
+    does every tens of minutes (`signaling.cli` tunes it so), so memory grew with every viewer that
+    came and went (about 1,500 objects each, 1,000 of them the rate buckets of a receiver's bitrate
+    estimator).
+    """
+    objects: list[Any] = [pc]
+    for transceiver in pc.getTransceivers():
+        sender, receiver = transceiver.sender, transceiver.receiver
+        objects += [transceiver, sender, receiver]
+        dtls = sender.transport
+        if dtls is not None:
+            objects += [dtls, dtls.transport, dtls.transport.iceGatherer, dtls.transport._connection]
+    sctp = pc.sctp
+    if sctp is not None:
+        objects += [sctp, sctp.transport, sctp.transport.transport, sctp.transport.transport._connection]
+    for obj in {id(o): o for o in objects}.values():
+        remove = getattr(obj, "remove_all_listeners", None)
+        if remove is not None:
+            remove()
+        instance = getattr(obj, "__dict__", {})
+        for name in _PATCHED:
+            instance.pop(name, None)
+        if isinstance(obj, aioice.ice.Connection):  # its sockets' protocols and pairs point back at it
+            obj._protocols.clear()
+            obj._check_list.clear()
+            obj._nominated.clear()
 
 
 def restart_ice(pc: RTCPeerConnection, remote_ufrag: str, remote_pwd: str) -> tuple[str, str, list[str]]:

@@ -144,6 +144,11 @@ class SfuNode:
         """Sessions negotiating or connecting: not viewers, but each holds a place."""
         return len(self._pending) + self._reserved
 
+    @property
+    def closing(self) -> int:
+        """Sessions ended and still closing."""
+        return len(self._closes)
+
     def is_live(self, room: str) -> bool:
         found = self.rooms.get(room)
         return found is not None and found.live

@@ -370,3 +370,38 @@ async def test_a_peer_that_is_the_dtls_client_connects_and_nothing_of_it_is_refu
     assert api.services.node.stats()["foreign_datagrams"] == 0
     await viewer.close()
     await publisher.close()
+
+
+async def test_a_closed_session_is_freed_without_waiting_for_a_full_garbage_collection(bounded: Factory) -> None:
+    """`tally serve` runs full collections rarely (signaling/cli.py); a session that came and went must be
+    freed by reference counting alone, or memory grows with every viewer (loadtest/soak.py)."""
+    import gc
+    import weakref
+
+    api = await bounded()
+    name, token = await api.user()
+    publisher, _ = await go_live(api, name, await stream_key(api, token))
+    node = api.services.node
+    gc.collect()
+    gc.disable()
+    try:
+        refs = []
+        for polite in (True, False):
+            viewer = Peer.viewer()
+            status, answer, headers = await post_sdp(api, f"/whep/{name}", await viewer.offer())
+            await viewer.answer(answer.decode())
+            await viewer.wait_frames(3)
+            session = node.session(headers["Location"].rsplit("/", 1)[1])
+            refs += [weakref.ref(session), weakref.ref(session.pc)]
+            del session
+            if polite:
+                assert (await api.call("DELETE", headers["Location"]))[0] == 200
+            else:  # it vanishes: the server gives it up itself (as after SUBSCRIBER_TIMEOUT)
+                await node.end(headers["Location"].rsplit("/", 1)[1], "no feedback from the viewer")
+            await viewer.close()
+        await eventually(lambda: node.closing == 0, what="the sessions closed")
+        await asyncio.sleep(0.1)
+        assert [ref() for ref in refs] == [None] * len(refs)
+    finally:
+        gc.enable()
+    await publisher.close()
