@@ -89,3 +89,20 @@ async def test_two_processes_on_one_redis_share_the_limits(app_factory, clock: F
             assert (await (one_api if n % 2 else two_api).call("POST", "/api/auth/login", bad))[0] == 401
         assert (await one_api.call("POST", "/api/auth/login", bad))[0] == 429
         assert (await two_api.call("POST", "/api/auth/login", bad))[0] == 429
+
+
+def test_the_client_address_is_the_trusted_proxys_hop_and_an_ipv6_clients_64() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from signaling.api.client_address import client_address
+
+    def address(forwarded: str | None, trusted: bool = True) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+        return client_address(make_mocked_request("GET", "/", headers=headers), trusted)
+
+    assert address("203.0.113.9") == "203.0.113.9"
+    assert address("6.6.6.6, 203.0.113.9") == "203.0.113.9"  # what the client wrote comes first: not trusted
+    assert address("2001:db8:1:2:aaaa::1") == address("2001:db8:1:2:bbbb::7") == "2001:db8:1:2::/64"
+    assert address("::ffff:198.51.100.4") == "198.51.100.4"
+    assert address("not an address") == "not an address"
+    assert address("203.0.113.9", trusted=False) != "203.0.113.9"  # without a trusted proxy: the peer's own

@@ -123,8 +123,9 @@ async def fuzz(client: Client, server: ServerProcess, rng: random.Random) -> Non
         started = loop.time()
         sent = 0
         baseline: tuple[int, int] | None = None
-        windows: list[int] = []
-        window_start, frames_at = started, viewer.frames
+        track = next(t.sender.track for t in publisher.pc.getTransceivers() if t.kind == "video")
+        windows: list[tuple[int, int]] = []  # (pictures the viewer decoded, frames the publisher sent) per 5 s
+        window_start, frames_at, sent_at = started, viewer.frames, track._index
         while loop.time() - started < SECONDS:
             for _ in range(40):
                 try:
@@ -140,18 +141,24 @@ async def fuzz(client: Client, server: ServerProcess, rng: random.Random) -> Non
             if baseline is None and now - started > 15:  # after warm-up: what must stay flat
                 baseline = (server.rss_kib(), server.open_files())
             if now - window_start >= 5:
-                windows.append(viewer.frames - frames_at)
-                window_start, frames_at = now, viewer.frames
+                windows.append((viewer.frames - frames_at, track._index - sent_at))
+                window_start, frames_at, sent_at = now, viewer.frames, track._index
         sender.close()
 
-        # The viewer decoded all along: at least half the clip's 30 fps in every five seconds.
-        assert windows and min(windows) >= 75, windows
+        # The viewer decoded all along: in every five seconds, nearly all the publisher sent (both run in
+        # this process, so a busy machine slows them alike) and at least 10 frames a second.
+        assert windows and all(decoded >= 0.8 * sent and decoded >= 50 for decoded, sent in windows), windows
         assert baseline is not None
         rss, files = server.rss_kib(), server.open_files()
         assert rss - baseline[0] < 40_000, (baseline, rss)  # KiB
         assert files <= baseline[1] + 4, (baseline, files)
         refused = (await client.metric('tally_sfu_input_refused_total{reason="malformed_stun"}')
                    + await client.metric('tally_sfu_input_refused_total{reason="foreign_datagrams"}'))
+        inside = {reason: await client.metric(f'tally_sfu_input_refused_total{{reason="{reason}"}}')
+                  for reason in ("malformed_rtp", "malformed_rtcp", "forwarding_errors")}
+        print(f"FUZZ {SECONDS:g} s: {sent} datagrams from outside, {refused:g} refused at the socket, inside "
+              f"sessions {inside}; viewer frames per 5 s {windows}; server RSS {baseline[0]} -> {rss} KiB, "
+              f"open files {baseline[1]} -> {files}")
         assert sent > 1000 * SECONDS / 4 and refused > sent / 3, (sent, refused)
         status, _ = await client.call("GET", "/readyz")
         assert status == 200
