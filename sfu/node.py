@@ -98,6 +98,7 @@ class SfuNode:
         self._pending: dict[str, Session] = {}  # sessions not connected yet, by id
         self._pending_by_client: Counter[str] = Counter()
         self._reserved = 0  # offers being negotiated right now (a place held for each)
+        self._waiting_viewers = 0  # viewers' offers negotiating or connecting (publishers' do not hold viewer places)
         self._retired: Counter[str] = Counter()  # counters of sessions and feeds that are gone
         self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -222,7 +223,7 @@ class SfuNode:
             answer = await publisher.negotiate(offer, self.gathering, self.settings.max_publish_bitrate)
             self._refuse_if_held(room_name)  # another may have won while we negotiated
         except BaseException:
-            self._unreserve(client)
+            self._unreserve(client, viewer=False)
             await publisher.close()
             raise
         # From here to the end nothing awaits: the room changes hands at once, whoever else is publishing.
@@ -260,7 +261,7 @@ class SfuNode:
             if self.rooms.get(room_name) is not room or not room.live or room.feeds is not feeds:
                 raise NotLive(room_name)  # the stream ended or changed format while we negotiated
         except BaseException:
-            self._unreserve(client)
+            self._unreserve(client, viewer=True)
             await subscriber.close()
             raise
         self._reserved -= 1
@@ -302,7 +303,7 @@ class SfuNode:
         """Hold a place for an offer about to be negotiated, or refuse it (before any await, so
         concurrent offers cannot all pass the same check)."""
         s = self.settings
-        if viewer and self.viewers() + self.pending >= s.max_viewers:
+        if viewer and self.viewers() + self._waiting_viewers >= s.max_viewers:
             raise NodeFull(f"this node has its maximum of {s.max_viewers} viewers")
         if self.pending >= s.max_pending:
             raise NodeFull(f"{s.max_pending} sessions are connecting to this node; try again shortly")
@@ -312,16 +313,19 @@ class SfuNode:
                 f"they are given up after {s.connect_timeout:g} s"
             )
         self._reserved += 1
+        self._waiting_viewers += viewer
         self._pending_by_client[client] += 1
 
-    def _unreserve(self, client: str) -> None:
+    def _unreserve(self, client: str, viewer: bool) -> None:
         """The offer was refused: give its place back."""
         self._reserved -= 1
+        self._waiting_viewers -= viewer
         self._release(client)
 
     def _settle(self, session: Session) -> None:
         """The session is no longer pending (it connected, or it ended)."""
         if self._pending.pop(session.id, None) is not None:
+            self._waiting_viewers -= isinstance(session, Subscriber)
             self._release(session.client)
 
     def _release(self, client: str) -> None:

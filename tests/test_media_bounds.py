@@ -139,6 +139,21 @@ async def test_concurrent_offers_cannot_exceed_the_viewer_cap(bounded: Factory) 
     await publisher.close()
 
 
+async def test_a_publisher_still_connecting_holds_no_viewer_place(bounded: Factory) -> None:
+    """A publisher's offer holds a pending place on the node, never one of the viewers' places."""
+    api = await bounded(max_viewers_per_node=1)
+    name, token = await api.user()
+    publisher = Peer.publisher("h264")
+    status, _, _ = await offer_from(api, f"/whip/{name}", await publisher.offer(), "198.51.100.1",
+                                    token=await stream_key(api, token))
+    assert status == 201 and api.services.node.pending == 1  # its answer is never applied: it keeps connecting
+    status, _, _ = await offer_from(api, f"/whep/{name}", await ghost_offer(), "198.51.100.2")
+    assert status == 201  # the one viewer place
+    status, _, _ = await offer_from(api, f"/whep/{name}", await ghost_offer(), "198.51.100.3")
+    assert status == 503
+    await publisher.close()
+
+
 async def test_trickle_is_capped_per_session_and_rate_limited_per_client(bounded: Factory) -> None:
     api = await bounded(rate_trickle_per_minute=4)
     name, token = await api.user()
