@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, open_bus
+from cluster import Announcer, open_registry
 from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
@@ -22,6 +23,7 @@ from recorder.storage import S3Options, open_storage
 from signaling.accounts.service import AccountService
 from signaling.api.auth_api import AuthApi
 from signaling.api.channels_api import ChannelsApi
+from signaling.api.cluster_api import ClusterApi
 from signaling.api.chat_api import ChatApi
 from signaling.api.hls_api import HlsApi
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
@@ -41,6 +43,7 @@ from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
+from signaling.cluster.node_record import NodeDescriber
 from signaling.chat.hub import ChatHub
 from signaling.chat.links import DataChannelLink
 from signaling.chat.service import ChatRules, ChatService
@@ -130,11 +133,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     )
     channels = ChannelService(db, clock)
     streams = StreamService(db, bus, settings.resolved_node_id, clock)
+    ice = aiortc_internals.IcePlan(
+        tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
+    )
     node = SfuNode(
         NodeSettings(
-            ice=aiortc_internals.IcePlan(
-                tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
-            ),
+            ice=ice,
             max_viewers=settings.max_viewers_per_node,
             max_pending=settings.max_pending_sessions,
             max_pending_per_client=settings.max_pending_per_client,
@@ -181,6 +185,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         max_ladders=settings.hls_max_ladders,
     )
     streams.watchers.append(hls)
+    registry = open_registry(settings.bus_url)
+    announcer = Announcer(registry, NodeDescriber(
+        settings.resolved_node_id, settings.resolved_internal_url, tuple(announced for _, announced in ice.pairs()),
+        node, lambda: hls.running, _version(),
+    ))
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)
@@ -212,6 +221,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         HlsApi(hls, metrics.registry),
+        ClusterApi(registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
     for api in apis:
@@ -239,9 +249,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await node.start()
             await hub.start()
             await recordings.start()
+            announcer.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
+            await announcer.close()  # first: the cluster stops sending this node anything new
+            await registry.close()
             await recordings.close()  # before the node: recordings are written to their end first
             await hls.close()
             await hub.close()
@@ -254,8 +267,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
 
     app.cleanup_ctx.append(lifecycle)
 
-    async def disconnect_chat(app: web.Application) -> None:
+    async def begin_shutdown(app: web.Application) -> None:
+        await announcer.drain()
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
 
-    app.on_shutdown.append(disconnect_chat)
+    app.on_shutdown.append(begin_shutdown)
     return app

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel in any 10 seconds.")
 
     node_id: str = Field(default="", description="This SFU node's name in stream records; host:port when empty.")
+    internal_url: str = Field(
+        default="", description="Where other Tallylight processes reach this one over HTTP; http://host:port when empty."
+    )
     webrtc_host_addresses: Annotated[list[str], NoDecode] = Field(
         default=[], description="Addresses to gather ICE host candidates on (comma-separated); all but loopback when empty."
     )
@@ -184,6 +187,12 @@ class Settings(BaseSettings):
     @property
     def resolved_spool_dir(self) -> Path:
         return self.recording_spool_dir or self.data_dir / "spool"
+
+    @property
+    def resolved_internal_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return (self.internal_url or f"http://{host}:{self.port}").rstrip("/")
 
     @property
     def resolved_public_url(self) -> str:

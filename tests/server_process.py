@@ -20,11 +20,22 @@ from support import free_port, wait_ready
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServerProcess:
     url: str
     log: Path
-    pid: int
+    process: subprocess.Popen[bytes]
+    killed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies as in a crash, with no chance to clean up."""
+        self.killed = True
+        self.process.kill()
+        self.process.wait()
 
     def rss_kib(self) -> int:
         """Resident memory of the server process."""
@@ -64,16 +75,18 @@ def serve(data_dir: Path, **settings: str) -> Iterator[ServerProcess]:
         process = subprocess.Popen(
             [sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(f"http://127.0.0.1:{port}", log, process)
     try:
-        wait_ready(url, process, log)
-        yield ServerProcess(url, log, process.pid)
+        wait_ready(server.url, process, log)
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"the server did not stop within 10 s of SIGTERM:\n{log.read_text()}")
-    assert code == 0, f"the server exited with {code} on SIGTERM:\n{log.read_text()}"
+        if not server.killed:
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                pytest.fail(f"the server did not stop within 10 s of SIGTERM:\n{log.read_text()}")
+    if not server.killed:
+        assert code == 0, f"the server exited with {code} on SIGTERM:\n{log.read_text()}"

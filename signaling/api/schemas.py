@@ -312,3 +312,36 @@ class RecordingControlOut(BaseModel):
     channel: str
     active: bool
     recording: RecordingOut | None
+
+
+class NodeLoadOut(BaseModel):
+    cpu: float = Field(description="Share of one core the node's process used over its last second.")
+    viewers: int = Field(description="Connected WebRTC viewers.")
+    pending: int = Field(description="Sessions offered but not connected yet.")
+    publishers: int
+    packets_out_per_s: float
+    relays: int
+    ladders: int = Field(description="HLS ladders encoding.")
+
+
+class NodeStreamOut(BaseModel):
+    channel: str
+    stream: str
+    viewers: int
+
+
+class NodeOut(BaseModel):
+    id: str
+    http_url: str = Field(description="Where other Tallylight processes reach the node over HTTP.")
+    media_addresses: list[str] = Field(description="The addresses its ICE candidates announce.")
+    max_viewers: int
+    started_at: datetime
+    last_seen_ms: int = Field(description="Milliseconds since the registry last heard from the node, at most 3,000.")
+    draining: bool = Field(description="It takes no new sessions (it is shutting down).")
+    version: str
+    load: NodeLoadOut
+    streams: list[NodeStreamOut]
+
+
+class ClusterOut(BaseModel):
+    nodes: list[NodeOut] = Field(description="The live nodes: those heard from within the last 3 seconds, by id.")

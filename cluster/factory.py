@@ -1,0 +1,13 @@
+"""Pick the registry by the bus URL: where the bus is Redis, the nodes meet there too."""
+
+from __future__ import annotations
+
+from cluster.memory import MemoryRegistry
+from cluster.redis import RedisRegistry
+from cluster.registry import NodeRegistry
+
+
+def open_registry(bus_url: str, prefix: str = "tally:") -> NodeRegistry:
+    if bus_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisRegistry(bus_url, prefix)
+    return MemoryRegistry()

@@ -1,0 +1,41 @@
+"""What the embedded media node says about itself in the registry, read from the node and its ladders."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from cluster import NodeLoad, NodeRecord, StreamLoad
+from cluster.load import RateMeter, cpu_meter
+from sfu.node import SfuNode
+
+
+class NodeDescriber:
+    """Builds this node's `NodeRecord`; each call measures the rates since the call before."""
+
+    def __init__(self, node_id: str, http_url: str, media_addresses: tuple[str, ...], node: SfuNode,
+                 ladders: Callable[[], int], version: str) -> None:
+        self._node = node
+        self._ladders = ladders
+        self._identity = NodeRecord(id=node_id, http_url=http_url, media_addresses=media_addresses,
+                                    max_viewers=node.settings.max_viewers, started_at=time.time(), version=version)
+        self._cpu = cpu_meter()
+        self._packets_out = RateMeter(lambda: node.stats()["packets_out"])
+
+    def __call__(self) -> NodeRecord:
+        node = self._node
+        streams = tuple(
+            StreamLoad(channel=room.name, stream=room.stream, viewers=room.viewers)
+            for room in node.rooms.values() if room.live
+        )
+        load = NodeLoad(
+            cpu=round(self._cpu.read(), 3),
+            viewers=node.viewers(),
+            pending=node.pending,
+            publishers=len(streams),
+            packets_out_per_s=round(self._packets_out.read(), 1),
+            relays=0,
+            ladders=self._ladders(),
+        )
+        return dataclasses.replace(self._identity, load=load, streams=streams)

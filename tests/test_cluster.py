@@ -1,0 +1,259 @@
+"""The node registry: nodes announce themselves with their load, silent ones drop out, admins see the cluster.
+
+The registry contract runs on the in-memory store (with a clock the test moves) and on a real Redis; the
+end-to-end test runs `tally serve` processes meeting on a private `redis-server`, publishes and watches on
+one of them with real WebRTC peers, kills one with SIGKILL and restarts Redis under them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cluster import Announcer, NodeLoad, NodeRecord, NodeRegistry, StreamLoad
+from cluster.memory import MemoryRegistry
+from cluster.redis import RedisRegistry
+from http_client import Client
+from redis_server import RedisServer, redis_server
+from server_process import serve
+from support import FakeClock
+from webrtc_peer import Peer
+
+TTL = 0.6  # seconds; short so the real Redis expiry is seen quickly
+
+
+def record(node_id: str, viewers: int = 0, **fields: Any) -> NodeRecord:
+    return NodeRecord(id=node_id, http_url=f"http://{node_id}.internal:8080", media_addresses=("10.0.0.7",),
+                      max_viewers=500, started_at=1_800_000_000.0, version="1.2.3",
+                      load=NodeLoad(cpu=0.25, viewers=viewers, packets_out_per_s=1234.5, ladders=1),
+                      streams=(StreamLoad("alice", "s-1", viewers),), **fields)
+
+
+class Store:
+    """A registry and how to let time pass for it."""
+
+    def __init__(self, registry: NodeRegistry, clock: FakeClock | None) -> None:
+        self.registry = registry
+        self._clock = clock
+
+    async def wait(self, seconds: float) -> None:
+        if self._clock is not None:
+            self._clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        clock = FakeClock()
+        yield Store(MemoryRegistry(clock, ttl=TTL), clock)
+        return
+    with redis_server(tmp_path) as server:
+        registry = RedisRegistry(server.url, ttl=TTL)
+        yield Store(registry, None)
+        await registry.close()
+
+
+async def test_the_registry_lists_the_nodes_heard_from_and_forgets_silent_ones(store: Store) -> None:
+    registry = store.registry
+    assert await registry.live() == []
+    await registry.announce(record("node-b", viewers=3))
+    await registry.announce(record("node-a"))
+    live = await registry.live()
+    assert [n.record for n in live] == [record("node-a"), record("node-b", viewers=3)]  # by id, whole
+    assert all(0 <= n.age < TTL for n in live)
+
+    await registry.announce(record("node-b", viewers=4, draining=True))  # the newest announcement wins
+    assert [(n.record.load.viewers, n.record.draining) for n in await registry.live()] == [(0, False), (4, True)]
+
+    await registry.withdraw("node-a")  # a node that stops cleanly is gone at once
+    assert [n.record.id for n in await registry.live()] == ["node-b"]
+
+    await store.wait(TTL / 2)
+    await registry.announce(record("node-c"))
+    await store.wait(TTL / 2 + 0.1)  # node-b silent for longer than the TTL, node-c not
+    assert [n.record.id for n in await registry.live()] == ["node-c"]
+    await store.wait(TTL)
+    assert await registry.live() == []
+
+
+async def test_a_record_from_a_newer_version_still_reads_as_a_node(tmp_path: Path) -> None:
+    import json
+
+    import redis.asyncio as aioredis
+
+    with redis_server(tmp_path) as server:
+        wire = record("node-new").to_wire()
+        wire["load"]["gpu"] = 0.5  # a field this version does not know
+        wire["region"] = "eu-west"
+        client = aioredis.Redis.from_url(server.url)
+        await client.set("tally:node:node-new", json.dumps(wire), px=3000)
+        await client.set("tally:node:garbage", b"\xff not json", px=3000)
+        await client.sadd("tally:nodes", "node-new", "garbage")
+        await client.aclose()
+        registry = RedisRegistry(server.url)
+        assert [n.record for n in await registry.live()] == [record("node-new")]
+        await registry.close()
+
+
+async def test_the_announcer_beats_drains_and_withdraws() -> None:
+    registry = MemoryRegistry()
+    beats = 0
+
+    def describe() -> NodeRecord:
+        nonlocal beats
+        beats += 1
+        return record("node-a", viewers=beats)
+
+    announcer = Announcer(registry, describe, interval=0.05)
+    announcer.start()
+    await asyncio.sleep(0.3)
+    [node] = await registry.live()
+    assert beats >= 4 and node.record.load.viewers == beats and not node.record.draining
+    await announcer.drain()
+    assert (await registry.live())[0].record.draining
+    await asyncio.sleep(0.1)
+    assert (await registry.live())[0].record.draining  # and it stays so on every beat after
+    await announcer.close()
+    assert await registry.live() == []
+
+
+async def test_the_announcer_rides_out_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with redis_server(tmp_path) as server:
+        registry, reader = RedisRegistry(server.url, ttl=TTL), RedisRegistry(server.url, ttl=TTL)
+        announcer = Announcer(registry, lambda: record("node-a"), interval=0.1)
+        announcer.start()
+        try:
+            await asyncio.sleep(0.3)
+            assert [n.record.id for n in await reader.live()] == ["node-a"]
+            with caplog.at_level(logging.INFO, logger="cluster.announcer"):
+                server.stop()
+                await asyncio.sleep(1.0)  # ten beats against a Redis that is not there
+                server.start()  # empty: it kept nothing
+                deadline = time.monotonic() + 3
+                while not await _ids(reader):
+                    assert time.monotonic() < deadline, "the node did not come back into the registry"
+                    await asyncio.sleep(0.05)
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1 and "could not announce node node-a" in warnings[0].getMessage()
+            assert any("announced to the registry again" in r.getMessage() for r in caplog.records)
+        finally:
+            await announcer.close()
+            await registry.close()
+            await reader.close()
+
+
+async def _ids(registry: NodeRegistry) -> list[str]:
+    try:
+        return [n.record.id for n in await registry.live()]
+    except Exception:
+        return []
+
+
+async def cluster_ids(client: Client, token: str) -> list[str]:
+    status, body = await client.call("GET", "/api/cluster", token=token)
+    assert status == 200, body
+    return [node["id"] for node in body["nodes"]]
+
+
+async def wait_for(condition: Any, timeout: float, what: str) -> float:
+    """Poll the async `condition` until true; the seconds it took."""
+    started = time.monotonic()
+    while not await condition():
+        assert time.monotonic() - started < timeout, f"{what} within {timeout} s"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def test_nodes_on_one_redis_see_each_other_and_a_killed_node_drops_out(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as redis:
+        common = {"BUS_URL": redis.url, "LOG_LEVEL": "INFO"}
+        (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+        with serve(tmp_path / "a", NODE_ID="node-a", **common) as a, \
+                serve(tmp_path / "b", NODE_ID="node-b", **common) as b:
+            async with aiohttp.ClientSession() as http:
+                on_a, on_b = Client(http, a.url), Client(http, b.url)
+                admin = await on_a.admin("boss")  # each process has its own database: its own first account
+                with serve(tmp_path / "c", NODE_ID="node-c", **common):
+                    await _cluster_of_three(on_a, admin, a.url, b.url)
+                    status, problem = await on_a.call("GET", "/api/cluster")
+                    assert status == 401 and problem["status"] == 401
+                    await on_b.admin("bboss")  # node-b's first account; the next is a broadcaster
+                    key = await on_b.broadcaster("someone")
+                    status, login = await on_b.call("POST", "/api/auth/login",
+                                                     {"username": "someone", "password": "correct horse"})
+                    assert (await on_b.call("GET", "/api/cluster", token=login["access_token"]))[0] == 403  # not an admin there
+
+                    await _load_shows(on_a, on_b, admin, key)
+
+                    b.kill()
+                    took = await wait_for(lambda: _without(on_a, admin, "node-b"), 5, "a killed node drops out")
+                    assert 1.0 < took < 4.0, took  # silent for the 3 s TTL (less the time since its last beat)
+                # node-c has stopped on SIGTERM (and exited 0): it took itself out on the way
+                assert await cluster_ids(on_a, admin) == ["node-a"]
+
+                await _redis_restart(on_a, admin, redis)
+        log = (tmp_path / "a" / "server.log").read_text()
+    assert log.count("could not announce node node-a") <= 1, log[-3000:]
+    assert "Traceback" not in log, log[-5000:]
+
+
+async def _cluster_of_three(on_a: Client, admin: str, a_url: str, b_url: str) -> None:
+    await wait_for(lambda: _has(on_a, admin, ["node-a", "node-b", "node-c"]), 5, "three nodes listed")
+    _, body = await on_a.call("GET", "/api/cluster", token=admin)
+    nodes = {n["id"]: n for n in body["nodes"]}
+    assert nodes["node-a"]["http_url"] == a_url and nodes["node-b"]["http_url"] == b_url
+    assert nodes["node-b"]["media_addresses"] == ["127.0.0.1"]
+    assert all(0 <= n["last_seen_ms"] <= 3000 and not n["draining"] for n in nodes.values())
+    assert all(n["load"]["viewers"] == 0 and n["streams"] == [] for n in nodes.values())
+
+
+async def _load_shows(on_a: Client, on_b: Client, admin: str, key: str) -> None:
+    """A stream and its viewer on node-b show in node-a's view of the cluster within two beats."""
+    publisher, viewer = Peer.publisher("h264"), Peer.viewer()
+    try:
+        await on_b.connect(publisher, "/whip/someone", key)
+        await on_b.connect(viewer, "/whep/someone")
+        await viewer.wait_frames(10)
+
+        async def b_carries_the_stream() -> bool:
+            _, body = await on_a.call("GET", "/api/cluster", token=admin)
+            node_b = next(n for n in body["nodes"] if n["id"] == "node-b")
+            return bool(node_b["streams"]) and node_b["load"]["viewers"] == 1 \
+                and node_b["load"]["packets_out_per_s"] > 10 and node_b["load"]["publishers"] == 1
+
+        await wait_for(b_carries_the_stream, 4, "node-b's stream and viewer in the registry")
+        _, body = await on_a.call("GET", "/api/cluster", token=admin)
+        node_b = next(n for n in body["nodes"] if n["id"] == "node-b")
+        assert [(s["channel"], s["viewers"]) for s in node_b["streams"]] == [("someone", 1)]
+        assert 0 < node_b["load"]["cpu"] < 2
+    finally:
+        await viewer.close()
+        await publisher.close()
+
+
+async def _redis_restart(on_a: Client, admin: str, redis: RedisServer) -> None:
+    redis.stop()
+    status, problem = await on_a.call("GET", "/api/cluster", token=admin)
+    assert status == 503 and problem["status"] == 503, problem
+    await asyncio.sleep(1.5)
+    redis.start()  # an empty Redis: the cluster forms again from the nodes' next beats
+    await wait_for(lambda: _has(on_a, admin, ["node-a"]), 5, "the cluster formed again after Redis restarted")
+
+
+async def _has(client: Client, token: str, ids: list[str]) -> bool:
+    status, body = await client.call("GET", "/api/cluster", token=token)
+    return status == 200 and [n["id"] for n in body["nodes"]] == ids
+
+
+async def _without(client: Client, token: str, node_id: str) -> bool:
+    status, body = await client.call("GET", "/api/cluster", token=token)
+    return status == 200 and node_id not in [n["id"] for n in body["nodes"]]
