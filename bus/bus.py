@@ -75,24 +75,63 @@ class Bus(ABC):
                 raise BusTimeout(f"no answer on {topic!r} within {timeout} s") from None
         return answer.payload
 
-    async def serve(self, topic: str, handler: Handler) -> None:
-        """Answer requests on `topic` with `handler` until the bus closes."""
+    async def serve(self, topic: str, handler: Handler, concurrency: int = 64) -> None:
+        """Answer requests on `topic` with `handler` until the bus closes: up to `concurrency` at once
+        (a slow request does not hold up the others), through losses of the bus (it subscribes again)."""
         subscription = await self.subscribe(topic)
-        task = asyncio.create_task(self._respond(subscription, handler), name=f"bus-serve:{topic}")
+        task = asyncio.create_task(self._respond(topic, subscription, handler, concurrency), name=f"bus-serve:{topic}")
         self._responders.add(task)
         task.add_done_callback(self._responders.discard)
 
-    async def _respond(self, subscription: Subscription, handler: Handler) -> None:
-        async with subscription:
-            async for message in subscription:
-                if message.reply_to is None:
-                    continue
+    async def _respond(self, topic: str, subscription: Subscription | None, handler: Handler,
+                       concurrency: int) -> None:
+        slots = asyncio.Semaphore(concurrency)
+        answering: set[asyncio.Task[None]] = set()
+        delay = 0.0
+        try:
+            while True:
+                if subscription is None:
+                    await asyncio.sleep(delay)
+                    try:
+                        subscription = await self.subscribe(topic)
+                    except BusError as exc:
+                        delay = min(max(delay * 2, 0.5), 5.0)
+                        log.debug("cannot serve %s yet (retrying in %.1f s): %s", topic, delay, exc)
+                        continue
+                    log.info("serving %s again", topic)
                 try:
-                    answer = await handler(message)
-                except Exception as exc:  # a failing handler answers with an error, it does not stop serving
-                    log.exception("bus handler for %s failed", message.topic)
-                    answer = {"error": type(exc).__name__}
-                await self.publish(Message(message.reply_to, answer))
+                    async for message in subscription:
+                        if message.reply_to is None:
+                            continue
+                        await slots.acquire()
+                        task = asyncio.create_task(self._answer(message, message.reply_to, handler, slots))
+                        answering.add(task)
+                        task.add_done_callback(answering.discard)
+                except BusError as exc:
+                    log.warning("lost the bus while serving %s: %s; subscribing again", topic, exc)
+                    await subscription.close()
+                    subscription = None
+                    delay = 0.5
+        finally:
+            for task in answering:
+                task.cancel()
+            await asyncio.gather(*answering, return_exceptions=True)
+            if subscription is not None:
+                await subscription.close()
+
+    async def _answer(self, message: Message, reply_to: str, handler: Handler, slots: asyncio.Semaphore) -> None:
+        try:
+            try:
+                answer = await handler(message)
+            except Exception as exc:  # a failing handler answers with an error, it does not stop serving
+                log.exception("bus handler for %s failed", message.topic)
+                answer = {"error": type(exc).__name__}
+            try:
+                await self.publish(Message(reply_to, answer))
+            except BusError as exc:  # the asker times out; nothing else to do
+                log.warning("could not answer on %s: %s", message.topic, exc)
+        finally:
+            slots.release()
 
     async def close(self) -> None:
         for task in list(self._responders):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bus import Bus, BusTimeout, Message, open_bus
+from bus import Bus, BusError, BusTimeout, Message, open_bus
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -86,3 +88,50 @@ def test_messages_are_validated_and_round_trip() -> None:
         Message("a", [1])  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         open_bus("kafka://x")
+
+
+async def test_requests_are_answered_side_by_side(bus: Bus) -> None:
+    """Five requests whose handler waits until all five have arrived: answered only if served at once."""
+    arrived = 0
+    everyone = asyncio.Event()
+
+    async def gather_round(message: Message) -> dict[str, int]:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 5:
+            everyone.set()
+        await everyone.wait()
+        return {"n": message.payload["n"]}
+
+    await bus.serve("svc.together", gather_round)
+    await asyncio.sleep(0.05)
+    answers = await asyncio.gather(*(bus.request("svc.together", {"n": n}, timeout=5) for n in range(5)))
+    assert sorted(a["n"] for a in answers) == list(range(5))
+
+
+async def test_a_responder_serves_again_after_redis_restarts(tmp_path: Path) -> None:
+    from redis_server import redis_server
+
+    async def echo(message: Message) -> dict[str, Any]:
+        return {"echo": message.payload["x"]}
+
+    with redis_server(tmp_path) as server:
+        bus = open_bus(server.url)
+        asker = open_bus(server.url)
+        try:
+            await bus.serve("svc.echo", echo)
+            await asyncio.sleep(0.05)
+            assert await asker.request("svc.echo", {"x": 1}) == {"echo": 1}
+            server.stop()
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(server.start)
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                try:
+                    assert await asker.request("svc.echo", {"x": 2}, timeout=0.5) == {"echo": 2}
+                    break
+                except BusError:
+                    assert asyncio.get_running_loop().time() < deadline, "the responder never came back"
+        finally:
+            await asker.close()
+            await bus.close()
