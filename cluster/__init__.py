@@ -7,9 +7,18 @@ process) or Redis (every process of a cluster). Placement reads `live()`.
 
 from cluster.announcer import Announcer
 from cluster.factory import open_registry
-from cluster.registry import ANNOUNCE_INTERVAL, NODE_TTL, LiveNode, NodeLoad, NodeRecord, NodeRegistry, StreamLoad
+from cluster.registry import (
+    ANNOUNCE_INTERVAL,
+    NODE_TTL,
+    LiveNode,
+    NodeLoad,
+    NodeRecord,
+    NodeRegistry,
+    RegistryError,
+    StreamLoad,
+)
 
 __all__ = [
-    "ANNOUNCE_INTERVAL", "NODE_TTL", "Announcer", "LiveNode", "NodeLoad", "NodeRecord", "NodeRegistry", "StreamLoad",
+    "ANNOUNCE_INTERVAL", "NODE_TTL", "Announcer", "LiveNode", "NodeLoad", "NodeRecord", "NodeRegistry", "RegistryError", "StreamLoad",
     "open_registry",
 ]

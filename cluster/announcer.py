@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -16,7 +15,8 @@ class Announcer:
     """Owns the task that announces `describe()` every `interval` seconds.
 
     A registry that cannot be reached is logged once per outage, and announcing goes on: the node is
-    back in the cluster with the registry's first answer.
+    back in the cluster with the registry's first answer. Nothing that goes wrong here stops the beat
+    or the process's shutdown.
     """
 
     def __init__(self, registry: NodeRegistry, describe: Callable[[], NodeRecord],
@@ -24,19 +24,40 @@ class Announcer:
         self._registry = registry
         self._describe = describe
         self._interval = interval
+        self._timeout = max(interval, 1.0)  # one announcement's round trip at most
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one announcement at a time: a drain is never overtaken by an older beat
+        self._last: NodeRecord | None = None
         self._draining = False
         self._failing = False
-        self.node_id = ""
+        self._poked = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="cluster-announce")
 
+    def poke(self) -> None:
+        """Announce now rather than at the next beat (a stream started or ended: placement wants to know)."""
+        self._poked.set()
+
+    async def announce_now(self) -> None:
+        """Announce before returning: a session just placed here must be found here by the next request."""
+        try:
+            record = self._describe()
+        except Exception:
+            log.exception("could not describe this node for the registry")
+            return
+        if self._draining:
+            record = record.model_copy(update={"draining": True})
+        async with self._lock:
+            await self._send(record)
+
     async def drain(self) -> None:
         """Tell the cluster now that this node takes no new sessions."""
         self._draining = True
-        await self._announce_once()
+        if self._last is not None:
+            async with self._lock:
+                await self._send(self._last.model_copy(update={"draining": True}))
 
     async def close(self) -> None:
         """Stop announcing and take the node out of the registry."""
@@ -44,31 +65,41 @@ class Announcer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self.node_id:
+        if self._last is not None:
             try:
-                async with asyncio.timeout(self._interval):
-                    await self._registry.withdraw(self.node_id)
+                async with asyncio.timeout(self._timeout):
+                    await self._registry.withdraw(self._last.id)
             except Exception as exc:  # noqa: BLE001 - it expires by itself within NODE_TTL
-                log.warning("could not withdraw node %s from the registry: %s", self.node_id, exc)
+                log.warning("could not withdraw node %s from the registry: %s", self._last.id, exc)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            await self._announce_once()
+            try:
+                record = self._describe()
+            except Exception:  # a bug in describing the node must not silence it for good: log, beat on
+                log.exception("could not describe this node for the registry")
+            else:
+                if self._draining:
+                    record = record.model_copy(update={"draining": True})
+                async with self._lock:
+                    await self._send(record)
             next_at += self._interval
             now = loop.time()
             if next_at < now:  # a stalled loop: announce now, then keep the cadence from here
                 next_at = now
-            await asyncio.sleep(next_at - now)
+            try:
+                async with asyncio.timeout(next_at - now):
+                    await self._poked.wait()
+            except TimeoutError:
+                pass
+            self._poked.clear()
 
-    async def _announce_once(self) -> None:
-        record = self._describe()
-        if self._draining:
-            record = dataclasses.replace(record, draining=True)
-        self.node_id = record.id
+    async def _send(self, record: NodeRecord) -> None:
+        self._last = record
         try:
-            async with asyncio.timeout(self._interval):
+            async with asyncio.timeout(self._timeout):
                 await self._registry.announce(record)
         except Exception as exc:  # noqa: BLE001 - any failure of the store; the next beat tries again
             if not self._failing:

@@ -1,67 +1,80 @@
-"""The registry interface and what a node says about itself."""
+"""The registry interface and what a node says about itself.
+
+A record travels as JSON and is read strictly (types, ranges, finite numbers); fields this version
+does not know are ignored, so a node of a newer version still reads as a node, and a record that cannot
+be read is skipped without hiding the others.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ANNOUNCE_INTERVAL = 1.0  # seconds between a node's announcements
 NODE_TTL = 3.0  # seconds of silence after which a node is dead
 
+_WIRE = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
 
-@dataclass(frozen=True, slots=True)
-class StreamLoad:
+
+def _count() -> Any:
+    return Field(default=0, ge=0, le=10**9)
+
+
+def _share() -> Any:
+    return Field(default=0.0, ge=0.0, le=1024.0)
+
+
+class StreamLoad(BaseModel):
     """A live stream a node carries."""
 
-    channel: str
-    stream: str
-    viewers: int
+    model_config = _WIRE
+    channel: str = Field(max_length=64)
+    stream: str = Field(max_length=64)
+    viewers: int = _count()
 
 
-@dataclass(frozen=True, slots=True)
-class NodeLoad:
+class NodeLoad(BaseModel):
     """How busy a node was over its last announcement interval."""
 
-    cpu: float = 0.0  # share of one core used by the node's process
-    viewers: int = 0
-    pending: int = 0  # sessions offered but not yet connected
-    publishers: int = 0
-    packets_out_per_s: float = 0.0
-    relays: int = 0
-    ladders: int = 0  # HLS ladders encoding
+    model_config = _WIRE
+    cpu: float = _share()  # CPU seconds per second of the whole process (every thread): 1.0 is one core
+    loop: float = _share()  # the same, of the event loop's thread alone: forwarding stalls as it nears 1.0
+    cores: int = _count()  # cores the process may use
+    viewers: int = _count()
+    pending: int = _count()  # sessions offered but not yet connected
+    publishers: int = _count()
+    packets_out_per_s: float = Field(default=0.0, ge=0.0, le=1e9)
+    relays: int = _count()
+    ladders: int = _count()  # HLS ladders encoding
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
+class NodeRecord(BaseModel):
     """One node's announcement: who it is, where to reach it, how loaded it is."""
 
-    id: str
-    http_url: str  # where other Tallylight processes reach its HTTP service
-    media_addresses: tuple[str, ...] = ()  # the addresses its ICE candidates announce
-    max_viewers: int = 0
-    started_at: float = 0.0  # Unix time
+    model_config = _WIRE
+    id: str = Field(min_length=1, max_length=128)
+    http_url: str = Field(max_length=512)  # where other Tallylight processes reach its HTTP service
+    media_addresses: tuple[str, ...] = Field(default=(), max_length=64)  # the addresses its ICE candidates announce
+    max_viewers: int = _count()
+    started_at: float = Field(default=0.0, ge=0.0, le=1e11)  # Unix time
     draining: bool = False  # takes no new sessions
-    version: str = ""
-    load: NodeLoad = field(default_factory=NodeLoad)
-    streams: tuple[StreamLoad, ...] = ()
+    version: str = Field(default="", max_length=64)
+    load: NodeLoad = NodeLoad()
+    streams: tuple[StreamLoad, ...] = Field(default=(), max_length=100_000)
 
-    def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_wire(self) -> str:
+        return self.model_dump_json()
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> NodeRecord:
-        return cls(
-            id=str(data["id"]),
-            http_url=str(data["http_url"]),
-            media_addresses=tuple(str(a) for a in data.get("media_addresses", ())),
-            max_viewers=int(data.get("max_viewers", 0)),
-            started_at=float(data.get("started_at", 0.0)),
-            draining=bool(data.get("draining", False)),
-            version=str(data.get("version", "")),
-            load=_known(NodeLoad, data.get("load", {})),
-            streams=tuple(_known(StreamLoad, s) for s in data.get("streams", ())),
-        )
+    def from_wire(cls, data: str | bytes) -> NodeRecord | None:
+        """The record in `data`, or None when it is not one this version can read."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +85,13 @@ class LiveNode:
     age: float
 
 
-def _known(cls: Any, data: dict[str, Any]) -> Any:
-    """`cls` from the fields of `data` it knows: a node of a newer version still reads as a node."""
-    return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+class RegistryError(Exception):
+    """The registry's store cannot be reached."""
 
 
 class NodeRegistry(ABC):
-    """Where nodes announce themselves and where the live ones are listed."""
+    """Where nodes announce themselves and where the live ones are listed. Stores that cannot be reached
+    raise RegistryError."""
 
     @abstractmethod
     async def announce(self, record: NodeRecord) -> None:

@@ -43,7 +43,11 @@ from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
-from signaling.cluster.node_record import NodeDescriber
+from signaling.cluster.node_record import AnnounceOnChange, NodeDescriber
+from signaling.media.cluster import ClusterPlane
+from signaling.media.control import NodeControl
+from signaling.media.local import LocalPlane
+from signaling.media.plane import MediaPlane
 from signaling.chat.hub import ChatHub
 from signaling.chat.links import DataChannelLink
 from signaling.chat.service import ChatRules, ChatService
@@ -190,6 +194,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         settings.resolved_node_id, settings.resolved_internal_url, tuple(announced for _, announced in ice.pairs()),
         node, lambda: hls.running, _version(),
     ))
+    streams.watchers.append(AnnounceOnChange(announcer))
+    local = LocalPlane(node)
+    control = NodeControl(local, bus, settings.resolved_node_id, announcer.announce_now)
+    # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
+    media: MediaPlane = local if settings.media else ClusterPlane(bus, registry, node.settings.takeover_after)
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)
@@ -217,7 +226,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         MeApi(accounts, channels, limiter, settings),
         ChannelsApi(channels, settings),
         UsersApi(accounts),
-        WebRtcApi(node, channels, accounts, limiter, settings),
+        WebRtcApi(media, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         HlsApi(hls, metrics.registry),
@@ -249,12 +258,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await node.start()
             await hub.start()
             await recordings.start()
-            announcer.start()
+            if settings.media:
+                await control.start()
+                announcer.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
-            await announcer.close()  # first: the cluster stops sending this node anything new
-            await registry.close()
+            await announcer.close()  # out of the registry before the node's sessions end
             await recordings.close()  # before the node: recordings are written to their end first
             await hls.close()
             await hub.close()
@@ -263,13 +273,15 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await oidc.close()
             await limiter.close()
             await bus.close()
+            await registry.close()
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)
 
     async def begin_shutdown(app: web.Application) -> None:
-        await announcer.drain()
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
+        if settings.media:
+            await announcer.drain()  # placement sends this node nothing new from here
 
     app.on_shutdown.append(begin_shutdown)
     return app

@@ -9,6 +9,7 @@ import logging
 import sys
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from signaling.settings import Settings
 
@@ -84,18 +85,30 @@ async def _set_role(settings: Settings, username: str, role: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tally", description="Tallylight live streaming platform")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the platform (embedded mode: everything in one process)")
+    serve = commands.add_parser("serve", help="run the platform (embedded mode: everything in one process)")
+    serve.add_argument("--media", choices=["on", "off"], default=None,
+                       help="off: a front door only (API, pages, WHIP/WHEP, chat); media goes to `tally node`s")
+    commands.add_parser("node", help="run a media node of a cluster (as `serve --media on`; meet on BUS_URL)")
     commands.add_parser("migrate", help="apply database migrations")
     role = commands.add_parser("set-role", help="change a user's role")
     role.add_argument("username")
     role.add_argument("role", choices=["viewer", "broadcaster", "moderator", "admin"])
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    overrides: dict[str, bool] = {}
+    if args.command == "node":
+        overrides["media"] = True
+    elif getattr(args, "media", None) is not None:
+        overrides["media"] = args.media == "on"
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:  # say which setting is wrong, without a traceback
+        print(f"tally: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin start-up lines are noise
-    if args.command == "serve":
+    if args.command in ("serve", "node"):
         _serve(settings)
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))

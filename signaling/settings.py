@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, HttpUrl, field_validator
+from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recorder.hls.ladder import DEFAULT_LADDER, parse_ladder
@@ -68,9 +68,9 @@ class Settings(BaseSettings):
     chat_max_length: int = Field(default=500, ge=1, le=2000, description="Characters in one chat message.")
     chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel in any 10 seconds.")
 
-    node_id: str = Field(default="", description="This SFU node's name in stream records; host:port when empty.")
+    node_id: str = Field(default="", description="This media node's name in stream records and the registry; HOST:PORT when empty (the machine's name for HOST 0.0.0.0).")
     internal_url: str = Field(
-        default="", description="Where other Tallylight processes reach this one over HTTP; http://host:port when empty."
+        default="", description="Where other Tallylight processes reach this one over HTTP; http://HOST:PORT when empty (the machine's name for HOST 0.0.0.0)."
     )
     webrtc_host_addresses: Annotated[list[str], NoDecode] = Field(
         default=[], description="Addresses to gather ICE host candidates on (comma-separated); all but loopback when empty."
@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     hls_idle_seconds: float = Field(default=60.0, ge=1, description="The ladder runs on demand: it stops after this long without HLS requests (always on with HLS_PERSIST).")
 
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")
+    media: bool = Field(
+        default=True,
+        description="Run a media node in this process; off, WHIP/WHEP sessions go to the cluster's nodes (BUS_URL).",
+    )
     log_level: str = "INFO"
 
     @field_validator("hls_ladder")
@@ -166,8 +170,23 @@ class Settings(BaseSettings):
         return int(low), int(high)
 
     @property
+    def reachable_host(self) -> str:
+        """HOST, or this machine's name when HOST listens on every address (as other hosts would call it)."""
+        if self.host in ("0.0.0.0", "::", ""):
+            import socket
+
+            return socket.gethostname()
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def resolved_node_id(self) -> str:
-        return self.node_id or f"{self.host}:{self.port}"
+        return self.node_id or f"{self.reachable_host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _media_off_needs_a_cluster(self) -> Settings:
+        if not self.media and not self.bus_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("MEDIA off sends sessions to the cluster's nodes: set BUS_URL to the cluster's Redis")
+        return self
 
     @field_validator("default_role")
     @classmethod
@@ -190,9 +209,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_internal_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        host = f"[{host}]" if ":" in host else host
-        return (self.internal_url or f"http://{host}:{self.port}").rstrip("/")
+        return (self.internal_url or f"http://{self.reachable_host}:{self.port}").rstrip("/")
 
     @property
     def resolved_public_url(self) -> str:

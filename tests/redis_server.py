@@ -27,16 +27,22 @@ class RedisServer:
              "--dir", str(self._directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        client.close()
+        try:
+            while True:
+                assert self._process.poll() is None, f"redis-server exited at once (port {self.port} taken?)"
+                try:
+                    client.ping()
+                    return
+                except redis.RedisError:
+                    assert time.monotonic() < deadline, "redis-server did not start"
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self._process is not None:
@@ -48,8 +54,8 @@ class RedisServer:
 @contextmanager
 def redis_server(directory: Path) -> Iterator[RedisServer]:
     server = RedisServer(directory)
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()

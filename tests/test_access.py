@@ -39,6 +39,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/api/channels/{name}/follow"): SIGNED_IN,
     ("GET", "/api/users"): ADMIN,
     ("PUT", "/api/users/{username}/role"): ADMIN,
+    ("GET", "/api/cluster"): ADMIN,
     ("GET", "/healthz"): ANYONE,
     ("GET", "/readyz"): ANYONE,
     ("GET", "/metrics"): ANYONE,

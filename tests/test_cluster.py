@@ -26,14 +26,14 @@ from server_process import serve
 from support import FakeClock
 from webrtc_peer import Peer
 
-TTL = 0.6  # seconds; short so the real Redis expiry is seen quickly
+TTL = 1.5  # seconds; short so the real Redis expiry is seen quickly
 
 
 def record(node_id: str, viewers: int = 0, **fields: Any) -> NodeRecord:
     return NodeRecord(id=node_id, http_url=f"http://{node_id}.internal:8080", media_addresses=("10.0.0.7",),
                       max_viewers=500, started_at=1_800_000_000.0, version="1.2.3",
                       load=NodeLoad(cpu=0.25, viewers=viewers, packets_out_per_s=1234.5, ladders=1),
-                      streams=(StreamLoad("alice", "s-1", viewers),), **fields)
+                      streams=(StreamLoad(channel="alice", stream="s-1", viewers=viewers),), **fields)
 
 
 class Store:
@@ -77,31 +77,41 @@ async def test_the_registry_lists_the_nodes_heard_from_and_forgets_silent_ones(s
     await registry.withdraw("node-a")  # a node that stops cleanly is gone at once
     assert [n.record.id for n in await registry.live()] == ["node-b"]
 
-    await store.wait(TTL / 2)
+    await store.wait(0.5)
     await registry.announce(record("node-c"))
-    await store.wait(TTL / 2 + 0.1)  # node-b silent for longer than the TTL, node-c not
+    await store.wait(TTL - 0.4)  # node-b silent for longer than the TTL; node-c for 0.4 s less
     assert [n.record.id for n in await registry.live()] == ["node-c"]
-    await store.wait(TTL)
+    await store.wait(0.5)
     assert await registry.live() == []
 
 
-async def test_a_record_from_a_newer_version_still_reads_as_a_node(tmp_path: Path) -> None:
+async def test_records_from_a_newer_version_read_and_unreadable_ones_are_skipped(tmp_path: Path) -> None:
     import json
 
     import redis.asyncio as aioredis
 
+    newer = json.loads(record("node-new").to_wire())
+    newer["load"]["gpu"] = 0.5  # fields this version does not know
+    newer["region"] = "eu-west"
+    bad = {
+        "garbage": b"\xff not json",
+        "huge": json.dumps({**newer, "id": "huge", "max_viewers": 10**400}),
+        "nan": json.dumps({**newer, "id": "nan", "load": {"cpu": float("nan")}}),
+        "far-future": json.dumps({**newer, "id": "far-future", "started_at": 1e300}),
+        "wrong-types": json.dumps({**newer, "id": "wrong-types", "load": {"viewers": "lots"}, "draining": "false"}),
+        "letters": json.dumps({**newer, "id": "letters", "media_addresses": "10.0.0.7"}),
+    }
     with redis_server(tmp_path) as server:
-        wire = record("node-new").to_wire()
-        wire["load"]["gpu"] = 0.5  # a field this version does not know
-        wire["region"] = "eu-west"
         client = aioredis.Redis.from_url(server.url)
-        await client.set("tally:node:node-new", json.dumps(wire), px=3000)
-        await client.set("tally:node:garbage", b"\xff not json", px=3000)
-        await client.sadd("tally:nodes", "node-new", "garbage")
+        for node_id, value in {"node-new": json.dumps(newer), **bad}.items():
+            await client.set(f"tally:node:{node_id}", value, px=3000)
+            await client.sadd("tally:nodes", node_id)
         await client.aclose()
         registry = RedisRegistry(server.url)
-        assert [n.record for n in await registry.live()] == [record("node-new")]
-        await registry.close()
+        try:
+            assert [n.record for n in await registry.live()] == [record("node-new")]
+        finally:
+            await registry.close()
 
 
 async def test_the_announcer_beats_drains_and_withdraws() -> None:
@@ -115,15 +125,42 @@ async def test_the_announcer_beats_drains_and_withdraws() -> None:
 
     announcer = Announcer(registry, describe, interval=0.05)
     announcer.start()
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while beats < 3:
+        assert time.monotonic() < deadline, "the announcer does not beat"
+        await asyncio.sleep(0.02)
     [node] = await registry.live()
-    assert beats >= 4 and node.record.load.viewers == beats and not node.record.draining
+    assert node.record.load.viewers == beats and not node.record.draining
     await announcer.drain()
     assert (await registry.live())[0].record.draining
-    await asyncio.sleep(0.1)
+    seen = beats
+    while beats < seen + 2:
+        await asyncio.sleep(0.02)
     assert (await registry.live())[0].record.draining  # and it stays so on every beat after
     await announcer.close()
     assert await registry.live() == []
+
+
+async def test_a_node_that_cannot_describe_itself_keeps_beating(caplog: pytest.LogCaptureFixture) -> None:
+    registry = MemoryRegistry()
+    calls = 0
+
+    def describe() -> NodeRecord:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug")
+        return record("node-a", viewers=calls)
+
+    announcer = Announcer(registry, describe, interval=0.05)
+    announcer.start()
+    deadline = time.monotonic() + 5
+    while calls < 4:
+        assert time.monotonic() < deadline, "the announcer stopped"
+        await asyncio.sleep(0.02)
+    assert (await registry.live())[0].record.load.viewers >= 3
+    assert "could not describe this node" in caplog.text
+    await announcer.close()
 
 
 async def test_the_announcer_rides_out_a_redis_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -134,17 +171,18 @@ async def test_the_announcer_rides_out_a_redis_restart(tmp_path: Path, caplog: p
         try:
             await asyncio.sleep(0.3)
             assert [n.record.id for n in await reader.live()] == ["node-a"]
+            caplog.clear()
             with caplog.at_level(logging.INFO, logger="cluster.announcer"):
                 server.stop()
                 await asyncio.sleep(1.0)  # ten beats against a Redis that is not there
-                server.start()  # empty: it kept nothing
-                deadline = time.monotonic() + 3
+                await asyncio.to_thread(server.start)  # empty: it kept nothing
+                deadline = time.monotonic() + 5
                 while not await _ids(reader):
                     assert time.monotonic() < deadline, "the node did not come back into the registry"
                     await asyncio.sleep(0.05)
-            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-            assert len(warnings) == 1 and "could not announce node node-a" in warnings[0].getMessage()
-            assert any("announced to the registry again" in r.getMessage() for r in caplog.records)
+            announcing = [r.getMessage() for r in caplog.records if r.name == "cluster.announcer"]
+            assert len([m for m in announcing if "could not announce node node-a" in m]) == 1, announcing  # once
+            assert any("announced to the registry again" in m for m in announcing), announcing
         finally:
             await announcer.close()
             await registry.close()
@@ -195,8 +233,8 @@ async def test_nodes_on_one_redis_see_each_other_and_a_killed_node_drops_out(tmp
                     await _load_shows(on_a, on_b, admin, key)
 
                     b.kill()
-                    took = await wait_for(lambda: _without(on_a, admin, "node-b"), 5, "a killed node drops out")
-                    assert 1.0 < took < 4.0, took  # silent for the 3 s TTL (less the time since its last beat)
+                    # Silent for the 3 s TTL (less the time since its last beat), it drops out.
+                    await wait_for(lambda: _without(on_a, admin, "node-b"), 8, "a killed node drops out")
                 # node-c has stopped on SIGTERM (and exited 0): it took itself out on the way
                 assert await cluster_ids(on_a, admin) == ["node-a"]
 
@@ -234,7 +272,8 @@ async def _load_shows(on_a: Client, on_b: Client, admin: str, key: str) -> None:
         _, body = await on_a.call("GET", "/api/cluster", token=admin)
         node_b = next(n for n in body["nodes"] if n["id"] == "node-b")
         assert [(s["channel"], s["viewers"]) for s in node_b["streams"]] == [("someone", 1)]
-        assert 0 < node_b["load"]["cpu"] < 2
+        assert 0 < node_b["load"]["cpu"] < 2 and 0 < node_b["load"]["loop"] <= node_b["load"]["cpu"] + 0.05
+        assert node_b["load"]["cores"] >= 1
     finally:
         await viewer.close()
         await publisher.close()
@@ -245,7 +284,7 @@ async def _redis_restart(on_a: Client, admin: str, redis: RedisServer) -> None:
     status, problem = await on_a.call("GET", "/api/cluster", token=admin)
     assert status == 503 and problem["status"] == 503, problem
     await asyncio.sleep(1.5)
-    redis.start()  # an empty Redis: the cluster forms again from the nodes' next beats
+    await asyncio.to_thread(redis.start)  # an empty Redis: the cluster forms again from the nodes' next beats
     await wait_for(lambda: _has(on_a, admin, ["node-a"]), 5, "the cluster formed again after Redis restarted")
 
 

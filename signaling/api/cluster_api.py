@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from cluster import LiveNode, NodeRegistry
+from cluster import LiveNode, NodeRegistry, RegistryError
 from signaling.api.endpoint import Access, Call, Endpoint, json_response
 from signaling.api.schemas import ClusterOut, NodeLoadOut, NodeOut, NodeStreamOut
 from signaling.auth.roles import Role
 from signaling.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+REGISTRY_TIMEOUT = 3.0  # seconds
 
 
 class ClusterApi:
@@ -22,8 +25,9 @@ class ClusterApi:
 
     async def cluster(self, call: Call[None]) -> web.StreamResponse:
         try:
-            nodes = await self._registry.live()
-        except Exception as exc:  # the registry's store is down: say so, as /readyz does
+            async with asyncio.timeout(REGISTRY_TIMEOUT):
+                nodes = await self._registry.live()
+        except (RegistryError, TimeoutError) as exc:  # the registry's store is down: say so, as /readyz does
             log.warning("could not read the node registry: %s", exc)
             raise Unavailable("the node registry cannot be reached", retry_after=3) from None
         return json_response(ClusterOut(nodes=[_node_out(n) for n in nodes]))
@@ -46,7 +50,6 @@ def _node_out(node: LiveNode) -> NodeOut:
         last_seen_ms=round(node.age * 1000),
         draining=record.draining,
         version=record.version,
-        load=NodeLoadOut(cpu=load.cpu, viewers=load.viewers, pending=load.pending, publishers=load.publishers,
-                         packets_out_per_s=load.packets_out_per_s, relays=load.relays, ladders=load.ladders),
-        streams=[NodeStreamOut(channel=s.channel, stream=s.stream, viewers=s.viewers) for s in record.streams],
+        load=NodeLoadOut.model_validate(load.model_dump()),
+        streams=[NodeStreamOut.model_validate(s.model_dump()) for s in record.streams],
     )

@@ -315,7 +315,9 @@ class RecordingControlOut(BaseModel):
 
 
 class NodeLoadOut(BaseModel):
-    cpu: float = Field(description="Share of one core the node's process used over its last second.")
+    cpu: float = Field(description="CPU seconds per second of the node's process, every thread (1.0: one core).")
+    loop: float = Field(description="The same, of its event loop's thread alone: forwarding stalls as it nears 1.0.")
+    cores: int = Field(description="Cores the node's process may use.")
     viewers: int = Field(description="Connected WebRTC viewers.")
     pending: int = Field(description="Sessions offered but not connected yet.")
     publishers: int

@@ -28,7 +28,6 @@ from sfu.errors import (
     UnknownSession,
     UnsupportedMedia,
 )
-from sfu.node import SfuNode
 from sfu.sdp_fragment import parse_fragment
 from signaling.accounts.service import AccountService
 from signaling.api.client_address import client_address
@@ -37,6 +36,7 @@ from signaling.auth import secrets
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
+from signaling.media.plane import MediaPlane, SessionState
 from signaling.errors import (
     AppError,
     BadRequest,
@@ -109,9 +109,10 @@ def sfu_error(exc: SfuError, takeover_after: float) -> AppError:
 
 class WebRtcApi:
     def __init__(
-        self, node: SfuNode, channels: ChannelService, accounts: AccountService, limiter: RateLimiter, settings: Settings
+        self, media: MediaPlane, channels: ChannelService, accounts: AccountService, limiter: RateLimiter,
+        settings: Settings,
     ) -> None:
-        self._node = node
+        self._media = media
         self._channels = channels
         self._accounts = accounts
         self._limiter = limiter
@@ -124,7 +125,7 @@ class WebRtcApi:
             try:
                 return await handler(call)
             except SfuError as exc:
-                raise sfu_error(exc, self._node.settings.takeover_after) from None
+                raise sfu_error(exc, self._media.takeover_after) from None
 
         handle.__name__ = getattr(handler, "__name__", "endpoint")
         return handle
@@ -173,8 +174,8 @@ class WebRtcApi:
             raise Unauthorized("WHIP needs 'Authorization: Bearer <stream key or access token>'")
         owner = await self._authorize_publisher(name, token)
         offer = await _read_body(request, SDP)
-        session, answer = await self._node.publish(name, offer, owner, self._client(request))
-        return self._created("whip", name, session.id, session.etag, answer)
+        ticket = await self._media.publish(name, offer, owner, self._client(request))
+        return self._created("whip", name, ticket.session, ticket.etag, ticket.answer)
 
     async def play(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
@@ -182,14 +183,13 @@ class WebRtcApi:
         await self._limit(request, "whep", self._settings.rate_whep_per_minute)
         await self._channels.get(name)  # 404 for a channel that does not exist
         offer = await _read_body(request, SDP)
-        user = call.principal.username if call.principal is not None else None
-        session, answer = await self._node.subscribe(name, offer, user, self._client(request))
-        session.tag = call.principal  # who chats on this session's `chat` data channel
-        return self._created("whep", name, session.id, session.etag, answer)
+        ticket = await self._media.subscribe(name, offer, call.principal, self._client(request))
+        return self._created("whep", name, ticket.session, ticket.etag, ticket.answer)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
-        session = self._session(request)
+        session_id = request.match_info["session"]
+        session = await self._session(request)
         await self._limit(request, "trickle", self._settings.rate_trickle_per_minute)
         if_match = request.headers.get("If-Match")
         if if_match is None:
@@ -199,26 +199,26 @@ class WebRtcApi:
         if fragment.restarts_ice:
             if if_match.strip() not in ("*", '"*"', session.etag):
                 raise PreconditionFailed("the ETag does not match the session's current one")
-            answer = await self._node.restart_ice(session.id, fragment)
-            return web.Response(status=200, text=answer, content_type=SDP_FRAGMENT, headers={"ETag": session.etag})
+            answer, etag = await self._media.restart_ice(session_id, text)
+            return web.Response(status=200, text=answer, content_type=SDP_FRAGMENT, headers={"ETag": etag})
         if if_match.strip() != session.etag:
             raise PreconditionFailed("the ETag does not match the session's current one")
-        await self._node.trickle(session.id, fragment)
+        await self._media.trickle(session_id, text)
         return web.Response(status=204)
 
     async def delete(self, call: Call[None]) -> web.StreamResponse:
-        session = self._session(call.request)
+        await self._session(call.request)
         try:
-            await self._node.end(session.id)
+            await self._media.end(call.request.match_info["session"])
         except UnknownSession:
             pass  # ended meanwhile: the client's wish is granted
         return web.Response(status=200)
 
     # --- helpers ---
 
-    def _session(self, request: web.Request) -> Any:
+    async def _session(self, request: web.Request) -> SessionState:
         kind = request.path.split("/", 2)[1]
-        session = self._node.session(request.match_info["session"], request.match_info["channel"])
+        session = await self._media.state(request.match_info["channel"], request.match_info["session"])
         if (kind == "whip") != (session.kind == "publish"):
             raise NotFound("there is no such session here")
         return session

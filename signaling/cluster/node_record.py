@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
-from cluster import NodeLoad, NodeRecord, StreamLoad
-from cluster.load import RateMeter, cpu_meter
+from cluster import Announcer, NodeLoad, NodeRecord, StreamLoad
+from cluster.load import RateMeter, cpu_meter, thread_cpu_meter, usable_cores
 from sfu.node import SfuNode
 
 
@@ -21,6 +20,8 @@ class NodeDescriber:
         self._identity = NodeRecord(id=node_id, http_url=http_url, media_addresses=media_addresses,
                                     max_viewers=node.settings.max_viewers, started_at=time.time(), version=version)
         self._cpu = cpu_meter()
+        self._loop = thread_cpu_meter()  # read on the loop's thread, where the announcer runs
+        self._cores = usable_cores()
         self._packets_out = RateMeter(lambda: node.stats()["packets_out"])
 
     def __call__(self) -> NodeRecord:
@@ -31,6 +32,8 @@ class NodeDescriber:
         )
         load = NodeLoad(
             cpu=round(self._cpu.read(), 3),
+            loop=round(self._loop.read(), 3),
+            cores=self._cores,
             viewers=node.viewers(),
             pending=node.pending,
             publishers=len(streams),
@@ -38,4 +41,17 @@ class NodeDescriber:
             relays=0,
             ladders=self._ladders(),
         )
-        return dataclasses.replace(self._identity, load=load, streams=streams)
+        return self._identity.model_copy(update={"load": load, "streams": streams})
+
+
+class AnnounceOnChange:
+    """A stream watcher: a stream that starts or ends is in the registry at once, not at the next beat."""
+
+    def __init__(self, announcer: Announcer) -> None:
+        self._announcer = announcer
+
+    async def stream_started(self, room: str, stream: str) -> None:
+        self._announcer.poke()
+
+    async def stream_ended(self, room: str, stream: str) -> None:
+        self._announcer.poke()

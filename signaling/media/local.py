@@ -1,0 +1,38 @@
+"""The media plane of one process: its own SFU node, called directly."""
+
+from __future__ import annotations
+
+from sfu.node import SfuNode
+from sfu.sdp_fragment import parse_fragment
+from signaling.auth.roles import Principal
+from signaling.media.plane import MediaPlane, SessionState, Ticket
+
+
+class LocalPlane(MediaPlane):
+    def __init__(self, node: SfuNode) -> None:
+        self.node = node
+        self.takeover_after = node.settings.takeover_after
+
+    async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
+        session, answer = await self.node.publish(channel, offer, owner, client)
+        return Ticket(session.id, session.etag, answer)
+
+    async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
+        session, answer = await self.node.subscribe(channel, offer, viewer.username if viewer else None, client)
+        session.tag = viewer  # who chats on this session's `chat` data channel
+        return Ticket(session.id, session.etag, answer)
+
+    async def state(self, channel: str, session: str) -> SessionState:
+        found = self.node.session(session, channel)
+        return SessionState("publish" if found.kind == "publish" else "subscribe", found.etag)
+
+    async def trickle(self, session: str, fragment: str) -> None:
+        await self.node.trickle(session, parse_fragment(fragment))
+
+    async def restart_ice(self, session: str, fragment: str) -> tuple[str, str]:
+        found = self.node.session(session)
+        answer = await self.node.restart_ice(session, parse_fragment(fragment))
+        return answer, found.etag
+
+    async def end(self, session: str) -> None:
+        await self.node.end(session)

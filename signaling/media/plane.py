@@ -1,0 +1,52 @@
+"""The interface between the WHIP/WHEP endpoints and wherever the media is."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+from signaling.auth.roles import Principal
+
+Kind = Literal["publish", "subscribe"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A session just negotiated: the id the client puts in its session URL, its ETag and the SDP answer."""
+
+    session: str
+    etag: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    kind: Kind
+    etag: str
+
+
+class MediaPlane(ABC):
+    """Sessions are named by the `session` of their `Ticket`; refusals are `sfu.errors.SfuError`s."""
+
+    takeover_after: float  # seconds a publisher must be silent before another may take its channel
+
+    @abstractmethod
+    async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket: ...
+
+    @abstractmethod
+    async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket: ...
+
+    @abstractmethod
+    async def state(self, channel: str, session: str) -> SessionState:
+        """Raise UnknownSession unless `session` is live in `channel`."""
+
+    @abstractmethod
+    async def trickle(self, session: str, fragment: str) -> None: ...
+
+    @abstractmethod
+    async def restart_ice(self, session: str, fragment: str) -> tuple[str, str]:
+        """An ICE restart: (the answer fragment, the session's new ETag)."""
+
+    @abstractmethod
+    async def end(self, session: str) -> None: ...
