@@ -4,8 +4,8 @@
 Every implementation carries the same encoded bytes, so the in-memory bus catches wire bugs too.
 """
 
-from bus.bus import Bus, BusError, BusTimeout, Subscription
+from bus.bus import Bus, BusError, BusTimeout, NoResponder, Subscription
 from bus.factory import open_bus
 from bus.message import Message
 
-__all__ = ["Bus", "BusError", "BusTimeout", "Message", "Subscription", "open_bus"]
+__all__ = ["Bus", "BusError", "BusTimeout", "Message", "NoResponder", "Subscription", "open_bus"]

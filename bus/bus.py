@@ -24,6 +24,10 @@ class BusTimeout(BusError):
     """Nobody answered a request in time."""
 
 
+class NoResponder(BusError):
+    """Nobody serves the topic a request went to (its process is gone)."""
+
+
 class Subscription(ABC):
     """Messages on one or more topics, in order, until closed."""
 
@@ -54,7 +58,8 @@ class Bus(ABC):
         self._responders: set[asyncio.Task[None]] = set()
 
     @abstractmethod
-    async def publish(self, message: Message) -> None: ...
+    async def publish(self, message: Message) -> int:
+        """Send `message`; how many subscriptions (in any process) it reached."""
 
     @abstractmethod
     async def subscribe(self, *topics: str) -> Subscription:
@@ -65,23 +70,29 @@ class Bus(ABC):
         """Raise BusError when the bus cannot carry messages."""
 
     async def request(self, topic: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """The answer of whoever serves `topic`: NoResponder at once when nobody does, BusTimeout when no
+        answer comes within `timeout` seconds (all of it: subscribing, asking, waiting)."""
         reply_to = f"_reply.{uuid.uuid4().hex}"
-        async with await self.subscribe(reply_to) as replies:
-            await self.publish(Message(topic, payload, reply_to=reply_to))
-            try:
-                async with asyncio.timeout(timeout):
+        try:
+            async with asyncio.timeout(timeout):
+                async with await self.subscribe(reply_to) as replies:
+                    if not await self.publish(Message(topic, payload, reply_to=reply_to)):
+                        raise NoResponder(f"nobody serves {topic!r}")
                     answer = await replies.get()
-            except TimeoutError:
-                raise BusTimeout(f"no answer on {topic!r} within {timeout} s") from None
+        except TimeoutError:
+            raise BusTimeout(f"no answer on {topic!r} within {timeout} s") from None
         return answer.payload
 
-    async def serve(self, topic: str, handler: Handler, concurrency: int = 64) -> None:
-        """Answer requests on `topic` with `handler` until the bus closes: up to `concurrency` at once
-        (a slow request does not hold up the others), through losses of the bus (it subscribes again)."""
+    async def serve(self, topic: str, handler: Handler, concurrency: int = 64) -> asyncio.Task[None]:
+        """Answer requests on `topic` with `handler` until the bus closes or the returned task is
+        cancelled: up to `concurrency` at once (a slow request does not hold up the others), through
+        losses of the bus (it subscribes again)."""
         subscription = await self.subscribe(topic)
         task = asyncio.create_task(self._respond(topic, subscription, handler, concurrency), name=f"bus-serve:{topic}")
         self._responders.add(task)
         task.add_done_callback(self._responders.discard)
+        task.add_done_callback(_log_end)
+        return task
 
     async def _respond(self, topic: str, subscription: Subscription | None, handler: Handler,
                        concurrency: int) -> None:
@@ -137,3 +148,9 @@ class Bus(ABC):
         for task in list(self._responders):
             task.cancel()
         await asyncio.gather(*self._responders, return_exceptions=True)
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    """A responder ends only when cancelled; anything else is a bug to see in the log."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped serving", task.get_name(), exc_info=task.exception())

@@ -39,12 +39,14 @@ class MemoryBus(Bus):
         self._topics: dict[str, set[MemorySubscription]] = {}
         self._closed = False
 
-    async def publish(self, message: Message) -> None:
+    async def publish(self, message: Message) -> int:
         if self._closed:
             raise BusError("the bus is closed")
         data = message.encode()
-        for subscription in self._topics.get(message.topic, ()):
+        subscriptions = self._topics.get(message.topic, ())
+        for subscription in subscriptions:
             subscription.offer(data)
+        return len(subscriptions)
 
     async def subscribe(self, *topics: str) -> Subscription:
         if self._closed:

@@ -29,5 +29,12 @@ class Message:
 
     @classmethod
     def decode(cls, data: bytes | str) -> Message:
-        body = json.loads(data)
-        return cls(topic=body["t"], payload=body["p"], reply_to=body.get("r"))
+        """The message in `data`; ValueError when it is not one."""
+        try:
+            body = json.loads(data)
+            topic, payload, reply_to = body["t"], body["p"], body.get("r")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a bus message: {exc}") from None
+        if not isinstance(topic, str) or not isinstance(payload, dict) or not isinstance(reply_to, (str, type(None))):
+            raise ValueError("not a bus message: wrong field types")
+        return cls(topic=topic, payload=payload, reply_to=reply_to)

@@ -11,6 +11,7 @@ from cluster.registry import (
     ANNOUNCE_INTERVAL,
     NODE_TTL,
     LiveNode,
+    NodeIdTaken,
     NodeLoad,
     NodeRecord,
     NodeRegistry,
@@ -19,6 +20,6 @@ from cluster.registry import (
 )
 
 __all__ = [
-    "ANNOUNCE_INTERVAL", "NODE_TTL", "Announcer", "LiveNode", "NodeLoad", "NodeRecord", "NodeRegistry", "RegistryError", "StreamLoad",
+    "ANNOUNCE_INTERVAL", "NODE_TTL", "Announcer", "LiveNode", "NodeIdTaken", "NodeLoad", "NodeRecord", "NodeRegistry", "RegistryError", "StreamLoad",
     "open_registry",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from cluster.registry import ANNOUNCE_INTERVAL, NodeRecord, NodeRegistry
+from cluster.registry import ANNOUNCE_INTERVAL, NODE_TTL, NodeIdTaken, NodeRecord, NodeRegistry
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,27 @@ class Announcer:
         self._draining = False
         self._failing = False
         self._poked = asyncio.Event()
+        self._closed = False
+
+    async def claim(self) -> None:
+        """Make sure no other live process announces this node's id (waiting out the record of an earlier
+        run of this node, which lives on for NODE_TTL after it died); NodeIdTaken if one does."""
+        me = self._describe()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + NODE_TTL + 0.5
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    live = await self._registry.live()
+            except Exception as exc:  # noqa: BLE001 - no registry yet: the beat will announce when it is back
+                log.warning("could not check the registry for node id %s: %s", me.id, exc)
+                return
+            if not any(n.record.id == me.id and n.record.instance != me.instance for n in live):
+                return
+            if loop.time() > deadline:
+                raise NodeIdTaken(f"another live process announces itself as node {me.id!r}: give each node its "
+                                  "own NODE_ID")
+            await asyncio.sleep(0.25)
 
     def start(self) -> None:
         if self._task is None:
@@ -42,6 +63,8 @@ class Announcer:
 
     async def announce_now(self) -> None:
         """Announce before returning: a session just placed here must be found here by the next request."""
+        if self._closed:
+            return
         try:
             record = self._describe()
         except Exception:
@@ -55,12 +78,13 @@ class Announcer:
     async def drain(self) -> None:
         """Tell the cluster now that this node takes no new sessions."""
         self._draining = True
-        if self._last is not None:
+        if self._last is not None and not self._closed:
             async with self._lock:
                 await self._send(self._last.model_copy(update={"draining": True}))
 
     async def close(self) -> None:
         """Stop announcing and take the node out of the registry."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

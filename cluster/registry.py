@@ -56,6 +56,7 @@ class NodeRecord(BaseModel):
 
     model_config = _WIRE
     id: str = Field(min_length=1, max_length=128)
+    instance: str = Field(default="", max_length=64)  # random per process: two processes with one id are told apart
     http_url: str = Field(max_length=512)  # where other Tallylight processes reach its HTTP service
     media_addresses: tuple[str, ...] = Field(default=(), max_length=64)  # the addresses its ICE candidates announce
     max_viewers: int = _count()
@@ -87,6 +88,10 @@ class LiveNode:
 
 class RegistryError(Exception):
     """The registry's store cannot be reached."""
+
+
+class NodeIdTaken(Exception):
+    """Another live process announces itself with this node's id."""
 
 
 class NodeRegistry(ABC):

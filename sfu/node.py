@@ -221,6 +221,8 @@ class SfuNode:
         publisher = Publisher(room_name, user, self._clock, self.sinks, client)
         try:
             answer = await publisher.negotiate(offer, self.gathering, self.settings.max_publish_bitrate)
+            if self._closing:
+                raise NodeFull("this node is shutting down")
             self._refuse_if_held(room_name)  # another may have won while we negotiated
         except BaseException:
             self._unreserve(client, viewer=False)
@@ -258,6 +260,8 @@ class SfuNode:
         subscriber.on_layer_step = self._step_layer
         try:
             answer = await subscriber.negotiate(offer, feeds, self.gathering)
+            if self._closing:
+                raise NodeFull("this node is shutting down")
             if self.rooms.get(room_name) is not room or not room.live or room.feeds is not feeds:
                 raise NotLive(room_name)  # the stream ended or changed format while we negotiated
         except BaseException:
@@ -303,6 +307,8 @@ class SfuNode:
         """Hold a place for an offer about to be negotiated, or refuse it (before any await, so
         concurrent offers cannot all pass the same check)."""
         s = self.settings
+        if self._closing:
+            raise NodeFull("this node is shutting down")
         if viewer and self.viewers() + self._waiting_viewers >= s.max_viewers:
             raise NodeFull(f"this node has its maximum of {s.max_viewers} viewers")
         if self.pending >= s.max_pending:

@@ -259,11 +259,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await hub.start()
             await recordings.start()
             if settings.media:
+                await announcer.claim()
                 await control.start()
                 announcer.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
+            await control.close()
             await announcer.close()  # out of the registry before the node's sessions end
             await recordings.close()  # before the node: recordings are written to their end first
             await hls.close()
@@ -281,7 +283,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     async def begin_shutdown(app: web.Application) -> None:
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
         if settings.media:
-            await announcer.drain()  # placement sends this node nothing new from here
+            await control.close()  # front doors hear "nobody serves this node" from here
+            await announcer.drain()  # and placement sends it nothing new
 
     app.on_shutdown.append(begin_shutdown)
     return app

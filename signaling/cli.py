@@ -48,7 +48,7 @@ def _serve(settings: Settings) -> None:
     _tune_gc()
     # web.run_app handles SIGINT and SIGTERM: it stops accepting, runs cleanup_ctx, and exits 0.
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
-                shutdown_timeout=10)
+                shutdown_timeout=10)  # NodeIdTaken (another process is this node) ends it at start
 
 
 async def _migrate(settings: Settings) -> None:
@@ -108,8 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin start-up lines are noise
+    if args.command == "node" and not settings.bus_url.startswith(("redis://", "rediss://", "unix://")):
+        print("tally: a node meets its cluster on the bus: set BUS_URL to the cluster's Redis", file=sys.stderr)
+        return 2
     if args.command in ("serve", "node"):
-        _serve(settings)
+        from cluster import NodeIdTaken
+
+        try:
+            _serve(settings)
+        except NodeIdTaken as exc:
+            print(f"tally: {exc}", file=sys.stderr)
+            return 1
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "set-role":

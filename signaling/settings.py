@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     chat_max_length: int = Field(default=500, ge=1, le=2000, description="Characters in one chat message.")
     chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel in any 10 seconds.")
 
-    node_id: str = Field(default="", description="This media node's name in stream records and the registry; HOST:PORT when empty (the machine's name for HOST 0.0.0.0).")
+    node_id: str = Field(default="", description="This media node's name in stream records and the registry (unique in a cluster); HOST:PORT when empty.")
     internal_url: str = Field(
         default="", description="Where other Tallylight processes reach this one over HTTP; http://HOST:PORT when empty (the machine's name for HOST 0.0.0.0)."
     )
@@ -180,7 +180,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_node_id(self) -> str:
-        return self.node_id or f"{self.reachable_host}:{self.port}"
+        return self.node_id or f"{self.host}:{self.port}"
 
     @model_validator(mode="after")
     def _media_off_needs_a_cluster(self) -> Settings:

@@ -48,12 +48,9 @@ class ServerProcess:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
-@contextmanager
-def serve(data_dir: Path, **settings: str) -> Iterator[ServerProcess]:
-    """Run the server on a fresh data directory with test-friendly settings (and `settings` on top);
-    stop it with SIGTERM at the end and fail unless it exits 0 within 10 s."""
-    port = free_port()
-    env = {
+def server_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a server on a fresh data directory: test-friendly settings, `settings` on top."""
+    return {
         **os.environ,
         "DATA_DIR": str(data_dir),
         "HOST": "127.0.0.1",
@@ -70,11 +67,22 @@ def serve(data_dir: Path, **settings: str) -> Iterator[ServerProcess]:
         "PUBLISHER_TIMEOUT": "3",
         **settings,
     }
+
+
+def tally(*args: str) -> list[str]:
+    """The command line of `tally <args>` from this checkout."""
+    return [sys.executable, "-m", "signaling.cli", *args]
+
+
+@contextmanager
+def serve(data_dir: Path, command: tuple[str, ...] = ("serve",), **settings: str) -> Iterator[ServerProcess]:
+    """Run `tally <command>` (the server) on a fresh data directory with test-friendly settings (and
+    `settings` on top); stop it with SIGTERM at the end and fail unless it exits 0 within 10 s."""
+    port = free_port()
+    env = server_env(data_dir, port, **settings)
     log = data_dir / "server.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(tally(*command), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", log, process)
     try:
         wait_ready(server.url, process, log)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bus import Bus, BusError, BusTimeout, Message, open_bus
+from bus import Bus, BusError, BusTimeout, Message, NoResponder, open_bus
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -63,9 +63,37 @@ async def test_a_failing_handler_answers_with_an_error_and_keeps_serving(bus: Bu
     assert await bus.request("svc.fragile", {}) == {"ok": 1}
 
 
-async def test_request_without_responder_times_out(bus: Bus) -> None:
-    with pytest.raises(BusTimeout):
-        await bus.request("svc.nobody", {}, timeout=0.2)
+async def test_a_request_nobody_serves_fails_at_once_and_an_unanswered_one_times_out(bus: Bus) -> None:
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(NoResponder):
+        await bus.request("svc.nobody", {}, timeout=5)
+    assert asyncio.get_running_loop().time() - started < 2  # not the whole timeout
+
+    async with await bus.subscribe("svc.mute"):  # subscribed, never answers
+        with pytest.raises(BusTimeout):
+            await bus.request("svc.mute", {}, timeout=0.2)
+
+
+async def test_what_is_not_a_bus_message_is_skipped_and_serving_goes_on(tmp_path: Path) -> None:
+    import redis.asyncio as aioredis
+
+    from redis_server import redis_server
+
+    async def echo(message: Message) -> dict[str, Any]:
+        return {"echo": message.payload["x"]}
+
+    with redis_server(tmp_path) as server:
+        bus = open_bus(server.url)
+        try:
+            await bus.serve("svc.echo", echo)
+            await asyncio.sleep(0.05)
+            raw = aioredis.Redis.from_url(server.url)
+            for junk in (b"x", b"\xff", b'{"t": "a", "p": []}', b'{"t": "a", "p": {}, "r": 5}', b"[1]"):
+                await raw.publish("svc.echo", junk)
+            await raw.aclose()
+            assert await bus.request("svc.echo", {"x": 3}) == {"echo": 3}
+        finally:
+            await bus.close()
 
 
 async def test_two_bus_instances_on_one_redis_share_messages() -> None:
@@ -125,7 +153,7 @@ async def test_a_responder_serves_again_after_redis_restarts(tmp_path: Path) -> 
             server.stop()
             await asyncio.sleep(0.5)
             await asyncio.to_thread(server.start)
-            deadline = asyncio.get_running_loop().time() + 10
+            deadline = asyncio.get_running_loop().time() + 20
             while True:
                 try:
                     assert await asker.request("svc.echo", {"x": 2}, timeout=0.5) == {"echo": 2}

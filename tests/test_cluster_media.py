@@ -8,19 +8,25 @@ the session URLs name the node, so PATCH and DELETE work through either front do
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
+import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from http_client import SDP, Client
 from redis_server import redis_server
-from server_process import serve
+from server_process import REPO_ROOT, ServerProcess, serve, server_env, tally
+from support import free_port
 from webrtc_peer import Peer
 
 FRAGMENT = "application/trickle-ice-sdpfrag"
+ADDRESSES = {"node-1": "127.0.0.2", "node-2": "127.0.0.3"}
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -29,76 +35,116 @@ async def test_front_doors_place_sessions_on_nodes_and_any_door_reaches_them(tmp
     with redis_server(tmp_path) as redis:
         common = {"BUS_URL": redis.url, "DATABASE_URL": database_url, "AUTO_MIGRATE": "false",
                   "JWT_SECRET": secrets.token_hex(32), "LOG_LEVEL": "INFO"}
-        for name in ("door1", "door2", "node1", "node2"):
+        for name in ("door1", "door2", "node1", "node2", "twin"):
             (tmp_path / name).mkdir()
-        with serve(tmp_path / "node1", NODE_ID="node-1", WEBRTC_HOST_ADDRESSES="127.0.0.2", **common) as node1, \
-                serve(tmp_path / "node2", NODE_ID="node-2", WEBRTC_HOST_ADDRESSES="127.0.0.3", **common), \
-                serve(tmp_path / "door1", MEDIA="false", NODE_ID="door-1", **common) as door1, \
-                serve(tmp_path / "door2", MEDIA="false", NODE_ID="door-2", **common) as door2:
+        with serve(tmp_path / "node1", ("node",), NODE_ID="node-1", WEBRTC_HOST_ADDRESSES=ADDRESSES["node-1"],
+                   **common) as node1, \
+                serve(tmp_path / "node2", ("node",), NODE_ID="node-2", WEBRTC_HOST_ADDRESSES=ADDRESSES["node-2"],
+                      **common) as node2, \
+                serve(tmp_path / "door1", ("serve", "--media", "off"), NODE_ID="door-1", **common) as door1, \
+                serve(tmp_path / "door2", ("serve", "--media", "off"), NODE_ID="door-2", **common) as door2:
+            twin = subprocess.run(tally("node"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                                  env=server_env(tmp_path / "twin", free_port(), NODE_ID="node-1", **common))
+            assert twin.returncode == 1 and "another live process announces itself as node 'node-1'" in twin.stderr
+
             async with aiohttp.ClientSession() as http:
-                await _through_two_doors(Client(http, door1.url), Client(http, door2.url))
-        log = node1.log.read_text() + (tmp_path / "door1" / "server.log").read_text()
+                one, two = Client(http, door1.url), Client(http, door2.url)
+                admin = await one.admin("boss")
+                status, body = await one.call("GET", "/api/cluster", token=admin)
+                assert status == 200 and [n["id"] for n in body["nodes"]] == ["node-1", "node-2"]  # doors are not nodes
+                key = await two.broadcaster("caster")
+
+                publisher = Peer.publisher("h264", audio=True)
+                try:
+                    whip = await _post(one, publisher, "/whip/caster", key)
+                    origin = _node_of(whip)
+                    assert f" {ADDRESSES[origin]} " in whip["answer"] and "127.0.0.1" not in whip["answer"]
+                    await _watch_through_the_other_door(one, two, origin)
+                    await _a_garbled_control_message_changes_nothing(redis.url, origin, one, whip)
+                    status, body = await one.call("GET", "/api/cluster", token=admin)
+                    streams = {n["id"]: [s["channel"] for s in n["streams"]] for n in body["nodes"]}
+                    assert streams[origin] == ["caster"]
+                    await _a_dead_nodes_sessions_are_gone(two, {"node-1": node1, "node-2": node2}[origin], whip)
+                finally:
+                    await publisher.close()
+        log = (tmp_path / "door1" / "server.log").read_text() + (tmp_path / "door2" / "server.log").read_text()
     assert "Traceback" not in log, log[-5000:]
 
 
-async def _through_two_doors(one: Client, two: Client) -> None:
-    admin = await one.admin("boss")
-    status, body = await one.call("GET", "/api/cluster", token=admin)
-    assert status == 200 and [n["id"] for n in body["nodes"]] == ["node-1", "node-2"]  # doors are not nodes
-    key = await two.broadcaster("caster")
-
-    publisher, viewer = Peer.publisher("h264", audio=True), Peer.viewer()
+async def _watch_through_the_other_door(one: Client, two: Client, origin: str) -> None:
+    viewer = Peer.viewer()
     try:
-        whip = await _post(one, publisher, "/whip/caster", key)
-        origin = _node_of(whip)
-        assert origin in ("node-1", "node-2")
-        address = {"node-1": "127.0.0.2", "node-2": "127.0.0.3"}[origin]
-        assert f" {address} " in whip["answer"] and "127.0.0.1" not in whip["answer"]  # media straight to the node
-
-        whep = await _post(two, viewer, "/whep/caster", None)  # the other door; placed where the stream is
+        whep = await _post(two, viewer, "/whep/caster", None)  # placed where the stream is
         assert _node_of(whep) == origin
         await viewer.wait_frames(15)
 
-        # The viewer's session, created through door two, trickled and ended through door one.
-        status, _ = await _patch(one, whep["location"], whep["etag"], "a=end-of-candidates\r\n")
-        assert status == 204
-        status, _ = await _patch(one, whep["location"], '"stale"', "a=end-of-candidates\r\n")
-        assert status == 412
-        status, _ = await one.call("DELETE", whep["location"])
-        assert status == 200
-        status, _ = await two.call("DELETE", whep["location"])
-        assert status == 404  # gone for every door
-        status, _ = await one.call("DELETE", whep["location"].replace("/whep/", "/whip/"))
-        assert status == 404  # a viewer's session is not a publisher's
+        # The viewer's session, created through door two, trickled, restarted and ended through door one.
+        assert (await _patch(one, whep["location"], whep["etag"], "a=end-of-candidates\r\n"))[0] == 204
+        assert (await _patch(one, whep["location"], '"stale"', "a=end-of-candidates\r\n"))[0] == 412
+        other_channel = whep["location"].replace("/whep/caster/", "/whep/boss/")
+        assert (await _patch(one, other_channel, whep["etag"], "a=end-of-candidates\r\n"))[0] == 404
+        assert (await one.call("DELETE", other_channel))[0] == 404  # the channel in the URL is checked too
+        restart = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        status, answer, etag = await _patch_full(one, whep["location"], "*", restart)
+        assert status == 200 and "a=ice-ufrag:" in answer and etag and etag != whep["etag"], answer
+        assert (await _patch(two, whep["location"], whep["etag"], "a=end-of-candidates\r\n"))[0] == 412  # new ETag
+        assert (await one.call("DELETE", whep["location"]))[0] == 200
+        assert (await two.call("DELETE", whep["location"]))[0] == 404  # gone for every door
+        assert (await one.call("DELETE", whep["location"].replace("/whep/", "/whip/")))[0] == 404
         forged = whep["location"].rsplit("/", 1)[0] + "/no-such-node.abc"
-        assert (await one.call("DELETE", forged))[0] == 404  # a node nobody runs: not found, quickly
-
+        started = time.monotonic()
+        assert (await one.call("DELETE", forged))[0] == 404  # a node nobody runs: not found, at once
+        assert time.monotonic() - started < 3
         status, problem = await one.call("POST", "/whep/nobody", sdp=await Peer.viewer().offer())
         assert status == 404, problem  # no such channel
-        status, body = await one.call("GET", "/api/cluster", token=admin)
-        streams = {n["id"]: [s["channel"] for s in n["streams"]] for n in body["nodes"]}
-        assert streams[origin] == ["caster"]
-
-        status, _ = await two.call("DELETE", whip["location"])
-        assert status == 200
     finally:
         await viewer.close()
-        await publisher.close()
+
+
+async def _a_garbled_control_message_changes_nothing(redis_url: str, origin: str, door: Client,
+                                                     whip: dict[str, str]) -> None:
+    """Anyone with access to Redis can publish junk on a node's control topic: the node keeps serving."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for junk in (b"x", b'{"t": "a", "p": []}', b'{"t": "a", "p": {}, "r": 5}', b'{"t": "a", "p": {"op": 1}, "r": "x"}'):
+            await client.publish(f"node.{origin}.control", junk)
+    finally:
+        await client.aclose()
+    assert (await _patch(door, whip["location"], whip["etag"], "a=end-of-candidates\r\n"))[0] == 204
+
+
+async def _a_dead_nodes_sessions_are_gone(door: Client, origin: ServerProcess, whip: dict[str, str]) -> None:
+    origin.kill()
+    started = time.monotonic()
+    assert (await door.call("DELETE", whip["location"]))[0] == 404  # nobody serves that node any more
+    assert time.monotonic() - started < 3
 
 
 async def _post(client: Client, peer: Peer, path: str, token: str | None) -> dict[str, str]:
+    """POST the peer's offer as a WHIP/WHEP client does, retrying a 409 (not live yet) as players do."""
     headers = {"Content-Type": SDP, **({"Authorization": f"Bearer {token}"} if token else {})}
-    async with client.http.post(client.url + path, data=await peer.offer(), headers=headers) as response:
-        answer = await response.text()
-        assert response.status == 201, answer
-        await peer.answer(answer)
-        return {"answer": answer, "location": response.headers["Location"], "etag": response.headers["ETag"]}
+    offer = await peer.offer()
+    for _ in range(20):
+        async with client.http.post(client.url + path, data=offer, headers=headers) as response:
+            answer = await response.text()
+            if response.status == 409 and path.startswith("/whep/"):
+                await asyncio.sleep(0.25)
+                continue
+            assert response.status == 201, answer
+            await peer.answer(answer)
+            return {"answer": answer, "location": response.headers["Location"], "etag": response.headers["ETag"]}
+    raise AssertionError(f"{path} stayed not live")
 
 
 async def _patch(client: Client, location: str, etag: str, fragment: str) -> tuple[int, str]:
+    status, body, _ = await _patch_full(client, location, etag, fragment)
+    return status, body
+
+
+async def _patch_full(client: Client, location: str, etag: str, fragment: str) -> tuple[int, str, str]:
     headers = {"Content-Type": FRAGMENT, "If-Match": etag}
     async with client.http.patch(client.url + location, data=fragment, headers=headers) as response:
-        return response.status, await response.text()
+        return response.status, await response.text(), response.headers.get("ETag", "")
 
 
 def _node_of(session: dict[str, str]) -> str:

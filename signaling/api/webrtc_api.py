@@ -199,17 +199,17 @@ class WebRtcApi:
         if fragment.restarts_ice:
             if if_match.strip() not in ("*", '"*"', session.etag):
                 raise PreconditionFailed("the ETag does not match the session's current one")
-            answer, etag = await self._media.restart_ice(session_id, text)
+            answer, etag = await self._media.restart_ice(request.match_info["channel"], session_id, text)
             return web.Response(status=200, text=answer, content_type=SDP_FRAGMENT, headers={"ETag": etag})
         if if_match.strip() != session.etag:
             raise PreconditionFailed("the ETag does not match the session's current one")
-        await self._media.trickle(session_id, text)
+        await self._media.trickle(request.match_info["channel"], session_id, text)
         return web.Response(status=204)
 
     async def delete(self, call: Call[None]) -> web.StreamResponse:
         await self._session(call.request)
         try:
-            await self._media.end(call.request.match_info["session"])
+            await self._media.end(call.request.match_info["channel"], call.request.match_info["session"])
         except UnknownSession:
             pass  # ended meanwhile: the client's wish is granted
         return web.Response(status=200)

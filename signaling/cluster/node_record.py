@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ class NodeDescriber:
                  ladders: Callable[[], int], version: str) -> None:
         self._node = node
         self._ladders = ladders
-        self._identity = NodeRecord(id=node_id, http_url=http_url, media_addresses=media_addresses,
+        self._identity = NodeRecord(id=node_id, instance=secrets.token_hex(8), http_url=http_url, media_addresses=media_addresses,
                                     max_viewers=node.settings.max_viewers, started_at=time.time(), version=version)
         self._cpu = cpu_meter()
         self._loop = thread_cpu_meter()  # read on the loop's thread, where the announcer runs

@@ -1,9 +1,10 @@
 """The media plane of a front door without media of its own: the cluster's nodes, over the bus.
 
 Placement reads the registry: a channel's publisher goes to the node that already carries the channel
-(where the takeover rules hold) or else to the least-loaded node; its viewers go to the node that carries
-it. A session's id names its node (`<node id, URL-quoted>.<session id>`), so PATCH and DELETE reach the
-right node through any front door.
+(where the takeover rules hold) unless that node is draining, else to the least-loaded node; its viewers
+go to the node that carries it. A session's id names its node (`<node id, URL-quoted>.<session id>`),
+so PATCH and DELETE reach the right node through any front door; every request about a session also
+names its channel, checked on the node.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import logging
 from typing import Any
 from urllib.parse import quote, unquote
 
-from bus import Bus, BusError
-from cluster import LiveNode, NodeRecord, NodeRegistry, RegistryError
+from bus import Bus, BusError, NoResponder
+from cluster import NodeRecord, NodeRegistry, RegistryError
 from sfu.errors import NodeFull, NotLive, UnknownSession
 from signaling.auth.roles import Principal
 from signaling.errors import Unavailable
@@ -25,7 +26,9 @@ from signaling.media.wire import principal_out, refusal_in
 log = logging.getLogger(__name__)
 
 REGISTRY_TIMEOUT = 3.0  # seconds
+REGISTRY_FRESH = 0.25  # seconds a registry reading serves placements (a burst of offers reads it once)
 CONTROL_TIMEOUT = 10.0  # seconds: a negotiation gathers candidates and may wait for a busy node
+NODE_BUDGET = CONTROL_TIMEOUT - 2.0  # a node gives up (and ends the session) on work that took longer
 
 
 class ClusterPlane(MediaPlane):
@@ -33,12 +36,16 @@ class ClusterPlane(MediaPlane):
         self._bus = bus
         self._registry = registry
         self.takeover_after = takeover_after
+        self._reading: asyncio.Task[list[NodeRecord]] | None = None
+        self._read_at = -REGISTRY_FRESH
 
     async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
         nodes = await self._nodes()
-        node = _carrying(nodes, channel) or _least_loaded(nodes, viewer=False)
+        node = _carrying(nodes, channel)
+        if node is None or node.draining:
+            node = _least_loaded(nodes)
         answer = await self._call(node.id, {"op": "publish", "channel": channel, "offer": offer, "owner": owner,
-                                            "client": client})
+                                            "client": client, "budget": NODE_BUDGET})
         return _ticket(node.id, answer)
 
     async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
@@ -46,47 +53,55 @@ class ClusterPlane(MediaPlane):
         if node is None:
             raise NotLive(channel)
         answer = await self._call(node.id, {"op": "subscribe", "channel": channel, "offer": offer,
-                                            "viewer": principal_out(viewer), "client": client})
+                                            "viewer": principal_out(viewer), "client": client, "budget": NODE_BUDGET})
         return _ticket(node.id, answer)
 
     async def state(self, channel: str, session: str) -> SessionState:
-        node_id, local = _split(session)
-        answer = await self._call(node_id, {"op": "state", "channel": channel, "session": local}, missing=True)
-        return SessionState("publish" if answer["kind"] == "publish" else "subscribe", str(answer["etag"]))
+        answer = await self._session_call(session, {"op": "state", "channel": channel})
+        return SessionState("publish" if answer.get("kind") == "publish" else "subscribe", _text(answer, "etag"))
 
-    async def trickle(self, session: str, fragment: str) -> None:
-        node_id, local = _split(session)
-        await self._call(node_id, {"op": "trickle", "session": local, "fragment": fragment}, missing=True)
+    async def trickle(self, channel: str, session: str, fragment: str) -> None:
+        await self._session_call(session, {"op": "trickle", "channel": channel, "fragment": fragment})
 
-    async def restart_ice(self, session: str, fragment: str) -> tuple[str, str]:
-        node_id, local = _split(session)
-        answer = await self._call(node_id, {"op": "restart_ice", "session": local, "fragment": fragment},
-                                  missing=True)
-        return str(answer["answer"]), str(answer["etag"])
+    async def restart_ice(self, channel: str, session: str, fragment: str) -> tuple[str, str]:
+        answer = await self._session_call(session, {"op": "restart_ice", "channel": channel, "fragment": fragment})
+        return _text(answer, "answer"), _text(answer, "etag")
 
-    async def end(self, session: str) -> None:
-        node_id, local = _split(session)
-        await self._call(node_id, {"op": "end", "session": local}, missing=True)
+    async def end(self, channel: str, session: str) -> None:
+        await self._session_call(session, {"op": "end", "channel": channel})
 
     async def _nodes(self) -> list[NodeRecord]:
+        """The live nodes, read at most every REGISTRY_FRESH seconds (concurrent callers share a read)."""
+        loop = asyncio.get_running_loop()
+        if self._reading is None or (self._reading.done() and loop.time() - self._read_at > REGISTRY_FRESH):
+            self._read_at = loop.time()
+            self._reading = asyncio.ensure_future(self._read_registry())
         try:
-            async with asyncio.timeout(REGISTRY_TIMEOUT):
-                live: list[LiveNode] = await self._registry.live()
+            return await asyncio.shield(self._reading)
         except (RegistryError, TimeoutError) as exc:  # the registry's store is down
             log.warning("could not read the node registry: %s", exc)
             raise Unavailable("no media node can be reached right now", retry_after=3) from None
-        return [n.record for n in live]
+
+    async def _read_registry(self) -> list[NodeRecord]:
+        async with asyncio.timeout(REGISTRY_TIMEOUT):
+            return [n.record for n in await self._registry.live()]
+
+    async def _session_call(self, session: str, request: dict[str, Any]) -> dict[str, Any]:
+        node, _, local = session.rpartition(".")
+        if not node or not local:
+            raise UnknownSession(session)
+        return await self._call(unquote(node), {**request, "session": local}, missing=True)
 
     async def _call(self, node_id: str, request: dict[str, Any], missing: bool = False) -> dict[str, Any]:
-        """Ask node `node_id`. For a session's node (`missing`), a node the registry does not list, or one
-        that does not answer, is gone and so is the session; else it is unavailable for now."""
-        if missing and node_id not in {n.id for n in await self._nodes()}:
-            raise UnknownSession(node_id)
+        """Ask node `node_id`. A node nobody serves is gone: its sessions with it (`missing`), else the
+        request is refused as unavailable; a node that is there but does not answer is unavailable."""
         try:
             answer = await self._bus.request(control_topic(node_id), request, timeout=CONTROL_TIMEOUT)
-        except BusError as exc:
+        except NoResponder:
             if missing:
                 raise UnknownSession(node_id) from None
+            raise Unavailable("the media node is gone; try again", retry_after=1) from None
+        except BusError as exc:
             log.warning("media node %s did not answer %s: %s", node_id, request.get("op"), exc)
             raise Unavailable("the media node did not answer; try again", retry_after=3) from None
         refusal = refusal_in(answer)
@@ -98,15 +113,17 @@ class ClusterPlane(MediaPlane):
         return answer
 
 
+def _text(answer: dict[str, Any], key: str) -> str:
+    value = answer.get(key)
+    if not isinstance(value, str):
+        log.warning("a media node answered without %r", key)
+        raise Unavailable("the media node answered something this version cannot read", retry_after=3)
+    return value
+
+
 def _ticket(node_id: str, answer: dict[str, Any]) -> Ticket:
-    return Ticket(f"{quote(node_id, safe='')}.{answer['session']}", str(answer["etag"]), str(answer["answer"]))
-
-
-def _split(session: str) -> tuple[str, str]:
-    node, dot, local = session.rpartition(".")
-    if not dot or not node or not local:
-        raise UnknownSession(session)
-    return unquote(node), local
+    return Ticket(f"{quote(node_id, safe='')}.{_text(answer, 'session')}", _text(answer, "etag"),
+                  _text(answer, "answer"))
 
 
 def _carrying(nodes: list[NodeRecord], channel: str) -> NodeRecord | None:
@@ -116,7 +133,7 @@ def _carrying(nodes: list[NodeRecord], channel: str) -> NodeRecord | None:
     return None
 
 
-def _least_loaded(nodes: list[NodeRecord], viewer: bool) -> NodeRecord:
+def _least_loaded(nodes: list[NodeRecord]) -> NodeRecord:
     open_nodes = [n for n in nodes if not n.draining]
     if not open_nodes:
         raise NodeFull("no media node is taking new sessions")

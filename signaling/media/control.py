@@ -1,21 +1,25 @@
 """A media node's control endpoint on the bus: the front door's requests, run on this node's own plane.
 
-    node.<id>.control  {"op": "publish", "channel", "offer", "owner", "client"}     -> ticket
-                       {"op": "subscribe", "channel", "offer", "viewer", "client"}  -> ticket
-                       {"op": "state", "channel", "session"}                        -> {"kind", "etag"}
-                       {"op": "trickle" | "restart_ice", "session", "fragment"}     -> {} | {"answer", "etag"}
-                       {"op": "end", "session"}                                     -> {}
-A refusal answers {"refused": <SfuError class name>, "detail"}.
+    node.<id>.control  {"op": "publish", "channel", "offer", "owner", "client", "budget"}     -> ticket
+                       {"op": "subscribe", "channel", "offer", "viewer", "client", "budget"}  -> ticket
+                       {"op": "state", "channel", "session"}                                  -> {"kind", "etag"}
+                       {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
+                       {"op": "end", "channel", "session"}                                    -> {}
+A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
+{"refused": "BadOffer"}. A negotiation that took longer than its `budget` (seconds) is ended and
+refused: the front door has given up on it and told its client to try again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus import Bus, Message
-from sfu.errors import SfuError
+from sfu.errors import BadOffer, NodeFull, SfuError
 from signaling.media.local import LocalPlane
+from signaling.media.plane import Ticket
 from signaling.media.wire import principal_in, refusal_out
 
 
@@ -30,37 +34,58 @@ class NodeControl:
         self._bus = bus
         self._node_id = node_id
         self._published = published  # awaited before a publish is answered: the registry shows the channel here
+        self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._bus.serve(control_topic(self._node_id), self._handle)
+        self._serving = await self._bus.serve(control_topic(self._node_id), self._handle)
+
+    async def close(self) -> None:
+        """Take no more requests (those being answered are cancelled)."""
+        if self._serving is not None:
+            self._serving.cancel()
+            await asyncio.gather(self._serving, return_exceptions=True)
+            self._serving = None
 
     async def _handle(self, message: Message) -> dict[str, Any]:
         try:
             return await self._run(message.payload)
         except SfuError as exc:
             return refusal_out(exc)
+        except (KeyError, TypeError, ValueError) as exc:
+            return refusal_out(BadOffer(f"a control request this node cannot read: {exc}"))
 
     async def _run(self, p: dict[str, Any]) -> dict[str, Any]:
         plane, op = self._plane, p.get("op")
+        channel, session = str(p["channel"]), str(p.get("session", ""))
         if op == "publish":
-            ticket = await plane.publish(str(p["channel"]), str(p["offer"]), str(p["owner"]), str(p["client"]))
+            ticket = await self._within(float(p["budget"]), plane.publish(channel, str(p["offer"]), str(p["owner"]),
+                                                                          str(p["client"])))
             if self._published is not None:
                 await self._published()
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
         if op == "subscribe":
-            ticket = await plane.subscribe(str(p["channel"]), str(p["offer"]), principal_in(p.get("viewer")),
-                                           str(p["client"]))
+            ticket = await self._within(float(p["budget"]), plane.subscribe(
+                channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"])))
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
         if op == "state":
-            state = await plane.state(str(p["channel"]), str(p["session"]))
+            state = await plane.state(channel, session)
             return {"kind": state.kind, "etag": state.etag}
         if op == "trickle":
-            await plane.trickle(str(p["session"]), str(p["fragment"]))
+            await plane.trickle(channel, session, str(p["fragment"]))
             return {}
         if op == "restart_ice":
-            answer, etag = await plane.restart_ice(str(p["session"]), str(p["fragment"]))
+            answer, etag = await plane.restart_ice(channel, session, str(p["fragment"]))
             return {"answer": answer, "etag": etag}
         if op == "end":
-            await plane.end(str(p["session"]))
+            await plane.end(channel, session)
             return {}
         raise ValueError(f"unknown control operation {op!r}")
+
+    async def _within(self, budget: float, negotiation: Awaitable[Ticket]) -> Ticket:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ticket = await negotiation
+        if loop.time() - started > budget:
+            await self._plane.end_quietly(ticket.session)
+            raise NodeFull(f"this node took longer than {budget:g} s to answer; try again")
+        return ticket

@@ -26,13 +26,20 @@ class LocalPlane(MediaPlane):
         found = self.node.session(session, channel)
         return SessionState("publish" if found.kind == "publish" else "subscribe", found.etag)
 
-    async def trickle(self, session: str, fragment: str) -> None:
+    async def trickle(self, channel: str, session: str, fragment: str) -> None:
+        self.node.session(session, channel)
         await self.node.trickle(session, parse_fragment(fragment))
 
-    async def restart_ice(self, session: str, fragment: str) -> tuple[str, str]:
-        found = self.node.session(session)
+    async def restart_ice(self, channel: str, session: str, fragment: str) -> tuple[str, str]:
+        found = self.node.session(session, channel)
         answer = await self.node.restart_ice(session, parse_fragment(fragment))
         return answer, found.etag
 
-    async def end(self, session: str) -> None:
+    async def end(self, channel: str, session: str) -> None:
+        self.node.session(session, channel)
         await self.node.end(session)
+
+    async def end_quietly(self, session: str) -> None:
+        """End `session` if it is still there (a negotiation nobody waits for any more)."""
+        if session in self.node.sessions:
+            await self.node.end(session, "its front door gave up waiting")

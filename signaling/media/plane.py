@@ -42,11 +42,11 @@ class MediaPlane(ABC):
         """Raise UnknownSession unless `session` is live in `channel`."""
 
     @abstractmethod
-    async def trickle(self, session: str, fragment: str) -> None: ...
+    async def trickle(self, channel: str, session: str, fragment: str) -> None: ...
 
     @abstractmethod
-    async def restart_ice(self, session: str, fragment: str) -> tuple[str, str]:
+    async def restart_ice(self, channel: str, session: str, fragment: str) -> tuple[str, str]:
         """An ICE restart: (the answer fragment, the session's new ETag)."""
 
     @abstractmethod
-    async def end(self, session: str) -> None: ...
+    async def end(self, channel: str, session: str) -> None: ...

@@ -23,7 +23,11 @@ def refusal_in(answer: dict[str, Any]) -> errors.SfuError | None:
     name = answer.get("refused")
     if name is None:
         return None
-    return REFUSALS.get(str(name), errors.SfuError)(str(answer.get("detail", "")))
+    detail = str(answer.get("detail", ""))[:500]
+    refusal = REFUSALS.get(str(name))
+    if refusal is None:  # a refusal this version does not know (a newer node): unavailable, try again
+        return errors.NodeFull(f"the media node refused: {detail}")
+    return refusal(detail)
 
 
 def principal_out(principal: Principal | None) -> dict[str, Any] | None:
