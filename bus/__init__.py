@@ -5,7 +5,7 @@ Every implementation carries the same encoded bytes, so the in-memory bus catche
 """
 
 from bus.bus import Bus, BusError, BusTimeout, NoResponder, Subscription
-from bus.factory import open_bus
+from bus.factory import is_shared, open_bus
 from bus.message import Message
 
-__all__ = ["Bus", "BusError", "BusTimeout", "Message", "NoResponder", "Subscription", "open_bus"]
+__all__ = ["Bus", "BusError", "BusTimeout", "Message", "NoResponder", "Subscription", "is_shared", "open_bus"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from bus import is_shared
 from cluster.memory import MemoryRegistry
 from cluster.redis import RedisRegistry
 from cluster.registry import NodeRegistry
 
 
 def open_registry(bus_url: str, prefix: str = "tally:") -> NodeRegistry:
-    if bus_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_shared(bus_url):
         return RedisRegistry(bus_url, prefix)
     return MemoryRegistry()

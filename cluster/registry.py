@@ -65,6 +65,7 @@ class NodeRecord(BaseModel):
     version: str = Field(default="", max_length=64)
     load: NodeLoad = NodeLoad()
     streams: tuple[StreamLoad, ...] = Field(default=(), max_length=100_000)
+    hls: tuple[str, ...] = Field(default=(), max_length=100_000)  # channels whose HLS it serves (live or lingering)
 
     def to_wire(self) -> str:
         return self.model_dump_json()

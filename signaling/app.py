@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from bus import Bus, open_bus
+from bus import Bus, is_shared, open_bus
 from cluster import Announcer, open_registry
 from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
@@ -43,6 +43,7 @@ from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
+from signaling.cluster.directory import NodeDirectory
 from signaling.cluster.node_record import AnnounceOnChange, NodeDescriber
 from signaling.media.cluster import ClusterPlane
 from signaling.media.control import NodeControl
@@ -54,6 +55,7 @@ from signaling.chat.service import ChatRules, ChatService
 from signaling.db.database import Database
 from signaling.migrations.runner import upgrade
 from signaling.settings import Settings
+from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
 from signaling.streams.service import StreamService
@@ -192,13 +194,15 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     registry = open_registry(settings.bus_url)
     announcer = Announcer(registry, NodeDescriber(
         settings.resolved_node_id, settings.resolved_internal_url, tuple(announced for _, announced in ice.pairs()),
-        node, lambda: hls.running, _version(),
+        node, lambda: hls.running, hls.channels, _version(),
     ))
     streams.watchers.append(AnnounceOnChange(announcer))
+    directory = NodeDirectory(registry)
+    relay = HlsRelay(directory, settings.resolved_node_id)
     local = LocalPlane(node)
     control = NodeControl(local, bus, settings.resolved_node_id, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
-    media: MediaPlane = local if settings.media else ClusterPlane(bus, registry, node.settings.takeover_after)
+    media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, node.settings.takeover_after)
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)
@@ -229,7 +233,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         WebRtcApi(media, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
-        HlsApi(hls, metrics.registry),
+        HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
         ClusterApi(registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
@@ -269,6 +273,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await announcer.close()  # out of the registry before the node's sessions end
             await recordings.close()  # before the node: recordings are written to their end first
             await hls.close()
+            await relay.close()
             await hub.close()
             await node.close()
             await storage.close()  # after the node: its last stream events still remove live pictures

@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
+from bus import is_shared
 from signaling.settings import Settings
 
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin start-up lines are noise
-    if args.command == "node" and not settings.bus_url.startswith(("redis://", "rediss://", "unix://")):
+    if args.command == "node" and not is_shared(settings.bus_url):
         print("tally: a node meets its cluster on the bus: set BUS_URL to the cluster's Redis", file=sys.stderr)
         return 2
     if args.command in ("serve", "node"):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bus import is_shared
 from recorder.hls.ladder import DEFAULT_LADDER, parse_ladder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +185,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _media_off_needs_a_cluster(self) -> Settings:
-        if not self.media and not self.bus_url.startswith(("redis://", "rediss://", "unix://")):
+        if not self.media and not is_shared(self.bus_url):
             raise ValueError("MEDIA off sends sessions to the cluster's nodes: set BUS_URL to the cluster's Redis")
         return self
 

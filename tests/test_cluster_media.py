@@ -9,6 +9,7 @@ the session URLs name the node, so PATCH and DELETE work through either front do
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import subprocess
@@ -19,10 +20,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from hls_validator import parse
 from http_client import SDP, Client
 from redis_server import redis_server
 from server_process import REPO_ROOT, ServerProcess, serve, server_env, tally
 from support import free_port
+from test_hls import variants
 from webrtc_peer import Peer
 
 FRAGMENT = "application/trickle-ice-sdpfrag"
@@ -60,6 +63,7 @@ async def test_front_doors_place_sessions_on_nodes_and_any_door_reaches_them(tmp
                     origin = _node_of(whip)
                     assert f" {ADDRESSES[origin]} " in whip["answer"] and "127.0.0.1" not in whip["answer"]
                     await _watch_through_the_other_door(one, two, origin)
+                    await _hls_through_a_door(two)
                     await _a_garbled_control_message_changes_nothing(redis.url, origin, one, whip)
                     status, body = await one.call("GET", "/api/cluster", token=admin)
                     streams = {n["id"]: [s["channel"] for s in n["streams"]] for n in body["nodes"]}
@@ -99,6 +103,34 @@ async def _watch_through_the_other_door(one: Client, two: Client, origin: str) -
         assert status == 404, problem  # no such channel
     finally:
         await viewer.close()
+
+
+async def _hls_through_a_door(door: Client) -> None:
+    """The ladder runs on the origin node; the door passes every HLS request on, blocking reloads too."""
+    status, body = await door.call("GET", "/hls/caster/index.m3u8")
+    assert status == 200, body
+    ladder = variants(body.decode())
+    assert ladder and all(uri.endswith("/index.m3u8") for _, uri in ladder), body
+    rendition = "/hls/caster/" + ladder[0][1]
+    status, body = await door.call("GET", rendition)
+    assert status == 200, body
+    playlist = parse(body.decode())
+    nxt = playlist.segments[-1].msn + 1
+    async with door.http.get(door.url + rendition, params={"_HLS_msn": str(nxt), "_HLS_part": "0"}) as answer:
+        assert answer.status == 200 and answer.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+        assert "#EXT-X-PART:" in await answer.text()  # the origin held the answer until that part existed
+    segment = rendition.rsplit("/", 1)[0] + "/" + playlist.segments[-1].uri
+    async with door.http.get(door.url + segment) as answer:
+        assert answer.status == 200 and answer.headers["Content-Type"] == "video/mp4"
+        assert "immutable" in answer.headers["Cache-Control"] and len(await answer.read()) > 1000
+    ffprobe = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-print_format", "json", "-show_streams", door.url + "/hls/caster/index.m3u8",
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(ffprobe.communicate(), 60)
+    codecs = {s["codec_type"]: s["codec_name"] for s in json.loads(out)["streams"]}
+    assert codecs.get("video") == "h264" and codecs.get("audio") in ("aac", "opus"), codecs
+    assert (await door.call("GET", "/hls/nobody/index.m3u8"))[0] == 404
+    assert await door.metric("tally_hls_relayed") >= 4
 
 
 async def _a_garbled_control_message_changes_nothing(redis_url: str, origin: str, door: Client,

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from recorder.hls.live import LiveHls, multivariant
 from recorder.hls.playlist import RenditionWindow
-from signaling.api.endpoint import ANYONE, Call, Endpoint, name_param
+from signaling.api.endpoint import ANYONE, Call, Endpoint, Handler, name_param
 from signaling.errors import BadRequest, NotFound, Unavailable
+from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -27,13 +28,32 @@ _MAX_NUMBER = 2**31
 
 
 class HlsApi:
-    def __init__(self, hls: HlsService, registry: CollectorRegistry) -> None:
+    def __init__(self, hls: HlsService, registry: CollectorRegistry, relay: HlsRelay | None = None) -> None:
         self._hls = hls
+        self._relay = relay
         self.requests = Counter("tally_hls_requests", "HLS objects asked of this origin", ["object"], registry=registry)
+        if relay is not None:
+            Gauge("tally_hls_relayed", "HLS requests passed on to the stream's origin node",
+                  registry=registry).set_function(lambda: relay.relayed)
         Gauge("tally_hls_ladders", "HLS ladders encoding on this node (HLS_MAX_LADDERS at most)",
               registry=registry).set_function(lambda: hls.running)
 
     # --- lookups ---
+
+    def _or_relay(self, handler: Handler) -> Handler:
+        """`handler`, for channels this process serves; the origin's answer for the others."""
+
+        async def handle(call: Call[None]) -> web.StreamResponse:
+            if self._relay is not None:
+                name = name_param(call.request, "channel")
+                if not self._hls.serves(name):
+                    answer = await self._relay.forward(call.request, name)
+                    if answer is not None:
+                        return answer
+            return await handler(call)
+
+        handle.__name__ = getattr(handler, "__name__", "hls")
+        return handle
 
     def _live(self, request: web.Request) -> LiveHls:
         name = name_param(request, "channel")
@@ -132,13 +152,13 @@ class HlsApi:
             ("_HLS_skip", "string", "YES (or v2): a delta update that skips old segments"),
         )
         return [
-            Endpoint("GET", "/hls/{channel}/index.m3u8", self.master,
+            Endpoint("GET", "/hls/{channel}/index.m3u8", self._or_relay(self.master),
                      "Multivariant playlist of the channel's live HLS ladder", ANYONE, "hls",
                      errors=(404, 503), extra={"produces": PLAYLIST}),
-            Endpoint("GET", base + "/index.m3u8", self.media_playlist,
+            Endpoint("GET", base + "/index.m3u8", self._or_relay(self.media_playlist),
                      "A rendition's LL-HLS media playlist (blocking reload, delta updates)", ANYONE, "hls",
                      errors=(400, 404, 503), query=blocking, extra={"produces": PLAYLIST}),
-            Endpoint("GET", base + "/{object}", self.media,
+            Endpoint("GET", base + "/{object}", self._or_relay(self.media),
                      "Init segment (initN.mp4), segment (sN.m4s) or part (pN.m4s) of a rendition", ANYONE, "hls",
                      errors=(404, 503), extra={"produces": "video/mp4"}),
         ]

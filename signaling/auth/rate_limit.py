@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from bus import is_shared
+
 
 class RateLimiter(ABC):
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -81,6 +83,6 @@ class RedisRateLimiter(RateLimiter):
 
 def open_rate_limiter(bus_url: str, clock: Callable[[], float] = time.time) -> RateLimiter:
     """Redis when the bus is Redis (limits hold across processes), else in memory."""
-    if bus_url.startswith(("redis://", "rediss://", "unix://")):
+    if is_shared(bus_url):
         return RedisRateLimiter(bus_url, clock)
     return MemoryRateLimiter(clock)

@@ -15,9 +15,10 @@ class NodeDescriber:
     """Builds this node's `NodeRecord`; each call measures the rates since the call before."""
 
     def __init__(self, node_id: str, http_url: str, media_addresses: tuple[str, ...], node: SfuNode,
-                 ladders: Callable[[], int], version: str) -> None:
+                 ladders: Callable[[], int], hls_channels: Callable[[], tuple[str, ...]], version: str) -> None:
         self._node = node
         self._ladders = ladders
+        self._hls_channels = hls_channels
         self._identity = NodeRecord(id=node_id, instance=secrets.token_hex(8), http_url=http_url, media_addresses=media_addresses,
                                     max_viewers=node.settings.max_viewers, started_at=time.time(), version=version)
         self._cpu = cpu_meter()
@@ -42,7 +43,7 @@ class NodeDescriber:
             relays=0,
             ladders=self._ladders(),
         )
-        return self._identity.model_copy(update={"load": load, "streams": streams})
+        return self._identity.model_copy(update={"load": load, "streams": streams, "hls": self._hls_channels()})
 
 
 class AnnounceOnChange:

@@ -66,6 +66,14 @@ class HlsService:
     def live(self, room: str) -> LiveHls | None:
         return self._streams.get(room)
 
+    def serves(self, room: str) -> bool:
+        """Is `room` live here, or its ended ladder still served (its playlists linger)?"""
+        return room in self._live_streams or room in self._streams
+
+    def channels(self) -> tuple[str, ...]:
+        """The rooms whose HLS this node serves (see `serves`)."""
+        return tuple(sorted(set(self._live_streams) | set(self._streams)))
+
     def ensure(self, room: str) -> LiveHls | None:
         """The room's HLS, started now if the room is live here and its ladder is not running; 503 when
         this node already runs `max_ladders` (each costs a share of a core, taken from forwarding)."""

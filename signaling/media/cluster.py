@@ -9,15 +9,15 @@ names its channel, checked on the node.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 from urllib.parse import quote, unquote
 
 from bus import Bus, BusError, NoResponder
-from cluster import NodeRecord, NodeRegistry, RegistryError
+from cluster import NodeRecord
 from sfu.errors import NodeFull, NotLive, UnknownSession
 from signaling.auth.roles import Principal
+from signaling.cluster.directory import NodeDirectory, carrying
 from signaling.errors import Unavailable
 from signaling.media.control import control_topic
 from signaling.media.plane import MediaPlane, SessionState, Ticket
@@ -25,23 +25,19 @@ from signaling.media.wire import principal_out, refusal_in
 
 log = logging.getLogger(__name__)
 
-REGISTRY_TIMEOUT = 3.0  # seconds
-REGISTRY_FRESH = 0.25  # seconds a registry reading serves placements (a burst of offers reads it once)
 CONTROL_TIMEOUT = 10.0  # seconds: a negotiation gathers candidates and may wait for a busy node
 NODE_BUDGET = CONTROL_TIMEOUT - 2.0  # a node gives up (and ends the session) on work that took longer
 
 
 class ClusterPlane(MediaPlane):
-    def __init__(self, bus: Bus, registry: NodeRegistry, takeover_after: float) -> None:
+    def __init__(self, bus: Bus, directory: NodeDirectory, takeover_after: float) -> None:
         self._bus = bus
-        self._registry = registry
+        self._directory = directory
         self.takeover_after = takeover_after
-        self._reading: asyncio.Task[list[NodeRecord]] | None = None
-        self._read_at = -REGISTRY_FRESH
 
     async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
-        nodes = await self._nodes()
-        node = _carrying(nodes, channel)
+        nodes = await self._directory.nodes()
+        node = carrying(nodes, channel)
         if node is None or node.draining:
             node = _least_loaded(nodes)
         answer = await self._call(node.id, {"op": "publish", "channel": channel, "offer": offer, "owner": owner,
@@ -49,7 +45,7 @@ class ClusterPlane(MediaPlane):
         return _ticket(node.id, answer)
 
     async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
-        node = _carrying(await self._nodes(), channel)
+        node = await self._directory.carrying(channel)
         if node is None:
             raise NotLive(channel)
         answer = await self._call(node.id, {"op": "subscribe", "channel": channel, "offer": offer,
@@ -69,22 +65,6 @@ class ClusterPlane(MediaPlane):
 
     async def end(self, channel: str, session: str) -> None:
         await self._session_call(session, {"op": "end", "channel": channel})
-
-    async def _nodes(self) -> list[NodeRecord]:
-        """The live nodes, read at most every REGISTRY_FRESH seconds (concurrent callers share a read)."""
-        loop = asyncio.get_running_loop()
-        if self._reading is None or (self._reading.done() and loop.time() - self._read_at > REGISTRY_FRESH):
-            self._read_at = loop.time()
-            self._reading = asyncio.ensure_future(self._read_registry())
-        try:
-            return await asyncio.shield(self._reading)
-        except (RegistryError, TimeoutError) as exc:  # the registry's store is down
-            log.warning("could not read the node registry: %s", exc)
-            raise Unavailable("no media node can be reached right now", retry_after=3) from None
-
-    async def _read_registry(self) -> list[NodeRecord]:
-        async with asyncio.timeout(REGISTRY_TIMEOUT):
-            return [n.record for n in await self._registry.live()]
 
     async def _session_call(self, session: str, request: dict[str, Any]) -> dict[str, Any]:
         node, _, local = session.rpartition(".")
@@ -124,13 +104,6 @@ def _text(answer: dict[str, Any], key: str) -> str:
 def _ticket(node_id: str, answer: dict[str, Any]) -> Ticket:
     return Ticket(f"{quote(node_id, safe='')}.{_text(answer, 'session')}", _text(answer, "etag"),
                   _text(answer, "answer"))
-
-
-def _carrying(nodes: list[NodeRecord], channel: str) -> NodeRecord | None:
-    for node in nodes:
-        if any(stream.channel == channel for stream in node.streams):
-            return node
-    return None
 
 
 def _least_loaded(nodes: list[NodeRecord]) -> NodeRecord:

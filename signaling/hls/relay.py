@@ -1,0 +1,63 @@
+"""HLS of a stream another node originates: the request goes on to that node's HTTP service.
+
+Any process serves `/hls/…` for any stream: a front door (or a node) that does not carry the channel
+finds the node that does in the registry and passes the request on, blocking playlist reloads
+included, with the origin's status, type and cache headers; the CDN edge in front sees one origin. A
+passed-on request carries X-Tally-Hop and is never passed on again (a stale registry cannot make a loop).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from signaling.cluster.directory import NodeDirectory
+from signaling.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+HOP = "X-Tally-Hop"
+PASSED_HEADERS = ("Content-Type", "Cache-Control", "Retry-After")
+TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)  # a blocking reload waits up to three target durations
+MAX_BODY = 32 * 1024 * 1024  # bytes: a segment of the top rendition is a few MB at most
+
+
+class HlsRelay:
+    def __init__(self, directory: NodeDirectory, node_id: str) -> None:
+        self._directory = directory
+        self._node_id = node_id
+        self._http: aiohttp.ClientSession | None = None
+        self.relayed = 0
+
+    async def forward(self, request: web.Request, channel: str) -> web.StreamResponse | None:
+        """The origin's answer, or None when this process should answer itself (the request was passed
+        on already, or no other node serves the channel)."""
+        if HOP in request.headers:
+            return None
+        node = await self._directory.serving_hls(channel)
+        if node is None or node.id == self._node_id:
+            return None
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False)
+        try:
+            async with self._http.get(node.http_url + request.path_qs, headers={HOP: self._node_id}) as answer:
+                if answer.content_length is not None and answer.content_length > MAX_BODY:
+                    raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
+                body = await answer.content.read(MAX_BODY + 1)
+                if len(body) > MAX_BODY:
+                    raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
+                headers = {name: answer.headers[name] for name in PASSED_HEADERS if name in answer.headers}
+                status = answer.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("hls %s: origin %s did not answer %s: %s", channel, node.id, request.path, exc)
+            raise Unavailable("the stream's origin did not answer; try again", retry_after=1,
+                              headers={"Cache-Control": "no-store"}) from None
+        self.relayed += 1
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
