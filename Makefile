@@ -6,7 +6,7 @@ PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test venv test-deps web-deps system-deps services migrate lint clean
+.PHONY: run test cluster venv test-deps web-deps system-deps services migrate lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ migrate: venv
 ## Install, migrate and start everything in one process on http://$(HOST):$(PORT)
 run: migrate web-deps
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/tally serve
+
+## A cluster on this machine: a front door on http://$(HOST):$(PORT) and one media node per core,
+## each its own process, on the local Redis and PostgreSQL (database `tallylight`, created if missing)
+CLUSTER_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/tallylight
+cluster: services venv web-deps
+	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'tallylight'" | grep -q 1 \
+		|| createdb -h 127.0.0.1 -U postgres tallylight
+	HOST=$(HOST) PORT=$(PORT) BUS_URL=redis://127.0.0.1:6379/0 DATABASE_URL=$(CLUSTER_DATABASE_URL) \
+		$(VENV)/bin/tally cluster
 
 system-deps:
 	bash infra/scripts/install-system-deps.sh

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--media", choices=["on", "off"], default=None,
                        help="off: a front door only (API, pages, WHIP/WHEP, chat); media goes to `tally node`s")
     commands.add_parser("node", help="run a media node of a cluster (as `serve --media on`; meet on BUS_URL)")
+    cluster = commands.add_parser("cluster", help="run a cluster on this machine: a front door and media nodes")
+    cluster.add_argument("--nodes", type=int, default=None, help="media nodes (default: one per core)")
     commands.add_parser("migrate", help="apply database migrations")
     role = commands.add_parser("set-role", help="change a user's role")
     role.add_argument("username")
@@ -120,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         except NodeIdTaken as exc:
             print(f"tally: {exc}", file=sys.stderr)
             return 1
+    elif args.command == "cluster":
+        import os
+
+        from signaling.local_cluster import run_cluster
+
+        nodes = args.nodes or len(os.sched_getaffinity(0))
+        if not 1 <= nodes <= 256:
+            print("tally: --nodes is between 1 and 256", file=sys.stderr)
+            return 2
+        return asyncio.run(run_cluster(settings, nodes))
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "set-role":

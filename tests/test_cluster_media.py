@@ -25,6 +25,7 @@ from http_client import SDP, Client
 from redis_server import redis_server
 from server_process import REPO_ROOT, ServerProcess, serve, server_env, tally
 from support import free_port
+from test_chat import DcClient, WsClient
 from test_hls import variants
 from webrtc_peer import Peer
 
@@ -64,6 +65,7 @@ async def test_front_doors_place_sessions_on_nodes_and_any_door_reaches_them(tmp
                     assert f" {ADDRESSES[origin]} " in whip["answer"] and "127.0.0.1" not in whip["answer"]
                     await _watch_through_the_other_door(one, two, origin)
                     await _hls_through_a_door(two)
+                    await _one_conversation_on_a_node_and_a_door(one, two)
                     await _a_garbled_control_message_changes_nothing(redis.url, origin, one, whip)
                     status, body = await one.call("GET", "/api/cluster", token=admin)
                     streams = {n["id"]: [s["channel"] for s in n["streams"]] for n in body["nodes"]}
@@ -131,6 +133,34 @@ async def _hls_through_a_door(door: Client) -> None:
     assert codecs.get("video") == "h264" and codecs.get("audio") in ("aac", "opus"), codecs
     assert (await door.call("GET", "/hls/nobody/index.m3u8"))[0] == 404
     assert await door.metric("tally_hls_relayed") >= 4
+
+
+async def _one_conversation_on_a_node_and_a_door(one: Client, two: Client) -> None:
+    """A signed-in viewer chats on its session's data channel (on the node); a WebSocket on a door
+    chats in the same conversation (the node's chat and the door's meet on the bus)."""
+    await one.broadcaster("chatty")
+    status, login = await one.call("POST", "/api/auth/login", {"username": "chatty", "password": "correct horse"})
+    token = login["access_token"]
+    viewer = Peer.viewer()
+    rtc = DcClient(viewer.pc.createDataChannel("chat"))
+    socket = None
+    try:
+        await _post(two, viewer, "/whep/caster", token)
+        await rtc.of_type("welcome", timeout=10)
+        assert (await rtc.of_type("you"))["username"] == "chatty"  # who the viewer is travelled to the node
+        socket = WsClient(await one.http.ws_connect(one.url + "/ws?channel=caster"))
+        await socket.of_type("welcome")
+        await socket.send({"type": "auth", "token": token})
+        await socket.expect(lambda f: f["type"] == "you" and f["username"] == "chatty")
+        rtc.channel.send(json.dumps({"type": "send", "text": "from the node", "nonce": "d1"}))
+        await rtc.of_type("ack", nonce="d1")
+        await socket.of_type("message", text="from the node")
+        assert (await socket.post("from the door", "w1"))["type"] == "ack"
+        await rtc.of_type("message", text="from the door")
+    finally:
+        if socket is not None:
+            await socket.close()
+        await viewer.close()
 
 
 async def _a_garbled_control_message_changes_nothing(redis_url: str, origin: str, door: Client,

@@ -1,0 +1,89 @@
+"""`tally cluster`: one command runs a front door and media nodes on this machine, keeps them running
+and stops them all on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from http_client import Client
+from redis_server import redis_server
+from server_process import REPO_ROOT, server_env, tally
+from support import free_port, wait_ready
+
+
+def children(pid: int) -> dict[str, int]:
+    """The supervisor's child processes by NODE_ID."""
+    found = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        node = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"NODE_ID=")), "?")
+        found[node] = int(child)
+    return found
+
+
+def refused(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(tally("cluster", *args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          env=server_env(Path("/nonexistent"), free_port(), **settings))
+
+
+def test_a_cluster_needs_redis_and_postgresql() -> None:
+    assert "BUS_URL" in refused().stderr
+    assert "DATABASE_URL" in refused(BUS_URL="redis://127.0.0.1:6379/0").stderr
+    assert refused("--nodes", "0").returncode == 2
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_one_command_runs_a_door_and_nodes_restarts_a_dead_node_and_stops_them_all(
+        tmp_path: Path, database_url: str) -> None:
+    with redis_server(tmp_path) as redis:
+        port = free_port()
+        env = server_env(tmp_path / "var", port, BUS_URL=redis.url, DATABASE_URL=database_url, JWT_SECRET="")
+        log = tmp_path / "cluster.log"
+        with log.open("wb") as out:
+            supervisor = subprocess.Popen(tally("cluster", "--nodes", "2"), cwd=REPO_ROOT, env=env,
+                                          stdout=out, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await asyncio.to_thread(wait_ready, url, supervisor, log, 60)
+            async with aiohttp.ClientSession() as http:
+                door = Client(http, url)
+                admin = await door.admin("boss")  # the door's token is good on every node: one JWT key
+
+                async def listed(ids: list[str]) -> bool:
+                    status, body = await door.call("GET", "/api/cluster", token=admin)
+                    return status == 200 and [n["id"] for n in body["nodes"]] == ids
+
+                await _until(lambda: listed(["node-1", "node-2"]), 30, "both nodes in the registry")
+                processes = children(supervisor.pid)
+                assert set(processes) == {"door", "node-1", "node-2"}, processes
+                os.kill(processes["node-2"], signal.SIGKILL)
+                await _until(lambda: listed(["node-1"]), 10, "the dead node out of the registry")
+                await _until(lambda: listed(["node-1", "node-2"]), 30, "the node started again")
+                assert children(supervisor.pid)["node-2"] != processes["node-2"]
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                code = supervisor.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+                raise
+        assert code == 0, log.read_text()[-3000:]
+        for pid in processes.values():
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        text = log.read_text()
+        assert "node-2 exited with -9" in text and "Traceback" not in text, text[-3000:]
+
+
+async def _until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        await asyncio.sleep(0.25)
