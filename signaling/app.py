@@ -58,6 +58,7 @@ from signaling.settings import Settings
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
+from signaling.streams.reaper import StreamReaper
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
@@ -198,6 +199,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     ))
     streams.watchers.append(AnnounceOnChange(announcer))
     directory = NodeDirectory(registry)
+    reaper = StreamReaper(streams, registry, settings.resolved_node_id)
     relay = HlsRelay(directory, settings.resolved_node_id)
     local = LocalPlane(node)
     control = NodeControl(local, bus, settings.resolved_node_id, announcer.announce_now)
@@ -266,9 +268,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 await announcer.claim()
                 await control.start()
                 announcer.start()
+            reaper.start()  # front doors too: a cluster whose nodes all died still ends their streams
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
+            await reaper.close()
             await control.close()
             await announcer.close()  # out of the registry before the node's sessions end
             await recordings.close()  # before the node: recordings are written to their end first

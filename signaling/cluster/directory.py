@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from cluster import NodeRecord, NodeRegistry, RegistryError
+from cluster import NODE_TTL, NodeRecord, NodeRegistry, RegistryError
 from signaling.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,16 @@ class NodeDirectory:
         self._registry = registry
         self._reading: asyncio.Task[list[NodeRecord]] | None = None
         self._read_at = -FRESH
+        self._gone: dict[str, float] = {}  # node id -> until when it is left out, though still listed
+
+    def gone(self, node_id: str) -> None:
+        """Nobody serves `node_id` any more (it died): leave it out now, not when its record expires.
+        Only a node the registry lists counts (an id from a forged session URL is nobody)."""
+        reading = self._reading
+        if reading is None or not reading.done() or reading.cancelled() or reading.exception() is not None:
+            return
+        if any(n.id == node_id for n in reading.result()):
+            self._gone[node_id] = asyncio.get_running_loop().time() + NODE_TTL + 1.0
 
     async def nodes(self) -> list[NodeRecord]:
         """The live nodes; 503 when the registry cannot be read."""
@@ -28,10 +38,16 @@ class NodeDirectory:
             self._read_at = loop.time()
             self._reading = asyncio.ensure_future(self._read())
         try:
-            return await asyncio.shield(self._reading)
+            nodes = await asyncio.shield(self._reading)
         except (RegistryError, TimeoutError) as exc:  # the registry's store is down
             log.warning("could not read the node registry: %s", exc)
             raise Unavailable("no media node can be reached right now", retry_after=3) from None
+        if self._gone:
+            now = loop.time()
+            for node_id in [i for i, until in self._gone.items() if until < now]:
+                del self._gone[node_id]
+            nodes = [n for n in nodes if n.id not in self._gone]
+        return nodes
 
     async def _read(self) -> list[NodeRecord]:
         async with asyncio.timeout(REGISTRY_TIMEOUT):

@@ -78,6 +78,7 @@ class ClusterPlane(MediaPlane):
         try:
             answer = await self._bus.request(control_topic(node_id), request, timeout=CONTROL_TIMEOUT)
         except NoResponder:
+            self._directory.gone(node_id)
             if missing:
                 raise UnknownSession(node_id) from None
             raise Unavailable("the media node is gone; try again", retry_after=1) from None

@@ -69,6 +69,14 @@ class StreamService:
             if channel is None:
                 log.warning("stream %s started in unknown channel %s", stream, room)
                 return
+            # One live stream per channel in the whole cluster: one its publisher left on another node
+            # (which died, or lost it to this takeover) ends here.
+            for stale in await session.scalars(
+                select(StreamSession).where(StreamSession.channel_id == channel.id, StreamSession.ended_at.is_(None))
+            ):
+                stale.ended_at = now
+                stale.end_reason = f"continued on node {self._node}"[:64]
+                stale.viewers = 0
             session.add(
                 StreamSession(
                     id=stream,
@@ -105,6 +113,34 @@ class StreamService:
         await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
         for watcher in self.watchers:
             await _tell(watcher.stream_ended(room, stream))
+
+    async def open_streams(self) -> list[tuple[str, str, str]]:
+        """(stream id, channel name, node) of every stream not ended, on any node."""
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(StreamSession.id, Channel.name, StreamSession.node)
+                .join(Channel, Channel.id == StreamSession.channel_id)
+                .where(StreamSession.ended_at.is_(None))
+            )
+            return [(row[0], row[1], row[2]) for row in rows]
+
+    async def end_lost(self, stream: str, room: str, reason: str) -> bool:
+        """End `stream`, whose node is gone, unless it ended meanwhile; told like any stream's end."""
+        now = self._now()
+        async with self._db.session() as session:
+            record = await session.get(StreamSession, stream)
+            if record is None or record.ended_at is not None:
+                return False
+            record.ended_at = now
+            record.end_reason = reason[:64]
+            record.viewers = 0
+            await session.execute(
+                update(Channel).where(Channel.name == room, Channel.live_since <= record.started_at)
+                .values(is_live=False, live_since=None, viewer_count=0)
+            )
+            await session.commit()
+        await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
+        return True
 
     async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
         """The node tells at most one count per stream per second, however many come and go."""
