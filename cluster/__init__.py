@@ -6,7 +6,8 @@ process) or Redis (every process of a cluster). Placement reads `live()`.
 """
 
 from cluster.announcer import Announcer
-from cluster.factory import open_registry
+from cluster.factory import open_origin_locks, open_registry
+from cluster.origins import ORIGIN_TTL, OriginLocks
 from cluster.registry import (
     ANNOUNCE_INTERVAL,
     NODE_TTL,
@@ -21,5 +22,5 @@ from cluster.registry import (
 
 __all__ = [
     "ANNOUNCE_INTERVAL", "NODE_TTL", "Announcer", "LiveNode", "NodeIdTaken", "NodeLoad", "NodeRecord", "NodeRegistry", "RegistryError", "StreamLoad",
-    "open_registry",
+    "ORIGIN_TTL", "OriginLocks", "open_origin_locks", "open_registry",
 ]

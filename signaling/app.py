@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, is_shared, open_bus
-from cluster import Announcer, open_registry
+from cluster import Announcer, open_origin_locks, open_registry
 from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
@@ -44,6 +44,7 @@ from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
 from signaling.cluster.directory import NodeDirectory
+from signaling.cluster.origin_keeper import OriginKeeper
 from signaling.cluster.node_record import AnnounceOnChange, NodeDescriber
 from signaling.media.cluster import ClusterPlane
 from signaling.media.control import NodeControl
@@ -202,9 +203,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     reaper = StreamReaper(streams, registry, settings.resolved_node_id)
     relay = HlsRelay(directory, settings.resolved_node_id)
     local = LocalPlane(node)
-    control = NodeControl(local, bus, settings.resolved_node_id, announcer.announce_now)
+    origins = open_origin_locks(settings.bus_url)
+    keeper = OriginKeeper(origins, settings.resolved_node_id, lambda: [r.name for r in node.rooms.values() if r.live])
+    streams.watchers.append(keeper)
+    control = NodeControl(local, bus, settings.resolved_node_id, origins, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
-    media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, node.settings.takeover_after)
+    media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)
@@ -268,11 +272,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 await announcer.claim()
                 await control.start()
                 announcer.start()
+                keeper.start()
             reaper.start()  # front doors too: a cluster whose nodes all died still ends their streams
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
             await reaper.close()
+            await keeper.close()
             await control.close()
             await announcer.close()  # out of the registry before the node's sessions end
             await recordings.close()  # before the node: recordings are written to their end first
@@ -285,6 +291,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await limiter.close()
             await bus.close()
             await registry.close()
+            await origins.close()
             await db.close()
 
     app.cleanup_ctx.append(lifecycle)

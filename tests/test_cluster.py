@@ -19,6 +19,7 @@ import pytest
 
 from cluster import Announcer, NodeLoad, NodeRecord, NodeRegistry, StreamLoad
 from cluster.memory import MemoryRegistry
+from cluster.origins import MemoryOriginLocks, OriginLocks, RedisOriginLocks
 from cluster.redis import RedisRegistry
 from http_client import Client
 from redis_server import RedisServer, redis_server
@@ -83,6 +84,42 @@ async def test_the_registry_lists_the_nodes_heard_from_and_forgets_silent_ones(s
     assert [n.record.id for n in await registry.live()] == ["node-c"]
     await store.wait(0.5)
     assert await registry.live() == []
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def origins(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[OriginLocks, Store]]:
+    if request.param == "memory":
+        clock = FakeClock()
+        yield MemoryOriginLocks(clock, ttl=TTL), Store(MemoryRegistry(clock), clock)
+        return
+    with redis_server(tmp_path) as server:
+        locks = RedisOriginLocks(server.url, ttl=TTL)
+        yield locks, Store(MemoryRegistry(), None)
+        await locks.close()
+
+
+async def test_a_channel_has_one_origin_in_the_cluster(origins: tuple[OriginLocks, Store]) -> None:
+    locks, store = origins
+    assert await locks.owner("alice") is None
+    assert await locks.claim("alice", "node-a") == "node-a"
+    assert await locks.claim("alice", "node-a") == "node-a"  # again: still its own
+    assert await locks.claim("alice", "node-b") == "node-a"  # refused: node-a holds it
+    assert await locks.claim("alice", "node-b", steal_from="node-c") == "node-a"  # only from the holder
+    await locks.release("alice", "node-b")  # not its to let go
+    assert await locks.owner("alice") == "node-a"
+    assert await locks.claim("alice", "node-b", steal_from="node-a") == "node-b"  # node-a was found dead
+    await locks.release("alice", "node-b")
+    assert await locks.owner("alice") is None
+
+    await locks.claim("bob", "node-a")
+    for _ in range(3):  # kept alive by refreshes, past its TTL
+        await store.wait(TTL / 2)
+        await locks.refresh("node-a", ["bob", "carol"])  # carol is carried but unclaimed: claimed now
+    assert await locks.owner("bob") == "node-a" and await locks.owner("carol") == "node-a"
+    await locks.refresh("node-b", ["bob"])  # another node's refresh does not take it
+    assert await locks.owner("bob") == "node-a"
+    await store.wait(TTL + 0.2)  # no refresh: the claim of a node that died runs out
+    assert await locks.owner("bob") is None and await locks.claim("bob", "node-b") == "node-b"
 
 
 async def test_records_from_a_newer_version_read_and_unreadable_ones_are_skipped(tmp_path: Path) -> None:

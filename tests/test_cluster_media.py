@@ -66,6 +66,7 @@ async def test_front_doors_place_sessions_on_nodes_and_any_door_reaches_them(tmp
                     await _watch_through_the_other_door(one, two, origin)
                     await _hls_through_a_door(two)
                     await _one_conversation_on_a_node_and_a_door(one, two)
+                    await _one_publisher_per_channel_through_any_door(one, two)
                     await _a_garbled_control_message_changes_nothing(redis.url, origin, one, whip)
                     status, body = await one.call("GET", "/api/cluster", token=admin)
                     streams = {n["id"]: [s["channel"] for s in n["streams"]] for n in body["nodes"]}
@@ -161,6 +162,27 @@ async def _one_conversation_on_a_node_and_a_door(one: Client, two: Client) -> No
         if socket is not None:
             await socket.close()
         await viewer.close()
+
+
+async def _one_publisher_per_channel_through_any_door(one: Client, two: Client) -> None:
+    """Two publishers of one channel at once, through two doors: one goes live, the other is refused."""
+    key = await one.broadcaster("rival")
+    first, second = Peer.publisher("h264"), Peer.publisher("h264")
+    headers = {"Content-Type": SDP, "Authorization": f"Bearer {key}"}
+    try:
+        offers = [await first.offer(), await second.offer()]
+
+        async def post(door: Client, offer: str) -> tuple[int, str]:
+            async with door.http.post(door.url + "/whip/rival", data=offer, headers=headers) as response:
+                return response.status, response.headers.get("Location", "")
+
+        results = await asyncio.gather(post(one, offers[0]), post(two, offers[1]))
+        assert sorted(status for status, _ in results) == [201, 409], results
+        winner = next(location for status, location in results if status == 201)
+        assert (await one.call("DELETE", winner))[0] == 200
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def _a_garbled_control_message_changes_nothing(redis_url: str, origin: str, door: Client,

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from bus import Bus, BusError, NoResponder
-from cluster import NodeRecord
+from cluster import NodeRecord, OriginLocks, RegistryError
 from sfu.errors import NodeFull, NotLive, UnknownSession
 from signaling.auth.roles import Principal
 from signaling.cluster.directory import NodeDirectory, carrying
@@ -30,19 +30,36 @@ NODE_BUDGET = CONTROL_TIMEOUT - 2.0  # a node gives up (and ends the session) on
 
 
 class ClusterPlane(MediaPlane):
-    def __init__(self, bus: Bus, directory: NodeDirectory, takeover_after: float) -> None:
+    def __init__(self, bus: Bus, directory: NodeDirectory, origins: OriginLocks, takeover_after: float) -> None:
         self._bus = bus
         self._directory = directory
+        self._origins = origins
         self.takeover_after = takeover_after
 
     async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
-        nodes = await self._directory.nodes()
-        node = carrying(nodes, channel)
-        if node is None or node.draining:
-            node = _least_loaded(nodes)
-        answer = await self._call(node.id, {"op": "publish", "channel": channel, "offer": offer, "owner": owner,
-                                            "client": client, "budget": NODE_BUDGET})
-        return _ticket(node.id, answer)
+        """To the channel's origin (where the takeover rules hold), else a node that carries it, else the
+        least-loaded node; a chosen node found dead is left out and the claim it held passes on."""
+        request = {"op": "publish", "channel": channel, "offer": offer, "owner": owner, "client": client,
+                   "budget": NODE_BUDGET}
+        dead: str | None = None
+        for _ in range(2):
+            nodes = await self._directory.nodes()
+            by_id = {n.id: n for n in nodes}
+            try:
+                origin = await self._origins.owner(channel)
+            except RegistryError:
+                raise Unavailable("no media node can be reached right now", retry_after=3) from None
+            node = by_id.get(origin or "") or carrying(nodes, channel)
+            steal = dead or (origin if origin is not None and origin not in by_id else None)
+            if node is None or node.draining:
+                node = _least_loaded(nodes)
+            try:
+                answer = await self._call(node.id, {**request, "steal_from": steal}, dead_raises=True)
+            except _NodeGone:
+                dead = node.id  # left out of the next reading: the next node may take its claim
+                continue
+            return _ticket(node.id, answer)
+        raise Unavailable("the media nodes chosen are gone; try again", retry_after=1)
 
     async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
         node = await self._directory.carrying(channel)
@@ -72,13 +89,16 @@ class ClusterPlane(MediaPlane):
             raise UnknownSession(session)
         return await self._call(unquote(node), {**request, "session": local}, missing=True)
 
-    async def _call(self, node_id: str, request: dict[str, Any], missing: bool = False) -> dict[str, Any]:
+    async def _call(self, node_id: str, request: dict[str, Any], missing: bool = False,
+                    dead_raises: bool = False) -> dict[str, Any]:
         """Ask node `node_id`. A node nobody serves is gone: its sessions with it (`missing`), else the
         request is refused as unavailable; a node that is there but does not answer is unavailable."""
         try:
             answer = await self._bus.request(control_topic(node_id), request, timeout=CONTROL_TIMEOUT)
         except NoResponder:
             self._directory.gone(node_id)
+            if dead_raises:
+                raise _NodeGone(node_id) from None
             if missing:
                 raise UnknownSession(node_id) from None
             raise Unavailable("the media node is gone; try again", retry_after=1) from None
@@ -92,6 +112,10 @@ class ClusterPlane(MediaPlane):
             log.warning("media node %s failed %s: %s", node_id, request.get("op"), answer["error"])
             raise Unavailable("the media node failed; try again", retry_after=3)
         return answer
+
+
+class _NodeGone(Exception):
+    """Nobody serves the node a request went to."""
 
 
 def _text(answer: dict[str, Any], key: str) -> str:

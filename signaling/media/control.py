@@ -5,7 +5,8 @@
                        {"op": "state", "channel", "session"}                                  -> {"kind", "etag"}
                        {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
                        {"op": "end", "channel", "session"}                                    -> {}
-A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
+A publish first claims the channel for this node (cluster.origins; `steal_from` names a node the front
+door found dead). A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
 {"refused": "BadOffer"}. A negotiation that took longer than its `budget` (seconds) is ended and
 refused: the front door has given up on it and told its client to try again.
 """
@@ -17,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus import Bus, Message
-from sfu.errors import BadOffer, NodeFull, SfuError
+from cluster import OriginLocks, RegistryError
+from sfu.errors import AlreadyPublishing, BadOffer, NodeFull, SfuError
 from signaling.media.local import LocalPlane
 from signaling.media.plane import Ticket
 from signaling.media.wire import principal_in, refusal_out
@@ -28,11 +30,12 @@ def control_topic(node_id: str) -> str:
 
 
 class NodeControl:
-    def __init__(self, plane: LocalPlane, bus: Bus, node_id: str,
+    def __init__(self, plane: LocalPlane, bus: Bus, node_id: str, locks: OriginLocks,
                  published: Callable[[], Awaitable[None]] | None = None) -> None:
         self._plane = plane
         self._bus = bus
         self._node_id = node_id
+        self._locks = locks
         self._published = published  # awaited before a publish is answered: the registry shows the channel here
         self._serving: asyncio.Task[None] | None = None
 
@@ -58,8 +61,15 @@ class NodeControl:
         plane, op = self._plane, p.get("op")
         channel, session = str(p["channel"]), str(p.get("session", ""))
         if op == "publish":
-            ticket = await self._within(float(p["budget"]), plane.publish(channel, str(p["offer"]), str(p["owner"]),
-                                                                          str(p["client"])))
+            steal_from = p.get("steal_from")
+            await self._claim(channel, str(steal_from) if steal_from else None)
+            try:
+                ticket = await self._within(float(p["budget"]), plane.publish(
+                    channel, str(p["offer"]), str(p["owner"]), str(p["client"])))
+            except BaseException:
+                if not plane.node.is_live(channel):  # nothing of the channel here: let the claim go
+                    await self._locks.release(channel, self._node_id)
+                raise
             if self._published is not None:
                 await self._published()
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
@@ -80,6 +90,15 @@ class NodeControl:
             await plane.end(channel, session)
             return {}
         raise ValueError(f"unknown control operation {op!r}")
+
+    async def _claim(self, channel: str, steal_from: str | None) -> None:
+        """Become the channel's origin, or refuse: another node holds it (one publisher per channel)."""
+        try:
+            origin = await self._locks.claim(channel, self._node_id, steal_from)
+        except RegistryError:
+            raise NodeFull("the cluster's origin claims cannot be reached; try again") from None
+        if origin != self._node_id:
+            raise AlreadyPublishing(f"{channel} is published on node {origin}")
 
     async def _within(self, budget: float, negotiation: Awaitable[Ticket]) -> Ticket:
         loop = asyncio.get_running_loop()

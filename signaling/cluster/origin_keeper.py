@@ -1,0 +1,60 @@
+"""A node's hold on the channels it originates: refreshed every second while their streams live, let
+go when a stream ends (see cluster.origins)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from cluster import OriginLocks
+
+log = logging.getLogger(__name__)
+
+REFRESH_INTERVAL = 1.0  # seconds
+
+
+class OriginKeeper:
+    def __init__(self, locks: OriginLocks, node_id: str, live_channels: Callable[[], Iterable[str]]) -> None:
+        self._locks = locks
+        self._node_id = node_id
+        self._live_channels = live_channels
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="origin-keeper")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            try:
+                async with asyncio.timeout(REFRESH_INTERVAL):
+                    await self._locks.refresh(self._node_id, list(self._live_channels()))
+            except Exception as exc:  # noqa: BLE001 - the store is down: the next beat tries again
+                if not self._failing:
+                    log.warning("could not keep this node's origin claims: %s", exc)
+                self._failing = True
+            else:
+                self._failing = False
+
+    # A stream watcher: the end of a stream lets its channel go.
+
+    async def stream_started(self, room: str, stream: str) -> None:
+        return None
+
+    async def stream_ended(self, room: str, stream: str) -> None:
+        if room in set(self._live_channels()):
+            return  # a new stream of the channel goes on here (a publisher back in another codec)
+        try:
+            async with asyncio.timeout(REFRESH_INTERVAL):
+                await self._locks.release(room, self._node_id)
+        except Exception as exc:  # noqa: BLE001 - it expires by itself after ORIGIN_TTL
+            log.warning("could not let go of channel %s: %s", room, exc)
