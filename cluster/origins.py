@@ -30,8 +30,9 @@ class OriginLocks(ABC):
     async def owner(self, channel: str) -> str | None: ...
 
     @abstractmethod
-    async def refresh(self, node_id: str, channels: Iterable[str]) -> None:
-        """Keep `node_id`'s claims on `channels` alive (and claim those nobody holds: the node carries them)."""
+    async def refresh(self, node_id: str, channels: Iterable[str]) -> list[str]:
+        """Keep `node_id`'s claims on `channels` alive (and claim those nobody holds: the node carries
+        them); the channels among them another node holds (lost to it)."""
 
     @abstractmethod
     async def release(self, channel: str, node_id: str) -> None:
@@ -64,10 +65,14 @@ class MemoryOriginLocks(OriginLocks):
     async def owner(self, channel: str) -> str | None:
         return self._current(channel)
 
-    async def refresh(self, node_id: str, channels: Iterable[str]) -> None:
+    async def refresh(self, node_id: str, channels: Iterable[str]) -> list[str]:
+        lost = []
         for channel in channels:
             if self._current(channel) in (None, node_id):
                 self._held[channel] = (node_id, self._clock() + self._ttl)
+            else:
+                lost.append(channel)
+        return lost
 
     async def release(self, channel: str, node_id: str) -> None:
         if self._current(channel) == node_id:
@@ -83,11 +88,16 @@ end
 return current
 """
 _REFRESH = """
-for _, key in ipairs(KEYS) do
+local lost = {}
+for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  if (not current) or current == ARGV[1] then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
+  if (not current) or current == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    table.insert(lost, i)
+  end
 end
-return 0
+return lost
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -119,14 +129,15 @@ class RedisOriginLocks(OriginLocks):
             raise RegistryError(str(exc)) from exc
         return None if value is None else str(value)
 
-    async def refresh(self, node_id: str, channels: Iterable[str]) -> None:
-        keys = [self._prefix + channel for channel in channels]
-        if not keys:
-            return
+    async def refresh(self, node_id: str, channels: Iterable[str]) -> list[str]:
+        names = list(channels)
+        if not names:
+            return []
         try:
-            await self._refresh(keys=keys, args=[node_id, self._ttl_ms])
+            lost = await self._refresh(keys=[self._prefix + c for c in names], args=[node_id, self._ttl_ms])
         except RedisError as exc:
             raise RegistryError(str(exc)) from exc
+        return [names[int(i) - 1] for i in lost]
 
     async def release(self, channel: str, node_id: str) -> None:
         try:

@@ -154,6 +154,12 @@ class SfuNode:
         found = self.rooms.get(room)
         return found is not None and found.live
 
+    def end_room(self, room: str, reason: str) -> None:
+        """End the room's stream and every session in it (its channel went live elsewhere)."""
+        found = self.rooms.get(room)
+        if found is not None:
+            self._end_stream(found, reason)
+
     def request_keyframe(self, room: str) -> None:
         """Ask the room's publisher for a keyframe (coalesced with viewers' requests)."""
         found = self.rooms.get(room)

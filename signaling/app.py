@@ -48,7 +48,7 @@ from signaling.cluster.origin_keeper import OriginKeeper
 from signaling.cluster.node_record import AnnounceOnChange, NodeDescriber
 from signaling.media.cluster import ClusterPlane
 from signaling.media.control import NodeControl
-from signaling.media.local import LocalPlane
+from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import MediaPlane
 from signaling.chat.hub import ChatHub
 from signaling.chat.links import DataChannelLink
@@ -202,11 +202,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     directory = NodeDirectory(registry)
     reaper = StreamReaper(streams, registry, settings.resolved_node_id)
     relay = HlsRelay(directory, settings.resolved_node_id)
-    local = LocalPlane(node)
     origins = open_origin_locks(settings.bus_url)
-    keeper = OriginKeeper(origins, settings.resolved_node_id, lambda: [r.name for r in node.rooms.values() if r.live])
+    local = ClaimingPlane(node, origins, settings.resolved_node_id)
+    keeper = OriginKeeper(origins, settings.resolved_node_id, local.held_here,
+                          lambda channel: node.end_room(channel, "its channel went live on another node"))
     streams.watchers.append(keeper)
-    control = NodeControl(local, bus, settings.resolved_node_id, origins, announcer.announce_now)
+    control = NodeControl(local, bus, settings.resolved_node_id, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
 
@@ -258,22 +259,26 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         try:
             if settings.auto_migrate:
                 await upgrade(db.engine)
-            try:
-                recovered = await streams.recover()
-            except Exception as exc:  # the database may be down at start; /readyz says so
-                log.warning("could not end streams left open by an earlier run: %s", exc)
-            else:
-                if recovered:
-                    log.warning("ended %d streams this node left open when it last stopped", recovered)
+            if settings.media:
+                # First make sure no live process is this node: its recovery below would end that
+                # process's streams and recordings.
+                await announcer.claim()
+                try:
+                    recovered = await streams.recover()
+                except Exception as exc:  # the database may be down at start; /readyz says so
+                    log.warning("could not end streams left open by an earlier run: %s", exc)
+                else:
+                    if recovered:
+                        log.warning("ended %d streams this node left open when it last stopped", recovered)
             await node.start()
             await hub.start()
             await recordings.start()
             if settings.media:
-                await announcer.claim()
                 await control.start()
                 announcer.start()
                 keeper.start()
-            reaper.start()  # front doors too: a cluster whose nodes all died still ends their streams
+            if is_shared(settings.bus_url):
+                reaper.start()  # front doors too: a cluster whose nodes all died still ends their streams
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:

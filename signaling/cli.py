@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             _serve(settings)
         except NodeIdTaken as exc:
             print(f"tally: {exc}", file=sys.stderr)
-            return 1
+            return 3  # it would fail the same way again: supervisors do not start it again
     elif args.command == "cluster":
         import os
 

@@ -32,10 +32,17 @@ class Child:
     env: dict[str, str]
 
 
+# What makes one process differ from the next is set per child, never inherited from the supervisor.
+PER_PROCESS = ("PORT", "NODE_ID", "INTERNAL_URL", "MEDIA", "RECORDING_SPOOL_DIR")
+# Exit codes of a child that will fail the same way again (bad settings, its node id taken).
+FATAL_EXITS = (2, 3)
+
+
 def plan(settings: Settings, nodes: int) -> list[Child]:
     """The processes of a local cluster of `nodes` media nodes behind one front door."""
+    inherited = {k: v for k, v in os.environ.items() if k not in PER_PROCESS}
     shared = {
-        **os.environ,
+        **inherited,
         "JWT_SECRET": load_or_create_secret(settings.jwt_secret, settings.data_dir),
         "STORAGE_URL": settings.resolved_storage_url,
         "DATA_DIR": str(settings.data_dir),
@@ -66,6 +73,7 @@ class Supervisor:
         self._children = children
         self._running: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
+        self.failed: str | None = None  # why the cluster stopped by itself
 
     def stop(self) -> None:
         self._stopping.set()
@@ -83,9 +91,13 @@ class Supervisor:
         """Run `child` until the cluster stops, starting it again when it dies."""
         pause = 1.0
         while not self._stopping.is_set():
+            # A session of its own: Ctrl-C in the terminal reaches the supervisor only, which stops the
+            # children with one SIGTERM each.
             process = await asyncio.create_subprocess_exec(sys.executable, "-m", "signaling.cli", *child.args,
-                                                           env=child.env)
+                                                           env=child.env, start_new_session=True)
             self._running[child.name] = process
+            if self._stopping.is_set():  # the stop came while it was starting
+                process.send_signal(signal.SIGTERM)
             log.info("%s started (pid %d)", child.name, process.pid)
             started = asyncio.get_running_loop().time()
             stopping = asyncio.ensure_future(self._stopping.wait())
@@ -101,6 +113,11 @@ class Supervisor:
                     await exited
                 return
             ran = asyncio.get_running_loop().time() - started
+            if process.returncode in FATAL_EXITS:
+                self.failed = f"{child.name} cannot run (exit {process.returncode}): see its log above"
+                log.error("%s", self.failed)
+                self.stop()
+                return
             pause = 1.0 if ran > 30 else min(pause * 2, 30.0)
             log.warning("%s exited with %s after %.0f s; starting it again in %.0f s",
                         child.name, process.returncode, ran, pause)
@@ -130,4 +147,7 @@ async def run_cluster(settings: Settings, nodes: int) -> int:
     print(f"Tallylight cluster: front door on http://{settings.host}:{settings.port}, {nodes} media nodes "
           f"on ports {settings.port + 1}-{settings.port + nodes}", flush=True)
     await supervisor.run()
+    if supervisor.failed is not None:
+        print(f"tally: {supervisor.failed}", file=sys.stderr)
+        return 1
     return 0

@@ -333,3 +333,22 @@ async def _has(client: Client, token: str, ids: list[str]) -> bool:
 async def _without(client: Client, token: str, node_id: str) -> bool:
     status, body = await client.call("GET", "/api/cluster", token=token)
     return status == 200 and node_id not in [n["id"] for n in body["nodes"]]
+
+
+async def test_a_node_that_lost_its_channel_to_another_ends_its_stream_there() -> None:
+    from signaling.cluster.origin_keeper import OriginKeeper
+
+    locks = MemoryOriginLocks()
+    assert await locks.claim("alice", "node-b") == "node-b"  # node-b took the channel meanwhile
+    ended: list[str] = []
+    keeper = OriginKeeper(locks, "node-a", lambda: {"alice", "bob"}, ended.append)
+    keeper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not ended:
+            assert time.monotonic() < deadline, "node-a kept a channel another node holds"
+            await asyncio.sleep(0.05)
+    finally:
+        await keeper.close()
+    assert ended[0] == "alice" and "bob" not in ended
+    assert await locks.owner("bob") == "node-a" and await locks.owner("alice") == "node-b"

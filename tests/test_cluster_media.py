@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hls_validator import parse
+from bus import open_bus
 from http_client import SDP, Client
 from redis_server import redis_server
 from server_process import REPO_ROOT, ServerProcess, serve, server_env, tally
@@ -49,7 +50,7 @@ async def test_front_doors_place_sessions_on_nodes_and_any_door_reaches_them(tmp
                 serve(tmp_path / "door2", ("serve", "--media", "off"), NODE_ID="door-2", **common) as door2:
             twin = subprocess.run(tally("node"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
                                   env=server_env(tmp_path / "twin", free_port(), NODE_ID="node-1", **common))
-            assert twin.returncode == 1 and "another live process announces itself as node 'node-1'" in twin.stderr
+            assert twin.returncode == 3 and "another live process announces itself as node 'node-1'" in twin.stderr
 
             async with aiohttp.ClientSession() as http:
                 one, two = Client(http, door1.url), Client(http, door2.url)
@@ -70,7 +71,8 @@ async def test_front_doors_place_sessions_on_nodes_and_any_door_reaches_them(tmp
                     await _a_garbled_control_message_changes_nothing(redis.url, origin, one, whip)
                     status, body = await one.call("GET", "/api/cluster", token=admin)
                     streams = {n["id"]: [s["channel"] for s in n["streams"]] for n in body["nodes"]}
-                    assert streams[origin] == ["caster"]
+                    assert "caster" in streams[origin]
+                    await _a_live_origins_claim_does_not_pass_on_a_doors_word(redis.url, origin)
                     await _a_dead_nodes_sessions_are_gone(two, {"node-1": node1, "node-2": node2}[origin], whip)
                 finally:
                     await publisher.close()
@@ -183,6 +185,20 @@ async def _one_publisher_per_channel_through_any_door(one: Client, two: Client) 
     finally:
         await first.close()
         await second.close()
+
+
+async def _a_live_origins_claim_does_not_pass_on_a_doors_word(redis_url: str, origin: str) -> None:
+    """A publish that names the live origin as dead (`steal_from`) is refused: the node checks for itself."""
+    other = "node-2" if origin == "node-1" else "node-1"
+    bus = open_bus(redis_url)
+    try:
+        answer = await bus.request(f"node.{other}.control", {
+            "op": "publish", "channel": "caster", "offer": await Peer.publisher("h264").offer(), "owner": "caster",
+            "client": "198.51.100.7", "budget": 8.0, "steal_from": origin,
+        }, timeout=10)
+    finally:
+        await bus.close()
+    assert answer.get("refused") == "AlreadyPublishing", answer
 
 
 async def _a_garbled_control_message_changes_nothing(redis_url: str, origin: str, door: Client,

@@ -1,11 +1,12 @@
-"""A node's hold on the channels it originates: refreshed every second while their streams live, let
-go when a stream ends (see cluster.origins)."""
+"""A node's hold on the channels it originates: refreshed every second while their streams live (or a
+publisher is being taken), let go when a stream ends (see cluster.origins). A channel another node
+holds now is lost here: `on_lost` ends its room, so a channel never has two origins for long."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from cluster import OriginLocks
 
@@ -15,10 +16,12 @@ REFRESH_INTERVAL = 1.0  # seconds
 
 
 class OriginKeeper:
-    def __init__(self, locks: OriginLocks, node_id: str, live_channels: Callable[[], Iterable[str]]) -> None:
+    def __init__(self, locks: OriginLocks, node_id: str, held_here: Callable[[], set[str]],
+                 on_lost: Callable[[str], None]) -> None:
         self._locks = locks
         self._node_id = node_id
-        self._live_channels = live_channels
+        self._held_here = held_here
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -37,13 +40,16 @@ class OriginKeeper:
             await asyncio.sleep(REFRESH_INTERVAL)
             try:
                 async with asyncio.timeout(REFRESH_INTERVAL):
-                    await self._locks.refresh(self._node_id, list(self._live_channels()))
+                    lost = await self._locks.refresh(self._node_id, sorted(self._held_here()))
             except Exception as exc:  # noqa: BLE001 - the store is down: the next beat tries again
                 if not self._failing:
                     log.warning("could not keep this node's origin claims: %s", exc)
                 self._failing = True
-            else:
-                self._failing = False
+                continue
+            self._failing = False
+            for channel in lost:
+                log.warning("channel %s is live on another node now: its stream here ends", channel)
+                self._on_lost(channel)
 
     # A stream watcher: the end of a stream lets its channel go.
 
@@ -51,8 +57,8 @@ class OriginKeeper:
         return None
 
     async def stream_ended(self, room: str, stream: str) -> None:
-        if room in set(self._live_channels()):
-            return  # a new stream of the channel goes on here (a publisher back in another codec)
+        if room in self._held_here():
+            return  # the channel goes on here (a new stream, or a publisher being taken)
         try:
             async with asyncio.timeout(REFRESH_INTERVAL):
                 await self._locks.release(room, self._node_id)

@@ -50,7 +50,9 @@ class ClusterPlane(MediaPlane):
             except RegistryError:
                 raise Unavailable("no media node can be reached right now", retry_after=3) from None
             node = by_id.get(origin or "") or carrying(nodes, channel)
-            steal = dead or (origin if origin is not None and origin not in by_id else None)
+            # A claim held by a node that is gone or draining may pass on (the node checks it is dead).
+            holder = by_id.get(origin or "")
+            steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
             if node is None or node.draining:
                 node = _least_loaded(nodes)
             try:

@@ -6,7 +6,7 @@
                        {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
                        {"op": "end", "channel", "session"}                                    -> {}
 A publish first claims the channel for this node (cluster.origins; `steal_from` names a node the front
-door found dead). A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
+door found dead or draining: its claim passes only if this node finds nobody serving it either). A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
 {"refused": "BadOffer"}. A negotiation that took longer than its `budget` (seconds) is ended and
 refused: the front door has given up on it and told its client to try again.
 """
@@ -17,10 +17,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bus import Bus, Message
-from cluster import OriginLocks, RegistryError
-from sfu.errors import AlreadyPublishing, BadOffer, NodeFull, SfuError
-from signaling.media.local import LocalPlane
+from bus import Bus, BusError, Message, NoResponder
+from sfu.errors import BadOffer, NodeFull, SfuError
+from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import Ticket
 from signaling.media.wire import principal_in, refusal_out
 
@@ -30,12 +29,11 @@ def control_topic(node_id: str) -> str:
 
 
 class NodeControl:
-    def __init__(self, plane: LocalPlane, bus: Bus, node_id: str, locks: OriginLocks,
+    def __init__(self, plane: ClaimingPlane, bus: Bus, node_id: str,
                  published: Callable[[], Awaitable[None]] | None = None) -> None:
         self._plane = plane
         self._bus = bus
         self._node_id = node_id
-        self._locks = locks
         self._published = published  # awaited before a publish is answered: the registry shows the channel here
         self._serving: asyncio.Task[None] | None = None
 
@@ -62,17 +60,14 @@ class NodeControl:
         channel, session = str(p["channel"]), str(p.get("session", ""))
         if op == "publish":
             steal_from = p.get("steal_from")
-            await self._claim(channel, str(steal_from) if steal_from else None)
-            try:
-                ticket = await self._within(float(p["budget"]), plane.publish(
-                    channel, str(p["offer"]), str(p["owner"]), str(p["client"])))
-            except BaseException:
-                if not plane.node.is_live(channel):  # nothing of the channel here: let the claim go
-                    await self._locks.release(channel, self._node_id)
-                raise
+            dead = str(steal_from) if steal_from and await self._is_dead(str(steal_from)) else None
+            ticket = await self._within(float(p["budget"]), plane.publish(
+                channel, str(p["offer"]), str(p["owner"]), str(p["client"]), steal_from=dead))
             if self._published is not None:
                 await self._published()
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
+        if op == "ping":
+            return {}
         if op == "subscribe":
             ticket = await self._within(float(p["budget"]), plane.subscribe(
                 channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"])))
@@ -91,14 +86,18 @@ class NodeControl:
             return {}
         raise ValueError(f"unknown control operation {op!r}")
 
-    async def _claim(self, channel: str, steal_from: str | None) -> None:
-        """Become the channel's origin, or refuse: another node holds it (one publisher per channel)."""
+    async def _is_dead(self, node_id: str) -> bool:
+        """Does nobody serve `node_id`'s control topic? Checked here, not taken on a front door's word:
+        a claim passes from a node only when it is surely gone."""
+        if node_id == self._node_id:
+            return False
         try:
-            origin = await self._locks.claim(channel, self._node_id, steal_from)
-        except RegistryError:
-            raise NodeFull("the cluster's origin claims cannot be reached; try again") from None
-        if origin != self._node_id:
-            raise AlreadyPublishing(f"{channel} is published on node {origin}")
+            await self._bus.request(control_topic(node_id), {"op": "ping", "channel": ""}, timeout=1.0)
+        except NoResponder:
+            return True
+        except BusError:
+            return False  # there, but slow: not dead
+        return False
 
     async def _within(self, budget: float, negotiation: Awaitable[Ticket]) -> Ticket:
         loop = asyncio.get_running_loop()

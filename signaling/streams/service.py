@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bus import Bus, Message
 from sfu.media_format import MediaFormat
@@ -106,11 +107,16 @@ class StreamService:
                 record.end_reason = reason[:64]
                 record.viewers = 0
                 record.peak_viewers = max(record.peak_viewers, peak_viewers)
-            await session.execute(
-                update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
-            )
+            # The channel goes offline only if this was its live stream: one that went on on another
+            # node (a takeover there ended this one's record) keeps it live.
+            superseded = await _another_open(session, room, stream)
+            if not superseded:
+                await session.execute(
+                    update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
+                )
             await session.commit()
-        await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
+        if not superseded:
+            await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
         for watcher in self.watchers:
             await _tell(watcher.stream_ended(room, stream))
 
@@ -134,21 +140,24 @@ class StreamService:
             record.ended_at = now
             record.end_reason = reason[:64]
             record.viewers = 0
-            await session.execute(
-                update(Channel).where(Channel.name == room, Channel.live_since <= record.started_at)
-                .values(is_live=False, live_since=None, viewer_count=0)
-            )
+            superseded = await _another_open(session, room, stream)
+            if not superseded:
+                await session.execute(
+                    update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
+                )
             await session.commit()
-        await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
+        if not superseded:
+            await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
         return True
 
     async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
         """The node tells at most one count per stream per second, however many come and go."""
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)
-            if record is not None:
-                record.viewers = viewers
-                record.peak_viewers = max(record.peak_viewers, viewers)
+            if record is None or record.ended_at is not None:
+                return  # a stream that is over (or went on elsewhere) no longer speaks for its channel
+            record.viewers = viewers
+            record.peak_viewers = max(record.peak_viewers, viewers)
             await session.execute(update(Channel).where(Channel.name == room).values(viewer_count=viewers))
             await session.commit()
         await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": stream, "viewers": viewers}))
@@ -169,3 +178,14 @@ async def _tell(call: Awaitable[None]) -> None:
         await call
     except Exception:
         log.exception("a stream watcher failed")
+
+
+async def _another_open(session: AsyncSession, room: str, stream: str) -> bool:
+    """Is a stream of channel `room` other than `stream` still open (live on some node)?"""
+    found = await session.scalar(
+        select(StreamSession.id)
+        .join(Channel, Channel.id == StreamSession.channel_id)
+        .where(Channel.name == room, StreamSession.ended_at.is_(None), StreamSession.id != stream)
+        .limit(1)
+    )
+    return found is not None
