@@ -1,0 +1,111 @@
+"""The web app through a front door of a cluster: Chromium goes live in /studio and watches on /watch
+(WebRTC, then HLS) from a `tally serve --media off` front door, while the media and the HLS ladder are
+on a `tally node` — separate processes on one PostgreSQL database and a private Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from live_pages import go_live, ready, wait_playing
+from playwright.sync_api import expect
+from redis_server import redis_server
+from server_process import serve
+from test_hls_pages import hls_frames_advance
+
+from conftest import Server
+
+if TYPE_CHECKING:
+    from tests.browser.conftest import Browser
+
+    OpenBrowser = Callable[..., Browser]
+
+pytestmark = pytest.mark.browser
+
+PG_ADMIN = os.environ.get("TALLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    """A database of its own: the cluster's first account must be its admin."""
+    import asyncpg
+
+    if PG_ADMIN == "off":
+        pytest.skip("PostgreSQL runs are off (TALLY_TEST_POSTGRES=off)")
+    name = f"tally_cluster_pages_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(PG_ADMIN)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[Server]:
+    """The front door the browsers talk to; a media node behind it (it migrates the database)."""
+    root = tmp_path_factory.mktemp("cluster")
+    with redis_server(root) as redis:
+        common = {"BUS_URL": redis.url, "DATABASE_URL": database, "JWT_SECRET": secrets.token_hex(32)}
+        (root / "node").mkdir(), (root / "door").mkdir()
+        with serve(root / "node", ("node",), NODE_ID="pages-node", **common), \
+                serve(root / "door", ("serve", "--media", "off"), NODE_ID="pages-door", AUTO_MIGRATE="false",
+                      **common) as door:
+            running = Server(door.url, admin="boss", log=door.log, pid=door.pid)
+            assert running.register("boss")["role"] == "admin"
+            yield running
+
+
+def test_go_live_and_watch_through_a_front_door_while_the_media_is_on_a_node(
+    server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]
+) -> None:
+    name = server.unique_name("door")
+    server.register(name)
+    studio = open_browser(media=clips).page
+    go_live(studio, server, name)
+
+    viewer = open_browser()
+    viewer.page.goto(f"/watch/{name}")
+    stats = wait_playing(viewer.page)
+    assert stats["video"]["codec"] == "video/H264"
+    node = _node_carrying(server, name)
+    assert node["id"] == "pages-node" and node["streams"][0]["channel"] == name
+    viewer.close()
+
+    # hls.js in the watch page: the ladder runs on the node, the door passes every request on.
+    hls = open_browser()
+    hls.page.goto(f"/watch/{name}?playback=hls")
+    ready(hls.page)
+    expect(hls.page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=15_000)
+    seen = hls_frames_advance(hls.page)
+    assert seen["width"] >= 320 and seen["latency"] is not None and seen["latency"] < 3.0, seen
+    assert _node_carrying(server, name)["load"]["ladders"] == 1
+    hls.close()
+
+    studio.click("#end")
+    expect(studio.locator("#connection")).not_to_have_attribute("data-state", "live", timeout=10_000)
+
+
+def _node_carrying(server: Server, channel: str) -> dict[str, Any]:
+    import time
+
+    token = server.token(server.admin)
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = server.call("GET", "/api/cluster", token=token)
+        assert status == 200, body
+        for node in body["nodes"]:
+            if any(s["channel"] == channel for s in node["streams"]):
+                return dict(node)
+        assert time.monotonic() < deadline, body
+        time.sleep(0.25)
