@@ -352,3 +352,29 @@ async def test_a_node_that_lost_its_channel_to_another_ends_its_stream_there() -
         await keeper.close()
     assert ended[0] == "alice" and "bob" not in ended
     assert await locks.owner("bob") == "node-a" and await locks.owner("alice") == "node-b"
+
+
+def test_a_burst_of_new_streams_is_spread_over_equally_loaded_nodes() -> None:
+    from signaling.media.cluster import RecentPlacements, _least_loaded
+
+    clock = FakeClock()
+
+    def node(node_id: str, loop: float, publishers: int = 0, draining: bool = False) -> NodeRecord:
+        return NodeRecord(id=node_id, http_url="http://x", max_viewers=500, draining=draining,
+                          load=NodeLoad(loop=loop, publishers=publishers))
+
+    placed = RecentPlacements(clock)
+    nodes = [node("node-a", 0.03), node("node-b", 0.07, publishers=1), node("node-c", 0.01, draining=True)]
+    chosen = []
+    for _ in range(6):  # six offers between two beats: the records do not change
+        target = _least_loaded(nodes, placed.recent)
+        placed.add(target.id)
+        chosen.append(target.id)
+    # Loop noise inside one tenth does not decide; streams (with those just placed) do; draining takes none.
+    # node-b already carries a stream: the six even the two out (4 and 3 streams), by name on ties.
+    assert chosen == ["node-a", "node-a", "node-b", "node-a", "node-b", "node-a"]
+    assert "node-c" not in chosen
+    clock.advance(RecentPlacements.SPAN + 0.1)  # the next beats carry them in the records
+    assert placed.recent("node-a") == 0
+    busy = [node("node-a", 0.55), node("node-b", 0.12, publishers=3)]
+    assert _least_loaded(busy, placed.recent).id == "node-b"  # a busier loop outweighs fewer streams

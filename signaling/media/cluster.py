@@ -10,11 +10,14 @@ names its channel, checked on the node.
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
 from bus import Bus, BusError, NoResponder
-from cluster import NodeRecord, OriginLocks, RegistryError
+from cluster import ANNOUNCE_INTERVAL, NodeRecord, OriginLocks, RegistryError
 from sfu.errors import NodeFull, NotLive, UnknownSession
 from signaling.auth.roles import Principal
 from signaling.cluster.directory import NodeDirectory, carrying
@@ -35,6 +38,7 @@ class ClusterPlane(MediaPlane):
         self._directory = directory
         self._origins = origins
         self.takeover_after = takeover_after
+        self._placed = RecentPlacements()
 
     async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
         """To the channel's origin (where the takeover rules hold), else a node that carries it, else the
@@ -54,12 +58,13 @@ class ClusterPlane(MediaPlane):
             holder = by_id.get(origin or "")
             steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
             if node is None or node.draining:
-                node = _least_loaded(nodes)
+                node = _least_loaded(nodes, self._placed.recent)
             try:
                 answer = await self._call(node.id, {**request, "steal_from": steal}, dead_raises=True)
             except _NodeGone:
                 dead = node.id  # left out of the next reading: the next node may take its claim
                 continue
+            self._placed.add(node.id)
             return _ticket(node.id, answer)
         raise Unavailable("the media nodes chosen are gone; try again", retry_after=1)
 
@@ -116,6 +121,31 @@ class ClusterPlane(MediaPlane):
         return answer
 
 
+class RecentPlacements:
+    """Streams this door placed on each node lately: not in the node's record until its next beat."""
+
+    SPAN = ANNOUNCE_INTERVAL * 2  # seconds a placement counts
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._at: dict[str, deque[float]] = {}
+
+    def add(self, node_id: str) -> None:
+        self._at.setdefault(node_id, deque()).append(self._clock())
+
+    def recent(self, node_id: str) -> int:
+        times = self._at.get(node_id)
+        if times is None:
+            return 0
+        horizon = self._clock() - self.SPAN
+        while times and times[0] < horizon:
+            times.popleft()
+        if not times:
+            del self._at[node_id]  # bounded by the live nodes: an idle node's entry goes
+            return 0
+        return len(times)
+
+
 class _NodeGone(Exception):
     """Nobody serves the node a request went to."""
 
@@ -133,14 +163,16 @@ def _ticket(node_id: str, answer: dict[str, Any]) -> Ticket:
                   _text(answer, "answer"))
 
 
-def _least_loaded(nodes: list[NodeRecord]) -> NodeRecord:
+def _least_loaded(nodes: list[NodeRecord], placed: Callable[[str], int] = lambda node_id: 0) -> NodeRecord:
+    """The node to take a new stream: the least busy (loop CPU or viewer places, in steps of a tenth, so
+    noise does not decide), then the one with the fewest streams counting those `placed` there since
+    its last announcement (a burst of offers between two beats is spread, not heaped on one node)."""
     open_nodes = [n for n in nodes if not n.draining]
     if not open_nodes:
         raise NodeFull("no media node is taking new sessions")
 
-    def load(node: NodeRecord) -> tuple[float, int, str]:
-        """The busier of its loop and its viewer places; then fewer streams; then by name."""
+    def load(node: NodeRecord) -> tuple[int, int, str]:
         share = (node.load.viewers + node.load.pending) / node.max_viewers if node.max_viewers else 1.0
-        return max(node.load.loop, share), node.load.publishers, node.id
+        return int(max(node.load.loop, share) * 10), node.load.publishers + placed(node.id), node.id
 
     return min(open_nodes, key=load)
