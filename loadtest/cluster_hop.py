@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -32,9 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(Path(__file__).resolve().parent)]
 
-from harness import Running, cpu_seconds, http, percentile  # noqa: E402
-
-PG_ADMIN = os.environ.get("TALLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+from harness import Running, cpu_seconds, http, percentile, wait_ready  # noqa: E402
+from pg_databases import fresh_database  # noqa: E402
 
 
 def free_port() -> int:
@@ -49,36 +47,11 @@ def process(args: list[str], env: dict[str, str], log: Path, url: str | None) ->
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         if url is not None:
-            for _ in range(300):
-                try:
-                    if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.1)
+            wait_ready(url)
         yield proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    import asyncpg
-
-    name = f"tally_bench_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(PG_ADMIN)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def base_env(data: Path, port: int, database_url: str, **more: str) -> dict[str, str]:
@@ -136,7 +109,7 @@ async def viewers(url: str, count: int) -> tuple[list[float], list[float]]:
 
 def run(setup: str, count: int) -> dict[str, float]:
     with ExitStack() as stack:
-        database_url = stack.enter_context(database())  # a fresh one: the same accounts in every run
+        database_url = stack.enter_context(fresh_database("tally_bench"))  # the same accounts in every run
         data = Path(tempfile.mkdtemp(prefix=f"tally-hop-{setup}-"))
         url, pids = stack.enter_context((direct if setup == "direct" else cluster)(data, database_url))
         key = Running(url, pids[0], data).stream_key("bench")

@@ -77,6 +77,16 @@ class Running:
         return str(json.loads(key)["key"])
 
 
+def wait_ready(url: str, attempts: int = 300) -> None:
+    """Until the service at `url` answers /readyz (30 s at most)."""
+    for _ in range(attempts):
+        try:
+            if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+
+
 @contextmanager
 def server(**settings: str) -> Iterator[Running]:
     """The real service on the embedded defaults, a fresh data directory and a free loopback port."""
@@ -91,12 +101,7 @@ def server(**settings: str) -> Iterator[Running]:
     process = subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO, env=env,
                                stdout=open(data / "server.log", "wb"), stderr=subprocess.STDOUT)
     try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(url + "/readyz", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(url)
         yield Running(url, process.pid, data)
     finally:
         process.send_signal(signal.SIGTERM)

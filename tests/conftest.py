@@ -7,14 +7,11 @@ drops it afterwards. TALLY_TEST_POSTGRES overrides the admin URL; "off" skips th
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -26,36 +23,22 @@ from signaling.app import SERVICES, create_app  # noqa: E402
 from signaling.db.database import Database  # noqa: E402
 from signaling.db.models import Base  # noqa: E402
 from signaling.migrations.runner import upgrade  # noqa: E402
+from pg_databases import PG_ADMIN, fresh_database  # noqa: E402
 from support import Api, FakeClock, make_settings  # noqa: E402
-
-PG_ADMIN = os.environ.get("TALLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     if PG_ADMIN == "off":
         pytest.skip("PostgreSQL runs are off (TALLY_TEST_POSTGRES=off)")
-    name = f"tally_test_{secrets.token_hex(4)}"
+    with fresh_database("tally_test") as url:
 
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(PG_ADMIN)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
+        async def migrate() -> None:
+            db = Database(url)
+            await upgrade(db.engine)
+            await db.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-
-    async def migrate() -> None:
-        db = Database(url)
-        await upgrade(db.engine)
-        await db.close()
-
-    asyncio.run(migrate())
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(migrate())
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -99,24 +99,7 @@ class StreamService:
             await _tell(watcher.stream_started(room, stream))
 
     async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
-        now = self._now()
-        async with self._db.session() as session:
-            record = await session.get(StreamSession, stream)
-            if record is not None:
-                record.ended_at = now
-                record.end_reason = reason[:64]
-                record.viewers = 0
-                record.peak_viewers = max(record.peak_viewers, peak_viewers)
-            # The channel goes offline only if this was its live stream: one that went on on another
-            # node (a takeover there ended this one's record) keeps it live.
-            superseded = await _another_open(session, room, stream)
-            if not superseded:
-                await session.execute(
-                    update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
-                )
-            await session.commit()
-        if not superseded:
-            await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))
+        await self._end(room, stream, reason, peak_viewers)
         for watcher in self.watchers:
             await _tell(watcher.stream_ended(room, stream))
 
@@ -132,14 +115,22 @@ class StreamService:
 
     async def end_lost(self, stream: str, room: str, reason: str) -> bool:
         """End `stream`, whose node is gone, unless it ended meanwhile; told like any stream's end."""
+        return await self._end(room, stream, reason, lost=True)
+
+    async def _end(self, room: str, stream: str, reason: str, peak_viewers: int = 0, lost: bool = False) -> bool:
+        """Close the stream's record and, if it was its channel's live stream, the channel, and tell the
+        bus. A stream that went on on another node (a takeover there ended this one's record) leaves its
+        channel live. A `lost` stream that is unknown or already over changes nothing (False)."""
         now = self._now()
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)
-            if record is None or record.ended_at is not None:
+            if lost and (record is None or record.ended_at is not None):
                 return False
-            record.ended_at = now
-            record.end_reason = reason[:64]
-            record.viewers = 0
+            if record is not None:
+                record.ended_at = now
+                record.end_reason = reason[:64]
+                record.viewers = 0
+                record.peak_viewers = max(record.peak_viewers, peak_viewers)
             superseded = await _another_open(session, room, stream)
             if not superseded:
                 await session.execute(

@@ -4,8 +4,6 @@ on a `tally node` — separate processes on one PostgreSQL database and a privat
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from live_pages import go_live, ready, wait_playing
+from pg_databases import PG_ADMIN, fresh_database
 from playwright.sync_api import expect
 from redis_server import redis_server
 from server_process import serve
@@ -27,28 +26,15 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-PG_ADMIN = os.environ.get("TALLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """A database of its own: the cluster's first account must be its admin."""
-    import asyncpg
-
     if PG_ADMIN == "off":
         pytest.skip("PostgreSQL runs are off (TALLY_TEST_POSTGRES=off)")
-    name = f"tally_cluster_pages_{secrets.token_hex(4)}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(PG_ADMIN)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database("tally_cluster_pages") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
