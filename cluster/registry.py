@@ -28,12 +28,13 @@ def _share() -> Any:
 
 
 class StreamLoad(BaseModel):
-    """A live stream a node carries."""
+    """A live stream a node carries: published there (its origin), or relayed there from another node."""
 
     model_config = _WIRE
     channel: str = Field(max_length=64)
     stream: str = Field(max_length=64)
     viewers: int = _count()
+    relay_from: str = Field(default="", max_length=128)  # the node upstream of a relay; "" on the origin
 
 
 class NodeLoad(BaseModel):
@@ -45,9 +46,10 @@ class NodeLoad(BaseModel):
     cores: int = _count()  # cores the process may use
     viewers: int = _count()
     pending: int = _count()  # sessions offered but not yet connected
+    pending_viewers: int = _count()  # ...of them viewers' (each holds a viewer place; a publisher's does not)
     publishers: int = _count()
     packets_out_per_s: float = Field(default=0.0, ge=0.0, le=1e9)
-    relays: int = _count()
+    relays: int = _count()  # streams relayed to this node from others
     ladders: int = _count()  # HLS ladders encoding
 
 

@@ -10,6 +10,12 @@ freed; sessions still connecting hold a place among `max_viewers` (so concurrent
 it) but are not viewers, and at most `max_pending` of them (`max_pending_per_client` from one address)
 may wait at once. Viewer counts go out at most once per `viewers_interval` per room, however many
 viewers come and go in between.
+
+A stream spans nodes by relays (`sfu.relay`): `relay` carries a room's stream from the node upstream
+into a room here, which its viewers join as on the origin. A relay's room tells no stream events (the
+stream is the origin's); it tells `RelayEvents` how many watch here, so that the origin counts the
+whole audience, and it ends when its upstream does or after `relay_linger` seconds without viewers.
+On the upstream node a relay is a subscriber that holds no viewer place (at most `max_relays`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from sfu.layers import LayerFeed, can_layer
 from sfu.media_format import MediaFormat
 from sfu.output import DROP_REASONS
 from sfu.publisher import Publisher
+from sfu.relay import Relay
 from sfu.room import Room
 from sfu.sdp_fragment import SdpFragment
 from sfu.session import Session
@@ -62,6 +69,8 @@ class NodeSettings:
     tick_interval: float = 0.02
     report_interval: float = 0.5
     viewers_interval: float = 1.0  # at most one viewer-count event per room this often
+    max_relays: int = 64  # relays to other nodes this node feeds
+    relay_linger: float = 10.0  # a relay's room with no subscriber for this long ends
 
 
 class NodeEvents(Protocol):
@@ -83,12 +92,29 @@ class NoEvents:
         return None
 
 
+class RelayEvents(Protocol):
+    """What a relay's room tells instead of stream events: they go to the node upstream."""
+
+    async def relay_viewers(self, relay: Relay, stream: str, viewers: int) -> None: ...
+
+    async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None: ...
+
+
+class NoRelayEvents:
+    async def relay_viewers(self, relay: Relay, stream: str, viewers: int) -> None:
+        return None
+
+    async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None:
+        return None
+
+
 class SfuNode:
     def __init__(
         self, settings: NodeSettings | None = None, events: NodeEvents | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.settings = settings or NodeSettings()
         self.events: NodeEvents = events or NoEvents()
+        self.relay_events: RelayEvents = NoRelayEvents()
         self._clock = clock
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
@@ -146,6 +172,11 @@ class SfuNode:
         return len(self._pending) + self._reserved
 
     @property
+    def pending_viewers(self) -> int:
+        """Viewers' sessions negotiating or connecting: each holds one of `max_viewers`."""
+        return self._waiting_viewers
+
+    @property
     def closing(self) -> int:
         """Sessions ended and still closing."""
         return len(self._closes)
@@ -153,6 +184,19 @@ class SfuNode:
     def is_live(self, room: str) -> bool:
         found = self.rooms.get(room)
         return found is not None and found.live
+
+    def originates(self, room: str) -> bool:
+        """Is `room`'s stream published on this node (not relayed here)?"""
+        found = self.rooms.get(room)
+        return found is not None and found.live and found.relay_from is None
+
+    def relays_in(self) -> int:
+        """Streams relayed to this node from others."""
+        return sum(1 for room in self.rooms.values() if room.live and room.relay_from is not None)
+
+    def relays_out(self) -> int:
+        """Relays this node feeds to other nodes."""
+        return sum(1 for room in self.rooms.values() for s in room.subscribers.values() if s.relay)
 
     def end_room(self, room: str, reason: str) -> None:
         """End the room's stream and every session in it (its channel went live elsewhere)."""
@@ -243,6 +287,13 @@ class SfuNode:
             log.info("room %s: the publisher is back in another format; a new stream starts", room_name)
             self._end_stream(room, "the publisher reconnected with another format")  # its viewers cannot follow
             room = previous = None
+        if room is not None and room.relay_from is not None:
+            # The stream's origin moved here (it had died): the relay's viewers stay, on a stream of this node.
+            log.info("room %s: relayed from %s until now, published here from now on", room_name, room.relay_from)
+            room.relay_from = None
+            room.stream = secrets.token_hex(8)
+            stream, formats = room.stream, list(publisher.formats.values())
+            self._emit(lambda: self.events.stream_started(room_name, stream, user, formats))
         if room is None:
             room = self.rooms[room_name] = Room(room_name, secrets.token_hex(8), self._clock)
             stream, formats = room.stream, list(publisher.formats.values())
@@ -256,13 +307,18 @@ class SfuNode:
             self._close_later(previous)
         return publisher, answer
 
-    async def subscribe(self, room_name: str, offer: str, user: str | None, client: str = "") -> tuple[Subscriber, str]:
+    async def subscribe(self, room_name: str, offer: str, user: str | None, client: str = "",
+                        relay: bool = False) -> tuple[Subscriber, str]:
+        """A viewer's session; or, with `relay`, another node's relay of the stream (no viewer place)."""
         room = self.rooms.get(room_name)
         if room is None or not room.live:
             raise NotLive(room_name)
-        self._admit(client, viewer=True)
+        if relay and self.relays_out() >= self.settings.max_relays:
+            raise NodeFull(f"this node feeds its maximum of {self.settings.max_relays} relays")
+        viewer = not relay
+        self._admit(client, viewer=viewer)
         feeds = room.feeds
-        subscriber = Subscriber(room_name, user, self._clock, client)
+        subscriber = Subscriber(room_name, user, self._clock, client, relay=relay)
         subscriber.on_layer_step = self._step_layer
         try:
             answer = await subscriber.negotiate(offer, feeds, self.gathering)
@@ -271,7 +327,7 @@ class SfuNode:
             if self.rooms.get(room_name) is not room or not room.live or room.feeds is not feeds:
                 raise NotLive(room_name)  # the stream ended or changed format while we negotiated
         except BaseException:
-            self._unreserve(client, viewer=True)
+            self._unreserve(client, viewer=viewer)
             await subscriber.close()
             raise
         self._reserved -= 1
@@ -280,6 +336,55 @@ class SfuNode:
         self.sessions[subscriber.id] = subscriber
         self._watch(subscriber)
         return subscriber, answer
+
+    async def relay(self, room_name: str, stream: str, upstream: str,
+                    ask: Callable[[str], Awaitable[tuple[str, str]]]) -> Relay:
+        """Carry `room_name`'s stream `stream` from node `upstream` into a room here. `ask(offer)` sends
+        the relay's offer upstream and returns (its session there, the answer). A room relayed from
+        elsewhere is re-attached to `upstream` (its viewers stay); one published here is refused."""
+        if self._closing:
+            raise NodeFull("this node is shutting down")
+        if self.originates(room_name):
+            raise AlreadyPublishing(f"{room_name} is published on this node")
+        relay = Relay(room_name, upstream, self._clock, self.sinks)
+        try:
+            offer = await relay.offer(self.gathering)
+            upstream_session, answer = await ask(offer)
+            await relay.accept(upstream_session, answer)
+            if self._closing:
+                raise NodeFull("this node is shutting down")
+            if self.originates(room_name):
+                raise AlreadyPublishing(f"{room_name} is published on this node")
+        except BaseException:
+            await relay.close()
+            raise
+        # From here to the end nothing awaits.
+        room = self.rooms.get(room_name)
+        previous = room.publisher if room is not None else None
+        if room is not None and not room.formats_match(relay.formats):
+            self._end_stream(room, "the stream upstream changed format")
+            room = previous = None
+        if room is None:
+            room = self.rooms[room_name] = Room(room_name, stream, self._clock)
+        room.relay_from = upstream
+        room.stream = stream
+        room.install(relay)
+        self.sessions[relay.id] = relay
+        self._watch(relay)
+        if previous is not None:
+            log.info("room %s: relay from %s takes over from %s", room_name, upstream, previous.id[:8])
+            self._forget(previous)
+            self._close_later(previous)
+        log.info("room %s: stream %s relayed from node %s", room_name, stream, upstream)
+        return relay
+
+    def set_relayed(self, session_id: str, viewers: int) -> None:
+        """The relay on `session_id` says how many watch through it."""
+        session = self.session(session_id)
+        room = self.rooms.get(session.room)
+        if not isinstance(session, Subscriber) or not session.relay or room is None:
+            raise UnknownSession(session_id)
+        room.set_relayed(session, viewers)
 
     async def trickle(self, session_id: str, fragment: SdpFragment) -> None:
         session = self.session(session_id)
@@ -337,7 +442,7 @@ class SfuNode:
     def _settle(self, session: Session) -> None:
         """The session is no longer pending (it connected, or it ended)."""
         if self._pending.pop(session.id, None) is not None:
-            self._waiting_viewers -= isinstance(session, Subscriber)
+            self._waiting_viewers -= isinstance(session, Subscriber) and not session.relay
             self._release(session.client)
 
     def _release(self, client: str) -> None:
@@ -371,7 +476,7 @@ class SfuNode:
             if state == "connected" and not session.closed and session.id in self.sessions:
                 self._connected(session)
             elif state in ("failed", "closed") and session.id in self.sessions:
-                if isinstance(session, Publisher) and session.connected:
+                if isinstance(session, Publisher) and session.connected and not isinstance(session, Relay):
                     return  # a publisher may come back: the media timeout or a takeover decides
                 self._end_session(session, f"connection {state}")
 
@@ -429,14 +534,23 @@ class SfuNode:
             self._forget(subscriber)
             self._close_later(subscriber)
         name, stream, peak = room.name, room.stream, room.peak_viewers
+        if isinstance(publisher, Relay) and room.relay_from is not None:
+            log.info("room %s: relay of stream %s ended (%s)", name, stream, reason)
+            relay = publisher
+            self._emit(lambda: self.relay_events.relay_ended(relay, stream, reason))
+            return
         log.info("room %s: stream %s ended (%s), peak %d viewers", name, stream, reason, peak)
         self._emit(lambda: self.events.stream_ended(name, stream, reason, peak))
 
     def _report_viewers(self, room: Room) -> None:
-        if room.viewers != room.reported_viewers:
-            room.reported_viewers = count = room.viewers
+        if room.audience != room.reported_viewers:
+            room.reported_viewers = count = room.audience
             name, stream = room.name, room.stream
-            self._emit(lambda: self.events.viewers_changed(name, stream, count))
+            if isinstance(room.publisher, Relay) and room.relay_from is not None:
+                relay = room.publisher
+                self._emit(lambda: self.relay_events.relay_viewers(relay, stream, count))
+            else:
+                self._emit(lambda: self.events.viewers_changed(name, stream, count))
 
     def _emit(self, event: Callable[[], Awaitable[None]]) -> None:
         self._queue.put_nowait(event)
@@ -476,6 +590,9 @@ class SfuNode:
             if publisher is None:
                 continue
             publisher.tick()
+            if room.relay_from is not None and not room.subscribers and now - room.idle_since > self.settings.relay_linger:
+                self._end_stream(room, f"no viewer on this relay for {self.settings.relay_linger:g} s")
+                continue
             if now - publisher.last_packet_at > (
                     self.settings.publisher_timeout if publisher.media_seen
                     else max(self.settings.publisher_timeout, self.settings.publisher_connect_timeout)):

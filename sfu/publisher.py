@@ -88,8 +88,15 @@ class Publisher(Session):
         self._guard = gathering.guard
         internals.guard_transports(pc, gathering.guard, self._on_rtp)  # packets go nowhere until `bind`
         await pc.setLocalDescription(await pc.createAnswer())
-        maps = payload_maps(pc.localDescription.sdp)
-        for transceiver in pc.getTransceivers():
+        self._take_formats(pc.localDescription.sdp)
+        answer = checked.answer(pc.localDescription.sdp)
+        return with_bandwidth(answer, max_bitrate) if max_bitrate else answer
+
+    def _take_formats(self, negotiated: str) -> None:
+        """What each transceiver will receive, read from the description that numbers it (`negotiated`:
+        the answer, ours or the peer's); UnsupportedMedia unless all of it can be forwarded."""
+        maps = payload_maps(negotiated)
+        for transceiver in self.pc.getTransceivers():
             mapping = maps.get(transceiver.mid or "")
             if mapping is None:
                 continue
@@ -101,8 +108,6 @@ class Publisher(Session):
             self._pending[fmt.kind] = (mapping.payload_type, mapping.rtx_payload_type, transceiver)
         if not self.formats:
             raise UnsupportedMedia("the offer has no audio or video the SFU can forward (H.264, VP8, Opus)")
-        answer = checked.answer(pc.localDescription.sdp)
-        return with_bandwidth(answer, max_bitrate) if max_bitrate else answer
 
     @property
     def kinds(self) -> tuple[str, ...]:

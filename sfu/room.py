@@ -1,4 +1,9 @@
-"""A room: one channel's stream on this node, its publisher (at most one), its feeds and subscribers."""
+"""A room: one channel's stream on this node, its publisher (at most one), its feeds and subscribers.
+
+A room's publisher is the broadcaster's connection on the stream's origin node, or a relay from the
+node upstream on any other node carrying it (`relay_from`). Relays to nodes downstream are subscribers
+of the room but not viewers: the viewers they carry (`relayed`) count in the room's `audience`.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,17 @@ class Room:
         self.layers: dict[str, LayerFeed] = {}  # the HLS ladder's encoded renditions (server-side simulcast)
         self.publisher: Publisher | None = None
         self.subscribers: dict[str, Subscriber] = {}  # connected or still connecting
-        self.viewers = 0  # the connected ones
-        self.peak_viewers = 0
-        self.reported_viewers = 0  # the count last told to the node's events
+        self.viewers = 0  # the connected ones, relays to other nodes left out
+        self.relayed = 0  # viewers on nodes downstream, as their relays last said
+        self.peak_viewers = 0  # of the audience
+        self.reported_viewers = 0  # the audience last told to the node's events
+        self.relay_from: str | None = None  # the node upstream, when this room is a relay's
+        self.idle_since = clock()  # when the last subscriber left (a relay's room ends after a while)
+
+    @property
+    def audience(self) -> int:
+        """Everyone watching the stream through this room: its viewers and those relayed onwards."""
+        return self.viewers + self.relayed
 
     @property
     def live(self) -> bool:
@@ -69,13 +82,27 @@ class Room:
         """The session came up: it is a viewer now."""
         if subscriber.id in self.subscribers and not subscriber.connected:
             subscriber.start()
-            self.viewers += 1
-            self.peak_viewers = max(self.peak_viewers, self.viewers)
+            if not subscriber.relay:
+                self.viewers += 1
+            self.peak_viewers = max(self.peak_viewers, self.audience)
+
+    def set_relayed(self, subscriber: Subscriber, viewers: int) -> None:
+        """A relay to another node says how many watch through it (its own and those further on)."""
+        if subscriber.relay and subscriber.id in self.subscribers:
+            self.relayed += viewers - subscriber.relayed_viewers
+            subscriber.relayed_viewers = viewers
+            self.peak_viewers = max(self.peak_viewers, self.audience)
 
     def remove_subscriber(self, subscriber: Subscriber) -> bool:
         """Remove the session; True if it was a viewer (its leaving changes the count)."""
         subscriber.leave()
         if self.subscribers.pop(subscriber.id, None) is None:
+            return False
+        if not self.subscribers:
+            self.idle_since = self._clock()
+        if subscriber.relay:
+            self.relayed -= subscriber.relayed_viewers
+            subscriber.relayed_viewers = 0
             return False
         if subscriber.connected:
             self.viewers -= 1

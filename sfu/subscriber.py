@@ -31,8 +31,11 @@ class IdleTrack(MediaStreamTrack):
 class Subscriber(Session):
     kind = "subscribe"
 
-    def __init__(self, room: str, user: str | None, clock: Callable[[], float], client: str = "") -> None:
+    def __init__(self, room: str, user: str | None, clock: Callable[[], float], client: str = "",
+                 relay: bool = False) -> None:
         super().__init__(room, user, clock, client)
+        self.relay = relay  # another node's relay, not a viewer: it always takes the source, whatever its loss
+        self.relayed_viewers = 0  # how many watch through it, as it last said
         self.downtracks: list[DownTrack] = []
         self._senders: list[tuple[RTCRtpSender, DownTrack]] = []
         self.last_feedback_at = self.created_at
@@ -81,6 +84,8 @@ class Subscriber(Session):
         return next((d for d in self.downtracks if d.feed.kind == "video"), None)
 
     def _on_video_loss(self, fraction: float) -> None:
+        if self.relay:
+            return  # the relay's viewers each choose their own layer on its node
         step = self.layer_policy.on_loss(fraction)
         if step:
             self.on_layer_step(self, step)

@@ -50,6 +50,7 @@ from signaling.media.cluster import ClusterPlane
 from signaling.media.control import NodeControl
 from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import MediaPlane
+from signaling.media.relays import Relays
 from signaling.chat.hub import ChatHub
 from signaling.chat.links import DataChannelLink
 from signaling.chat.service import ChatRules, ChatService
@@ -148,6 +149,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         NodeSettings(
             ice=ice,
             max_viewers=settings.max_viewers_per_node,
+            max_relays=settings.max_relays_per_node,
+            relay_linger=settings.relay_linger_seconds,
             max_pending=settings.max_pending_sessions,
             max_pending_per_client=settings.max_pending_per_client,
             connect_timeout=settings.session_connect_timeout,
@@ -207,7 +210,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     keeper = OriginKeeper(origins, settings.resolved_node_id, local.held_here,
                           lambda channel: node.end_room(channel, "its channel went live on another node"))
     streams.watchers.append(keeper)
-    control = NodeControl(local, bus, settings.resolved_node_id, announcer.announce_now)
+    relays = Relays(node, bus, settings.resolved_node_id)
+    control = NodeControl(local, bus, settings.resolved_node_id, relays, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
 
@@ -275,6 +279,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.start()
             if settings.media:
                 await control.start()
+                relays.start()
                 announcer.start()
                 keeper.start()
             if is_shared(settings.bus_url):
@@ -285,6 +290,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await reaper.close()
             await keeper.close()
             await control.close()
+            await relays.close()
             await announcer.close()  # out of the registry before the node's sessions end
             await recordings.close()  # before the node: recordings are written to their end first
             await hls.close()

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     )
     webrtc_udp_ports: str = Field(default="", description="UDP port range for media, like 40000-40999; any when empty.")
     max_viewers_per_node: int = Field(default=500, ge=1)
+    max_relays_per_node: int = Field(
+        default=64, ge=0, description="Relays of its streams a node feeds to other nodes (they hold no viewer place)."
+    )
+    relay_linger_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds a node keeps a relayed stream after its last viewer left."
+    )
     max_pending_sessions: int = Field(default=100, ge=1, description="WebRTC sessions still connecting, per node.")
     max_pending_per_client: int = Field(default=10, ge=1, description="...of them from one client address.")
     session_connect_timeout: float = Field(

@@ -320,16 +320,18 @@ class NodeLoadOut(BaseModel):
     cores: int = Field(description="Cores the node's process may use.")
     viewers: int = Field(description="Connected WebRTC viewers.")
     pending: int = Field(description="Sessions offered but not connected yet.")
+    pending_viewers: int = Field(description="...of them viewers' (each holds a viewer place).")
     publishers: int
     packets_out_per_s: float
-    relays: int
+    relays: int = Field(description="Streams relayed to the node from other nodes.")
     ladders: int = Field(description="HLS ladders encoding.")
 
 
 class NodeStreamOut(BaseModel):
     channel: str
     stream: str
-    viewers: int
+    viewers: int = Field(description="Its viewers on this node.")
+    relay_from: str = Field(description="The node it is relayed from; empty where it is published (its origin).")
 
 
 class NodeOut(BaseModel):

@@ -54,7 +54,7 @@ class NodeDirectory:
             return [n.record for n in await self._registry.live()]
 
     async def carrying(self, channel: str) -> NodeRecord | None:
-        """The node where `channel` is live."""
+        """The node where `channel` is published (its origin)."""
         return carrying(await self.nodes(), channel)
 
     async def serving_hls(self, channel: str) -> NodeRecord | None:
@@ -64,7 +64,13 @@ class NodeDirectory:
 
 
 def carrying(nodes: list[NodeRecord], channel: str) -> NodeRecord | None:
+    """The node where `channel` is published (its origin)."""
     for node in nodes:
-        if any(stream.channel == channel for stream in node.streams):
+        if any(stream.channel == channel and not stream.relay_from for stream in node.streams):
             return node
     return None
+
+
+def relaying(nodes: list[NodeRecord], channel: str) -> list[NodeRecord]:
+    """The nodes where `channel` is relayed from another node."""
+    return [n for n in nodes if any(s.channel == channel and s.relay_from for s in n.streams)]

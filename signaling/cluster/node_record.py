@@ -29,7 +29,7 @@ class NodeDescriber:
     def __call__(self) -> NodeRecord:
         node = self._node
         streams = tuple(
-            StreamLoad(channel=room.name, stream=room.stream, viewers=room.viewers)
+            StreamLoad(channel=room.name, stream=room.stream, viewers=room.viewers, relay_from=room.relay_from or "")
             for room in node.rooms.values() if room.live
         )
         load = NodeLoad(
@@ -38,9 +38,10 @@ class NodeDescriber:
             cores=self._cores,
             viewers=node.viewers(),
             pending=node.pending,
-            publishers=len(streams),
+            pending_viewers=node.pending_viewers,
+            publishers=sum(1 for s in streams if not s.relay_from),
             packets_out_per_s=round(self._packets_out.read(), 1),
-            relays=0,
+            relays=node.relays_in(),
             ladders=self._ladders(),
         )
         return self._identity.model_copy(update={"load": load, "streams": streams, "hls": self._hls_channels()})

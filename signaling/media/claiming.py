@@ -24,7 +24,7 @@ class ClaimingPlane(LocalPlane):
 
     def held_here(self) -> set[str]:
         """The channels this node originates or is taking a publisher for right now."""
-        return {room.name for room in self.node.rooms.values() if room.live} | set(self._negotiating)
+        return {name for name in self.node.rooms if self.node.originates(name)} | set(self._negotiating)
 
     async def publish(self, channel: str, offer: str, owner: str, client: str,
                       steal_from: str | None = None) -> Ticket:

@@ -1,8 +1,11 @@
 """The media plane of a front door without media of its own: the cluster's nodes, over the bus.
 
 Placement reads the registry: a channel's publisher goes to the node that already carries the channel
-(where the takeover rules hold) unless that node is draining, else to the least-loaded node; its viewers
-go to the node that carries it. A session's id names its node (`<node id, URL-quoted>.<session id>`),
+(where the takeover rules hold) unless that node is draining, else to a node relaying it (whose viewers
+then stay), else to the least-loaded node. Its viewers go to a node that carries it and has room (the
+origin first, then its relays: as few relays as the audience needs), else to the least-loaded node with
+room, which relays the stream from the origin or from a node relaying it already; only when every node
+is full is a viewer refused (503). A session's id names its node (`<node id, URL-quoted>.<session id>`),
 so PATCH and DELETE reach the right node through any front door; every request about a session also
 names its channel, checked on the node.
 """
@@ -20,11 +23,10 @@ from bus import Bus, BusError, NoResponder
 from cluster import ANNOUNCE_INTERVAL, NodeRecord, OriginLocks, RegistryError
 from sfu.errors import NodeFull, NotLive, UnknownSession
 from signaling.auth.roles import Principal
-from signaling.cluster.directory import NodeDirectory, carrying
+from signaling.cluster.directory import NodeDirectory, carrying, relaying
 from signaling.errors import Unavailable
-from signaling.media.control import control_topic
 from signaling.media.plane import MediaPlane, SessionState, Ticket
-from signaling.media.wire import principal_out, refusal_in
+from signaling.media.wire import control_topic, principal_out, refusal_in
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ class ClusterPlane(MediaPlane):
         self._directory = directory
         self._origins = origins
         self.takeover_after = takeover_after
-        self._placed = RecentPlacements()
+        self._placed = RecentPlacements()  # publishers
+        self._viewers_placed = RecentPlacements()
 
     async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
         """To the channel's origin (where the takeover rules hold), else a node that carries it, else the
@@ -53,7 +56,8 @@ class ClusterPlane(MediaPlane):
                 origin = await self._origins.owner(channel)
             except RegistryError:
                 raise Unavailable("no media node can be reached right now", retry_after=3) from None
-            node = by_id.get(origin or "") or carrying(nodes, channel)
+            relays = [n for n in relaying(nodes, channel) if not n.draining]
+            node = by_id.get(origin or "") or carrying(nodes, channel) or (relays[0] if relays else None)
             # A claim held by a node that is gone or draining may pass on (the node checks it is dead).
             holder = by_id.get(origin or "")
             steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
@@ -69,12 +73,41 @@ class ClusterPlane(MediaPlane):
         raise Unavailable("the media nodes chosen are gone; try again", retry_after=1)
 
     async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
-        node = await self._directory.carrying(channel)
-        if node is None:
-            raise NotLive(channel)
-        answer = await self._call(node.id, {"op": "subscribe", "channel": channel, "offer": offer,
-                                            "viewer": principal_out(viewer), "client": client, "budget": NODE_BUDGET})
-        return _ticket(node.id, answer)
+        request = {"op": "subscribe", "channel": channel, "offer": offer, "viewer": principal_out(viewer),
+                   "client": client, "budget": NODE_BUDGET}
+        full: set[str] = set()  # nodes that refused this viewer for want of room
+        for _ in range(3):
+            nodes = await self._directory.nodes()
+            origin = carrying(nodes, channel)
+            if origin is None:
+                raise NotLive(channel)
+            carriers = [origin, *relaying(nodes, channel)]
+            open_carriers = [n for n in carriers if not n.draining and n.id not in full and self._has_room(n)]
+            if open_carriers:
+                node, relay = open_carriers[0], {}
+            else:
+                carrier_ids = {n.id for n in carriers}
+                others = [n for n in nodes if n.id not in carrier_ids and n.id not in full and self._has_room(n)]
+                if not others or all(n.draining for n in others):
+                    raise NodeFull("every media node has its maximum of viewers; try again shortly")
+                node = _least_loaded(others, self._placed.recent)
+                stream = next(s.stream for s in origin.streams if s.channel == channel and not s.relay_from)
+                relay = {"stream": stream, "upstreams": [n.id for n in carriers if not n.draining]}
+            try:
+                answer = await self._call(node.id, {**request, **relay})
+            except NodeFull:
+                full.add(node.id)
+                continue
+            self._viewers_placed.add(node.id)
+            if relay:
+                self._placed.add(node.id)  # a stream more there, until its next announcement says so
+            return _ticket(node.id, answer)
+        raise NodeFull("the media nodes chosen were full; try again shortly")
+
+    def _has_room(self, node: NodeRecord) -> bool:
+        """Room for one more viewer, counting those placed there since the node last announced itself."""
+        taken = node.load.viewers + node.load.pending_viewers + self._viewers_placed.recent(node.id)
+        return taken < node.max_viewers
 
     async def state(self, channel: str, session: str) -> SessionState:
         answer = await self._session_call(session, {"op": "state", "channel": channel})
@@ -172,7 +205,7 @@ def _least_loaded(nodes: list[NodeRecord], placed: Callable[[str], int] = lambda
         raise NodeFull("no media node is taking new sessions")
 
     def load(node: NodeRecord) -> tuple[int, int, str]:
-        share = (node.load.viewers + node.load.pending) / node.max_viewers if node.max_viewers else 1.0
+        share = (node.load.viewers + node.load.pending_viewers) / node.max_viewers if node.max_viewers else 1.0
         return int(max(node.load.loop, share) * 10), node.load.publishers + placed(node.id), node.id
 
     return min(open_nodes, key=load)

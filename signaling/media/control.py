@@ -1,11 +1,16 @@
 """A media node's control endpoint on the bus: the front door's requests, run on this node's own plane.
 
     node.<id>.control  {"op": "publish", "channel", "offer", "owner", "client", "budget"}     -> ticket
-                       {"op": "subscribe", "channel", "offer", "viewer", "client", "budget"}  -> ticket
+                       {"op": "subscribe", "channel", "offer", "viewer", "client", "budget",
+                        "stream"?, "upstreams"?, "relay"?}                                    -> ticket
                        {"op": "state", "channel", "session"}                                  -> {"kind", "etag"}
                        {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
                        {"op": "end", "channel", "session"}                                    -> {}
-A publish first claims the channel for this node (cluster.origins; `steal_from` names a node the front
+                       {"op": "relayed", "channel", "session", "viewers"}                     -> {}
+A subscribe with `upstreams` (a front door placing a viewer on a node that does not carry the stream
+yet) first relays the stream `stream` here from one of those nodes (signaling.media.relays); one with
+`relay` is such a relay asking this node for the stream; `relayed` is a relay saying how many watch
+through it. A publish first claims the channel for this node (cluster.origins; `steal_from` names a node the front
 door found dead or draining: its claim passes only if this node finds nobody serving it either). A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
 {"refused": "BadOffer"}. A negotiation that took longer than its `budget` (seconds) is ended and
 refused: the front door has given up on it and told its client to try again.
@@ -19,21 +24,22 @@ from typing import Any
 
 from bus import Bus, BusError, Message, NoResponder
 from sfu.errors import BadOffer, NodeFull, SfuError
+from signaling.auth.roles import Principal
 from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import Ticket
-from signaling.media.wire import principal_in, refusal_out
+from signaling.media.relays import MAX_UPSTREAMS, Relays
+from signaling.media.wire import control_topic, principal_in, refusal_out
 
-
-def control_topic(node_id: str) -> str:
-    return f"node.{node_id}.control"
+MAX_AUDIENCE = 10**9
 
 
 class NodeControl:
-    def __init__(self, plane: ClaimingPlane, bus: Bus, node_id: str,
+    def __init__(self, plane: ClaimingPlane, bus: Bus, node_id: str, relays: Relays,
                  published: Callable[[], Awaitable[None]] | None = None) -> None:
         self._plane = plane
         self._bus = bus
         self._node_id = node_id
+        self._relays = relays
         self._published = published  # awaited before a publish is answered: the registry shows the channel here
         self._serving: asyncio.Task[None] | None = None
 
@@ -69,9 +75,20 @@ class NodeControl:
         if op == "ping":
             return {}
         if op == "subscribe":
-            ticket = await self._within(float(p["budget"]), plane.subscribe(
-                channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"])))
+            upstreams = p.get("upstreams") or []
+            if not isinstance(upstreams, list):
+                raise ValueError("upstreams must be a list of node ids")
+            ticket = await self._within(float(p["budget"]), self._subscribe(
+                channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"]), p.get("relay") is True,
+                str(p.get("stream", "")), [str(u) for u in upstreams[:MAX_UPSTREAMS]]))
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
+        if op == "relayed":
+            viewers = p["viewers"]
+            if not isinstance(viewers, int) or not 0 <= viewers <= MAX_AUDIENCE:
+                raise ValueError("viewers must be a count")
+            plane.node.session(session, channel)
+            plane.node.set_relayed(session, viewers)
+            return {}
         if op == "state":
             state = await plane.state(channel, session)
             return {"kind": state.kind, "etag": state.etag}
@@ -98,6 +115,12 @@ class NodeControl:
         except BusError:
             return False  # there, but slow: not dead
         return False
+
+    async def _subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str, relay: bool,
+                         stream: str, upstreams: list[str]) -> Ticket:
+        if upstreams:
+            await self._relays.ensure(channel, stream, upstreams)
+        return await self._plane.subscribe(channel, offer, viewer, client, relay=relay)
 
     async def _within(self, budget: float, negotiation: Awaitable[Ticket]) -> Ticket:
         loop = asyncio.get_running_loop()

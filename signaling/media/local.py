@@ -17,8 +17,10 @@ class LocalPlane(MediaPlane):
         session, answer = await self.node.publish(channel, offer, owner, client)
         return Ticket(session.id, session.etag, answer)
 
-    async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
-        session, answer = await self.node.subscribe(channel, offer, viewer.username if viewer else None, client)
+    async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str,
+                        relay: bool = False) -> Ticket:
+        """`relay`: the offer is another node's relay of the stream, not a viewer's."""
+        session, answer = await self.node.subscribe(channel, offer, viewer.username if viewer else None, client, relay)
         session.tag = viewer  # who chats on this session's `chat` data channel
         return Ticket(session.id, session.etag, answer)
 

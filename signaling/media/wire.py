@@ -15,6 +15,11 @@ REFUSALS: dict[str, type[errors.SfuError]] = {
 }
 
 
+def control_topic(node_id: str) -> str:
+    """Where a node takes requests from front doors and other nodes (`signaling.media.control`)."""
+    return f"node.{node_id}.control"
+
+
 def refusal_out(exc: errors.SfuError) -> dict[str, Any]:
     return {"refused": type(exc).__name__, "detail": str(exc)}
 

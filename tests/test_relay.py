@@ -1,0 +1,207 @@
+"""Relays: a stream carried from its origin node into a room of another node.
+
+Two SFU nodes in one process (each with its own sockets, as two processes would have), real aiortc
+peers for the publisher and the viewer, and between the nodes a link that delays datagrams and, while
+the repair of losses is measured, drops and reorders 2 % of them each way. What crosses the hop is
+what crosses it in a cluster; only the request that carries the relay's offer upstream is a direct
+call here instead of a message on the bus (the cluster tests cover that path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from sfu import aiortc_internals as internals
+from sfu.errors import AlreadyPublishing, NodeFull
+from sfu.node import NodeSettings, SfuNode
+from sfu.relay import Relay
+from sfu.subscriber import Subscriber
+from udp_impairment import Impairment, LossyRelay
+from webrtc_peer import Peer
+
+ROOM = "caster"
+
+
+@dataclass
+class Counted:
+    """The origin's stream events and the relay's reports, as the node tells them."""
+
+    viewers: list[int] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+    relays_ended: list[str] = field(default_factory=list)
+    origin: SfuNode | None = None
+
+    async def stream_started(self, room: str, stream: str, user: str | None, formats: list[object]) -> None:
+        return None
+
+    async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
+        self.ended.append(reason)
+
+    async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
+        self.viewers.append(viewers)
+
+    async def relay_viewers(self, relay: Relay, stream: str, viewers: int) -> None:
+        assert self.origin is not None
+        self.origin.set_relayed(relay.upstream_session, viewers)  # what the bus carries in a cluster
+
+    async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None:
+        self.relays_ended.append(reason)
+
+
+def _settings(**overrides: object) -> NodeSettings:
+    values: dict[str, object] = {"ice": internals.IcePlan(("127.0.0.1",)), "viewers_interval": 0.2}
+    values.update(overrides)
+    return NodeSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[tuple[SfuNode, SfuNode, Counted]]:
+    counted = Counted()
+    origin = SfuNode(_settings(), counted)
+    edge = SfuNode(_settings(relay_linger=1.0), counted)
+    edge.relay_events = counted
+    counted.origin = origin
+    await origin.start()
+    await edge.start()
+    try:
+        yield origin, edge, counted
+    finally:
+        await edge.close()
+        await origin.close()
+
+
+async def _publish(node: SfuNode, peer: Peer) -> None:
+    _, answer = await node.publish(ROOM, await peer.offer(), "caster")
+    await peer.answer(answer)
+
+
+async def _watch(node: SfuNode, peer: Peer) -> Subscriber:
+    session, answer = await node.subscribe(ROOM, await peer.offer(), None)
+    await peer.answer(answer)
+    return session
+
+
+async def _until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_relayed_stream_plays_in_sync_and_repairs_loss_across_the_hop(
+        nodes: tuple[SfuNode, SfuNode, Counted]) -> None:
+    origin, edge, counted = nodes
+    link = LossyRelay(Impairment(loss=0.0, reorder=0.0), seed=7)  # clean until the loss is measured
+    await link.start()
+    publisher, viewer = Peer.publisher("h264", audio=True), Peer.viewer()
+
+    async def ask(offer: str) -> tuple[str, str]:
+        session, answer = await origin.subscribe(ROOM, link.offer(offer), None, "relay:edge", relay=True)
+        return session.id, link.answer(answer)
+
+    try:
+        await _publish(origin, publisher)
+        await _until(lambda: origin.rooms[ROOM].feeds["video"].packets_in > 0)
+        stream = origin.rooms[ROOM].stream
+        relay = await edge.relay(ROOM, stream, "origin", ask)
+        assert edge.rooms[ROOM].relay_from == "origin" and edge.rooms[ROOM].stream == stream
+        assert not edge.originates(ROOM) and edge.is_live(ROOM) and edge.relays_in() == 1
+        with pytest.raises(AlreadyPublishing):  # the origin never relays its own stream
+            await origin.relay(ROOM, stream, "edge", ask)
+
+        await _watch(edge, viewer)
+        await viewer.wait_frames(30, timeout=20)
+        # The relay is no viewer on the origin, but the viewer behind it counts there.
+        assert origin.viewers() == 0 and origin.relays_out() == 1 and edge.viewers() == 1
+        await _until(lambda: counted.viewers and counted.viewers[-1] == 1)
+        assert origin.rooms[ROOM].audience == 1
+
+        # Lip sync across the hop: the edge's reports pin each of its RTP clocks to the same NTP time
+        # as the publisher's reports on the origin (through the origin's timestamp rewriting).
+        await _until(lambda: all(f.mapping is not None for f in edge.rooms[ROOM].feeds.values()))
+        hop = next(s for s in origin.rooms[ROOM].subscribers.values() if s.relay)
+        now = time.monotonic()
+        for down in hop.downtracks:
+            source, relayed = origin.rooms[ROOM].feeds[down.feed.kind].mapping, edge.rooms[ROOM].feeds[down.feed.kind].mapping
+            assert source is not None and relayed is not None
+            ntp, source_ts = source.at(now)
+            relayed_ntp, relayed_ts = relayed.at(now)
+            expected_ts = down._rewriter.out_timestamp(source_ts)
+            drift = ((relayed_ts - expected_ts + 2**31) % 2**32 - 2**31) / source.clock_rate - (relayed_ntp - ntp)
+            assert abs(drift) < 0.03, (down.feed.kind, drift)
+
+        # Keyframe requests on the edge reach the origin's feed (asked again while the edge coalesces
+        # them: a keyframe arriving meanwhile rightly answers a request it held back).
+        asked = origin.rooms[ROOM].feeds["video"].keyframes.requested
+
+        def asked_upstream() -> bool:
+            edge.request_keyframe(ROOM)
+            return origin.rooms[ROOM].feeds["video"].keyframes.requested > asked
+
+        await _until(asked_upstream)
+
+        # Loss on the hop is asked for again and repaired by the origin. (Counted on the edge, not in a
+        # test viewer's frames: like libwebrtc, the SFU stops asking for packets older than a keyframe
+        # that has arrived, which browsers skip but aiortc's jitter buffer waits on for 512 packets.)
+        video = edge.rooms[ROOM].feeds["video"]
+        repaired, lost = video.loss.repaired, video.loss.lost
+        link.impairment.loss, link.impairment.reorder = 0.02, 0.02
+        await asyncio.sleep(8)
+        link.impairment.loss = link.impairment.reorder = 0.0
+        repaired, lost = video.loss.repaired - repaired, video.loss.lost - lost
+        print(f"over a lossy hop: {repaired} packets repaired, {lost} not")
+        assert link.impairment.counts["dropped"] > 10
+        assert sum(d.retransmitted for d in hop.downtracks) > 0
+        assert repaired >= 3 and repaired >= 3 * lost, (repaired, lost)
+        # The viewer leaves; the relay lingers, then ends and lets go of the origin.
+        await viewer.close()
+        await _until(lambda: edge.viewers() == 0, timeout=20)
+        await _until(lambda: ROOM not in edge.rooms, timeout=10)
+        assert counted.relays_ended and "no viewer" in counted.relays_ended[-1]
+        await _until(lambda: origin.relays_out() == 0, timeout=15)
+        assert origin.is_live(ROOM) and not counted.ended  # the stream itself goes on
+        assert relay.closed
+    finally:
+        await publisher.close()
+        await viewer.close()
+        link.close()
+
+
+async def test_the_origins_end_ends_the_relay_and_relays_have_a_cap(nodes: tuple[SfuNode, SfuNode, Counted]) -> None:
+    origin, edge, counted = nodes
+    publisher, viewer = Peer.publisher("vp8"), Peer.viewer()
+
+    async def ask(offer: str) -> tuple[str, str]:
+        session, answer = await origin.subscribe(ROOM, offer, None, "relay:edge", relay=True)
+        return session.id, answer
+
+    try:
+        await _publish(origin, publisher)
+        await _until(lambda: origin.rooms[ROOM].feeds["video"].packets_in > 0)
+        await edge.relay(ROOM, origin.rooms[ROOM].stream, "origin", ask)
+        await _watch(edge, viewer)
+        await viewer.wait_frames(10, timeout=20)
+
+        origin.end_room(ROOM, "the broadcaster ended the stream")
+        await _until(lambda: ROOM not in edge.rooms, timeout=10)  # at once, not after a media timeout
+        assert counted.relays_ended and not counted.ended[1:]
+        assert edge.viewers() == 0
+    finally:
+        await publisher.close()
+        await viewer.close()
+
+    capped = SfuNode(_settings(max_relays=0))
+    await capped.start()
+    other = Peer.publisher("vp8")
+    try:
+        await _publish(capped, other)
+        with pytest.raises(NodeFull, match="maximum of 0 relays"):
+            await capped.subscribe(ROOM, await Peer.viewer().offer(), None, "relay:edge", relay=True)
+    finally:
+        await other.close()
+        await capped.close()
