@@ -118,11 +118,14 @@ def parse_offer(sdp: str, publishing: bool) -> Offer:
     return Offer(_join(session, kept), media, tuple(rejected))
 
 
-def payload_maps(sdp: str) -> dict[str, PayloadMap]:
-    """By mid: the format and numbering of each accepted audio/video section of a local description."""
+def payload_maps(sdp: str, directions: tuple[str, ...] | None = None) -> dict[str, PayloadMap]:
+    """By mid: the format and numbering of each accepted audio/video section of a description (only
+    those with one of `directions`, when given)."""
     maps: dict[str, PayloadMap] = {}
     for media in SessionDescription.parse(sdp).media:
         if media.kind not in ("audio", "video") or media.port == 0 or not media.rtp.codecs:
+            continue
+        if directions is not None and media.direction not in directions:
             continue
         codec = media.rtp.codecs[0]
         rtx = next(

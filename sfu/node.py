@@ -125,6 +125,7 @@ class SfuNode:
         self._pending_by_client: Counter[str] = Counter()
         self._reserved = 0  # offers being negotiated right now (a place held for each)
         self._waiting_viewers = 0  # viewers' offers negotiating or connecting (publishers' do not hold viewer places)
+        self._relays_joining = 0  # other nodes' relays negotiating here (each holds one of `max_relays`)
         self._retired: Counter[str] = Counter()  # counters of sessions and feeds that are gone
         self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -292,6 +293,7 @@ class SfuNode:
             log.info("room %s: relayed from %s until now, published here from now on", room_name, room.relay_from)
             room.relay_from = None
             room.stream = secrets.token_hex(8)
+            room.reported_viewers, room.peak_viewers = -1, room.audience  # a new stream: tell its audience
             stream, formats = room.stream, list(publisher.formats.values())
             self._emit(lambda: self.events.stream_started(room_name, stream, user, formats))
         if room is None:
@@ -313,13 +315,15 @@ class SfuNode:
         room = self.rooms.get(room_name)
         if room is None or not room.live:
             raise NotLive(room_name)
-        if relay and self.relays_out() >= self.settings.max_relays:
+        if relay and self.relays_out() + self._relays_joining >= self.settings.max_relays:
             raise NodeFull(f"this node feeds its maximum of {self.settings.max_relays} relays")
         viewer = not relay
         self._admit(client, viewer=viewer)
         feeds = room.feeds
         subscriber = Subscriber(room_name, user, self._clock, client, relay=relay)
         subscriber.on_layer_step = self._step_layer
+        room.joining += 1  # a relay's room does not end for want of viewers while one joins
+        self._relays_joining += relay
         try:
             answer = await subscriber.negotiate(offer, feeds, self.gathering)
             if self._closing:
@@ -330,6 +334,9 @@ class SfuNode:
             self._unreserve(client, viewer=viewer)
             await subscriber.close()
             raise
+        finally:
+            room.joining -= 1
+            self._relays_joining -= relay
         self._reserved -= 1
         self._pending[subscriber.id] = subscriber
         room.add_subscriber(subscriber)
@@ -337,11 +344,11 @@ class SfuNode:
         self._watch(subscriber)
         return subscriber, answer
 
-    async def relay(self, room_name: str, stream: str, upstream: str,
-                    ask: Callable[[str], Awaitable[tuple[str, str]]]) -> Relay:
-        """Carry `room_name`'s stream `stream` from node `upstream` into a room here. `ask(offer)` sends
-        the relay's offer upstream and returns (its session there, the answer). A room relayed from
-        elsewhere is re-attached to `upstream` (its viewers stay); one published here is refused."""
+    async def relay(self, room_name: str, upstream: str, ask: Callable[[str], Awaitable[tuple[str, str, str]]]) -> Relay:
+        """Carry `room_name`'s stream from node `upstream` into a room here. `ask(offer)` sends the
+        relay's offer upstream and returns (its session there, the answer, the stream's id). A room
+        relayed from elsewhere is re-attached to `upstream` (its viewers stay); one published here is
+        refused."""
         if self._closing:
             raise NodeFull("this node is shutting down")
         if self.originates(room_name):
@@ -349,13 +356,15 @@ class SfuNode:
         relay = Relay(room_name, upstream, self._clock, self.sinks)
         try:
             offer = await relay.offer(self.gathering)
-            upstream_session, answer = await ask(offer)
-            await relay.accept(upstream_session, answer)
+            relay.upstream_session, answer, stream = await ask(offer)
+            await relay.accept(answer)
             if self._closing:
                 raise NodeFull("this node is shutting down")
             if self.originates(room_name):
                 raise AlreadyPublishing(f"{room_name} is published on this node")
         except BaseException:
+            if relay.upstream_session:  # the node upstream holds a session for it: let it go at once
+                self._emit(lambda: self.relay_events.relay_ended(relay, "", "the relay could not be set up"))
             await relay.close()
             raise
         # From here to the end nothing awaits.
@@ -366,6 +375,8 @@ class SfuNode:
             room = previous = None
         if room is None:
             room = self.rooms[room_name] = Room(room_name, stream, self._clock)
+        if room.relay_from != upstream or room.stream != stream:
+            room.reported_viewers = -1  # the node upstream (a new one) hears the audience here
         room.relay_from = upstream
         room.stream = stream
         room.install(relay)
@@ -454,6 +465,8 @@ class SfuNode:
         room = self.rooms.get(room_name)
         if room is None or room.publisher is None:
             return
+        if isinstance(room.publisher, Relay):
+            return  # a publisher here (holding the channel's claim) replaces a relay at once
         silent_for = self._clock() - room.publisher.last_packet_at
         if silent_for < self.settings.takeover_after:
             raise AlreadyPublishing(room_name)
@@ -590,7 +603,8 @@ class SfuNode:
             if publisher is None:
                 continue
             publisher.tick()
-            if room.relay_from is not None and not room.subscribers and now - room.idle_since > self.settings.relay_linger:
+            if (room.relay_from is not None and not room.subscribers and not room.joining
+                    and now - room.idle_since > self.settings.relay_linger):
                 self._end_stream(room, f"no viewer on this relay for {self.settings.relay_linger:g} s")
                 continue
             if now - publisher.last_packet_at > (
@@ -599,7 +613,7 @@ class SfuNode:
                 self._end_session(publisher, "no media from the publisher")
                 continue
             if report:
-                over = publisher.over_bitrate(now, self.settings.max_publish_bitrate)
+                over = "" if room.relay_from is not None else publisher.over_bitrate(now, self.settings.max_publish_bitrate)
                 if over:
                     self._end_session(publisher, over)
                     continue

@@ -18,7 +18,7 @@ from sfu.frame_assembler import FrameAssembler, FrameHandler
 from sfu.frame_sink import EncodedFrame, FrameSinks
 from sfu.keyframe import is_keyframe_frame
 from sfu.media_format import AUDIO_CODECS, VIDEO_CODECS, MediaFormat
-from sfu.negotiation import parse_offer, payload_maps, with_bandwidth
+from sfu.negotiation import SENDING, parse_offer, payload_maps, with_bandwidth
 from sfu.sender_reports import ClockMapping
 from sfu.session import Session
 
@@ -92,10 +92,11 @@ class Publisher(Session):
         answer = checked.answer(pc.localDescription.sdp)
         return with_bandwidth(answer, max_bitrate) if max_bitrate else answer
 
-    def _take_formats(self, negotiated: str) -> None:
+    def _take_formats(self, negotiated: str, sending_only: bool = False) -> None:
         """What each transceiver will receive, read from the description that numbers it (`negotiated`:
-        the answer, ours or the peer's); UnsupportedMedia unless all of it can be forwarded."""
-        maps = payload_maps(negotiated)
+        the answer, ours or the peer's; with `sending_only`, the peer's, of which only the sections it
+        sends on count); UnsupportedMedia unless all of it can be forwarded."""
+        maps = payload_maps(negotiated, SENDING if sending_only else None)
         for transceiver in self.pc.getTransceivers():
             mapping = maps.get(transceiver.mid or "")
             if mapping is None:

@@ -48,13 +48,13 @@ class Relay(Publisher):
         await pc.setLocalDescription(await pc.createOffer())
         return str(pc.localDescription.sdp)
 
-    async def accept(self, upstream_session: str, answer: str) -> None:
-        """The upstream node's answer: what it will send, numbered as it will send it."""
+    async def accept(self, answer: str) -> None:
+        """The upstream node's answer: what it will send, numbered as it will send it (sections it will
+        not send on, such as the audio of a stream without any, are left out)."""
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         except OperationError as exc:
             raise UnsupportedMedia(f"the upstream node sends nothing this node can forward: {exc}") from None
         except _AIORTC_ERRORS as exc:
             raise BadOffer(f"the upstream node's answer cannot be used: {exc}") from None
-        self.upstream_session = upstream_session
-        self._take_formats(answer)
+        self._take_formats(answer, sending_only=True)

@@ -32,6 +32,7 @@ class Room:
         self.reported_viewers = 0  # the audience last told to the node's events
         self.relay_from: str | None = None  # the node upstream, when this room is a relay's
         self.idle_since = clock()  # when the last subscriber left (a relay's room ends after a while)
+        self.joining = 0  # subscribers negotiating (not in `subscribers` yet): the room is not idle
 
     @property
     def audience(self) -> int:

@@ -210,7 +210,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     keeper = OriginKeeper(origins, settings.resolved_node_id, local.held_here,
                           lambda channel: node.end_room(channel, "its channel went live on another node"))
     streams.watchers.append(keeper)
-    relays = Relays(node, bus, settings.resolved_node_id)
+    relays = Relays(node, bus, settings.resolved_node_id, announcer.poke)
     control = NodeControl(local, bus, settings.resolved_node_id, relays, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)

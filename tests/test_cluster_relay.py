@@ -59,7 +59,8 @@ async def test_a_full_origin_relays_to_another_node_and_the_whole_audience_count
                     assert _node_of(session) == edge
                     assert f" {ADDRESSES[edge]} " in session["answer"]  # media flows from the edge node
                     await relayed.wait_frames(30, timeout=15)
-                    nodes = await _until_cluster(client, admin, lambda n: n[edge]["load"]["relays"] == 1)
+                    nodes = await _until_cluster(client, admin, lambda n: n[edge]["load"]["relays"] == 1
+                                                 and n[edge]["load"]["viewers"] == 1)
                     assert nodes[edge]["streams"][0]["relay_from"] == origin
                     assert nodes[edge]["streams"][0]["viewers"] == 1
                     assert nodes[origin]["streams"][0]["relay_from"] == "" and nodes[origin]["load"]["publishers"] == 1

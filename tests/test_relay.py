@@ -100,19 +100,19 @@ async def test_a_relayed_stream_plays_in_sync_and_repairs_loss_across_the_hop(
     await link.start()
     publisher, viewer = Peer.publisher("h264", audio=True), Peer.viewer()
 
-    async def ask(offer: str) -> tuple[str, str]:
+    async def ask(offer: str) -> tuple[str, str, str]:
         session, answer = await origin.subscribe(ROOM, link.offer(offer), None, "relay:edge", relay=True)
-        return session.id, link.answer(answer)
+        return session.id, link.answer(answer), origin.rooms[ROOM].stream
 
     try:
         await _publish(origin, publisher)
         await _until(lambda: origin.rooms[ROOM].feeds["video"].packets_in > 0)
         stream = origin.rooms[ROOM].stream
-        relay = await edge.relay(ROOM, stream, "origin", ask)
+        relay = await edge.relay(ROOM, "origin", ask)
         assert edge.rooms[ROOM].relay_from == "origin" and edge.rooms[ROOM].stream == stream
         assert not edge.originates(ROOM) and edge.is_live(ROOM) and edge.relays_in() == 1
         with pytest.raises(AlreadyPublishing):  # the origin never relays its own stream
-            await origin.relay(ROOM, stream, "edge", ask)
+            await origin.relay(ROOM, "edge", ask)
 
         await _watch(edge, viewer)
         await viewer.wait_frames(30, timeout=20)
@@ -176,14 +176,14 @@ async def test_the_origins_end_ends_the_relay_and_relays_have_a_cap(nodes: tuple
     origin, edge, counted = nodes
     publisher, viewer = Peer.publisher("vp8"), Peer.viewer()
 
-    async def ask(offer: str) -> tuple[str, str]:
+    async def ask(offer: str) -> tuple[str, str, str]:
         session, answer = await origin.subscribe(ROOM, offer, None, "relay:edge", relay=True)
-        return session.id, answer
+        return session.id, answer, origin.rooms[ROOM].stream
 
     try:
         await _publish(origin, publisher)
         await _until(lambda: origin.rooms[ROOM].feeds["video"].packets_in > 0)
-        await edge.relay(ROOM, origin.rooms[ROOM].stream, "origin", ask)
+        await edge.relay(ROOM, "origin", ask)
         await _watch(edge, viewer)
         await viewer.wait_frames(10, timeout=20)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from cluster import NODE_TTL, NodeRecord, NodeRegistry, RegistryError
 from signaling.errors import Unavailable
@@ -21,6 +22,7 @@ class NodeDirectory:
         self._reading: asyncio.Task[list[NodeRecord]] | None = None
         self._read_at = -FRESH
         self._gone: dict[str, float] = {}  # node id -> until when it is left out, though still listed
+        self._heard_at: dict[str, float] = {}  # node id -> when (time.monotonic) its record was announced
 
     def gone(self, node_id: str) -> None:
         """Nobody serves `node_id` any more (it died): leave it out now, not when its record expires.
@@ -51,7 +53,15 @@ class NodeDirectory:
 
     async def _read(self) -> list[NodeRecord]:
         async with asyncio.timeout(REGISTRY_TIMEOUT):
-            return [n.record for n in await self._registry.live()]
+            live = await self._registry.live()
+        now = time.monotonic()
+        self._heard_at = {n.record.id: now - n.age for n in live}  # replaced whole: bounded by the live nodes
+        return [n.record for n in live]
+
+    def heard_at(self, node_id: str) -> float:
+        """When (time.monotonic) the node made the announcement last read: what it has done since, its
+        record does not show yet."""
+        return self._heard_at.get(node_id, float("-inf"))
 
     async def carrying(self, channel: str) -> NodeRecord | None:
         """The node where `channel` is published (its origin)."""

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CONTROL_TIMEOUT = 10.0  # seconds: a negotiation gathers candidates and may wait for a busy node
 NODE_BUDGET = CONTROL_TIMEOUT - 2.0  # a node gives up (and ends the session) on work that took longer
+MAX_RELAYS_REMEMBERED = 10_000  # relays placed lately, kept until the registry shows them
 
 
 class ClusterPlane(MediaPlane):
@@ -42,6 +43,7 @@ class ClusterPlane(MediaPlane):
         self.takeover_after = takeover_after
         self._placed = RecentPlacements()  # publishers
         self._viewers_placed = RecentPlacements()
+        self._relays_placed: dict[tuple[str, str], float] = {}  # (channel, node id) -> when a relay went there
 
     async def publish(self, channel: str, offer: str, owner: str, client: str) -> Ticket:
         """To the channel's origin (where the takeover rules hold), else a node that carries it, else the
@@ -62,7 +64,7 @@ class ClusterPlane(MediaPlane):
             holder = by_id.get(origin or "")
             steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
             if node is None or node.draining:
-                node = _least_loaded(nodes, self._placed.recent)
+                node = _least_loaded(nodes, self._unannounced(self._placed))
             try:
                 answer = await self._call(node.id, {**request, "steal_from": steal}, dead_raises=True)
             except _NodeGone:
@@ -75,39 +77,69 @@ class ClusterPlane(MediaPlane):
     async def subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str) -> Ticket:
         request = {"op": "subscribe", "channel": channel, "offer": offer, "viewer": principal_out(viewer),
                    "client": client, "budget": NODE_BUDGET}
-        full: set[str] = set()  # nodes that refused this viewer for want of room
+        passed: set[str] = set()  # nodes that refused this viewer (full, or their relay just ended)
         for _ in range(3):
             nodes = await self._directory.nodes()
             origin = carrying(nodes, channel)
             if origin is None:
                 raise NotLive(channel)
-            carriers = [origin, *relaying(nodes, channel)]
-            open_carriers = [n for n in carriers if not n.draining and n.id not in full and self._has_room(n)]
+            # Nodes relaying it, by the registry or by this door's placements it does not show yet.
+            relays = relaying(nodes, channel)
+            listed = {origin.id, *(n.id for n in relays)}
+            relays += [n for n in nodes if n.id not in listed and self._relayed_here(channel, n.id)]
+            carriers = [n for n in (origin, *relays) if not n.draining]
+            open_carriers = [n for n in carriers if n.id not in passed and self._has_room(n)]
             if open_carriers:
-                node, relay = open_carriers[0], {}
+                node = open_carriers[0]
             else:
                 carrier_ids = {n.id for n in carriers}
-                others = [n for n in nodes if n.id not in carrier_ids and n.id not in full and self._has_room(n)]
-                if not others or all(n.draining for n in others):
+                others = [n for n in nodes if n.id not in carrier_ids and n.id not in passed and not n.draining
+                          and self._has_room(n)]
+                if not others:
                     raise NodeFull("every media node has its maximum of viewers; try again shortly")
-                node = _least_loaded(others, self._placed.recent)
-                stream = next(s.stream for s in origin.streams if s.channel == channel and not s.relay_from)
-                relay = {"stream": stream, "upstreams": [n.id for n in carriers if not n.draining]}
+                node = _least_loaded(others, self._unannounced(self._placed))
+            upstreams = [n.id for n in carriers if n.id != node.id]
+            if node.id != origin.id and not upstreams:
+                raise NodeFull("no media node can feed another relay now; try again shortly")
+            # A node that carries the stream now may not by the time the request arrives (a relay that
+            # ended): it relays it again from these.
+            extra = {"upstreams": upstreams} if node.id != origin.id else {}
             try:
-                answer = await self._call(node.id, {**request, **relay})
+                answer = await self._call(node.id, {**request, **extra})
             except NodeFull:
-                full.add(node.id)
+                passed.add(node.id)
+                continue
+            except NotLive:
+                if node.id == origin.id:
+                    raise
+                passed.add(node.id)
                 continue
             self._viewers_placed.add(node.id)
-            if relay:
+            if node not in carriers:
                 self._placed.add(node.id)  # a stream more there, until its next announcement says so
+                self._relays_placed[(channel, node.id)] = time.monotonic()
             return _ticket(node.id, answer)
         raise NodeFull("the media nodes chosen were full; try again shortly")
 
+    def _relayed_here(self, channel: str, node_id: str) -> bool:
+        """Did this door have `channel` relayed to `node_id` so lately that its record may not show it?"""
+        placed = self._relays_placed.get((channel, node_id))
+        if placed is None:
+            return False
+        if time.monotonic() - placed > RecentPlacements.SPAN or len(self._relays_placed) > MAX_RELAYS_REMEMBERED:
+            self._relays_placed = {k: t for k, t in self._relays_placed.items()
+                                   if time.monotonic() - t <= RecentPlacements.SPAN}
+            return (channel, node_id) in self._relays_placed
+        return True
+
     def _has_room(self, node: NodeRecord) -> bool:
         """Room for one more viewer, counting those placed there since the node last announced itself."""
-        taken = node.load.viewers + node.load.pending_viewers + self._viewers_placed.recent(node.id)
-        return taken < node.max_viewers
+        placed = self._viewers_placed.since(node.id, self._directory.heard_at(node.id))
+        return node.load.viewers + node.load.pending_viewers + placed < node.max_viewers
+
+    def _unannounced(self, placements: RecentPlacements) -> Callable[[str], int]:
+        """How many of `placements` each node's last record does not count yet."""
+        return lambda node_id: placements.since(node_id, self._directory.heard_at(node_id))
 
     async def state(self, channel: str, session: str) -> SessionState:
         answer = await self._session_call(session, {"op": "state", "channel": channel})
@@ -155,9 +187,9 @@ class ClusterPlane(MediaPlane):
 
 
 class RecentPlacements:
-    """Streams this door placed on each node lately: not in the node's record until its next beat."""
+    """What this door placed on each node lately: not in the node's record until its next beat."""
 
-    SPAN = ANNOUNCE_INTERVAL * 2  # seconds a placement counts
+    SPAN = ANNOUNCE_INTERVAL * 3  # seconds a placement is kept (a record is at most NODE_TTL old)
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -166,7 +198,8 @@ class RecentPlacements:
     def add(self, node_id: str) -> None:
         self._at.setdefault(node_id, deque()).append(self._clock())
 
-    def recent(self, node_id: str) -> int:
+    def since(self, node_id: str, moment: float) -> int:
+        """Placements on `node_id` after `moment` (its record's announcement: the record counts the rest)."""
         times = self._at.get(node_id)
         if times is None:
             return 0
@@ -176,7 +209,7 @@ class RecentPlacements:
         if not times:
             del self._at[node_id]  # bounded by the live nodes: an idle node's entry goes
             return 0
-        return len(times)
+        return sum(1 for at in times if at > moment)
 
 
 class _NodeGone(Exception):

@@ -2,35 +2,47 @@
 
     node.<id>.control  {"op": "publish", "channel", "offer", "owner", "client", "budget"}     -> ticket
                        {"op": "subscribe", "channel", "offer", "viewer", "client", "budget",
-                        "stream"?, "upstreams"?, "relay"?}                                    -> ticket
+                        "upstreams"?}                                                         -> ticket
                        {"op": "state", "channel", "session"}                                  -> {"kind", "etag"}
                        {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
                        {"op": "end", "channel", "session"}                                    -> {}
+    node.<id>.relay    {"op": "subscribe", "channel", "offer", "client", "budget", "relay"}  -> ticket + {"stream"}
                        {"op": "relayed", "channel", "session", "viewers"}                     -> {}
-A subscribe with `upstreams` (a front door placing a viewer on a node that does not carry the stream
-yet) first relays the stream `stream` here from one of those nodes (signaling.media.relays); one with
-`relay` is such a relay asking this node for the stream; `relayed` is a relay saying how many watch
-through it. A publish first claims the channel for this node (cluster.origins; `steal_from` names a node the front
-door found dead or draining: its claim passes only if this node finds nobody serving it either). A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
+                       {"op": "end", "channel", "session"}                                    -> {}
+
+A subscribe with `upstreams` (a front door placing a viewer on a node that may not carry the stream)
+first makes the stream live here, relayed from one of those nodes (signaling.media.relays). The relay
+topic is for other nodes: a relay asking for the stream (it holds no viewer place) and saying how
+many watch through it. A publish first claims the channel for this node (cluster.origins;
+`steal_from` names a node the front door found dead or draining: its claim passes only if this node
+finds nobody serving it either).
+
+A refusal answers {"refused": <SfuError class name>, "detail"}; a request that cannot be read,
 {"refused": "BadOffer"}. A negotiation that took longer than its `budget` (seconds) is ended and
 refused: the front door has given up on it and told its client to try again.
+
+The bus is the cluster's own network, trusted like it (Redis with a password, on a private network):
+what comes over it is checked for shape and bounds, not for who sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus import Bus, BusError, Message, NoResponder
-from sfu.errors import BadOffer, NodeFull, SfuError
+from sfu.errors import BadOffer, NodeFull, NotLive, SfuError
 from signaling.auth.roles import Principal
 from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import Ticket
 from signaling.media.relays import MAX_UPSTREAMS, Relays
-from signaling.media.wire import control_topic, principal_in, refusal_out
+from signaling.media.wire import control_topic, principal_in, refusal_out, relay_topic
 
 MAX_AUDIENCE = 10**9
+NODE_ID = re.compile(r"[^\s]{1,128}")
+RELAY_CONCURRENCY = 16  # relay requests answered at once (each is one negotiation)
 
 
 class NodeControl:
@@ -41,21 +53,30 @@ class NodeControl:
         self._node_id = node_id
         self._relays = relays
         self._published = published  # awaited before a publish is answered: the registry shows the channel here
-        self._serving: asyncio.Task[None] | None = None
+        self._serving: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._serving = await self._bus.serve(control_topic(self._node_id), self._handle)
+        self._serving = [await self._bus.serve(control_topic(self._node_id), self._handle),
+                         await self._bus.serve(relay_topic(self._node_id), self._handle_relay, RELAY_CONCURRENCY)]
 
     async def close(self) -> None:
         """Take no more requests (those being answered are cancelled)."""
-        if self._serving is not None:
-            self._serving.cancel()
-            await asyncio.gather(self._serving, return_exceptions=True)
-            self._serving = None
+        for task in self._serving:
+            task.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        self._serving = []
 
     async def _handle(self, message: Message) -> dict[str, Any]:
+        return await self._answer(message.payload, from_node=False)
+
+    async def _handle_relay(self, message: Message) -> dict[str, Any]:
+        return await self._answer(message.payload, from_node=True)
+
+    async def _answer(self, payload: dict[str, Any], from_node: bool) -> dict[str, Any]:
         try:
-            return await self._run(message.payload)
+            if from_node:
+                return await self._run_relay(payload)
+            return await self._run(payload)
         except SfuError as exc:
             return refusal_out(exc)
         except (KeyError, TypeError, ValueError) as exc:
@@ -75,20 +96,15 @@ class NodeControl:
         if op == "ping":
             return {}
         if op == "subscribe":
-            upstreams = p.get("upstreams") or []
-            if not isinstance(upstreams, list):
+            upstreams = p.get("upstreams")
+            if upstreams is not None and (not isinstance(upstreams, list) or not upstreams or not all(
+                    isinstance(u, str) and NODE_ID.fullmatch(u) for u in upstreams)):
                 raise ValueError("upstreams must be a list of node ids")
-            ticket = await self._within(float(p["budget"]), self._subscribe(
-                channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"]), p.get("relay") is True,
-                str(p.get("stream", "")), [str(u) for u in upstreams[:MAX_UPSTREAMS]]))
+            budget = float(p["budget"])
+            ticket = await self._within(budget, self._subscribe(
+                channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"]),
+                upstreams[:MAX_UPSTREAMS] if upstreams else [], budget))
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
-        if op == "relayed":
-            viewers = p["viewers"]
-            if not isinstance(viewers, int) or not 0 <= viewers <= MAX_AUDIENCE:
-                raise ValueError("viewers must be a count")
-            plane.node.session(session, channel)
-            plane.node.set_relayed(session, viewers)
-            return {}
         if op == "state":
             state = await plane.state(channel, session)
             return {"kind": state.kind, "etag": state.etag}
@@ -116,11 +132,35 @@ class NodeControl:
             return False  # there, but slow: not dead
         return False
 
-    async def _subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str, relay: bool,
-                         stream: str, upstreams: list[str]) -> Ticket:
-        if upstreams:
-            await self._relays.ensure(channel, stream, upstreams)
-        return await self._plane.subscribe(channel, offer, viewer, client, relay=relay)
+    async def _subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str, upstreams: list[str],
+                         budget: float) -> Ticket:
+        if upstreams:  # half the budget at most for the relay: the viewer's own negotiation needs the rest
+            await self._relays.ensure(channel, upstreams, asyncio.get_running_loop().time() + budget / 2)
+        return await self._plane.subscribe(channel, offer, viewer, client)
+
+    async def _run_relay(self, p: dict[str, Any]) -> dict[str, Any]:
+        """What another node's relay asks."""
+        plane, op = self._plane, p.get("op")
+        channel, session = str(p["channel"]), str(p.get("session", ""))
+        if op == "subscribe" and p.get("relay") is True:
+            ticket = await self._within(float(p["budget"]), plane.subscribe(
+                channel, str(p["offer"]), None, str(p["client"])[:140], relay=True))
+            room = plane.node.rooms.get(channel)
+            if room is None:
+                await plane.end_quietly(ticket.session)
+                raise NotLive(channel)
+            return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer, "stream": room.stream}
+        if op == "relayed":
+            viewers = p["viewers"]
+            if not isinstance(viewers, int) or isinstance(viewers, bool) or not 0 <= viewers <= MAX_AUDIENCE:
+                raise ValueError("viewers must be a count")
+            plane.node.session(session, channel)
+            plane.node.set_relayed(session, viewers)
+            return {}
+        if op == "end":
+            await plane.end(channel, session)
+            return {}
+        raise ValueError(f"unknown relay operation {op!r}")
 
     async def _within(self, budget: float, negotiation: Awaitable[Ticket]) -> Ticket:
         loop = asyncio.get_running_loop()

@@ -1,14 +1,19 @@
 """The streams this node carries for its viewers from other nodes (the receiving ends of relays).
 
-A front door that places a viewer here although the stream is published elsewhere names the nodes
-that can feed it (`upstreams`: the origin first, then nodes relaying it already, so relays may chain).
-`ensure` makes the stream live here from the first of them that takes the relay: the offer goes
-upstream as a `subscribe` with `relay` set, the answer comes back, and the node's room fills as from a
-publisher. One relay per channel is set up at a time, however many viewers arrive at once.
+A front door that places a viewer here names the nodes that carry the stream (`upstreams`: the
+origin first, then nodes relaying it already, so relays may chain). `ensure` makes the stream live
+here, unless it is, from the first of them that takes the relay: the offer goes upstream as a
+`subscribe` with `relay` set, the answer comes back with the stream's id, and the node's room fills as
+from a publisher. One relay per channel is set up at a time, however many viewers arrive at once.
+
+Node-to-node requests travel on each node's relay topic (`relay_topic`), not on its control topic:
+a burst of viewers waiting for relays on two nodes that feed each other cannot take every slot that
+the other's relay request needs.
 
 The node upstream counts the whole audience: how many watch here is sent there (`relayed`), the
 latest count per relay, by one task of this object's own, so a slow or dead upstream node never holds
-up the node's event delivery.
+up the node's event delivery; a report that fails is sent again, and every count is sent again every
+REPORT_EVERY seconds whatever happens.
 """
 
 from __future__ import annotations
@@ -16,77 +21,107 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 from bus import Bus, BusError, NoResponder
-from sfu.errors import NodeFull, NotLive, SfuError
+from sfu.errors import AlreadyPublishing, NodeFull, NotLive, SfuError
 from sfu.node import SfuNode
 from sfu.relay import Relay
-from signaling.media.wire import control_topic, refusal_in
+from signaling.media.wire import refusal_in, relay_topic
 
 log = logging.getLogger(__name__)
 
-RELAY_TIMEOUT = 6.0  # seconds the node upstream has to answer a relay's offer
-REPORT_TIMEOUT = 2.0  # seconds for an audience report; the next one carries the count again
+RELAY_TIMEOUT = 6.0  # seconds the node upstream has at most to answer a relay's offer
+REPORT_TIMEOUT = 2.0  # seconds for an audience report; a failed one is sent again
+REPORT_EVERY = 5.0  # seconds between reports of every relay's audience, changed or not
 MAX_UPSTREAMS = 4  # nodes tried for one relay
+STREAM_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 class Relays:
-    def __init__(self, node: SfuNode, bus: Bus, node_id: str) -> None:
+    def __init__(self, node: SfuNode, bus: Bus, node_id: str, on_change: Callable[[], None] = lambda: None) -> None:
         self._node = node
         self._bus = bus
         self._node_id = node_id
-        self._starting: dict[str, asyncio.Future[None]] = {}  # channel -> the relay being set up
+        self._on_change = on_change  # a relay started or ended: the registry should say so now
+        self._starting: dict[str, asyncio.Task[None]] = {}  # channel -> the relay being set up
         self._counts: dict[Relay, int] = {}  # audience reports not sent yet (the latest per relay)
         self._wake = asyncio.Event()
         self._reporter: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
+        self._closed = False
         node.relay_events = self
 
     def start(self) -> None:
         self._reporter = asyncio.create_task(self._report_forever(), name="relay-audience")
 
     async def close(self) -> None:
-        for task in (self._reporter, *self._ending):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in (self._reporter, *self._ending) if t is not None), return_exceptions=True)
+        """Stop: relays being set up are given up, reports and goodbyes not sent yet are dropped (the
+        peer connections closing tell the nodes upstream)."""
+        self._closed = True
+        tasks = [t for t in (self._reporter, *self._starting.values(), *self._ending) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._reporter = None
 
-    async def ensure(self, channel: str, stream: str, upstreams: list[str]) -> None:
-        """`channel` live on this node: already, or relayed from the first of `upstreams` that takes it.
-        NotLive when none of them carries it any more; NodeFull when none can feed another relay."""
+    async def ensure(self, channel: str, upstreams: list[str], deadline: float) -> None:
+        """`channel` live on this node: already, or relayed from the first of `upstreams` that takes it
+        before `deadline` (the loop's clock). NotLive when none of them carries it; NodeFull when none
+        can feed another relay in time."""
         if self._node.is_live(channel):
             return
+        if self._closed:
+            raise NodeFull("this node is shutting down")
         starting = self._starting.get(channel)
         if starting is None:
-            starting = self._starting[channel] = asyncio.ensure_future(self._start(channel, stream, upstreams))
-            starting.add_done_callback(lambda _: self._starting.pop(channel, None))
+            starting = asyncio.create_task(self._start(channel, upstreams, deadline), name=f"relay:{channel}")
+            self._starting[channel] = starting
+            starting.add_done_callback(functools.partial(self._started, channel))
         await asyncio.shield(starting)
 
-    async def _start(self, channel: str, stream: str, upstreams: list[str]) -> None:
-        refusal: SfuError = NotLive(channel)
-        for upstream in [u for u in upstreams if u != self._node_id][:MAX_UPSTREAMS]:
-            try:
-                await self._node.relay(channel, stream, upstream, functools.partial(self._ask, upstream, channel))
-                return
-            except (NotLive, NodeFull) as exc:
-                refusal = exc
-                log.info("node %s cannot feed a relay of %s: %s", upstream, channel, exc)
-        raise refusal
+    def _started(self, channel: str, task: asyncio.Task[None]) -> None:
+        if self._starting.get(channel) is task:
+            del self._starting[channel]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every viewer waiting for it may have given up
+        self._on_change()
 
-    async def _ask(self, upstream: str, channel: str, offer: str) -> tuple[str, str]:
+    async def _start(self, channel: str, upstreams: list[str], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        refusals: list[SfuError] = []
+        for upstream in [u for u in upstreams if u != self._node_id][:MAX_UPSTREAMS]:
+            left = deadline - loop.time()
+            if left <= 0.5:
+                break
+            try:
+                await self._node.relay(channel, upstream, functools.partial(self._ask, upstream, channel,
+                                                                            min(RELAY_TIMEOUT, left)))
+                return
+            except AlreadyPublishing:
+                return  # the channel's publisher came here meanwhile: it is live here all the same
+            except SfuError as exc:
+                refusals.append(exc)
+                log.info("node %s cannot feed a relay of %s: %s", upstream, channel, exc)
+        if refusals and all(isinstance(r, NotLive) for r in refusals):
+            raise NotLive(channel)
+        raise NodeFull(f"no node could feed a relay of {channel} in time; try again")
+
+    async def _ask(self, upstream: str, channel: str, timeout: float, offer: str) -> tuple[str, str, str]:
         request = {"op": "subscribe", "channel": channel, "offer": offer, "viewer": None,
-                   "client": f"relay:{self._node_id}", "relay": True, "budget": RELAY_TIMEOUT - 1.0}
-        answer = await self._request(upstream, request, RELAY_TIMEOUT)
-        session, sdp = answer.get("session"), answer.get("answer")
-        if not isinstance(session, str) or not isinstance(sdp, str):
+                   "client": f"relay:{self._node_id}", "relay": True, "budget": timeout - 0.5}
+        answer = await self._request(upstream, request, timeout)
+        session, sdp, stream = answer.get("session"), answer.get("answer"), answer.get("stream")
+        if not isinstance(session, str) or not isinstance(sdp, str) or not isinstance(stream, str) \
+                or not STREAM_ID.fullmatch(stream):
             raise NodeFull(f"node {upstream} answered a relay with something this version cannot read")
-        return session, sdp
+        return session, sdp, stream
 
     async def _request(self, upstream: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         try:
-            answer = await self._bus.request(control_topic(upstream), request, timeout=timeout)
+            answer = await self._bus.request(relay_topic(upstream), request, timeout=timeout)
         except NoResponder:
             raise NotLive(f"node {upstream} is gone") from None
         except BusError as exc:
@@ -101,15 +136,16 @@ class Relays:
     # --- RelayEvents: the node's relay rooms report here ---
 
     async def relay_viewers(self, relay: Relay, stream: str, viewers: int) -> None:
-        if relay.upstream_session:
+        if relay.upstream_session and not self._closed:
             self._counts[relay] = viewers
             self._wake.set()
 
     async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None:
         self._counts.pop(relay, None)
-        if relay.upstream_session and len(self._ending) < 256:
+        self._on_change()
+        if relay.upstream_session and not self._closed and len(self._ending) < 256:
             # Its peer connection closing tells the node upstream too; this says it at once.
-            task = asyncio.ensure_future(self._end_upstream(relay))
+            task = asyncio.create_task(self._end_upstream(relay))
             self._ending.add(task)
             task.add_done_callback(self._ending.discard)
 
@@ -122,15 +158,25 @@ class Relays:
 
     async def _report_forever(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=REPORT_EVERY)
+            except TimeoutError:  # every relay's count, changed or not: one lost on the way is mended
+                for room in self._node.rooms.values():
+                    if isinstance(room.publisher, Relay) and room.relay_from is not None:
+                        self._counts.setdefault(room.publisher, room.audience)
             self._wake.clear()
             counts, self._counts = self._counts, {}
-            for relay, viewers in counts.items():
-                if relay.closed:
-                    continue
-                try:
-                    await self._request(relay.upstream, {"op": "relayed", "channel": relay.room,
-                                                         "session": relay.upstream_session, "viewers": viewers},
-                                        REPORT_TIMEOUT)
-                except SfuError as exc:
-                    log.debug("could not tell node %s the audience of a relay: %s", relay.upstream, exc)
+            sends = [self._report(relay, viewers) for relay, viewers in counts.items() if not relay.closed]
+            await asyncio.gather(*sends)
+
+    async def _report(self, relay: Relay, viewers: int) -> None:
+        try:
+            await self._request(relay.upstream, {"op": "relayed", "channel": relay.room,
+                                                 "session": relay.upstream_session, "viewers": viewers}, REPORT_TIMEOUT)
+        except NodeFull as exc:  # no answer in time: sent again with the next round
+            log.debug("could not tell node %s the audience of a relay: %s", relay.upstream, exc)
+            self._counts.setdefault(relay, viewers)
+        except SfuError:
+            return  # the node or its session upstream is gone: the relay ends by itself
+        except Exception:  # whatever it was, the reporter goes on
+            log.exception("reporting a relay's audience to node %s failed", relay.upstream)

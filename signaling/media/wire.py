@@ -16,8 +16,13 @@ REFUSALS: dict[str, type[errors.SfuError]] = {
 
 
 def control_topic(node_id: str) -> str:
-    """Where a node takes requests from front doors and other nodes (`signaling.media.control`)."""
+    """Where a node takes requests from front doors (`signaling.media.control`)."""
     return f"node.{node_id}.control"
+
+
+def relay_topic(node_id: str) -> str:
+    """Where a node takes requests from other nodes' relays (`signaling.media.relays`)."""
+    return f"node.{node_id}.relay"
 
 
 def refusal_out(exc: errors.SfuError) -> dict[str, Any]:
