@@ -14,7 +14,9 @@ viewers come and go in between.
 A stream spans nodes by relays (`sfu.relay`): `relay` carries a room's stream from the node upstream
 into a room here, which its viewers join as on the origin. A relay's room tells no stream events (the
 stream is the origin's); it tells `RelayEvents` how many watch here, so that the origin counts the
-whole audience, and it ends when its upstream does or after `relay_linger` seconds without viewers.
+whole audience. Like a publisher's, a relay's connection that drops leaves its room to the media
+timeout, so that a relay from the stream's next origin, or its publisher itself, can take it over with
+the viewers in it; the room also ends after `relay_linger` seconds without viewers.
 On the upstream node a relay is a subscriber that holds no viewer place (at most `max_relays`).
 """
 
@@ -489,8 +491,10 @@ class SfuNode:
             if state == "connected" and not session.closed and session.id in self.sessions:
                 self._connected(session)
             elif state in ("failed", "closed") and session.id in self.sessions:
-                if isinstance(session, Publisher) and session.connected and not isinstance(session, Relay):
-                    return  # a publisher may come back: the media timeout or a takeover decides
+                if isinstance(session, Publisher) and session.connected:
+                    # A publisher may come back, a relay be re-attached to the stream's next origin (its
+                    # viewers stay): the media timeout or a takeover decides.
+                    return
                 self._end_session(session, f"connection {state}")
 
     def _connected(self, session: Session) -> None:

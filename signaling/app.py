@@ -279,7 +279,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.start()
             if settings.media:
                 await control.start()
-                relays.start()
+                await relays.start()
                 announcer.start()
                 keeper.start()
             if is_shared(settings.bus_url):

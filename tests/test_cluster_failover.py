@@ -99,3 +99,72 @@ async def _streams(database_url: str) -> list[tuple[str, str]]:
     finally:
         await connection.close()
     return [("ended" if row["ended_at"] else "live", row["end_reason"] or "") for row in rows]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_when_the_origin_dies_its_relays_carry_on_and_their_viewers_keep_their_sessions(
+        tmp_path: Path, database_url: str) -> None:
+    """Three nodes, each taking one viewer: the origin's viewer on it, two more on relays. The origin
+    dies: the publisher goes live again on one of the relays' nodes (its viewer stays, now at the
+    origin), the other relay follows the stream there, and neither relayed viewer needs a new session."""
+    addresses = {**ADDRESSES, "node-3": "127.0.0.4"}
+    with redis_server(tmp_path) as redis:
+        common = {"BUS_URL": redis.url, "DATABASE_URL": database_url, "AUTO_MIGRATE": "false",
+                  "JWT_SECRET": secrets.token_hex(32), "LOG_LEVEL": "INFO", "MAX_VIEWERS_PER_NODE": "1"}
+        for name in ("door", *addresses):
+            (tmp_path / name).mkdir()
+        with serve(tmp_path / "node-1", ("node",), NODE_ID="node-1", WEBRTC_HOST_ADDRESSES=addresses["node-1"],
+                   **common) as node1, \
+                serve(tmp_path / "node-2", ("node",), NODE_ID="node-2", WEBRTC_HOST_ADDRESSES=addresses["node-2"],
+                      **common) as node2, \
+                serve(tmp_path / "node-3", ("node",), NODE_ID="node-3", WEBRTC_HOST_ADDRESSES=addresses["node-3"],
+                      **common) as node3, \
+                serve(tmp_path / "door", ("serve", "--media", "off"), NODE_ID="door", **common) as door_process:
+            nodes: dict[str, ServerProcess] = {"node-1": node1, "node-2": node2, "node-3": node3}
+            async with aiohttp.ClientSession() as http:
+                door = Client(http, door_process.url)
+                await door.admin("boss")
+                key = await door.broadcaster("caster")
+                publisher, viewers = Peer.publisher("h264", audio=True), [Peer.viewer() for _ in range(3)]
+                peers = [publisher, *viewers]
+                try:
+                    origin = await connect(door, publisher, "/whip/caster", key, time.monotonic() + 15)
+                    placed = [await connect(door, viewer, "/whep/caster", None, time.monotonic() + 15)
+                              for viewer in viewers]
+                    assert placed[0] == origin and sorted(placed) == sorted(addresses), placed
+                    for viewer in viewers:
+                        await viewer.wait_frames(10)
+
+                    nodes[origin].kill()
+                    killed = time.monotonic()
+                    relayed = viewers[1:]
+                    frames = [viewer.frames for viewer in relayed]
+                    again = Peer.publisher("h264", audio=True)
+                    peers.append(again)
+                    new_origin = await connect(door, again, "/whip/caster", key, killed + 5)
+                    assert new_origin in placed[1:]  # a node with the stream's viewers took its publisher
+                    for viewer, before in zip(relayed, frames):
+                        await viewer.wait_frames(before + 5, timeout=max(0.1, killed + 5 - time.monotonic()))
+                    back = time.monotonic() - killed
+                    print(f"FAILOVER origin {origin} killed: relayed viewers decoding again after {back:.2f} s, "
+                          f"the stream now published on {new_origin}")
+                    status, body = await door.call("GET", "/api/cluster", token=await _token(door))
+                    streams = {n["id"]: n["streams"] for n in body["nodes"]}
+                    other = next(n for n in placed[1:] if n != new_origin)
+                    assert streams[new_origin][0]["relay_from"] == ""
+                    deadline = time.monotonic() + 5
+                    while streams[other][0]["relay_from"] != new_origin:  # the other relay followed it
+                        assert time.monotonic() < deadline, streams
+                        await asyncio.sleep(0.2)
+                        status, body = await door.call("GET", "/api/cluster", token=await _token(door))
+                        streams = {n["id"]: n["streams"] for n in body["nodes"]}
+                finally:
+                    for peer in peers:
+                        await peer.close()
+        logs = "".join((tmp_path / name / "server.log").read_text() for name in ("door", *addresses) if name != origin)
+    assert "Traceback" not in logs, logs[-5000:]
+
+
+async def _token(door: Client) -> str:
+    status, login = await door.call("POST", "/api/auth/login", {"username": "boss", "password": "correct horse"})
+    return str(login["access_token"])

@@ -34,7 +34,7 @@ class Counted:
     viewers: list[int] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     relays_ended: list[str] = field(default_factory=list)
-    origin: SfuNode | None = None
+    upstreams: dict[str, SfuNode] = field(default_factory=dict)  # by the name relays know them by
 
     async def stream_started(self, room: str, stream: str, user: str | None, formats: list[object]) -> None:
         return None
@@ -46,8 +46,9 @@ class Counted:
         self.viewers.append(viewers)
 
     async def relay_viewers(self, relay: Relay, stream: str, viewers: int) -> None:
-        assert self.origin is not None
-        self.origin.set_relayed(relay.upstream_session, viewers)  # what the bus carries in a cluster
+        upstream = self.upstreams.get(relay.upstream)
+        if upstream is not None and relay.upstream_session in upstream.sessions:
+            upstream.set_relayed(relay.upstream_session, viewers)  # what the bus carries in a cluster
 
     async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None:
         self.relays_ended.append(reason)
@@ -63,9 +64,9 @@ def _settings(**overrides: object) -> NodeSettings:
 async def nodes() -> AsyncIterator[tuple[SfuNode, SfuNode, Counted]]:
     counted = Counted()
     origin = SfuNode(_settings(), counted)
-    edge = SfuNode(_settings(relay_linger=1.0), counted)
+    edge = SfuNode(_settings(relay_linger=1.0, publisher_timeout=1.0), counted)
     edge.relay_events = counted
-    counted.origin = origin
+    counted.upstreams["origin"] = origin
     await origin.start()
     await edge.start()
     try:
@@ -172,28 +173,51 @@ async def test_a_relayed_stream_plays_in_sync_and_repairs_loss_across_the_hop(
         link.close()
 
 
-async def test_the_origins_end_ends_the_relay_and_relays_have_a_cap(nodes: tuple[SfuNode, SfuNode, Counted]) -> None:
+async def test_relays_chain_follow_a_new_origin_and_have_a_cap(nodes: tuple[SfuNode, SfuNode, Counted]) -> None:
+    """origin -> edge -> far: the far node's viewer watches through two hops. Then the stream goes live
+    on another node (its origin moved): the edge's relay follows it there, and the viewer behind two
+    hops keeps watching without a new session. When the stream ends, the relays end after the media
+    timeout (in a cluster, at once: the end is told on the bus)."""
     origin, edge, counted = nodes
-    publisher, viewer = Peer.publisher("vp8"), Peer.viewer()
+    far = SfuNode(_settings(publisher_timeout=1.0))
+    moved = SfuNode(_settings())
+    await far.start()
+    await moved.start()
+    publisher, second, viewer = Peer.publisher("vp8"), Peer.publisher("vp8"), Peer.viewer()
 
-    async def ask(offer: str) -> tuple[str, str, str]:
-        session, answer = await origin.subscribe(ROOM, offer, None, "relay:edge", relay=True)
-        return session.id, answer, origin.rooms[ROOM].stream
+    def asker(upstream: SfuNode, client: str) -> object:
+        async def ask(offer: str) -> tuple[str, str, str]:
+            session, answer = await upstream.subscribe(ROOM, offer, None, client, relay=True)
+            return session.id, answer, upstream.rooms[ROOM].stream
+        return ask
 
     try:
         await _publish(origin, publisher)
         await _until(lambda: origin.rooms[ROOM].feeds["video"].packets_in > 0)
-        await edge.relay(ROOM, "origin", ask)
-        await _watch(edge, viewer)
+        await edge.relay(ROOM, "origin", asker(origin, "relay:edge"))  # type: ignore[arg-type]
+        await far.relay(ROOM, "edge", asker(edge, "relay:far"))  # type: ignore[arg-type]
+        session = await _watch(far, viewer)
         await viewer.wait_frames(10, timeout=20)
+        assert edge.relays_out() == 1 and origin.relays_out() == 1 and far.rooms[ROOM].relay_from == "edge"
 
-        origin.end_room(ROOM, "the broadcaster ended the stream")
-        await _until(lambda: ROOM not in edge.rooms, timeout=10)  # at once, not after a media timeout
-        assert counted.relays_ended and not counted.ended[1:]
-        assert edge.viewers() == 0
+        await _publish(moved, second)
+        await _until(lambda: moved.rooms[ROOM].feeds["video"].packets_in > 0)
+        await publisher.close()  # the first origin's publisher is gone
+        await edge.relay(ROOM, "moved", asker(moved, "relay:edge"))  # type: ignore[arg-type]
+        assert edge.rooms[ROOM].relay_from == "moved" and edge.rooms[ROOM].stream == moved.rooms[ROOM].stream
+        frames = viewer.frames
+        await viewer.wait_frames(frames + 20, timeout=10)  # still the same session, two hops from the new origin
+        assert far.sessions.get(session.id) is session
+        await _until(lambda: origin.relays_out() == 0, timeout=15)  # the first origin let go of the old relay
+
+        moved.end_room(ROOM, "the broadcaster ended the stream")
+        await _until(lambda: ROOM not in edge.rooms and ROOM not in far.rooms, timeout=15)
+        assert far.viewers() == 0
     finally:
-        await publisher.close()
-        await viewer.close()
+        for peer in (publisher, second, viewer):
+            await peer.close()
+        await far.close()
+        await moved.close()
 
     capped = SfuNode(_settings(max_relays=0))
     await capped.start()

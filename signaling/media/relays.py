@@ -10,6 +10,10 @@ Node-to-node requests travel on each node's relay topic (`relay_topic`), not on 
 a burst of viewers waiting for relays on two nodes that feed each other cannot take every slot that
 the other's relay request needs.
 
+Relays follow the stream's life on the bus: when it ends, its relays here end at once (not after the
+media timeout); when it goes live on another node (its origin died, or the publisher moved), a relay
+here is re-attached to the new origin, and its viewers stay where they are.
+
 The node upstream counts the whole audience: how many watch here is sent there (`relayed`), the
 latest count per relay, by one task of this object's own, so a slow or dead upstream node never holds
 up the node's event delivery; a report that fails is sent again, and every count is sent again every
@@ -25,7 +29,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from bus import Bus, BusError, NoResponder
+from bus import Bus, BusError, Message, NoResponder
 from sfu.errors import AlreadyPublishing, NodeFull, NotLive, SfuError
 from sfu.node import SfuNode
 from sfu.relay import Relay
@@ -37,6 +41,8 @@ RELAY_TIMEOUT = 6.0  # seconds the node upstream has at most to answer a relay's
 REPORT_TIMEOUT = 2.0  # seconds for an audience report; a failed one is sent again
 REPORT_EVERY = 5.0  # seconds between reports of every relay's audience, changed or not
 MAX_UPSTREAMS = 4  # nodes tried for one relay
+REATTACH_BUDGET = 6.0  # seconds to re-attach a relay to a stream's new origin
+STREAM_TOPICS = ("stream.started", "stream.ended")
 STREAM_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
@@ -50,22 +56,25 @@ class Relays:
         self._counts: dict[Relay, int] = {}  # audience reports not sent yet (the latest per relay)
         self._wake = asyncio.Event()
         self._reporter: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
         self._closed = False
         node.relay_events = self
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        subscription = await self._bus.subscribe(*STREAM_TOPICS)  # the first one now: fail at start, not later
+        self._follower = asyncio.create_task(self._follow(subscription), name="relay-follow")
         self._reporter = asyncio.create_task(self._report_forever(), name="relay-audience")
 
     async def close(self) -> None:
         """Stop: relays being set up are given up, reports and goodbyes not sent yet are dropped (the
         peer connections closing tell the nodes upstream)."""
         self._closed = True
-        tasks = [t for t in (self._reporter, *self._starting.values(), *self._ending) if t is not None]
+        tasks = [t for t in (self._reporter, self._follower, *self._starting.values(), *self._ending) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._reporter = None
+        self._reporter = self._follower = None
 
     async def ensure(self, channel: str, upstreams: list[str], deadline: float) -> None:
         """`channel` live on this node: already, or relayed from the first of `upstreams` that takes it
@@ -85,8 +94,8 @@ class Relays:
     def _started(self, channel: str, task: asyncio.Task[None]) -> None:
         if self._starting.get(channel) is task:
             del self._starting[channel]
-        if not task.cancelled():
-            task.exception()  # retrieved here: every viewer waiting for it may have given up
+        if not task.cancelled() and task.exception() is not None:  # retrieved: its viewers may all have gone
+            log.info("no relay of %s: %s", channel, task.exception())
         self._on_change()
 
     async def _start(self, channel: str, upstreams: list[str], deadline: float) -> None:
@@ -132,6 +141,44 @@ class Relays:
         if "error" in answer:
             raise NodeFull(f"node {upstream} failed: {answer['error']}")
         return answer
+
+    # --- the stream's life, from the bus ---
+
+    async def _follow(self, subscription: Any) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                async with subscription:
+                    async for message in subscription:
+                        self._on_stream_event(message)
+                        backoff = 0.5
+            except Exception as exc:  # the bus went away: subscribe again
+                log.warning("relays lost the bus: %s", exc)
+            while True:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                try:
+                    subscription = await self._bus.subscribe(*STREAM_TOPICS)
+                    break
+                except BusError as exc:
+                    log.warning("relays cannot subscribe to stream events (retrying in %.1f s): %s", backoff, exc)
+
+    def _on_stream_event(self, message: Message) -> None:
+        channel, stream = message.payload.get("channel"), message.payload.get("stream")
+        room = self._node.rooms.get(channel) if isinstance(channel, str) else None
+        if room is None or room.relay_from is None or self._closed:
+            return
+        if message.topic == "stream.ended":
+            if room.stream == stream:
+                self._node.end_room(room.name, "the stream ended")
+            return
+        origin = message.payload.get("node")
+        if isinstance(origin, str) and origin not in (self._node_id, room.relay_from) and room.name not in self._starting:
+            log.info("channel %s went live on node %s: its relay here follows it there", room.name, origin)
+            deadline = asyncio.get_running_loop().time() + REATTACH_BUDGET
+            task = asyncio.create_task(self._start(room.name, [origin], deadline), name=f"relay:{room.name}")
+            self._starting[room.name] = task
+            task.add_done_callback(functools.partial(self._started, room.name))
 
     # --- RelayEvents: the node's relay rooms report here ---
 
