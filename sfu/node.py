@@ -133,6 +133,7 @@ class SfuNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._closes: set[asyncio.Task[None]] = set()  # sessions closing (aiortc takes a while): owned here
         self._closing = False
+        self._draining = False  # handing its sessions over: takes none but other nodes' relays
         # Called with each data channel a client opens on a session (signaling: the `chat` channel).
         self.on_data_channel: Callable[[Session, Any], None] | None = None
 
@@ -163,6 +164,37 @@ class SfuNode:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- handing over (a node shutting down in a cluster) ---
+
+    def drain(self) -> int:
+        """Take no new session but other nodes' relays (its streams may be relayed elsewhere while its
+        viewers move there), and end every viewer's session so its player reconnects through a front
+        door, which places it on another node; the number of viewers' sessions ended."""
+        self._draining = True
+        ended = 0
+        for room in list(self.rooms.values()):
+            for subscriber in [s for s in room.subscribers.values() if not s.relay]:
+                self._end_session(subscriber, "this node is shutting down: watch on another")
+                ended += 1
+        return ended
+
+    def release_publishers(self) -> int:
+        """Close the connections of the publishers here, leaving their streams (and the relays fed from
+        them) in place: each broadcaster reconnects through a front door and goes live on another node,
+        where the stream goes on; here it ends when that takes it over, or at the media timeout."""
+        released = 0
+        for room in self.rooms.values():
+            publisher = room.publisher
+            if publisher is not None and room.relay_from is None and not publisher.closed:
+                publisher.connected = True  # its connection closing must not end the stream
+                self._close_later(publisher)
+                released += 1
+        return released
+
+    def originated(self) -> int:
+        """Streams published on this node."""
+        return sum(1 for name in self.rooms if self.originates(name))
 
     # --- what signaling asks ---
 
@@ -320,7 +352,7 @@ class SfuNode:
         if relay and self.relays_out() + self._relays_joining >= self.settings.max_relays:
             raise NodeFull(f"this node feeds its maximum of {self.settings.max_relays} relays")
         viewer = not relay
-        self._admit(client, viewer=viewer)
+        self._admit(client, viewer=viewer, relay=relay)
         feeds = room.feeds
         subscriber = Subscriber(room_name, user, self._clock, client, relay=relay)
         subscriber.on_layer_step = self._step_layer
@@ -351,7 +383,7 @@ class SfuNode:
         relay's offer upstream and returns (its session there, the answer, the stream's id). A room
         relayed from elsewhere is re-attached to `upstream` (its viewers stay); one published here is
         refused."""
-        if self._closing:
+        if self._closing or self._draining:
             raise NodeFull("this node is shutting down")
         if self.originates(room_name):
             raise AlreadyPublishing(f"{room_name} is published on this node")
@@ -427,12 +459,14 @@ class SfuNode:
 
     # --- internals ---
 
-    def _admit(self, client: str, viewer: bool) -> None:
+    def _admit(self, client: str, viewer: bool, relay: bool = False) -> None:
         """Hold a place for an offer about to be negotiated, or refuse it (before any await, so
         concurrent offers cannot all pass the same check)."""
         s = self.settings
         if self._closing:
             raise NodeFull("this node is shutting down")
+        if self._draining and not relay:
+            raise NodeFull("this node is shutting down; another takes the session")
         if viewer and self.viewers() + self._waiting_viewers >= s.max_viewers:
             raise NodeFull(f"this node has its maximum of {s.max_viewers} viewers")
         if self.pending >= s.max_pending:

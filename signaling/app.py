@@ -48,6 +48,7 @@ from signaling.cluster.origin_keeper import OriginKeeper
 from signaling.cluster.node_record import AnnounceOnChange, NodeDescriber
 from signaling.media.cluster import ClusterPlane
 from signaling.media.control import NodeControl
+from signaling.media.drain import hand_over
 from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import MediaPlane
 from signaling.media.relays import Relays
@@ -310,8 +311,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     async def begin_shutdown(app: web.Application) -> None:
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
         if settings.media:
-            await control.close()  # front doors hear "nobody serves this node" from here
+            await control.close_doors()  # front doors hear "nobody serves this node" from here
             await announcer.drain()  # and placement sends it nothing new
+            if is_shared(settings.bus_url):  # other nodes can take its sessions
+                await hand_over(node)
+            await control.close()
 
     app.on_shutdown.append(begin_shutdown)
     return app

@@ -30,7 +30,7 @@ class NodeDirectory:
         reading = self._reading
         if reading is None or not reading.done() or reading.cancelled() or reading.exception() is not None:
             return
-        if any(n.id == node_id for n in reading.result()):
+        if any(n.id == node_id and not n.draining for n in reading.result()):  # a draining one answers no door
             self._gone[node_id] = asyncio.get_running_loop().time() + NODE_TTL + 1.0
 
     async def nodes(self) -> list[NodeRecord]:

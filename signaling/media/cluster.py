@@ -58,13 +58,13 @@ class ClusterPlane(MediaPlane):
                 origin = await self._origins.owner(channel)
             except RegistryError:
                 raise Unavailable("no media node can be reached right now", retry_after=3) from None
-            relays = [n for n in relaying(nodes, channel) if not n.draining]
-            node = by_id.get(origin or "") or carrying(nodes, channel) or (relays[0] if relays else None)
+            relays = [n for n in relaying(nodes, channel) if not n.draining and n.id != dead]
+            node = by_id.get(origin or "") or carrying(nodes, channel)
             # A claim held by a node that is gone or draining may pass on (the node checks it is dead).
             holder = by_id.get(origin or "")
             steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
-            if node is None or node.draining:
-                node = _least_loaded(nodes, self._unannounced(self._placed))
+            if node is None or node.draining or node.id == dead:  # a node relaying it keeps its viewers
+                node = relays[0] if relays else _least_loaded(nodes, self._unannounced(self._placed))
             try:
                 answer = await self._call(node.id, {**request, "steal_from": steal}, dead_raises=True)
             except _NodeGone:
@@ -87,7 +87,9 @@ class ClusterPlane(MediaPlane):
             relays = relaying(nodes, channel)
             listed = {origin.id, *(n.id for n in relays)}
             relays += [n for n in nodes if n.id not in listed and self._relayed_here(channel, n.id)]
-            carriers = [n for n in (origin, *relays) if not n.draining]
+            # A draining node takes no viewer but may still feed relays while its own move elsewhere.
+            every_carrier = [origin, *relays]
+            carriers = [n for n in every_carrier if not n.draining]
             open_carriers = [n for n in carriers if n.id not in passed and self._has_room(n)]
             if open_carriers:
                 node = open_carriers[0]
@@ -98,7 +100,7 @@ class ClusterPlane(MediaPlane):
                 if not others:
                     raise NodeFull("every media node has its maximum of viewers; try again shortly")
                 node = _least_loaded(others, self._unannounced(self._placed))
-            upstreams = [n.id for n in carriers if n.id != node.id]
+            upstreams = [n.id for n in (*carriers, *(n for n in every_carrier if n.draining)) if n.id != node.id]
             if node.id != origin.id and not upstreams:
                 raise NodeFull("no media node can feed another relay now; try again shortly")
             # A node that carries the stream now may not by the time the request arrives (a relay that

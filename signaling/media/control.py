@@ -59,6 +59,13 @@ class NodeControl:
         self._serving = [await self._bus.serve(control_topic(self._node_id), self._handle),
                          await self._bus.serve(relay_topic(self._node_id), self._handle_relay, RELAY_CONCURRENCY)]
 
+    async def close_doors(self) -> None:
+        """Take no more requests from front doors (those being answered are cancelled): to them this
+        node is gone, and the claims of its streams may pass on. Other nodes' relays are still served."""
+        if self._serving:
+            self._serving[0].cancel()
+            await asyncio.gather(self._serving[0], return_exceptions=True)
+
     async def close(self) -> None:
         """Take no more requests (those being answered are cancelled)."""
         for task in self._serving:
