@@ -101,12 +101,18 @@ class RelayEvents(Protocol):
 
     async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None: ...
 
+    async def relay_lost(self, relay: Relay) -> None:
+        """The relay's connection dropped; its room waits for the media timeout for another source."""
+
 
 class NoRelayEvents:
     async def relay_viewers(self, relay: Relay, stream: str, viewers: int) -> None:
         return None
 
     async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None:
+        return None
+
+    async def relay_lost(self, relay: Relay) -> None:
         return None
 
 
@@ -184,12 +190,15 @@ class SfuNode:
         them) in place: each broadcaster reconnects through a front door and goes live on another node,
         where the stream goes on; here it ends when that takes it over, or at the media timeout."""
         released = 0
-        for room in self.rooms.values():
+        for room in list(self.rooms.values()):
             publisher = room.publisher
-            if publisher is not None and room.relay_from is None and not publisher.closed:
-                publisher.connected = True  # its connection closing must not end the stream
-                self._close_later(publisher)
-                released += 1
+            if publisher is None or room.relay_from is not None or publisher.closed:
+                continue
+            if not publisher.connected:  # never came up: nothing to hand over
+                self._end_session(publisher, "this node is shutting down")
+                continue
+            self._close_later(publisher)
+            released += 1
         return released
 
     def originated(self) -> int:
@@ -306,7 +315,7 @@ class SfuNode:
         publisher = Publisher(room_name, user, self._clock, self.sinks, client)
         try:
             answer = await publisher.negotiate(offer, self.gathering, self.settings.max_publish_bitrate)
-            if self._closing:
+            if self._closing or self._draining:
                 raise NodeFull("this node is shutting down")
             self._refuse_if_held(room_name)  # another may have won while we negotiated
         except BaseException:
@@ -349,6 +358,8 @@ class SfuNode:
         room = self.rooms.get(room_name)
         if room is None or not room.live:
             raise NotLive(room_name)
+        if relay and (room.publisher is None or room.publisher.closed):
+            raise NotLive(f"{room_name} has no source here now")  # its publisher or relay moved: feed no relay
         if relay and self.relays_out() + self._relays_joining >= self.settings.max_relays:
             raise NodeFull(f"this node feeds its maximum of {self.settings.max_relays} relays")
         viewer = not relay
@@ -360,7 +371,7 @@ class SfuNode:
         self._relays_joining += relay
         try:
             answer = await subscriber.negotiate(offer, feeds, self.gathering)
-            if self._closing:
+            if self._closing or (self._draining and not relay):
                 raise NodeFull("this node is shutting down")
             if self.rooms.get(room_name) is not room or not room.live or room.feeds is not feeds:
                 raise NotLive(room_name)  # the stream ended or changed format while we negotiated
@@ -528,6 +539,9 @@ class SfuNode:
                 if isinstance(session, Publisher) and session.connected:
                     # A publisher may come back, a relay be re-attached to the stream's next origin (its
                     # viewers stay): the media timeout or a takeover decides.
+                    if isinstance(session, Relay) and self.rooms.get(session.room) is not None \
+                            and self.rooms[session.room].publisher is session:
+                        self._emit(lambda: self.relay_events.relay_lost(session))
                     return
                 self._end_session(session, f"connection {state}")
 

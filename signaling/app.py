@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, is_shared, open_bus
-from cluster import Announcer, open_origin_locks, open_registry
+from cluster import Announcer, NodeRegistry, RegistryError, open_origin_locks, open_registry
 from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
@@ -43,7 +44,7 @@ from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
-from signaling.cluster.directory import NodeDirectory
+from signaling.cluster.directory import FRESH as DIRECTORY_FRESH, NodeDirectory
 from signaling.cluster.origin_keeper import OriginKeeper
 from signaling.cluster.node_record import AnnounceOnChange, NodeDescriber
 from signaling.media.cluster import ClusterPlane
@@ -106,6 +107,15 @@ def _version() -> str:
         return version("tallylight")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+async def _others_open(registry: NodeRegistry, node_id: str) -> bool:
+    """Does another live node take sessions (so this one has somewhere to hand its own over to)?"""
+    try:
+        async with asyncio.timeout(2):
+            return any(n.record.id != node_id and not n.record.draining for n in await registry.live())
+    except (RegistryError, OSError, TimeoutError):
+        return False
 
 
 def _media_origins(settings: Settings) -> tuple[str, ...]:
@@ -211,7 +221,16 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     keeper = OriginKeeper(origins, settings.resolved_node_id, local.held_here,
                           lambda channel: node.end_room(channel, "its channel went live on another node"))
     streams.watchers.append(keeper)
-    relays = Relays(node, bus, settings.resolved_node_id, announcer.poke)
+
+    async def claimed_elsewhere(channel: str) -> bool:
+        try:
+            owner = await origins.owner(channel)
+        except RegistryError:
+            return False
+        return owner is not None and owner != settings.resolved_node_id
+
+    streams.claimed_elsewhere = claimed_elsewhere
+    relays = Relays(node, bus, settings.resolved_node_id, origins, announcer.poke)
     control = NodeControl(local, bus, settings.resolved_node_id, relays, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
@@ -311,9 +330,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     async def begin_shutdown(app: web.Application) -> None:
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
         if settings.media:
-            await control.close_doors()  # front doors hear "nobody serves this node" from here
-            await announcer.drain()  # and placement sends it nothing new
-            if is_shared(settings.bus_url):  # other nodes can take its sessions
+            await announcer.drain()  # placement sends it nothing new
+            if is_shared(settings.bus_url) and await _others_open(registry, settings.resolved_node_id):
+                await asyncio.sleep(DIRECTORY_FRESH * 2)  # every front door has read that it drains
+                await control.close_doors()  # they hear "nobody serves this node" from here
                 await hand_over(node)
             await control.close()
 

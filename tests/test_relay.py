@@ -229,3 +229,57 @@ async def test_relays_chain_follow_a_new_origin_and_have_a_cap(nodes: tuple[SfuN
     finally:
         await other.close()
         await capped.close()
+
+
+async def test_a_relay_whose_upstream_node_stops_follows_the_origin() -> None:
+    """origin -> mid -> far, three nodes meeting on one bus (in memory here; Redis in a cluster) with
+    their control endpoints and relays as `tally node` has them. The middle node stops abruptly: the
+    far node's relay loses its connection, asks the cluster's claims where the stream is published,
+    re-attaches there, and its viewer keeps its session and its pictures."""
+    from bus import open_bus
+    from cluster import open_origin_locks
+    from signaling.media.claiming import ClaimingPlane
+    from signaling.media.control import NodeControl
+    from signaling.media.relays import Relays
+
+    bus, locks = open_bus("memory://"), open_origin_locks("memory://")
+    stack: list[tuple[SfuNode, NodeControl, Relays]] = []
+    for name in ("origin", "mid", "far"):
+        node = SfuNode(_settings(publisher_timeout=5.0))
+        relays = Relays(node, bus, name, locks)
+        control = NodeControl(ClaimingPlane(node, locks, name), bus, name, relays)
+        await node.start()
+        await control.start()
+        await relays.start()
+        stack.append((node, control, relays))
+    (origin, _, _), (mid, mid_control, mid_relays), (far, _, far_relays) = stack
+    publisher, viewer = Peer.publisher("vp8"), Peer.viewer()
+    try:
+        plane = ClaimingPlane(origin, locks, "origin")
+        ticket = await plane.publish(ROOM, await publisher.offer(), "caster", "")
+        await publisher.answer(ticket.answer)
+        await _until(lambda: origin.rooms[ROOM].feeds["video"].packets_in > 0)
+        deadline = asyncio.get_running_loop().time() + 6
+        await mid_relays.ensure(ROOM, ["origin"], deadline, origin="origin")
+        await far_relays.ensure(ROOM, ["mid"], deadline, origin="origin")
+        session = await _watch(far, viewer)
+        await viewer.wait_frames(10, timeout=20)
+        assert far.rooms[ROOM].relay_from == "mid"
+
+        await mid_relays.close()  # the middle node goes away at once
+        await mid_control.close()
+        await mid.close()
+        stopped = time.monotonic()
+        await _until(lambda: ROOM in far.rooms and far.rooms[ROOM].relay_from == "origin", timeout=5)
+        frames = viewer.frames
+        await viewer.wait_frames(frames + 10, timeout=5)
+        print(f"far viewer decoding from the origin {time.monotonic() - stopped:.2f} s after its upstream stopped")
+        assert far.sessions.get(session.id) is session
+    finally:
+        await publisher.close()
+        await viewer.close()
+        for node, control, relays in reversed(stack):
+            await relays.close()
+            await control.close()
+            await node.close()
+        await bus.close()

@@ -51,24 +51,31 @@ class ClusterPlane(MediaPlane):
         request = {"op": "publish", "channel": channel, "offer": offer, "owner": owner, "client": client,
                    "budget": NODE_BUDGET}
         dead: str | None = None
-        for _ in range(2):
+        full: set[str] = set()  # nodes that refused it for want of room
+        for _ in range(3):
             nodes = await self._directory.nodes()
             by_id = {n.id: n for n in nodes}
             try:
                 origin = await self._origins.owner(channel)
             except RegistryError:
                 raise Unavailable("no media node can be reached right now", retry_after=3) from None
-            relays = [n for n in relaying(nodes, channel) if not n.draining and n.id != dead]
+            relays = [n for n in relaying(nodes, channel) if not n.draining and n.id != dead and n.id not in full]
             node = by_id.get(origin or "") or carrying(nodes, channel)
             # A claim held by a node that is gone or draining may pass on (the node checks it is dead).
             holder = by_id.get(origin or "")
             steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
-            if node is None or node.draining or node.id == dead:  # a node relaying it keeps its viewers
-                node = relays[0] if relays else _least_loaded(nodes, self._unannounced(self._placed))
+            if node is None or node.draining or node.id == dead or node.id in full:  # a relaying node keeps its viewers
+                node = relays[0] if relays else _least_loaded([n for n in nodes if n.id not in full],
+                                                              self._unannounced(self._placed))
             try:
                 answer = await self._call(node.id, {**request, "steal_from": steal}, dead_raises=True)
             except _NodeGone:
                 dead = node.id  # left out of the next reading: the next node may take its claim
+                continue
+            except NodeFull:
+                if origin == node.id:
+                    raise  # the channel's own node: the takeover rules hold there
+                full.add(node.id)
                 continue
             self._placed.add(node.id)
             return _ticket(node.id, answer)
@@ -105,7 +112,7 @@ class ClusterPlane(MediaPlane):
                 raise NodeFull("no media node can feed another relay now; try again shortly")
             # A node that carries the stream now may not by the time the request arrives (a relay that
             # ended): it relays it again from these.
-            extra = {"upstreams": upstreams} if node.id != origin.id else {}
+            extra = {"upstreams": upstreams, "origin": origin.id} if node.id != origin.id else {}
             try:
                 answer = await self._call(node.id, {**request, **extra})
             except NodeFull:

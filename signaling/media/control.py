@@ -2,7 +2,7 @@
 
     node.<id>.control  {"op": "publish", "channel", "offer", "owner", "client", "budget"}     -> ticket
                        {"op": "subscribe", "channel", "offer", "viewer", "client", "budget",
-                        "upstreams"?}                                                         -> ticket
+                        "upstreams"?, "origin"?}                                              -> ticket
                        {"op": "state", "channel", "session"}                                  -> {"kind", "etag"}
                        {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
                        {"op": "end", "channel", "session"}                                    -> {}
@@ -107,10 +107,13 @@ class NodeControl:
             if upstreams is not None and (not isinstance(upstreams, list) or not upstreams or not all(
                     isinstance(u, str) and NODE_ID.fullmatch(u) for u in upstreams)):
                 raise ValueError("upstreams must be a list of node ids")
+            origin = p.get("origin", "")
+            if not isinstance(origin, str) or (origin and not NODE_ID.fullmatch(origin)):
+                raise ValueError("origin must be a node id")
             budget = float(p["budget"])
             ticket = await self._within(budget, self._subscribe(
                 channel, str(p["offer"]), principal_in(p.get("viewer")), str(p["client"]),
-                upstreams[:MAX_UPSTREAMS] if upstreams else [], budget))
+                upstreams[:MAX_UPSTREAMS] if upstreams else [], budget, origin))
             return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer}
         if op == "state":
             state = await plane.state(channel, session)
@@ -140,9 +143,9 @@ class NodeControl:
         return False
 
     async def _subscribe(self, channel: str, offer: str, viewer: Principal | None, client: str, upstreams: list[str],
-                         budget: float) -> Ticket:
+                         budget: float, origin: str) -> Ticket:
         if upstreams:  # half the budget at most for the relay: the viewer's own negotiation needs the rest
-            await self._relays.ensure(channel, upstreams, asyncio.get_running_loop().time() + budget / 2)
+            await self._relays.ensure(channel, upstreams, asyncio.get_running_loop().time() + budget / 2, origin)
         return await self._plane.subscribe(channel, offer, viewer, client)
 
     async def _run_relay(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +153,9 @@ class NodeControl:
         plane, op = self._plane, p.get("op")
         channel, session = str(p["channel"]), str(p.get("session", ""))
         if op == "subscribe" and p.get("relay") is True:
+            room = plane.node.rooms.get(channel)
+            if room is not None and room.relay_from is not None and str(p["client"]) == f"relay:{room.relay_from}":
+                raise NotLive(f"{channel} is relayed here from that very node")  # no loop of relays
             ticket = await self._within(float(p["budget"]), plane.subscribe(
                 channel, str(p["offer"]), None, str(p["client"])[:140], relay=True))
             room = plane.node.rooms.get(channel)

@@ -12,7 +12,9 @@ the other's relay request needs.
 
 Relays follow the stream's life on the bus: when it ends, its relays here end at once (not after the
 media timeout); when it goes live on another node (its origin died, or the publisher moved), a relay
-here is re-attached to the new origin, and its viewers stay where they are.
+fed by the old origin is re-attached to the new one, and its viewers stay where they are (a relay fed
+by another relay stays: that one follows). A relay whose connection drops (its upstream node died or
+was stopped) is re-attached at once to the channel's origin, as the cluster's claims name it.
 
 The node upstream counts the whole audience: how many watch here is sent there (`relayed`), the
 latest count per relay, by one task of this object's own, so a slow or dead upstream node never holds
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bus import Bus, BusError, Message, NoResponder
+from cluster import OriginLocks, RegistryError
 from sfu.errors import AlreadyPublishing, NodeFull, NotLive, SfuError
 from sfu.node import SfuNode
 from sfu.relay import Relay
@@ -47,17 +50,20 @@ STREAM_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 class Relays:
-    def __init__(self, node: SfuNode, bus: Bus, node_id: str, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, node: SfuNode, bus: Bus, node_id: str, origins: OriginLocks,
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self._node = node
         self._bus = bus
         self._node_id = node_id
+        self._origins = origins
+        self._origin_of: dict[str, str] = {}  # channel -> its origin, as last heard (for relays here)
         self._on_change = on_change  # a relay started or ended: the registry should say so now
         self._starting: dict[str, asyncio.Task[None]] = {}  # channel -> the relay being set up
         self._counts: dict[Relay, int] = {}  # audience reports not sent yet (the latest per relay)
         self._wake = asyncio.Event()
         self._reporter: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
-        self._ending: set[asyncio.Task[None]] = set()
+        self._errands: set[asyncio.Task[None]] = set()  # goodbyes upstream, re-attachments to the origin
         self._closed = False
         node.relay_events = self
 
@@ -70,26 +76,38 @@ class Relays:
         """Stop: relays being set up are given up, reports and goodbyes not sent yet are dropped (the
         peer connections closing tell the nodes upstream)."""
         self._closed = True
-        tasks = [t for t in (self._reporter, self._follower, *self._starting.values(), *self._ending) if t is not None]
+        tasks = [t for t in (self._reporter, self._follower, *self._starting.values(), *self._errands) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._reporter = self._follower = None
 
-    async def ensure(self, channel: str, upstreams: list[str], deadline: float) -> None:
+    async def ensure(self, channel: str, upstreams: list[str], deadline: float, origin: str = "") -> None:
         """`channel` live on this node: already, or relayed from the first of `upstreams` that takes it
         before `deadline` (the loop's clock). NotLive when none of them carries it; NodeFull when none
-        can feed another relay in time."""
-        if self._node.is_live(channel):
+        can feed another relay in time. `origin`: the node the stream is published on."""
+        if self._node.is_live(channel) and not self._relay_down(channel):
             return
         if self._closed:
             raise NodeFull("this node is shutting down")
+        if origin and (channel in self._origin_of or len(self._origin_of) < 10_000):
+            self._origin_of[channel] = origin
+        await asyncio.shield(self._attach(channel, upstreams, deadline))
+
+    def _attach(self, channel: str, upstreams: list[str], deadline: float) -> asyncio.Task[None]:
+        """The relay of `channel` being set up (one at a time per channel)."""
         starting = self._starting.get(channel)
         if starting is None:
             starting = asyncio.create_task(self._start(channel, upstreams, deadline), name=f"relay:{channel}")
             self._starting[channel] = starting
             starting.add_done_callback(functools.partial(self._started, channel))
-        await asyncio.shield(starting)
+        return starting
+
+    def _relay_down(self, channel: str) -> bool:
+        """Is `channel` relayed here over a connection that dropped?"""
+        room = self._node.rooms.get(channel)
+        relay = room.publisher if room is not None and room.relay_from is not None else None
+        return isinstance(relay, Relay) and relay.pc.connectionState in ("closed", "failed")
 
     def _started(self, channel: str, task: asyncio.Task[None]) -> None:
         if self._starting.get(channel) is task:
@@ -150,7 +168,10 @@ class Relays:
             try:
                 async with subscription:
                     async for message in subscription:
-                        self._on_stream_event(message)
+                        try:
+                            self._on_stream_event(message)
+                        except Exception:  # one bad message must not cost the events after it
+                            log.exception("could not follow a %s message", message.topic)
                         backoff = 0.5
             except Exception as exc:  # the bus went away: subscribe again
                 log.warning("relays lost the bus: %s", exc)
@@ -173,12 +194,26 @@ class Relays:
                 self._node.end_room(room.name, "the stream ended")
             return
         origin = message.payload.get("node")
-        if isinstance(origin, str) and origin not in (self._node_id, room.relay_from) and room.name not in self._starting:
+        if not isinstance(origin, str) or not isinstance(stream, str) or origin == self._node_id:
+            return
+        previous = self._origin_of.get(room.name)
+        self._origin_of[room.name] = origin
+        if origin == room.relay_from:  # fed by the new origin already (it was a relay, and took the publisher)
+            if room.stream != stream and STREAM_ID.fullmatch(stream):
+                room.stream, room.reported_viewers = stream, -1
+            return
+        if room.relay_from == previous or previous is None or self._relay_down(room.name):
             log.info("channel %s went live on node %s: its relay here follows it there", room.name, origin)
-            deadline = asyncio.get_running_loop().time() + REATTACH_BUDGET
-            task = asyncio.create_task(self._start(room.name, [origin], deadline), name=f"relay:{room.name}")
-            self._starting[room.name] = task
-            task.add_done_callback(functools.partial(self._started, room.name))
+            self._attach(room.name, [origin], asyncio.get_running_loop().time() + REATTACH_BUDGET)
+
+    async def _reattach_to_origin(self, channel: str) -> None:
+        try:
+            origin = await self._origins.owner(channel)
+        except RegistryError:
+            return
+        if origin is not None and origin != self._node_id and not self._closed:
+            log.info("the relay of %s lost its upstream: it follows the origin, node %s", channel, origin)
+            self._attach(channel, [origin], asyncio.get_running_loop().time() + REATTACH_BUDGET)
 
     # --- RelayEvents: the node's relay rooms report here ---
 
@@ -187,14 +222,22 @@ class Relays:
             self._counts[relay] = viewers
             self._wake.set()
 
+    async def relay_lost(self, relay: Relay) -> None:
+        if not self._closed and relay.room not in self._starting and len(self._errands) < 256:
+            task = asyncio.create_task(self._reattach_to_origin(relay.room))
+            self._errands.add(task)
+            task.add_done_callback(self._errands.discard)
+
     async def relay_ended(self, relay: Relay, stream: str, reason: str) -> None:
         self._counts.pop(relay, None)
+        if relay.room not in self._node.rooms:
+            self._origin_of.pop(relay.room, None)
         self._on_change()
-        if relay.upstream_session and not self._closed and len(self._ending) < 256:
+        if relay.upstream_session and not self._closed and len(self._errands) < 256:
             # Its peer connection closing tells the node upstream too; this says it at once.
             task = asyncio.create_task(self._end_upstream(relay))
-            self._ending.add(task)
-            task.add_done_callback(self._ending.discard)
+            self._errands.add(task)
+            task.add_done_callback(self._errands.discard)
 
     async def _end_upstream(self, relay: Relay) -> None:
         try:

@@ -35,6 +35,8 @@ class StreamWatcher(Protocol):
 class StreamService:
     def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time) -> None:
         self.watchers: list[StreamWatcher] = []
+        # Is the channel claimed by another node (its stream went on there)? Set in a cluster.
+        self.claimed_elsewhere: Callable[[str], Awaitable[bool]] | None = None
         self._db = db
         self._bus = bus
         self._node = node_id
@@ -122,6 +124,9 @@ class StreamService:
         bus. A stream that went on on another node (a takeover there ended this one's record) leaves its
         channel live. A `lost` stream that is unknown or already over changes nothing (False)."""
         now = self._now()
+        # A stream that ends because another node took its channel over went on there, even when that
+        # node has not written its own stream yet: the channel stays live, and nobody is told it ended.
+        taken_over = not lost and self.claimed_elsewhere is not None and await self.claimed_elsewhere(room)
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)
             if lost and (record is None or record.ended_at is not None):
@@ -131,7 +136,7 @@ class StreamService:
                 record.end_reason = reason[:64]
                 record.viewers = 0
                 record.peak_viewers = max(record.peak_viewers, peak_viewers)
-            superseded = await _another_open(session, room, stream)
+            superseded = taken_over or await _another_open(session, room, stream)
             if not superseded:
                 await session.execute(
                     update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
