@@ -56,7 +56,7 @@ test-deps: system-deps services $(VENV)/.test-installed web-deps
 ## Install what the tests need (apt packages, services, virtualenv) and run the whole suite
 test: test-deps
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 clean:
 	rm -rf $(VENV) var web/node_modules

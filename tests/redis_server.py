@@ -3,6 +3,7 @@ Redis is left alone) and sees only its own keys."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,19 +16,24 @@ from support import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, also_on: tuple[str, ...] = ()) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        # Reachable from other "hosts" (`also_on`), it wants a password, as a real deployment's would.
+        self._password = secrets.token_hex(16) if also_on else ""
+        self._auth = f":{self._password}@" if also_on else ""
+        self.url = f"redis://{self._auth}127.0.0.1:{self.port}/0"
+        self._bind = ("127.0.0.1", *also_on)
         self._directory = directory
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            ["redis-server", "--port", str(self.port), "--bind", *self._bind, "--save", "", "--appendonly", "no",
+             *(["--requirepass", self._password] if self._password else []),
              "--dir", str(self._directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        client = redis.Redis(port=self.port, password=self._password or None, socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + 10
         try:
             while True:
@@ -51,9 +57,13 @@ class RedisServer:
             self._process = None
 
 
+    def url_on(self, address: str) -> str:
+        return f"redis://{self._auth}{address}:{self.port}/0"
+
+
 @contextmanager
-def redis_server(directory: Path) -> Iterator[RedisServer]:
-    server = RedisServer(directory)
+def redis_server(directory: Path, also_on: tuple[str, ...] = ()) -> Iterator[RedisServer]:
+    server = RedisServer(directory, also_on)
     try:
         server.start()
         yield server

@@ -75,15 +75,18 @@ def tally(*args: str) -> list[str]:
 
 
 @contextmanager
-def serve(data_dir: Path, command: tuple[str, ...] = ("serve",), **settings: str) -> Iterator[ServerProcess]:
+def serve(data_dir: Path, command: tuple[str, ...] = ("serve",), host: str = "127.0.0.1",
+          prefix: tuple[str, ...] = (), **settings: str) -> Iterator[ServerProcess]:
     """Run `tally <command>` (the server) on a fresh data directory with test-friendly settings (and
-    `settings` on top); stop it with SIGTERM at the end and fail unless it exits 0 within 10 s."""
+    `settings` on top), listening on `host`, started under `prefix` (`ip netns exec <ns>`: on another
+    "host"); stop it with SIGTERM at the end and fail unless it exits 0 within 10 s."""
     port = free_port()
-    env = server_env(data_dir, port, **settings)
+    env = server_env(data_dir, port, **{"HOST": host, **settings})
     log = data_dir / "server.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(tally(*command), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = ServerProcess(f"http://127.0.0.1:{port}", log, process)
+        process = subprocess.Popen([*prefix, *tally(*command)], cwd=REPO_ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    server = ServerProcess(f"http://{host}:{port}", log, process)
     try:
         wait_ready(server.url, process, log)
         yield server
