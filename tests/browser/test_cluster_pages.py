@@ -1,10 +1,12 @@
 """The web app through a front door of a cluster: Chromium goes live in /studio and watches on /watch
 (WebRTC, then HLS) from a `tally serve --media off` front door, while the media and the HLS ladder are
-on a `tally node` — separate processes on one PostgreSQL database and a private Redis."""
+on `tally node`s — separate processes on one PostgreSQL database and a private Redis. Each node takes
+one viewer, so Chromium viewers beyond the first watch the stream relayed to the other nodes."""
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,12 +41,16 @@ def database() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[Server]:
-    """The front door the browsers talk to; a media node behind it (it migrates the database)."""
+    """The front door the browsers talk to; three media nodes behind it (the first migrates the database)."""
     root = tmp_path_factory.mktemp("cluster")
     with redis_server(root) as redis:
-        common = {"BUS_URL": redis.url, "DATABASE_URL": database, "JWT_SECRET": secrets.token_hex(32)}
-        (root / "node").mkdir(), (root / "door").mkdir()
+        common = {"BUS_URL": redis.url, "DATABASE_URL": database, "JWT_SECRET": secrets.token_hex(32),
+                  "MAX_VIEWERS_PER_NODE": "1"}
+        for name in ("node", "node-b", "node-c", "door"):
+            (root / name).mkdir()
         with serve(root / "node", ("node",), NODE_ID="pages-node", **common), \
+                serve(root / "node-b", ("node",), NODE_ID="pages-node-b", AUTO_MIGRATE="false", **common), \
+                serve(root / "node-c", ("node",), NODE_ID="pages-node-c", AUTO_MIGRATE="false", **common), \
                 serve(root / "door", ("serve", "--media", "off"), NODE_ID="pages-door", AUTO_MIGRATE="false",
                       **common) as door:
             running = Server(door.url, admin="boss", log=door.log, pid=door.pid)
@@ -65,7 +71,7 @@ def test_go_live_and_watch_through_a_front_door_while_the_media_is_on_a_node(
     stats = wait_playing(viewer.page)
     assert stats["video"]["codec"] == "video/H264"
     node = _node_carrying(server, name)
-    assert node["id"] == "pages-node" and node["streams"][0]["channel"] == name
+    assert node["id"].startswith("pages-node") and node["streams"][0]["channel"] == name
     viewer.close()
 
     # hls.js in the watch page: the ladder runs on the node, the door passes every request on.
@@ -82,9 +88,36 @@ def test_go_live_and_watch_through_a_front_door_while_the_media_is_on_a_node(
     expect(studio.locator("#connection")).not_to_have_attribute("data-state", "live", timeout=10_000)
 
 
-def _node_carrying(server: Server, channel: str) -> dict[str, Any]:
-    import time
+def test_chromium_viewers_on_three_nodes_watch_one_stream_relayed(
+    server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]
+) -> None:
+    name = server.unique_name("relay")
+    server.register(name)
+    studio = open_browser(media=clips).page
+    go_live(studio, server, name)
+    viewers = []
+    for _ in range(3):  # one per node: the origin's own, then one on each relay
+        viewer = open_browser()
+        viewer.page.goto(f"/watch/{name}")
+        stats = wait_playing(viewer.page)  # video decoded and audio received
+        assert stats["video"]["codec"] == "video/H264"
+        viewers.append(viewer)
+    token = server.token(server.admin)
+    status, body = server.call("GET", "/api/cluster", token=token)
+    carrying = {n["id"]: s for n in body["nodes"] for s in n["streams"] if s["channel"] == name}
+    assert len(carrying) == 3 and sum(1 for s in carrying.values() if s["relay_from"]) == 2, body
+    for viewer in viewers:  # still decoding, each from its own node
+        before = wait_playing(viewer.page)["video"]["framesDecoded"]
+        deadline = time.monotonic() + 5
+        while wait_playing(viewer.page)["video"]["framesDecoded"] <= before + 10:
+            assert time.monotonic() < deadline, "a viewer stopped decoding"
+            time.sleep(0.2)
+        viewer.close()
+    studio.click("#end")
+    expect(studio.locator("#connection")).not_to_have_attribute("data-state", "live", timeout=10_000)
 
+
+def _node_carrying(server: Server, channel: str) -> dict[str, Any]:
     token = server.token(server.admin)
     deadline = time.monotonic() + 5
     while True:
