@@ -394,8 +394,8 @@ class SfuNode:
         relay's offer upstream and returns (its session there, the answer, the stream's id). A room
         relayed from elsewhere is re-attached to `upstream` (its viewers stay); one published here is
         refused."""
-        if self._closing or self._draining:
-            raise NodeFull("this node is shutting down")
+        if self._closing or (self._draining and room_name not in self.rooms):
+            raise NodeFull("this node is shutting down")  # (a relay here still follows its stream: it feeds others)
         if self.originates(room_name):
             raise AlreadyPublishing(f"{room_name} is published on this node")
         relay = Relay(room_name, upstream, self._clock, self.sinks)

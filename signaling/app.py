@@ -331,10 +331,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
         if settings.media:
             await announcer.drain()  # placement sends it nothing new
-            if is_shared(settings.bus_url) and await _others_open(registry, settings.resolved_node_id):
+            if is_shared(settings.bus_url):
                 await asyncio.sleep(DIRECTORY_FRESH * 2)  # every front door has read that it drains
-                await control.close_doors()  # they hear "nobody serves this node" from here
-                await hand_over(node)
+                if await _others_open(registry, settings.resolved_node_id):  # (not all stopping at once)
+                    await control.close_doors()  # they hear "nobody serves this node" from here
+                    await hand_over(node)
             await control.close()
 
     app.on_shutdown.append(begin_shutdown)

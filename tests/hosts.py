@@ -5,7 +5,9 @@ only (the machine's PostgreSQL). Needs root, as CI has."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,18 +27,30 @@ class Hosts:
 
 
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def can_make_hosts() -> str:
+    """Why this machine cannot make hosts ("" when it can): it takes root and iproute2."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    return ""
 
 
 @contextmanager
 def hosts(names: list[str]) -> Iterator[Hosts]:
     tag = secrets.token_hex(3)
-    subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250) + 1}"
+    subnet = f"198.{18 + secrets.randbelow(2)}.{secrets.randbelow(250) + 1}"  # RFC 2544's benchmarking block
     bridge = f"tlb{tag}"
     namespaces = {name: f"tl{tag}{i}" for i, name in enumerate(names)}
     addresses = {name: f"{subnet}.{10 + i}" for i, name in enumerate(names)}
     gateway = f"{subnet}.1"
     made: list[str] = []
+    pairs: list[str] = []
     try:
         _ip("link", "add", bridge, "type", "bridge")
         _ip("addr", "add", f"{gateway}/24", "dev", bridge)
@@ -46,6 +60,7 @@ def hosts(names: list[str]) -> Iterator[Hosts]:
             _ip("netns", "add", ns)
             made.append(ns)
             _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            pairs.append(outside)
             _ip("link", "set", outside, "master", bridge, "up")
             _ip("link", "set", inside, "netns", ns)
             _ip("-n", ns, "addr", "add", f"{addresses[name]}/24", "dev", inside)
@@ -54,8 +69,10 @@ def hosts(names: list[str]) -> Iterator[Hosts]:
             _ip("-n", ns, "route", "add", "default", "via", gateway)
         yield Hosts(gateway, addresses, namespaces)
     finally:
-        for ns in made:  # its end of each veth pair goes with it
+        for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for outside in pairs:  # gone with its namespace, unless it never got there
+            subprocess.run(["ip", "link", "del", outside], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
@@ -71,7 +88,7 @@ def forwarder(listen: str, target: tuple[str, int]) -> Iterator[int]:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -89,12 +106,14 @@ def forwarder(listen: str, target: tuple[str, int]) -> Iterator[int]:
 
     thread = threading.Thread(target=loop.run_forever, name="tcp-forwarder", daemon=True)
     thread.start()
-    server = asyncio.run_coroutine_threadsafe(asyncio.start_server(handle, listen, 0), loop).result(timeout=10)
+    server: asyncio.Server | None = None
     try:
+        server = asyncio.run_coroutine_threadsafe(asyncio.start_server(handle, listen, 0), loop).result(timeout=10)
         yield int(server.sockets[0].getsockname()[1])
     finally:
         async def stop() -> None:
-            server.close()
+            if server is not None:
+                server.close()
             for task in list(pipes):
                 task.cancel()
             await asyncio.gather(*pipes, return_exceptions=True)
@@ -102,4 +121,5 @@ def forwarder(listen: str, target: tuple[str, int]) -> Iterator[int]:
         asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
-        loop.close()
+        if not thread.is_alive():
+            loop.close()

@@ -387,3 +387,27 @@ def test_a_burst_of_new_streams_is_spread_over_equally_loaded_nodes() -> None:
     assert placed.since("node-a", float("-inf")) == 0  # forgotten after a while, whatever the records say
     busy = [node("node-a", 0.55), node("node-b", 0.12, publishers=3)]
     assert _least_loaded(busy, unannounced).id == "node-b"  # a busier loop outweighs fewer streams
+
+
+async def test_a_live_channel_left_without_a_stream_goes_offline(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that ended because another node claimed its channel leaves the channel live for the
+    stream that node is starting; if that never comes, the reaper takes the channel offline and says so."""
+    from sqlalchemy import update
+
+    from signaling.db.models import Channel
+    from signaling.streams import reaper as reaper_module
+
+    name = (await api.register())["username"]
+    async with api.services.db.session() as session:
+        await session.execute(update(Channel).where(Channel.name == name).values(is_live=True))
+        await session.commit()
+    reaper = reaper_module.StreamReaper(api.services.streams, MemoryRegistry(), "node-a")
+    async with await api.services.bus.subscribe("stream.ended") as ended:
+        assert await reaper.reap() == 0  # seen once: a takeover may still be negotiating
+        monkeypatch.setattr(reaper_module, "ORPHAN_GRACE", 0.0)
+        assert await reaper.reap() == 1
+        message = await asyncio.wait_for(ended.get(), 5)
+    assert message.payload["channel"] == name
+    status, body, _ = await api.call("GET", f"/api/channels/{name}")
+    assert status == 200 and body["is_live"] is False
+    assert await reaper.reap() == 0  # once

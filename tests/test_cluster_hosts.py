@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hosts import forwarder, hosts
+from hosts import can_make_hosts, forwarder, hosts
 from http_client import Client
 from redis_server import redis_server
 from server_process import serve
@@ -22,7 +22,8 @@ from test_cluster_failover import connect
 from test_hls import variants
 from webrtc_peer import Peer
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgres"], indirect=True),
+              pytest.mark.skipif(bool(can_make_hosts()), reason=can_make_hosts() or "-")]
 
 NAMES = ["host-a", "host-b", "host-c"]
 

@@ -65,7 +65,7 @@ class ClusterPlane(MediaPlane):
             holder = by_id.get(origin or "")
             steal = dead or (origin if origin is not None and (holder is None or holder.draining) else None)
             if node is None or node.draining or node.id == dead or node.id in full:  # a relaying node keeps its viewers
-                node = relays[0] if relays else _least_loaded([n for n in nodes if n.id not in full],
+                node = relays[0] if relays else _least_loaded([n for n in nodes if n.id not in full and n.id != dead],
                                                               self._unannounced(self._placed))
             try:
                 answer = await self._call(node.id, {**request, "steal_from": steal}, dead_raises=True)

@@ -115,6 +115,23 @@ class Relays:
         if not task.cancelled() and task.exception() is not None:  # retrieved: its viewers may all have gone
             log.info("no relay of %s: %s", channel, task.exception())
         self._on_change()
+        # Still without a source, while the stream is known to be elsewhere (it moved while this attach
+        # ran, or this one failed): follow it there, a second later; this ends with the room (at the
+        # media timeout, if nothing feeds it).
+        failed = not task.cancelled() and task.exception() is not None
+        if not self._closed and (failed or self._relay_down(channel)) and len(self._errands) < 256:
+            retry = asyncio.create_task(self._follow_later(channel))
+            self._errands.add(retry)
+            retry.add_done_callback(self._errands.discard)
+
+    async def _follow_later(self, channel: str) -> None:
+        await asyncio.sleep(1.0)
+        room = self._node.rooms.get(channel)
+        origin = self._origin_of.get(channel)
+        if self._closed or room is None or room.relay_from is None or not origin or origin == self._node_id:
+            return
+        if channel not in self._starting and (self._relay_down(channel) or room.relay_from != origin):
+            self._attach(channel, [origin], asyncio.get_running_loop().time() + REATTACH_BUDGET)
 
     async def _start(self, channel: str, upstreams: list[str], deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -198,9 +215,9 @@ class Relays:
             return
         previous = self._origin_of.get(room.name)
         self._origin_of[room.name] = origin
+        if room.stream != stream and STREAM_ID.fullmatch(stream):  # one stream per channel: this one now
+            room.stream, room.reported_viewers = stream, -1
         if origin == room.relay_from:  # fed by the new origin already (it was a relay, and took the publisher)
-            if room.stream != stream and STREAM_ID.fullmatch(stream):
-                room.stream, room.reported_viewers = stream, -1
             return
         if room.relay_from == previous or previous is None or self._relay_down(room.name):
             log.info("channel %s went live on node %s: its relay here follows it there", room.name, origin)
@@ -213,6 +230,8 @@ class Relays:
             return
         if origin is not None and origin != self._node_id and not self._closed:
             log.info("the relay of %s lost its upstream: it follows the origin, node %s", channel, origin)
+            if channel in self._origin_of or len(self._origin_of) < 10_000:
+                self._origin_of[channel] = origin
             self._attach(channel, [origin], asyncio.get_running_loop().time() + REATTACH_BUDGET)
 
     # --- RelayEvents: the node's relay rooms report here ---

@@ -5,6 +5,10 @@ Every node looks at the open streams now and then; one whose node has been missi
 for GRACE seconds in a row (long enough that a Redis restart, after which every node announces again
 within a second, is not taken for deaths) is ended as lost. A registry that cannot be read ends
 nothing. Several nodes may reap at once: ending is idempotent.
+
+It also takes offline a channel marked live with no open stream for ORPHAN_GRACE seconds in a row: a
+stream that ended because another node claimed its channel leaves the channel live for the stream
+that node is starting, and if that never comes (its negotiation failed), nothing else would.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 2.0  # seconds between looks
 GRACE = NODE_TTL + 3.0  # seconds a node must be missing before its streams are ended
+ORPHAN_GRACE = 15.0  # seconds a live channel may have no open stream (a takeover negotiating) before it goes offline
 
 
 class StreamReaper:
@@ -27,6 +32,7 @@ class StreamReaper:
         self._registry = registry
         self._node_id = node_id
         self._missing_since: dict[str, float] = {}
+        self._orphan_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -61,4 +67,11 @@ class StreamReaper:
                 if await self._streams.end_lost(stream, channel, f"node {node} lost"):
                     log.warning("stream %s of %s ended: its node %s is gone", stream[:8], channel, node)
                     ended += 1
+        orphans = await self._streams.orphaned_channels()
+        self._orphan_since = {channel: self._orphan_since.get(channel, now) for channel in orphans}
+        for channel in orphans:
+            if now - self._orphan_since[channel] >= ORPHAN_GRACE and await self._streams.end_orphan(
+                    channel, "the node taking it over never went live"):
+                log.warning("channel %s went offline: live with no stream for %g s", channel, ORPHAN_GRACE)
+                ended += 1
         return ended

@@ -7,6 +7,7 @@ It is the SFU node's `NodeEvents`: the node calls it, in order, from its own eve
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -101,9 +102,11 @@ class StreamService:
             await _tell(watcher.stream_started(room, stream))
 
     async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
-        await self._end(room, stream, reason, peak_viewers)
-        for watcher in self.watchers:
-            await _tell(watcher.stream_ended(room, stream))
+        try:
+            await self._end(room, stream, reason, peak_viewers)
+        finally:  # the recorder, the ladder and the claim hear of it even when the database did not
+            for watcher in self.watchers:
+                await _tell(watcher.stream_ended(room, stream))
 
     async def open_streams(self) -> list[tuple[str, str, str]]:
         """(stream id, channel name, node) of every stream not ended, on any node."""
@@ -114,6 +117,34 @@ class StreamService:
                 .where(StreamSession.ended_at.is_(None))
             )
             return [(row[0], row[1], row[2]) for row in rows]
+
+    async def orphaned_channels(self) -> list[str]:
+        """Channels marked live with no open stream on any node (a takeover that failed after the
+        stream it superseded had ended)."""
+        async with self._db.session() as session:
+            rows = await session.scalars(
+                select(Channel.name).where(
+                    Channel.is_live.is_(True),
+                    ~select(StreamSession.id).where(StreamSession.channel_id == Channel.id,
+                                                    StreamSession.ended_at.is_(None)).exists(),
+                )
+            )
+            return list(rows)
+
+    async def end_orphan(self, room: str, reason: str) -> bool:
+        """Take channel `room` offline if it still has no open stream; told like any stream's end."""
+        async with self._db.session() as session:
+            channel = await session.scalar(select(Channel).where(Channel.name == room))
+            if channel is None or not channel.is_live or await _another_open(session, room, ""):
+                return False
+            last = await session.scalar(
+                select(StreamSession.id).where(StreamSession.channel_id == channel.id)
+                .order_by(StreamSession.started_at.desc()).limit(1)
+            )
+            channel.is_live, channel.live_since, channel.viewer_count = False, None, 0
+            await session.commit()
+        await self._bus.publish(Message("stream.ended", {"channel": room, "stream": last or "", "reason": reason}))
+        return True
 
     async def end_lost(self, stream: str, room: str, reason: str) -> bool:
         """End `stream`, whose node is gone, unless it ended meanwhile; told like any stream's end."""
@@ -126,7 +157,7 @@ class StreamService:
         now = self._now()
         # A stream that ends because another node took its channel over went on there, even when that
         # node has not written its own stream yet: the channel stays live, and nobody is told it ended.
-        taken_over = not lost and self.claimed_elsewhere is not None and await self.claimed_elsewhere(room)
+        taken_over = not lost and self.claimed_elsewhere is not None and await _asked(self.claimed_elsewhere(room))
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)
             if lost and (record is None or record.ended_at is not None):
@@ -167,6 +198,16 @@ class StreamService:
                 .limit(limit)
             )
             return list(rows)
+
+
+async def _asked(question: Awaitable[bool], timeout: float = 0.5) -> bool:
+    """The answer, or False when it does not come in time or at all (this runs on the node's one event
+    task: a slow registry must not hold up every stream event)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await question
+    except Exception:  # noqa: BLE001 - whatever went wrong, it is no answer
+        return False
 
 
 async def _tell(call: Awaitable[None]) -> None:
