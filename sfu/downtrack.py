@@ -4,7 +4,7 @@ A down track starts waiting for a keyframe (video) and goes back to waiting when
 buffer grows past `max_buffered` bytes: a slow viewer then skips to the next keyframe instead of piling
 up delay or memory, and nobody else notices. NACKs are answered from the feed's packet cache, as RTX
 when the subscriber negotiated it, within a budget: each packet is re-sent at most once per round trip
-(a viewer repeating its NACKs gets nothing twice), and the bytes re-sent refill at `RTX_SHARE` of the
+(half a second at most: a viewer repeating its NACKs gets nothing twice), and the bytes re-sent refill at `RTX_SHARE` of the
 stream's own rate, so a viewer sending NACKs for everything costs at most that share on top of its
 stream, however large and frequent its NACKs.
 """
@@ -28,6 +28,8 @@ RTX_BURST = 1.0  # ...into a bucket holding this many seconds of that
 RTX_FLOOR = 32_000  # bytes per second at least (a stream's first second, audio)
 DEFAULT_RTT = 0.1  # seconds, until the viewer's receiver reports give one
 MIN_RTT = 0.02
+MAX_RESEND_WAIT = 0.5  # seconds: a packet may be re-sent again after this long, whatever the round trip
+# says (a report computed on a stalled client can claim seconds, and then each loss would get one try)
 _RESENT_SLOTS = 1024  # the last re-send time per source sequence number, as a ring
 
 
@@ -167,7 +169,7 @@ class DownTrack:
         rate = max(RTX_FLOOR, RTX_SHARE * self.feed.bitrate / 8)
         self._rtx_tokens = min(rate * RTX_BURST, self._rtx_tokens + rate * (now - self._rtx_refilled_at))
         self._rtx_refilled_at = now
-        once_per = max(MIN_RTT, self.rtt or DEFAULT_RTT)
+        once_per = min(MAX_RESEND_WAIT, max(MIN_RTT, self.rtt or DEFAULT_RTT))
         rtx_pt = self.payloads.rtx_payload_type
         now_ntp = time.time() + NTP_EPOCH_OFFSET
         for index, out_seq in enumerate(lost):

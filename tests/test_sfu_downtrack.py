@@ -113,6 +113,15 @@ async def test_a_packet_is_resent_once_per_round_trip_and_within_the_budget() ->
     down.on_nack(sent[:200])
     assert 10_000 <= sum(len(p) for p in output.sent[before:]) <= 17_000
 
+    # A round trip of seconds (a report from a stalled client) does not leave a loss one try.
+    down.rtt = 5.0
+    clock.advance(1.0)
+    retransmitted = down.retransmitted
+    down.on_nack(sent[-1:])
+    clock.advance(0.6)
+    down.on_nack(sent[-1:])
+    assert down.retransmitted == retransmitted + 2
+
 
 async def test_without_rtx_a_nack_resends_the_packet_itself() -> None:
     feed, down, output, _, _ = setup(rtx=False)
