@@ -67,6 +67,7 @@ async def test_at_two_percent_loss_viewers_keep_decoding_and_the_recording_has_n
         downtracks = [(d.feed.kind, d.packets, d.retransmitted, d.nacks_refused, round(d.rtt or 0, 3), d.keyframe_waits)
                       for s in lossy.services.node.sessions.values() if isinstance(s, Subscriber) for d in s.downtracks]
         waiting = _jitter_buffer(lossy_viewer)
+        print(f"down tracks (kind, sent, re-sent, refused, rtt, keyframe waits): {downtracks}")
         status, _, _ = await lossy.call("DELETE", session, token=token)
         assert status == 200
     finally:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 
 from media_clips import EncodedAudioTrack, EncodedVideoTrack, encode_audio, encode_video
 from sfu import aiortc_internals as internals
@@ -46,8 +47,14 @@ class Peer:
     @classmethod
     def viewer(cls) -> Peer:
         peer = cls()
-        peer.pc.addTransceiver("video", direction="recvonly")
+        video = peer.pc.addTransceiver("video", direction="recvonly")
         peer.pc.addTransceiver("audio", direction="recvonly")
+        # A packet the server can never supply (lost upstream just before a keyframe: the SFU, like
+        # libwebrtc, stops asking for it) leaves a hole. Browsers drop the broken frame and go on from
+        # the keyframe; aiortc's video jitter buffer waits until 512 packets pile up behind the hole
+        # (5-15 s of these clips), then gives up and asks for a keyframe. With 128 it does the same
+        # after about a second, which is closer to what a viewer sees.
+        video.receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=128, is_video=True)
 
         @peer.pc.on("track")
         def on_track(track: Any) -> None:
