@@ -22,6 +22,11 @@ INBOUND = """async () => {
       totalSamplesReceived: s.totalSamplesReceived || 0, codec: (report.get(s.codecId) || {}).mimeType || '',
       width: s.frameWidth || 0, height: s.frameHeight || 0,
     };
+    if (s.type === 'transport' && s.selectedCandidatePairId) {
+      const pair = report.get(s.selectedCandidatePairId);
+      const remote = pair && report.get(pair.remoteCandidateId);
+      if (remote) out.remote = remote.address || remote.ip || '';
+    }
   });
   return out;
 }"""
