@@ -67,7 +67,7 @@ from signaling.streams.service import StreamService
 from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
 from sfu.session import Session
-from signaling.web_pages import add_web_routes, security_headers
+from signaling.web_pages import add_web_routes, not_found_pages, security_headers
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     metrics = HttpMetrics(CollectorRegistry())
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics.middleware, cors_middleware, problems_middleware, security_headers],
+        middlewares=[metrics.middleware, cors_middleware, not_found_pages(settings.web_root, _media_origins(settings)),
+                     problems_middleware, security_headers],
     )
     app[MAX_BODY] = settings.max_body_bytes
     db = Database(settings.resolved_database_url)
@@ -273,7 +274,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     authenticator = Authenticator(accounts)
     for endpoint in endpoints:
         app.router.add_route(endpoint.method, endpoint.path, route(endpoint, authenticator))
-    add_web_routes(app, settings.web_root, _media_origins(settings))
+    add_web_routes(app, settings.web_root, _media_origins(settings), channels.exists)
     app[SERVICES] = Services(
         settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings,
         hls,

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     rate_whep_per_minute: int = 600
     rate_trickle_per_minute: int = Field(default=120, ge=1, description="Trickle ICE PATCHes per client address.")
     chat_max_length: int = Field(default=500, ge=1, le=2000, description="Characters in one chat message.")
-    chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel in any 10 seconds.")
+    chat_posts_per_10s: int = Field(default=5, ge=1, description="A user's chat posts per channel: a burst of this many, then one every 10/N seconds.")
 
     node_id: str = Field(default="", description="This media node's name in stream records and the registry (unique in a cluster); HOST:PORT when empty.")
     internal_url: str = Field(

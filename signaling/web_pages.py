@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,6 @@ PAGES = {
     "/signup": "signup.html",
     "/settings": "settings.html",
     "/auth/complete": "auth-complete.html",
-    "/watch/{channel}": "watch.html",
     "/recordings/{id}": "recording.html",
     "/studio": "studio.html",
     "/admin": "admin.html",
@@ -35,11 +35,19 @@ def security_headers_for(media_origins: tuple[str, ...] = ()) -> dict[str, str]:
     }
 
 
-def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, ...] = ()) -> None:
+NOT_FOUND_PAGE = "404.html"
+
+ChannelExists = Callable[[str], Awaitable[bool]]
+
+
+def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, ...] = (),
+                   channel_exists: ChannelExists | None = None) -> None:
     headers = security_headers_for(media_origins)
     for path, name in PAGES.items():
         if (root / name).exists():
             app.router.add_get(path, _page(root / name, headers), name=f"page:{name}")
+    if (root / "watch.html").exists():
+        app.router.add_get("/watch/{channel}", _watch_page(root, headers, channel_exists), name="page:watch.html")
     static = root / "static"
     if static.is_dir():
         app.router.add_static("/static/", static, name="static", append_version=False)
@@ -50,12 +58,46 @@ def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, .
         log.warning("hls.js is not installed (run `make web-deps`): the watch page cannot fall back to HLS")
 
 
-def _page(file: Path, headers: dict[str, str]) -> Handler:
+def _page(file: Path, headers: dict[str, str], status: int = 200) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.FileResponse(file, headers={**headers, "Cache-Control": "no-cache"})
-        return response
+        return _file(file, headers, status)
 
     return handle
+
+
+def _file(file: Path, headers: dict[str, str], status: int = 200) -> web.StreamResponse:
+    response = web.FileResponse(file, headers={**headers, "Cache-Control": "no-cache"})
+    response.set_status(status)
+    return response
+
+
+def _watch_page(root: Path, headers: dict[str, str], channel_exists: ChannelExists | None) -> Handler:
+    """A channel's page, or the HTML 404 page (with its status) when there is no such channel."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if channel_exists is not None and not await channel_exists(request.match_info["channel"]):
+            missing = root / NOT_FOUND_PAGE
+            if missing.exists():
+                return _file(missing, headers, 404)
+        return _file(root / "watch.html", headers)
+
+    return handle
+
+
+def not_found_pages(root: Path, media_origins: tuple[str, ...] = ()) -> Middleware:
+    """A browser that navigates to a path with nothing there gets the HTML 404 page, not the JSON problem
+    document an API client gets (told apart by `Accept: text/html`, which only navigations send)."""
+    page, headers = root / NOT_FOUND_PAGE, security_headers_for(media_origins)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if (response.status == 404 and request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
+                and not request.path.startswith("/api/") and page.exists()):
+            return _file(page, headers, 404)
+        return response
+
+    return middleware
 
 
 @web.middleware

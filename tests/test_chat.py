@@ -345,12 +345,17 @@ async def test_moderation(chat: Api) -> None:
     status, settings, _ = await chat.call("GET", f"{base}/chat/settings")
     assert settings == {"slow_mode": 0, "followers_only": True, "max_length": 500}
 
-    # The per-user rate limit: 5 posts in 10 s, then an error with the wait.
+    # The per-user rate limit as PROTOCOL.md words it: a burst of 5, then an error with the wait, then
+    # one more every 2 s.
     await chat.call("PATCH", f"{base}/chat/settings", {"followers_only": False}, token=owner_token)
     chat.clock.advance(60)
     answers = [await trolling.post(f"flood {i}", f"r{i}") for i in range(7)]
     assert [a["type"] for a in answers[:5]] == ["ack"] * 5
     assert answers[5]["code"] == "rate_limited" and answers[5]["retry_after"] >= 1
+    assert answers[5]["nonce"] == "r5"  # so the page can give the refused text back
+    chat.clock.advance(2)
+    assert (await trolling.post("after 2 s", "r7"))["type"] == "ack"
+    assert (await trolling.post("too soon", "r8"))["code"] == "rate_limited"
     for client in (watcher, trolling, moderating, fans):
         await client.close()
 

@@ -120,10 +120,41 @@ def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 def _message(error: Any) -> str:
-    # Our own validators' words, without pydantic's "Value error, " in front.
-    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
-        return str(error["ctx"]["error"])
+    """Words for a person filling in a form, not pydantic's ("Value should have at least 1 item after
+    validation, not 0"); our own validators' words without pydantic's "Value error, " in front."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    human = _HUMAN.get(kind)
+    if human is not None:
+        try:
+            return human.format(**ctx)
+        except (KeyError, IndexError, ValueError):
+            pass
     return str(error["msg"])
+
+
+_HUMAN = {
+    "missing": "This is required.",
+    "string_too_short": "Use at least {min_length} characters.",
+    "string_too_long": "Use at most {max_length} characters.",
+    "too_short": "Give at least {min_length}.",
+    "too_long": "Give at most {max_length}.",
+    "string_type": "This should be text.",
+    "int_type": "This should be a whole number.",
+    "int_parsing": "This should be a whole number.",
+    "bool_type": "This should be true or false.",
+    "bool_parsing": "This should be true or false.",
+    "greater_than_equal": "Use {ge} or more.",
+    "less_than_equal": "Use {le} or less.",
+    "greater_than": "Use more than {gt}.",
+    "less_than": "Use less than {lt}.",
+    "extra_forbidden": "This field is not known here.",
+    "literal_error": "Choose one of {expected}.",
+    "enum": "Choose one of {expected}.",
+    "url_parsing": "This is not a valid web address.",
+    "url_scheme": "Use an address starting with {expected_schemes}.",
+}
 
 
 class Authenticator:

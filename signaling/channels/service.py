@@ -45,6 +45,12 @@ class ChannelService:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
+    async def exists(self, name: str) -> bool:
+        if not name or len(name) > 64:
+            return False
+        async with self._db.session() as session:
+            return await session.scalar(select(Channel.id).where(Channel.name == name)) is not None
+
     async def get(self, name: str, viewer: Principal | None = None) -> ChannelView:
         views = await self._views(select(Channel).where(Channel.name == name), viewer)
         if not views:

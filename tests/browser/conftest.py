@@ -127,8 +127,10 @@ def open_browser(
     """
     opened: list[Browser] = []
 
-    def open_(media: tuple[Path, Path] | None = None) -> Browser:
-        """`media`: a y4m and a wav clip the fake camera and microphone play (else Chromium's own)."""
+    def open_(media: tuple[Path, Path] | None = None, size: tuple[int, int] = (1200, 850), phone: bool = False,
+              dark: bool = False) -> Browser:
+        """`media`: a y4m and a wav clip the fake camera and microphone play (else Chromium's own);
+        `size`: the window; `phone`: a touch screen that reports itself mobile; `dark`: the system's dark theme."""
         profile = tmp_path_factory.mktemp("chromium")
         args = list(CHROMIUM_ARGS)
         if media is not None:
@@ -154,7 +156,11 @@ def open_browser(
             args=args,
             env=env,
             base_url=server.url,
-            viewport={"width": 1200, "height": 850},
+            viewport={"width": size[0], "height": size[1]},
+            is_mobile=phone,
+            has_touch=phone,
+            device_scale_factor=3 if phone else 1,
+            color_scheme="dark" if dark else "light",
         )
         context.set_default_timeout(10_000)
         errors: list[str] = []

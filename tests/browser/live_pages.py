@@ -81,3 +81,9 @@ def go_live(studio: Page, server: Server, username: str, codec: str = "H264") ->
     expect(studio.locator("#connection")).not_to_have_attribute("data-state", "connecting", timeout=15_000)
     assert studio.locator("#studio-status").is_hidden(), studio.locator("#studio-status").text_content()
     expect(studio.locator("#connection")).to_have_attribute("data-state", "live", timeout=15_000)
+
+
+def end_stream(studio: Page) -> None:
+    """End the stream from the studio: End, then "End now" in the question the page asks."""
+    studio.click("#end")
+    studio.click("#end-now")

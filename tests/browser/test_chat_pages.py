@@ -38,6 +38,7 @@ def test_viewers_on_both_transports_and_the_broadcaster_chat_and_a_moderator_del
     studio = open_browser(media=clips).page
     go_live(studio, server, caster)
     expect(studio.locator("#chat")).to_have_attribute("data-transport", "websocket")
+    studio.click("summary:has-text('Chat moderators')")
     studio.fill("#moderator-name", ws_viewer)
     studio.click("#moderator-form button")
     expect(studio.locator("#moderator-status")).to_contain_text(ws_viewer)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from hosts import Hosts, can_make_hosts, forwarder, hosts
-from live_pages import go_live, inbound, ready, wait_playing
+from live_pages import end_stream, go_live, inbound, ready, wait_playing
 from pg_databases import PG_ADMIN, fresh_database
 from playwright.sync_api import expect
 from redis_server import redis_server
@@ -114,7 +114,7 @@ def test_go_live_and_watch_through_a_front_door_while_the_media_is_on_a_node(
     assert _node_carrying(server, name)["load"]["ladders"] == 1
     hls.close()
 
-    studio.click("#end")
+    end_stream(studio)
     expect(studio.locator("#connection")).not_to_have_attribute("data-state", "live", timeout=10_000)
 
 
@@ -146,7 +146,7 @@ def test_chromium_viewers_on_three_nodes_watch_one_stream_relayed(
             assert time.monotonic() < deadline, "a viewer stopped decoding"
             time.sleep(0.2)
         viewer.close()
-    studio.click("#end")
+    end_stream(studio)
     expect(studio.locator("#connection")).not_to_have_attribute("data-state", "live", timeout=10_000)
 
 

@@ -13,7 +13,7 @@ from urllib.request import urlopen
 
 import av
 import pytest
-from live_pages import go_live
+from live_pages import end_stream, go_live
 from playwright.sync_api import expect
 
 from media_probe import decode_errors, probe
@@ -41,7 +41,7 @@ def wait_ready(server: Server, name: str, timeout: float = 40) -> dict[str, Any]
 
 def _live_for(studio: Any, seconds: float) -> None:
     time.sleep(seconds)
-    studio.click("#end")
+    end_stream(studio)
 
 
 def test_a_studio_stream_is_recorded_and_plays_back_with_seeking(
@@ -56,7 +56,7 @@ def test_a_studio_stream_is_recorded_and_plays_back_with_seeking(
     started = time.monotonic()
     expect(studio.locator("#record-state")).to_be_visible(timeout=10_000)  # the studio shows it records
     time.sleep(10.0 - (time.monotonic() - started))
-    studio.click("#end")
+    end_stream(studio)
     published = time.monotonic() - started
     ready = wait_ready(server, name)
 

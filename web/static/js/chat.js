@@ -9,16 +9,22 @@ import { el } from "./nav.js";
 const RECONNECT_MS = 3000;
 
 export class ChatPanel {
-  constructor(root, channel, { forceWebSocket = false, onViewers = () => {} } = {}) {
+  constructor(root, channel, { forceWebSocket = false, onViewers = () => {}, onLive = () => {}, onDataChannelClosed = () => {} } = {}) {
     this.root = root;
     this.channel = channel;
     this.forceWebSocket = forceWebSocket;
     this.onViewers = onViewers;
+    this.onLive = onLive; // the stream started (true) or ended (false)
+    this.onDataChannelClosed = onDataChannelClosed;
     this.log = root.querySelector(".chat-log");
     this.form = root.querySelector(".chat-form");
     this.input = this.form.querySelector("input");
     this.status = root.querySelector(".chat-status");
     this.modes = root.querySelector(".chat-modes");
+    this.empty = root.querySelector(".chat-empty");
+    this.signIn = root.querySelector(".chat-sign-in");
+    this.signIn.href = `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+    this.pending = new Map(); // nonce -> text sent and not yet accepted (given back if refused)
     this.me = null;
     this.settings = { slow_mode: 0, followers_only: false, max_length: 500 };
     this.transport = null; // { kind, send(text), close() }
@@ -77,6 +83,7 @@ export class ChatPanel {
       if (this.transport !== transport) return;
       this.transport = null;
       this.useWebSocket(); // until the player has a session again
+      this.onDataChannelClosed();
     });
   }
 
@@ -99,6 +106,7 @@ export class ChatPanel {
         this.settings = frame.settings;
         this.log.replaceChildren();
         frame.history.forEach((m) => this.addMessage(m));
+        this.drawEmpty();
         this.drawModes();
         this.showStatus("");
         break;
@@ -126,11 +134,20 @@ export class ChatPanel {
       case "viewers":
         this.onViewers(frame.count);
         break;
+      case "live":
+        this.onLive(Boolean(frame.live));
+        break;
       case "ack":
+        this.pending.delete(frame.nonce);
         this.showStatus("");
         break;
       case "error":
-        this.showStatus(frame.detail);
+        // A refused post (too fast, slow mode, too long) comes back to the box, not lost.
+        if (frame.nonce && this.pending.has(frame.nonce)) {
+          if (!this.input.value.trim()) this.input.value = this.pending.get(frame.nonce);
+          this.pending.delete(frame.nonce);
+        }
+        this.showStatus(frame.retry_after ? `${frame.detail} (try again in ${frame.retry_after} s)` : frame.detail);
         break;
       default:
         break;
@@ -146,9 +163,15 @@ export class ChatPanel {
   addMessage(m) {
     if (this.log.querySelector(`li[data-id="${Number(m.id)}"]`)) return;
     const badges = m.user.badges.map((b) => el("span", { class: `chat-badge chat-badge-${b}` }, b));
+    const at = m.at ? new Date(m.at) : null;
+    const time = at && !Number.isNaN(at.getTime())
+      ? el("time", { class: "chat-time", datetime: m.at, title: at.toLocaleString() },
+        at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }))
+      : null;
     const item = el(
       "li",
       { class: "chat-message", dataset: { id: String(m.id), user: m.user.username } },
+      time, time ? " " : null,
       ...badges,
       el("strong", { class: "chat-author", title: `@${m.user.username}` }, m.user.display_name),
       " ",
@@ -159,6 +182,11 @@ export class ChatPanel {
     const later = [...this.log.querySelectorAll("li[data-id]")].find((li) => Number(li.dataset.id) > m.id);
     if (later) this.log.insertBefore(item, later);
     else this.addLine(item);
+    this.drawEmpty();
+  }
+
+  drawEmpty() {
+    this.empty.hidden = this.log.querySelector("li[data-id]") !== null;
   }
 
   /** Moderation buttons on every message shown, once we know we may moderate. */
@@ -201,6 +229,7 @@ export class ChatPanel {
     this.form.querySelector("button").disabled = !canPost;
     this.input.placeholder = canPost ? "Say something…" : me?.reason || "Sign in to chat";
     this.input.maxLength = this.settings.max_length;
+    this.signIn.hidden = Boolean(tokens().access); // signed out: a link, not just a placeholder
     this.modes.hidden = !me?.can_moderate;
     this.root.dataset.canPost = String(canPost);
     this.root.dataset.canModerate = String(Boolean(me?.can_moderate));
@@ -223,9 +252,16 @@ export class ChatPanel {
 
   post() {
     const text = this.input.value.trim();
-    if (!text || !this.transport) return;
+    if (!text) return;
+    if (!this.transport) {
+      this.showStatus("Chat is reconnecting: your message is still in the box.");
+      return;
+    }
     this.nonce += 1;
-    this.transport.send(JSON.stringify({ type: "send", text, nonce: `m${this.nonce}` }));
+    const nonce = `m${this.nonce}`;
+    this.pending.set(nonce, text);
+    if (this.pending.size > 20) this.pending.delete(this.pending.keys().next().value);
+    this.transport.send(JSON.stringify({ type: "send", text, nonce }));
     this.input.value = "";
   }
 
@@ -256,8 +292,11 @@ export function chatMarkup() {
     el("h2", { class: "chat-title" }, "Chat"),
     el("div", { class: "chat-modes", hidden: true }, slow,
       el("label", { class: "chat-followers-label" }, el("input", { type: "checkbox", class: "chat-followers" }), " Followers only")),
-    el("ol", { class: "chat-log", "aria-live": "polite" }),
+    // role="log" without aria-live: a screen reader reads the chat when asked, instead of every message.
+    el("ol", { class: "chat-log", role: "log", "aria-live": "off", "aria-label": "Chat messages", tabindex: "0" }),
+    el("p", { class: "chat-empty muted" }, "No messages yet. Say hello!"),
     el("p", { class: "chat-status notice", role: "status", hidden: true }),
+    el("p", { class: "chat-sign-in-line" }, el("a", { class: "chat-sign-in", href: "/login", hidden: true }, "Sign in to chat")),
     el("form", { class: "chat-form" },
       el("input", { type: "text", name: "message", "aria-label": "Chat message", autocomplete: "off" }),
       el("button", { type: "submit", class: "button" }, "Send")),

@@ -2,10 +2,11 @@
 // the browser's own HLS (Safari). Loaded only when a viewer needs it.
 
 export class HlsPlayback {
-  constructor(video, url, { onError = () => {} } = {}) {
+  constructor(video, url, { onError = () => {}, onLevels = () => {} } = {}) {
     this.video = video;
     this.url = url;
     this.onError = onError;
+    this.onLevels = onLevels; // gets [{index, label}] once the renditions are known
     this.hls = null;
   }
 
@@ -28,6 +29,9 @@ export class HlsPlayback {
         },
       });
       this.hls = hls;
+      hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
+        this.onLevels(data.levels.map((level, index) => ({ index, label: level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kbit/s` })));
+      });
       hls.on(Hls.Events.ERROR, (_, data) => {
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
@@ -42,6 +46,17 @@ export class HlsPlayback {
     }
     // Not awaited: the first segment of a ladder that starts on demand can take seconds.
     this.video.play().catch(() => null);
+  }
+
+  /** Play rendition `index`; -1 for automatic (hls.js only). */
+  setLevel(index) {
+    if (this.hls) this.hls.currentLevel = index; // at once (the buffer ahead is dropped)
+  }
+
+  /** The rendition playing: {index, height} (hls.js only). */
+  get level() {
+    if (!this.hls || this.hls.currentLevel < 0) return null;
+    return { index: this.hls.currentLevel, height: this.hls.levels[this.hls.currentLevel]?.height || 0 };
   }
 
   /** Seconds between the newest media and what is shown (hls.js only). */

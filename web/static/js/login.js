@@ -1,11 +1,12 @@
 // Log in with a password or an OpenID Connect provider; `?next=` says where to go afterwards.
 
-import { api, logIn, safeNext } from "./api.js";
+import { api, currentUser, logIn, safeNext } from "./api.js";
 import { busy, clearErrors, el, renderNav, say, showErrors } from "./nav.js";
 
 const form = document.getElementById("login-form");
 const formError = document.getElementById("form-error");
 const next = safeNext(new URLSearchParams(location.search).get("next"));
+if (next !== "/") document.getElementById("signup-link").href = `/signup?next=${encodeURIComponent(next)}`;
 
 // A failed provider sign-in comes back as /login#error=<message>.
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -49,5 +50,11 @@ async function showProviders() {
   document.getElementById("providers").hidden = false;
 }
 
-renderNav();
-showProviders();
+// Signed in already: go on to where the link meant to go (unless a provider's sign-in just failed).
+if (!fragment.has("error") && (await currentUser().catch(() => null))) {
+  location.replace(next);
+} else {
+  await renderNav();
+  await showProviders();
+  document.body.dataset.ready = "true";
+}

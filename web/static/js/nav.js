@@ -80,6 +80,29 @@ export async function busy(form, work) {
   }
 }
 
+let leaveGuard = null;
+
+/**
+ * While `guard()` returns a message (the studio while live), following a link in the header asks first
+ * (the browser's own beforeunload dialog covers closing the tab and typing an address).
+ */
+export function guardLeaving(guard) {
+  leaveGuard = guard;
+}
+
+document.addEventListener("click", (event) => {
+  const link = event.target instanceof Element ? event.target.closest("a[href]") : null;
+  if (!link || !leaveGuard || event.defaultPrevented || link.target === "_blank" || link.hasAttribute("download")) return;
+  const message = leaveGuard(link);
+  if (!message) return;
+  if (window.confirm(message)) {
+    leaveGuard = null; // asked once: no second (beforeunload) question for the same navigation
+    window.dispatchEvent(new Event("tally:leaving"));
+  } else {
+    event.preventDefault();
+  }
+});
+
 /** Draw the site header into <header id="site-header">; resolves to the signed-in user or null. */
 export async function renderNav() {
   const header = document.getElementById("site-header");
@@ -95,9 +118,14 @@ export async function renderNav() {
 
   const main = el("ul", { class: "nav-links" },
     el("li", {}, link("/", "Directory")),
+    user ? el("li", {}, link(`/watch/${encodeURIComponent(user.username)}`, "My channel")) : null,
     user ? el("li", {}, link("/settings", "Settings")) : null,
     hasRole(user, "admin") ? el("li", {}, link("/admin", "Admin")) : null,
   );
+  // Going live is one click from every page: the studio for broadcasters, signing up for visitors.
+  const goLive = hasRole(user, "broadcaster")
+    ? link("/studio", "Go live", { id: "nav-go-live", class: "button button-small button-live" })
+    : user ? null : link("/signup?next=%2Fstudio", "Go live", { id: "nav-go-live", class: "button button-small button-live" });
   const account = el("div", { class: "nav-account" });
   if (user) {
     const out = el("button", { type: "button", id: "logout", class: "link-button" }, "Log out");
@@ -108,9 +136,12 @@ export async function renderNav() {
     });
     account.append(el("span", { id: "nav-user", class: "nav-user" }, user.username), " · ", out);
   } else {
-    const next = here === "/login" || here === "/signup" ? "" : `?next=${encodeURIComponent(here + location.search)}`;
-    account.append(link(`/login${next}`, "Log in"), " ", link("/signup", "Sign up", { class: "button button-small" }));
+    const current = new URLSearchParams(location.search).get("next");
+    const nextPath = here === "/login" || here === "/signup" ? current : here + location.search;
+    const next = nextPath ? `?next=${encodeURIComponent(nextPath)}` : "";
+    account.append(link(`/login${next}`, "Log in"), " ", link(`/signup${next}`, "Sign up", { class: "button button-small button-secondary" }));
   }
+  if (goLive) account.prepend(goLive, " ");
   header.replaceChildren(
     el("nav", { class: "nav", "aria-label": "Main" },
       el("a", { href: "/", class: "brand" }, el("span", { class: "brand-dot", "aria-hidden": "true" }), "Tallylight"),

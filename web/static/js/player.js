@@ -5,6 +5,7 @@
 // broadcaster comes back.
 
 import { HlsPlayback } from "./hls_playback.js";
+import { PlayerControls } from "./player_controls.js";
 import { hangUp, negotiate, SessionError } from "./webrtc.js";
 
 const CONNECT_TIMEOUT = 6000; // ms a WebRTC session may take to show its first picture
@@ -21,7 +22,8 @@ function videoElement(label) {
 }
 
 export class Player {
-  constructor(box, channel, { token = null, hlsUrl = null, prefer = "webrtc", onState = () => {}, onDataChannel = null } = {}) {
+  constructor(box, channel, { token = null, hlsUrl = null, prefer = "webrtc", onState = () => {}, onDataChannel = null,
+    theaterRoot = box } = {}) {
     this.box = box;
     this.channel = channel;
     this.token = token;
@@ -40,22 +42,53 @@ export class Player {
     this.hlsVideo = videoElement("Live video (HLS)");
     this.hlsVideo.hidden = true;
     this.message = box.querySelector(".player-message");
+    this.message.setAttribute("role", "status");
+    this.card = box.querySelector(".player-card");
     this.mode = document.createElement("span");
     this.mode.className = "player-mode";
-    this.mode.setAttribute("role", "status");
     this.mode.hidden = true;
     this.unmute = document.createElement("button");
     this.unmute.type = "button";
     this.unmute.className = "button player-unmute";
     this.unmute.textContent = "Unmute";
     this.unmute.hidden = true;
-    this.unmute.addEventListener("click", () => {
-      this.video.muted = false;
-      this.hlsVideo.muted = false;
-      this.unmute.hidden = true;
-    });
+    this.unmute.addEventListener("click", () => this.controls.setMuted(false));
     box.prepend(this.video, this.hlsVideo);
-    box.append(this.mode, this.unmute);
+    box.append(this.unmute);
+    this.controls = new PlayerControls(this, theaterRoot);
+    this.video.addEventListener("click", () => this.controls.togglePause());
+    this.hlsVideo.addEventListener("click", () => this.controls.togglePause());
+  }
+
+  get videos() {
+    return [this.video, this.hlsVideo];
+  }
+
+  /** The <video> that is showing. */
+  get activeVideo() {
+    return this.hls ? this.hlsVideo : this.video;
+  }
+
+  /** Seconds behind the broadcaster: hls.js's estimate, or for WebRTC the receiver's jitter buffer plus
+   * half the round trip (the network and the SFU's forwarding). Null when not known. */
+  async latency() {
+    if (this.hls) return this.hls.latency;
+    if (!this.pc || this.box.dataset.state !== "playing") return null;
+    const report = await this.pc.getStats();
+    let buffer = null;
+    let rtt = 0;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.jitterBufferEmittedCount) {
+        buffer = s.jitterBufferDelay / s.jitterBufferEmittedCount;
+      }
+      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+    });
+    return buffer === null ? null : buffer + rtt / 2;
+  }
+
+  /** Choose a rendition (-1: automatic); HLS only, the WebRTC layers follow the network by themselves. */
+  setLevel(index) {
+    if (this.hls) this.hls.setLevel(index);
   }
 
   get playing() {
@@ -64,12 +97,32 @@ export class Player {
 
   setState(state, text) {
     this.box.dataset.state = state;
+    if (this.card && state !== "ended" && state !== "offline") this.card.hidden = true;
     this.message.textContent = text;
     const showing = state === "playing" || state === "reconnecting" || Boolean(this.hls);
     this.message.hidden = showing && !text;
     this.video.hidden = Boolean(this.hls) || !showing;
     this.hlsVideo.hidden = !this.hls;
+    if (state !== "playing") this.unmute.hidden = true;
     this.onState(state);
+  }
+
+  /** The channel went live (the chat said so): connect now rather than at the next retry. */
+  connectSoon() {
+    const state = this.box.dataset.state;
+    if (this.stopped || (state !== "ended" && state !== "offline" && state !== "error")) return;
+    this.retry(300);
+  }
+
+  /** The stream ended (the chat or the server said so): the end card now, and wait for the next one. */
+  ended() {
+    if (this.stopped || this.box.dataset.state === "ended") return;
+    this.closeSession();
+    this.stopHls();
+    this.video.srcObject = null;
+    this.setMode(null);
+    this.setState("ended", "");
+    this.retry(5000);
   }
 
   setMode(mode, why = "") {
@@ -109,7 +162,9 @@ export class Player {
       if (error instanceof SessionError && error.status === 409) {
         this.stopHls();
         this.setMode(null);
-        this.setState("offline", "The channel is offline. Watching for it to go live…");
+        const was = this.box.dataset.state;
+        if (was === "ended" || was === "playing" || was === "reconnecting") this.setState("ended", "");
+        else this.setState("offline", "");
         this.retry((error.retryAfter || 5) * 1000);
       } else if (error instanceof SessionError && error.status === 503) {
         await this.fallBack("this server has no room for another WebRTC viewer");
@@ -130,7 +185,9 @@ export class Player {
       this.stopHls();
       this.setMode("webrtc");
       this.setState("playing", "");
-      this.unmute.hidden = !this.video.muted;
+      this.controls.setLevels([]); // the server picks the WebRTC layer from the viewer's network
+      this.controls.apply();
+      if (this.controls.paused) this.video.pause();
     });
   }
 
@@ -153,10 +210,18 @@ export class Player {
       const hls = new HlsPlayback(this.hlsVideo, this.hlsUrl, {
         onError: (detail) => {
           if (this.hls !== hls) return;
-          this.setState("error", `HLS stopped (${detail}). Retrying…`);
+          const played = this.hlsVideo.currentTime > 0; // this playback showed frames before it stopped
           this.stopHls();
+          this.setMode(null);
+          // No playlist: the channel is not live (or no longer). Anything else: say what stopped it.
+          if (/manifest(Load|Parsing)Error|levelLoadError/.test(detail)) {
+            this.setState(played || this.box.dataset.state === "ended" ? "ended" : "offline", "");
+          } else {
+            this.setState("error", `HLS stopped (${detail}). Retrying…`);
+          }
           this.retry(3000);
         },
+        onLevels: (levels) => this.controls.setLevels(levels),
       });
       this.hls = hls;
       try {
@@ -169,7 +234,7 @@ export class Player {
     }
     this.setMode("hls", why);
     this.setState("playing", "");
-    this.unmute.hidden = !this.hlsVideo.muted;
+    this.controls.apply();
   }
 
   stopHls() {
@@ -194,8 +259,8 @@ export class Player {
 
   retry(ms) {
     clearTimeout(this.timer);
-    if (this.prefer === "hls") return;
-    this.timer = setTimeout(() => this.connect(), ms);
+    // HLS only (?playback=hls): try the playlist again (the channel may have gone live since).
+    this.timer = setTimeout(() => (this.prefer === "hls" ? this.fallBack("HLS was asked for") : this.connect()), ms);
   }
 
   closeSession() {
@@ -211,5 +276,6 @@ export class Player {
     clearTimeout(this.timer);
     this.closeSession();
     this.stopHls();
+    this.controls.stop();
   }
 }

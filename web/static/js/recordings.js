@@ -1,15 +1,11 @@
 // Recordings: the list on a channel's page, and formatting shared with the playback page.
 
 import { api } from "./api.js";
+import { clock as duration } from "./format.js";
 import { el } from "./nav.js";
 
-export function duration(seconds) {
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const rest = String(s % 60).padStart(2, "0");
-  return h ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
-}
+export { duration };
+
 
 export const STATE_TEXT = {
   recording: "Recording now",
@@ -34,6 +30,8 @@ function item(recording) {
 // Fills `list` with the channel's recordings (newest first); returns how many there are.
 export async function showRecordings(list, channel) {
   const page = await api("GET", `/api/channels/${encodeURIComponent(channel)}/recordings?limit=24`, undefined, { auth: false });
-  list.replaceChildren(...page.items.map(item));
-  return page.items.length;
+  // One still being recorded is the live stream itself: the page shows that already.
+  const shown = page.items.filter((recording) => recording.state !== "recording");
+  list.replaceChildren(...shown.map(item));
+  return shown.length;
 }

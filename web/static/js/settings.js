@@ -1,15 +1,10 @@
 // Settings: profile, channel, stream key (revealed once), and the channels the user follows.
 
 import { api, hasRole } from "./api.js";
+import { copyText, flash, parseTags } from "./format.js";
 import { busy, clearErrors, el, renderNav, say, showErrors } from "./nav.js";
 
 const $ = (id) => document.getElementById(id);
-
-function flash(box, message) {
-  say(box, message, "ok");
-  clearTimeout(box.timer);
-  box.timer = setTimeout(() => say(box, ""), 4000);
-}
 
 function dateText(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
@@ -44,10 +39,6 @@ function setUpProfile(user) {
 }
 
 // Channel
-
-function parseTags(text) {
-  return text.split(/[,\s]+/).map((t) => t.trim().toLowerCase()).filter(Boolean);
-}
 
 function fillChannel(channel) {
   const form = $("channel-form");
@@ -95,20 +86,6 @@ async function setUpChannel(user) {
 }
 
 // Stream key
-
-async function copyText(text, status, selectable) {
-  try {
-    await navigator.clipboard.writeText(text);
-    flash(status, "Copied");
-  } catch {
-    // No clipboard permission (an insecure origin, a policy): select it for Ctrl+C instead.
-    const range = document.createRange();
-    range.selectNodeContents(selectable);
-    getSelection().removeAllRanges();
-    getSelection().addRange(range);
-    flash(status, "Selected: press Ctrl+C (or ⌘C) to copy");
-  }
-}
 
 function showKey(result) {
   const revealed = Boolean(result.key);

@@ -1,10 +1,13 @@
-// Sign up, then log in with the same password and go to the settings page.
+// Sign up, then log in with the same password and go where `?next=` says (the settings page by default).
 
-import { api, logIn } from "./api.js";
+import { api, currentUser, logIn, safeNext } from "./api.js";
 import { busy, clearErrors, renderNav, showErrors } from "./nav.js";
 
 const form = document.getElementById("signup-form");
 const formError = document.getElementById("form-error");
+const given = new URLSearchParams(location.search).get("next");
+const next = safeNext(given, "/settings");
+if (given) document.getElementById("login-link").href = `/login?next=${encodeURIComponent(next)}`;
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -16,7 +19,7 @@ form.addEventListener("submit", async (event) => {
     try {
       const user = await api("POST", "/api/auth/register", { username, email, password }, { auth: false });
       await logIn(user.username, password);
-      location.assign("/settings");
+      location.assign(next);
     } catch (error) {
       showErrors(form, formError, error);
       const first = form.querySelector("[aria-invalid]");
@@ -25,4 +28,10 @@ form.addEventListener("submit", async (event) => {
   });
 });
 
-renderNav();
+// Signed in already: nothing to sign up for.
+if (await currentUser().catch(() => null)) {
+  location.replace(next);
+} else {
+  await renderNav();
+  document.body.dataset.ready = "true";
+}

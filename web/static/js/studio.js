@@ -2,7 +2,8 @@
 
 import { api, currentUser, hasRole, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
-import { renderNav, say } from "./nav.js";
+import { clock, copyText, parseTags } from "./format.js";
+import { busy, clearErrors, guardLeaving, renderNav, say, showErrors } from "./nav.js";
 import { hangUp, negotiate, preferCodec, SessionError } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,10 +16,13 @@ let senders = null;
 let session = null;
 let statsTimer = null;
 let lastBytes = null;
+let live = null; // while live: { since (ms), peak viewers, followers at the start }
+let meter = null; // the microphone level meter's audio graph
 
 function setConnection(state, text) {
   $("connection").dataset.state = state;
   $("connection").textContent = text;
+  if ($("live-badge")) drawLive();
 }
 
 async function listDevices() {
@@ -44,6 +48,7 @@ async function openDevices() {
   if (stream) stream.getTracks().forEach((t) => t.stop());
   stream = next;
   $("preview").srcObject = stream;
+  startMeter();
   await replaceLiveTracks();
 }
 
@@ -86,7 +91,21 @@ async function goLive(user) {
   $("go-live").hidden = true;
   $("end").hidden = false;
   $("go-live").disabled = false;
+  $("summary").hidden = true;
+  live = { since: Date.now(), peak: 0, followers: null, user };
+  api("GET", `/api/channels/${encodeURIComponent(user.username)}`)
+    .then((channel) => { if (live) live.followers = channel.followers; })
+    .catch(() => null);
+  drawLive();
   statsTimer = setInterval(() => updateStats(user), 1000);
+}
+
+/** LIVE and the time live on the preview, from the moment the stream started. */
+function drawLive() {
+  const on = Boolean(live) && $("connection").dataset.state !== "idle";
+  $("live-badge").hidden = !on || $("connection").dataset.state !== "live";
+  $("uptime").hidden = !on;
+  if (on) $("uptime").textContent = clock((Date.now() - live.since) / 1000);
 }
 
 /** A new peer connection and WHIP session with what the preview shows; throws if refused. */
@@ -155,7 +174,18 @@ async function publishWithRetry(pc, user) {
   }
 }
 
+/** End asks first, in the page (no blocking dialog): "End the stream for N viewers?" */
+function askToEnd() {
+  const viewers = Number($("studio-viewers").textContent) || 0;
+  $("end-question").textContent = viewers
+    ? `End the stream? ${viewers} ${viewers === 1 ? "viewer is" : "viewers are"} watching.`
+    : "End the stream?";
+  $("end-confirm").hidden = false;
+  $("end-now").focus();
+}
+
 async function endStream() {
+  $("end-confirm").hidden = true;
   clearInterval(statsTimer);
   await hangUp(session?.location);
   session = null;
@@ -166,6 +196,45 @@ async function endStream() {
   $("go-live").hidden = false;
   setConnection("idle", "Not live");
   $("bitrate").textContent = "–";
+  $("health").hidden = true;
+  $("studio-viewers").textContent = "0";
+  const ended = live;
+  live = null;
+  drawLive();
+  if (ended) showSummary(ended);
+}
+
+/** After the stream: how long, the peak audience, new followers, and the recording once it is there. */
+async function showSummary(ended) {
+  const name = encodeURIComponent(ended.user.username);
+  $("summary-duration").textContent = clock((Date.now() - ended.since) / 1000);
+  $("summary-peak").textContent = String(ended.peak);
+  $("summary-followers").textContent = "…";
+  $("summary-recording").textContent = "Not recorded";
+  $("summary").hidden = false;
+  $("summary").focus();
+  try {
+    const channel = await api("GET", `/api/channels/${name}`);
+    $("summary-followers").textContent = ended.followers === null ? "–" : String(Math.max(0, channel.followers - ended.followers));
+  } catch {
+    $("summary-followers").textContent = "–";
+  }
+  // The recording of this stream (started after we went live): processing first, then ready.
+  for (let i = 0; i < 60 && !$("summary").hidden && !live; i += 1) {
+    try {
+      const latest = (await api("GET", `/api/channels/${name}/recordings?limit=1`)).items[0];
+      if (latest && Date.parse(latest.started_at) >= ended.since - 60_000) {
+        const text = latest.state === "ready" ? "Watch the recording" : latest.state === "failed" ? "The recording failed" : "Being prepared…";
+        $("summary-recording").replaceChildren(latest.state === "failed"
+          ? document.createTextNode(text)
+          : Object.assign(document.createElement("a"), { href: latest.page_url, textContent: text, id: "summary-recording-link" }));
+        if (latest.state === "ready" || latest.state === "failed") return;
+      }
+    } catch {
+      // try again
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
 }
 
 async function updateStats(user) {
@@ -183,16 +252,30 @@ async function updateStats(user) {
     const kbps = ((bytes - lastBytes.bytes) * 8) / (at - lastBytes.at);
     $("bitrate").textContent = `${Math.round(kbps)} kbit/s`;
     $("bitrate").dataset.kbps = String(Math.round(kbps));
+    drawHealth(kbps);
   }
   lastBytes = { bytes, at };
+  drawLive();
   try {
     const channel = await api("GET", `/api/channels/${encodeURIComponent(user.username)}`);
+    if (!live) return; // ended while asking
     $("studio-viewers").textContent = String(channel.viewer_count);
+    live.peak = Math.max(live.peak, channel.viewer_count);
     const latest = await api("GET", `/api/channels/${encodeURIComponent(user.username)}/recordings?limit=1`);
     drawRecording(latest.items[0]?.state === "recording", channel.is_live);
   } catch {
     // keep the last count
   }
+}
+
+/** The upload at a glance on the preview: the bitrate, and a word when it is too low to look good. */
+function drawHealth(kbps) {
+  const health = $("health");
+  const level = kbps < 150 ? "bad" : kbps < 500 ? "poor" : "good";
+  health.dataset.level = level;
+  health.textContent = `${Math.round(kbps)} kbit/s${level === "good" ? "" : level === "poor" ? " · low" : " · very low"}`;
+  health.title = level === "good" ? "Upload healthy" : "Your upload is low: viewers may see a blurry or stuttering picture";
+  health.hidden = false;
 }
 
 let recordingActive = false;
@@ -202,6 +285,7 @@ function drawRecording(active, live) {
   $("record-toggle").textContent = active ? "Stop recording" : "Start recording";
   $("record-toggle").disabled = !live && !active;
   $("record-state").hidden = !active;
+  $("record-state").setAttribute("aria-label", active ? "Recording" : "");
   $("record-state").dataset.active = String(active);
 }
 
@@ -244,6 +328,71 @@ async function appointModerator(event, user) {
   }
 }
 
+/** Title, description and tags, applied while live without touching the stream. */
+async function setUpInfo(user) {
+  const form = $("info-form");
+  const path = `/api/channels/${encodeURIComponent(user.username)}`;
+  const fill = (channel) => {
+    form.elements.title.value = channel.title;
+    form.elements.description.value = channel.description;
+    form.elements.tags.value = channel.tags.join(", ");
+  };
+  fill(await api("GET", path));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form, $("info-error"));
+    $("info-saved").textContent = "";
+    await busy(form, async () => {
+      try {
+        fill(await api("PATCH", path, {
+          title: form.elements.title.value.trim(),
+          description: form.elements.description.value,
+          tags: parseTags(form.elements.tags.value),
+        }));
+        $("info-saved").textContent = live ? "Saved: viewers see it now" : "Saved";
+      } catch (error) {
+        showErrors(form, $("info-error"), error);
+      }
+    });
+  });
+}
+
+async function setUpObs() {
+  const key = await api("GET", "/api/me/stream-key");
+  $("whip-url").value = key.whip_url;
+  $("key-hint").textContent = key.hint || "none yet";
+  $("copy-whip").addEventListener("click", () => copyText(key.whip_url, $("copy-status"), $("whip-url")));
+}
+
+/** The microphone's level, about ten times a second, on a <meter>. */
+function startMeter() {
+  meter?.context.close().catch(() => null);
+  meter = null;
+  const track = stream?.getAudioTracks()[0];
+  if (!track || !window.AudioContext) return;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  context.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const timer = setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let sum = 0;
+    for (const x of samples) sum += x * x;
+    $("mic-level").value = Math.min(1, Math.sqrt(sum / samples.length) * 4);
+  }, 100);
+  meter = { context, timer };
+  context.addEventListener("statechange", () => { if (context.state === "closed") clearInterval(timer); });
+}
+
+/** On a phone: the next camera (front, back). */
+async function flipCamera() {
+  const select = $("camera");
+  if (select.options.length < 2) return;
+  select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
+  await openDevices();
+}
+
 async function main() {
   await renderNav();
   const user = await currentUser();
@@ -266,6 +415,10 @@ async function main() {
     return;
   }
   $("studio").hidden = false;
+  $("flip-camera").hidden = $("camera").options.length < 2;
+  $("flip-camera").addEventListener("click", () => flipCamera().catch((e) => say($("studio-status"), e.message)));
+  setUpInfo(user).catch((error) => say($("info-error"), error.message));
+  setUpObs().catch(() => null);
   $("camera").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("microphone").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("share-screen").addEventListener("click", () => shareScreen().catch((e) => say($("studio-status"), e.message)));
@@ -279,8 +432,25 @@ async function main() {
   window.tallyChat = chat;
   $("moderator-form").addEventListener("submit", (event) => appointModerator(event, user));
   setUpRecording(user).catch((error) => say($("record-status"), error.message));
-  $("go-live").addEventListener("click", () => goLive(user));
-  $("end").addEventListener("click", endStream);
+  $("go-live").addEventListener("click", () => {
+    meter?.context.resume().catch(() => null); // audio graphs start on a click
+    goLive(user);
+  });
+  $("end").addEventListener("click", askToEnd);
+  $("end-now").addEventListener("click", endStream);
+  $("end-cancel").addEventListener("click", () => {
+    $("end-confirm").hidden = true;
+    $("end").focus();
+  });
+  // Leaving while live ends the stream: ask first, in the header's links and when the tab closes.
+  const whileLive = () => (live ? "You are live. Leaving this page ends your stream. Leave anyway?" : null);
+  guardLeaving(whileLive);
+  window.addEventListener("beforeunload", (event) => {
+    if (!whileLive()) return;
+    event.preventDefault();
+    event.returnValue = ""; // the browser shows its own "Leave site?" question
+  });
+  window.addEventListener("tally:leaving", () => { live = null; });
   window.addEventListener("pagehide", () => hangUp(session?.location));
 }
 

@@ -2,6 +2,7 @@
 
 import { api, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
+import { clock } from "./format.js";
 import { el, renderNav, say } from "./nav.js";
 import { Player } from "./player.js";
 import { showRecordings } from "./recordings.js";
@@ -39,6 +40,7 @@ function draw(channel, user) {
   state.className = `badge ${channel.is_live ? "badge-live" : "badge-offline"}`;
   $("viewers").textContent = plural(channel.viewer_count, "viewer", "viewers");
   $("viewers").hidden = !channel.is_live;
+  drawUptime(channel);
   $("player").dataset.live = String(channel.is_live);
 
   const own = user && user.username === channel.owner;
@@ -48,13 +50,70 @@ function draw(channel, user) {
   drawFollow(channel);
 }
 
+function drawUptime(channel) {
+  const since = channel.is_live && channel.live_since ? Date.parse(channel.live_since) : null;
+  $("uptime").hidden = !since;
+  if (since) $("uptime").textContent = clock((Date.now() - since) / 1000);
+}
+
+/** The newest recording made since `since` (ms), or the newest at all when `since` is null. */
+async function latestRecording(channel, since) {
+  const page = await api("GET", `/api/channels/${encodeURIComponent(channel.name)}/recordings?limit=1`, undefined, { auth: false });
+  const latest = page.items[0];
+  if (!latest || (since !== null && Date.parse(latest.started_at) < since - 60_000)) return null;
+  return latest;
+}
+
+function recordingLink(recording, text) {
+  return el("a", { id: "card-recording-link", href: recording.page_url }, text);
+}
+
+let cardToken = 0;
+
+/** The card over the player: the end of a stream (with its recording once ready), or offline. */
+async function drawCard(state, channel, startedAt) {
+  const card = $("player-card");
+  const token = ++cardToken;
+  const slot = $("card-recording");
+  slot.hidden = true;
+  slot.replaceChildren();
+  if (state === "ended") {
+    $("card-title").textContent = "The stream has ended";
+    $("card-text").textContent = `Thanks for watching ${channel.display_name}. This page plays the next stream by itself.`;
+  } else {
+    $("card-title").textContent = `${channel.display_name} is offline`;
+    $("card-text").textContent = "This page starts playing as soon as the channel goes live.";
+  }
+  card.hidden = false;
+  $("player").querySelector(".player-message").hidden = true;
+  // The recording: the one just made (processing, then ready) after a stream; the newest one offline.
+  for (let i = 0; i < 90 && token === cardToken; i += 1) {
+    const recording = await latestRecording(channel, state === "ended" ? startedAt : null).catch(() => null);
+    if (token !== cardToken) return;
+    if (recording && recording.state === "ready") {
+      slot.replaceChildren(recordingLink(recording, state === "ended" ? "Watch the recording" : `Watch the latest recording: ${recording.title || "untitled"}`));
+      slot.hidden = false;
+      return;
+    }
+    if (state !== "ended" || !recording || recording.state === "failed") return;
+    slot.replaceChildren(document.createTextNode("The recording is being prepared…"));
+    slot.hidden = false;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+let player = null;
+
 async function refreshLiveState(channel, user) {
   try {
     Object.assign(channel, await api("GET", `/api/channels/${encodeURIComponent(channel.name)}`));
     draw(channel, user);
   } catch {
-    // keep what is shown
+    return; // keep what is shown
   }
+  // The stream is over while the player still shows (or reconnects to) it: the end card now.
+  const state = player?.box.dataset.state;
+  if (!channel.is_live && (state === "playing" || state === "reconnecting")) player.ended();
 }
 
 async function main() {
@@ -80,14 +139,33 @@ async function main() {
       channel.viewer_count = count;
       $("viewers").textContent = plural(count, "viewer", "viewers");
     },
+    onDataChannelClosed: () => refreshLiveState(channel, user), // often the first sign of the end
+    onLive: (live) => {
+      if (live) {
+        player.connectSoon();
+      } else {
+        player.ended();
+      }
+      refreshLiveState(channel, user);
+    },
   });
   chat.useWebSocket(); // until the player has a WebRTC session to chat on
-  const player = new Player($("player"), channel.name, {
+  let startedAt = channel.live_since ? Date.parse(channel.live_since) : Date.now();
+  let shown = null;
+  player = new Player($("player"), channel.name, {
+    theaterRoot: $("channel"),
     token: user ? tokens().access : null,
     hlsUrl: channel.urls?.hls,
     // ?playback=hls watches over HLS only (what the page falls back to by itself when WebRTC fails).
     prefer: new URLSearchParams(location.search).get("playback") === "hls" ? "hls" : "webrtc",
-    onState: (state) => refreshLiveState(channel, user, state),
+    onState: (state) => {
+      if (state === shown) return; // retries repeat a state: draw on changes only
+      shown = state;
+      if (state === "playing") startedAt = channel.live_since ? Date.parse(channel.live_since) : Date.now();
+      if (state === "ended" || state === "offline") drawCard(state, channel, startedAt);
+      else cardToken += 1;
+      refreshLiveState(channel, user);
+    },
     onDataChannel: (dataChannel) => chat.useDataChannel(dataChannel),
   });
   window.tallyPlayer = player; // for diagnostics in the console (and the end-to-end tests)
@@ -102,6 +180,7 @@ async function main() {
   recordings();
   await player.start();
   setInterval(() => refreshLiveState(channel, user), 5000);
+  setInterval(() => drawUptime(channel), 1000);
   setInterval(recordings, 30000);
 
   const button = $("follow-button");

@@ -1,0 +1,315 @@
+"""The web app as a new user meets it, in Chromium at a desktop (1366×768) and a phone (390×844) size:
+finding Go live, going live, retitling while live, the player's controls by keyboard, the end card with
+the recording, and the pages around them (404s, next= through sign-up, the chat box)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from live_pages import end_stream, go_live, inbound, log_in, ready, wait_playing
+from playwright.sync_api import Page, expect
+
+from conftest import Server
+
+if TYPE_CHECKING:
+    from tests.browser.conftest import Browser
+
+    OpenBrowser = Callable[..., Browser]
+
+pytestmark = pytest.mark.browser
+
+DESKTOP = (1366, 768)
+PHONE = (390, 844)
+
+
+def sign_up(page: Page, server: Server, name: str) -> None:
+    page.fill("#username", name)
+    page.fill("#email", f"{name}@example.com")
+    page.fill("#password", server.password)
+    page.click("#signup-form button[type=submit]")
+
+
+def fetch(server: Server, path: str, accept: str = "text/html") -> tuple[int, str, str]:
+    request = urllib.request.Request(server.url + path, headers={"Accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read().decode()
+
+
+def until(page: Page, predicate: str, timeout: float = 10) -> None:
+    """Poll a JS function until it returns true (page.wait_for_function evals, which the CSP refuses)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(predicate):
+        assert time.monotonic() < deadline, f"not true within {timeout} s: {predicate}"
+        time.sleep(0.2)
+
+
+def frames(page: Page) -> int:
+    return int(inbound(page).get("video", {}).get("framesDecoded", 0))
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_a_new_user_goes_live_retitles_and_a_viewer_watches_to_the_end(
+    server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path], size: tuple[int, int]
+) -> None:
+    phone = size == PHONE
+    name = server.unique_name("new")
+    studio_browser = open_browser(media=clips, size=size, phone=phone)
+    studio = studio_browser.page
+    # Signed out, the header's Go live leads to sign-up, and sign-up on to the studio.
+    studio.goto("/")
+    ready(studio)
+    studio.click("#nav-go-live")
+    expect(studio).to_have_url(re.compile(r"/signup\?next=%2Fstudio$"))
+    sign_up(studio, server, name)
+    studio.wait_for_url(re.compile(r"/studio$"))
+    ready(studio)
+    expect(studio.locator("#nav-go-live")).to_have_attribute("href", "/studio")
+    expect(studio.locator("#studio")).to_be_visible()
+    studio.click("summary:has-text('Recording')")
+    studio.check("#record-streams")
+    expect(studio.locator("#record-status")).to_contain_text("will be recorded")
+    studio.click("#go-live")
+    expect(studio.locator("#connection")).to_have_attribute("data-state", "live", timeout=15_000)
+    expect(studio.locator("#live-badge")).to_be_visible()
+    expect(studio.locator("#uptime")).to_have_text(re.compile(r"^0:0\d$"))
+    expect(studio.locator("#record-state")).to_be_visible(timeout=10_000)  # REC on the preview
+    assert studio.evaluate("document.getElementById('mic-level').value") > 0.01  # the microphone meter moves
+    session = studio.evaluate("performance.getEntriesByType('resource').filter(e => e.name.includes('/whip/')).length")
+
+    viewer_browser = open_browser(size=size, phone=phone)
+    viewer = viewer_browser.page
+    viewer.goto(f"/watch/{name}")
+    wait_playing(viewer)
+    pc_before = viewer.evaluate("window.tallyPlayer.pc && window.tallyPlayer.pc.__id || (window.tallyPlayer.pc.__id = Math.random())")
+
+    # Retitle while live: viewers see it, and neither side reconnects.
+    studio.fill("#title", "Retitled while live")
+    studio.fill("#tags", "music, live")
+    studio.click("#info-form button[type=submit]")
+    expect(studio.locator("#info-saved")).to_have_text("Saved: viewers see it now")
+    expect(viewer.locator("#channel-title")).to_have_text("Retitled while live", timeout=8_000)
+    assert viewer.evaluate("window.tallyPlayer.pc.__id") == pc_before  # the same WebRTC session
+    assert studio.evaluate("performance.getEntriesByType('resource').filter(e => e.name.includes('/whip/')).length") == session
+    expect(studio.locator("#connection")).to_have_attribute("data-state", "live")
+
+    # The controls, by keyboard: m unmutes, the volume slider moves with arrows, k pauses and resumes
+    # (the session stays up), t theater, f fullscreen.
+    viewer.locator("#player-pause").focus()
+    viewer.keyboard.press("m")
+    assert viewer.evaluate("document.querySelector('#player video').muted") is False
+    expect(viewer.locator("#player-mute")).to_have_attribute("aria-label", "Mute (m)")
+    viewer.locator("#player-volume").focus()
+    viewer.keyboard.press("ArrowLeft")
+    viewer.keyboard.press("ArrowLeft")
+    assert viewer.evaluate("document.querySelector('#player video').volume") == pytest.approx(0.9, abs=0.01)
+    viewer.locator("#player-mute").focus()
+    viewer.keyboard.press("k")
+    assert viewer.evaluate("document.querySelector('#player video').paused") is True
+    expect(viewer.locator("#player-pause")).to_have_attribute("aria-label", "Play (k)")
+    viewer.keyboard.press("k")
+    assert viewer.evaluate("document.querySelector('#player video').paused") is False
+    before = frames(viewer)
+    deadline = time.monotonic() + 5
+    while frames(viewer) < before + 10:
+        assert time.monotonic() < deadline, "no frames after resuming"
+        time.sleep(0.2)
+    viewer.keyboard.press("t")
+    expect(viewer.locator("#channel")).to_have_class(re.compile(r"\btheater\b"))
+    viewer.keyboard.press("f")
+    until(viewer, "() => Boolean(document.fullscreenElement) && document.fullscreenElement.id === 'player'")
+    viewer.keyboard.press("f")
+    until(viewer, "() => !document.fullscreenElement")
+    expect(viewer.locator("#player-latency")).to_have_text(re.compile(r"^\d+ ms behind$"), timeout=5_000)
+    assert float(viewer.locator("#player-latency").get_attribute("data-seconds") or 9) < 1.0
+    problems = check_page(viewer, f"watch-live-{size[0]}") + check_page(studio, f"studio-live-{size[0]}")
+    assert not problems, "\n".join(problems)
+
+    # Leaving by the header asks first; End asks in the page; the viewer gets the end card within 3 s.
+    studio.once("dialog", lambda dialog: dialog.dismiss())
+    studio.click("#site-header a[href='/settings']")
+    expect(studio).to_have_url(re.compile(r"/studio$"))
+    expect(studio.locator("#connection")).to_have_attribute("data-state", "live")
+    studio.click("#end")
+    expect(studio.locator("#end-question")).to_be_visible()
+    studio.click("#end-cancel")
+    expect(studio.locator("#connection")).to_have_attribute("data-state", "live")
+    end_stream(studio)
+    ended_at = time.monotonic()
+    expect(viewer.locator("#player")).to_have_attribute("data-state", "ended", timeout=3_000)
+    assert time.monotonic() - ended_at < 3.0
+    expect(viewer.locator("#card-title")).to_have_text("The stream has ended")
+    # The recording link, once it is ready; the studio's summary links it too.
+    expect(viewer.locator("#card-recording-link")).to_have_text("Watch the recording", timeout=45_000)
+    expect(studio.locator("#summary")).to_be_visible()
+    expect(studio.locator("#studio-viewers")).to_have_text("0")
+    expect(studio.locator("#summary-peak")).to_have_text(re.compile(r"^[1-9]"))
+    expect(studio.locator("#summary-recording-link")).to_have_text("Watch the recording", timeout=15_000)
+    viewer.screenshot(path=str(artifact(f"watch-ended-{size[0]}.png")))
+    studio.screenshot(path=str(artifact(f"studio-ended-{size[0]}.png")))
+    href = viewer.locator("#card-recording-link").get_attribute("href") or ""
+    assert re.search(r"/recordings/\d+$", href), href
+
+
+def test_hls_on_an_offline_channel_waits_and_plays_when_it_goes_live(
+    server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]
+) -> None:
+    name = server.unique_name("hlsoff")
+    server.register(name)
+    viewer = open_browser(size=DESKTOP).page
+    viewer.goto(f"/watch/{name}?playback=hls")
+    ready(viewer)
+    expect(viewer.locator("#player")).to_have_attribute("data-state", "offline", timeout=10_000)
+    expect(viewer.locator("#card-title")).to_contain_text("is offline")
+    time.sleep(4)  # long enough for a failed playlist load and a retry
+    studio = open_browser(media=clips).page
+    go_live(studio, server, name)
+    expect(viewer.locator("#player")).to_have_attribute("data-mode", "hls", timeout=20_000)
+    expect(viewer.locator("#player")).to_have_attribute("data-state", "playing")
+    until(viewer, "() => document.querySelectorAll('#player-quality option').length >= 3", 15)
+    viewer.locator("#player-quality").focus()
+    viewer.keyboard.press("ArrowDown")  # Auto -> the first rendition, by keyboard
+    until(viewer, "() => Boolean(window.tallyPlayer.hls && window.tallyPlayer.hls.level && window.tallyPlayer.hls.level.index === 0)", 15)
+    end_stream(studio)
+    expect(viewer.locator("#player")).to_have_attribute("data-state", "ended", timeout=5_000)
+
+
+def test_pages_for_nothing_are_html_404s_and_the_api_stays_json(server: Server) -> None:
+    for path in ("/nosuchpage", "/watch/", "/watch/nobody_here_at_all"):
+        status, kind, body = fetch(server, path)
+        assert status == 404 and kind.startswith("text/html") and "Page not found" in body, (path, status, kind)
+    status, kind, body = fetch(server, "/api/nosuch", accept="text/html,application/json")
+    assert status == 404 and kind.startswith("application/problem+json"), (status, kind)
+    status, kind, _ = fetch(server, "/nosuchpage", accept="*/*")
+    assert status == 404 and kind.startswith("application/problem+json")  # not a browser navigation
+    name = server.unique_name("exists")
+    server.register(name)
+    status, kind, _ = fetch(server, f"/watch/{name}")
+    assert status == 200 and kind.startswith("text/html")
+
+
+def test_next_survives_sign_up_and_login_skips_when_signed_in(server: Server, open_browser: OpenBrowser) -> None:
+    name = server.unique_name("follower")
+    channel = server.unique_name("followed")
+    server.register(channel)
+    page = open_browser().page
+    page.goto(f"/watch/{channel}")
+    ready(page)
+    page.click("#follow-login")
+    page.click("#signup-link")
+    expect(page).to_have_url(re.compile(rf"/signup\?next=%2Fwatch%2F{channel}$"))
+    sign_up(page, server, name)
+    page.wait_for_url(re.compile(rf"/watch/{channel}$"))
+    ready(page)
+    expect(page.locator("#follow-button")).to_be_visible()
+    page.goto(f"/login?next=%2Fwatch%2F{channel}")
+    page.wait_for_url(re.compile(rf"/watch/{channel}$"))
+
+
+def test_form_errors_are_in_plain_words(server: Server, open_browser: OpenBrowser) -> None:
+    page = open_browser().page
+    page.goto("/signup")
+    sign_up(page, server, "x")
+    expect(page.locator("#username-error")).to_be_visible()
+    text = page.locator("#username-error").text_content() or ""
+    assert "validation" not in text and "Value" not in text, text
+
+
+def test_a_refused_chat_post_stays_in_the_box(server: Server, open_browser: OpenBrowser) -> None:
+    name = server.unique_name("chatty")
+    server.register(name)
+    anonymous = open_browser().page
+    anonymous.goto(f"/watch/{name}")
+    ready(anonymous)
+    expect(anonymous.locator("#chat .chat-sign-in")).to_be_visible()
+    expect(anonymous.locator("#chat .chat-sign-in")).to_have_attribute("href", f"/login?next=%2Fwatch%2F{name}")
+    expect(anonymous.locator("#chat .chat-empty")).to_be_visible()
+    assert anonymous.locator("#chat .chat-log").get_attribute("aria-live") == "off"
+
+    talker = server.unique_name("talker")
+    server.register(talker)
+    page = open_browser().page
+    log_in(page, server, talker, f"/watch/{name}")
+    expect(page.locator("#chat")).to_have_attribute("data-can-post", "true", timeout=10_000)
+    for i in range(5):
+        page.fill("#chat input[name=message]", f"post {i}")
+        page.press("#chat input[name=message]", "Enter")
+        expect(page.locator("#chat .chat-message", has_text=f"post {i}")).to_be_visible()
+    page.fill("#chat input[name=message]", "one too many")
+    page.press("#chat input[name=message]", "Enter")
+    expect(page.locator("#chat .chat-status")).to_contain_text("try again in")
+    expect(page.locator("#chat input[name=message]")).to_have_value("one too many")
+    expect(page.locator("#chat .chat-message time").first).to_have_attribute("datetime", re.compile(r"^\d{4}-"))
+    expect(anonymous.locator("#chat .chat-empty")).to_be_hidden()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
+
+
+AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_RUN = """async () => {
+  const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] } });
+  return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+}"""
+WIDTH = """() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth,
+  wide: [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+    .slice(0, 5).map((e) => e.tagName + '#' + e.id + '.' + e.className) })"""
+
+
+def check_page(page: Page, label: str) -> list[str]:
+    """axe-core's serious and critical WCAG 2.2 AA findings on the page as shown, and horizontal scroll."""
+    ready(page)
+    page.wait_for_timeout(300)  # what the page draws after it says it is ready (the chat's first frames)
+    problems = []
+    if page.evaluate("() => typeof axe === 'undefined'"):
+        page.evaluate(AXE.read_text())
+    for violation in page.evaluate(AXE_RUN):
+        problems.append(f"{label}: {violation['id']} ({violation['impact']}): {violation['help']} at {violation['nodes']}")
+    width = page.evaluate(WIDTH)
+    if width["scroll"] > width["width"]:
+        problems.append(f"{label}: scrolls sideways ({width['scroll']} > {width['width']} px): {width['wide']}")
+    page.screenshot(path=str(artifact(f"page-{label}.png")), full_page=True)
+    return problems
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is not installed (make web-deps)")
+@pytest.mark.parametrize("look", ["desktop", "phone-360", "phone-dark"])
+def test_every_page_is_accessible_and_fits_a_phone(
+    server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path], look: str
+) -> None:
+    size = {"desktop": DESKTOP, "phone-360": (360, 740), "phone-dark": PHONE}[look]
+    phone = look != "desktop"
+    name = server.unique_name("pages")
+    server.register(name)
+    browser = open_browser(media=clips, size=size, phone=phone, dark=look == "phone-dark")
+    page = browser.page
+    problems: list[str] = []
+    for path in ("/", "/login", "/signup", f"/watch/{name}", "/nosuchpage"):
+        page.goto(path)
+        problems += check_page(page, f"{look}-out-{path.split('/')[1] or 'home'}")
+    log_in(page, server, name, "/settings")
+    for path in ("/settings", "/studio", f"/watch/{name}", "/"):
+        page.goto(path)
+        problems += check_page(page, f"{look}-in-{path.split('/')[1] or 'home'}")
+    page.goto("/")
+    ready(page)
+    page.click("#logout")
+    expect(page.locator("#site-header a[href^='/login']")).to_be_visible()
+    log_in(page, server, server.admin, "/admin")
+    problems += check_page(page, f"{look}-admin")
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,44 @@
+// Small helpers the pages share: times, tags, copying to the clipboard.
+
+import { say } from "./nav.js";
+
+/** Seconds as m:ss or h:mm:ss. */
+export function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
+}
+
+/** "a, b c" -> ["a", "b", "c"], lowercased. */
+export function parseTags(text) {
+  return text.split(/[,\s]+/).map((t) => t.trim().toLowerCase()).filter(Boolean);
+}
+
+/** Show a short confirmation in `box` for four seconds. */
+export function flash(box, message) {
+  say(box, message, "ok");
+  clearTimeout(box.timer);
+  box.timer = setTimeout(() => say(box, ""), 4000);
+}
+
+/** Copy `text`; without clipboard permission, select `selectable` so Ctrl+C copies it. */
+export async function copyText(text, status, selectable) {
+  try {
+    await navigator.clipboard.writeText(text);
+    flash(status, "Copied");
+  } catch {
+    // No clipboard permission (an insecure origin, a policy): select it for Ctrl+C instead.
+    if (selectable instanceof HTMLInputElement) {
+      selectable.focus();
+      selectable.select();
+    } else {
+      const range = document.createRange();
+      range.selectNodeContents(selectable);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+    flash(status, "Selected: press Ctrl+C (or ⌘C) to copy");
+  }
+}
