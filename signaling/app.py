@@ -62,6 +62,7 @@ from signaling.settings import Settings
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
+from signaling.streams.hls_audience import open_hls_audience
 from signaling.streams.reaper import StreamReaper
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
@@ -153,7 +154,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         clock,
     )
     channels = ChannelService(db, clock)
-    streams = StreamService(db, bus, settings.resolved_node_id, clock)
+    streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock))
     ice = aiortc_internals.IcePlan(
         tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
     )
@@ -260,7 +261,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         AuthApi(accounts, limiter, settings),
         OidcApi(oidc, FlowSealer(secret, clock), accounts, secure=settings.resolved_public_url.startswith("https")),
         MeApi(accounts, channels, limiter, settings),
-        ChannelsApi(channels, settings),
+        ChannelsApi(channels, streams, limiter, settings),
         UsersApi(accounts),
         WebRtcApi(media, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
@@ -321,6 +322,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await storage.close()  # after the node: its last stream events still remove live pictures
             await oidc.close()
             await limiter.close()
+            await streams.hls_audience.close()
             await bus.close()
             await registry.close()
             await origins.close()

@@ -240,3 +240,38 @@ async def test_an_audio_only_player_gets_just_the_audio(rtc: Api) -> None:
 
 async def _connected(peer: Peer) -> bool:
     return peer.pc.connectionState == "connected"
+
+
+async def test_hls_players_count_among_the_viewers(rtc: Api) -> None:
+    name, token = await rtc.user()
+    key = await stream_key(rtc, token)
+    path = f"/api/channels/{name}/watching"
+    session = {"session": "player-" + "a" * 16}
+    status, problem, _ = await rtc.call("POST", path, session)
+    assert status == 409 and "not live" in problem["detail"]  # nothing to watch yet
+    assert (await rtc.call("POST", "/api/channels/nobody_at_all/watching", session))[0] == 404
+    for bad in ({"session": "short"}, {"session": "x" * 65}, {"session": "a b" * 8}, {}, {"session": 7}):
+        status, problem, _ = await rtc.call("POST", path, bad)
+        assert status == 422, (bad, problem)
+
+    publisher, _ = await go_live(rtc, name, key)
+
+    async def live() -> bool:
+        return bool((await rtc.call("GET", f"/api/channels/{name}"))[1]["is_live"])
+
+    await until(live)
+    events = await rtc.services.bus.subscribe("stream.viewers")
+    status, body, _ = await rtc.call("POST", path, session)
+    assert status == 200 and body == {"hls_viewers": 1}
+    told = await asyncio.wait_for(events.get(), 5)  # the channel's pages hear of a new viewer at once
+    assert told.payload == {"channel": name, "stream": "", "viewers": 1}
+    assert (await rtc.call("POST", path, session))[1] == {"hls_viewers": 1}  # the same player again
+    assert (await rtc.call("POST", path, {"session": "player-" + "b" * 16}))[1] == {"hls_viewers": 2}
+    status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
+    assert channel["viewer_count"] == 2 and channel["hls_viewers"] == 2
+    status, directory, _ = await rtc.call("GET", "/api/channels?live=true")
+    assert [c["hls_viewers"] for c in directory["items"] if c["name"] == name] == [2]
+    rtc.clock.advance(30)  # both fell silent
+    status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
+    assert channel["viewer_count"] == 0 and channel["hls_viewers"] == 0
+    await publisher.close()

@@ -4,19 +4,43 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from signaling.api.client_address import client_address
 from signaling.api.endpoint import ANYONE, SIGNED_IN, Access, Call, Endpoint, int_query, json_response, name_param
 from signaling.api.presenters import channel_out
-from signaling.api.schemas import ChannelIn, ChannelListOut, ChannelOut, FollowOut
+from signaling.api.schemas import ChannelIn, ChannelListOut, ChannelOut, FollowOut, WatchingIn, WatchingOut
+from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Role
-from signaling.channels.service import ChannelService
-from signaling.errors import Invalid
+from signaling.channels.service import ChannelService, ChannelView
+from signaling.errors import Invalid, RateLimited
 from signaling.settings import Settings
+from signaling.streams.service import StreamService
+
+# "Still watching" from one address per minute: 20 HLS players behind one NAT (a beat every 10 s each),
+# and at most ~50 made-up viewers from one address.
+WATCHING_PER_MINUTE = 120
 
 
 class ChannelsApi:
-    def __init__(self, channels: ChannelService, settings: Settings) -> None:
+    def __init__(self, channels: ChannelService, streams: StreamService, limiter: RateLimiter, settings: Settings) -> None:
         self._channels = channels
+        self._streams = streams
+        self._hls = streams.hls_audience
+        self._limiter = limiter
+        self._settings = settings
         self._base = settings.resolved_public_url
+
+    async def _out(self, views: list[ChannelView]) -> list[ChannelOut]:
+        live = [v.channel.name for v in views if v.channel.is_live]
+        hls = await self._hls.counts(live) if live else {}
+        return [channel_out(v, self._base, hls.get(v.channel.name, 0)) for v in views]
+
+    async def watching(self, call: Call[WatchingIn]) -> web.StreamResponse:
+        address = client_address(call.request, self._settings.trust_forwarded_for)
+        wait = await self._limiter.hit(f"watching:ip:{address}", WATCHING_PER_MINUTE, 60)
+        if wait:
+            raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
+        count = await self._streams.watching(name_param(call.request, "name"), call.body.session)
+        return json_response(WatchingOut(hls_viewers=count))
 
     async def directory(self, call: Call[None]) -> web.StreamResponse:
         query = call.request.query
@@ -33,14 +57,14 @@ class ChannelsApi:
         )
         return json_response(
             ChannelListOut(
-                items=[channel_out(v, self._base) for v in views],
+                items=await self._out(views),
                 next_cursor=None if next_offset is None else str(next_offset),
             )
         )
 
     async def show(self, call: Call[None]) -> web.StreamResponse:
         view = await self._channels.get(name_param(call.request, "name"), call.principal)
-        return json_response(channel_out(view, self._base))
+        return json_response((await self._out([view]))[0])
 
     async def update(self, call: Call[ChannelIn]) -> web.StreamResponse:
         b = call.body
@@ -54,7 +78,7 @@ class ChannelsApi:
             record_streams=b.record_streams,
             recording_retention_days=b.recording_retention_days,
         )
-        return json_response(channel_out(view, self._base))
+        return json_response((await self._out([view]))[0])
 
     async def follow(self, call: Call[None]) -> web.StreamResponse:
         return await self._follow(call, True)
@@ -80,6 +104,9 @@ class ChannelsApi:
             Endpoint("PATCH", path, self.update, "Change a channel's title, description, tags, avatar or recording settings",
                      Access(Role.BROADCASTER, "the channel's owner, or an admin"), "channels", body=ChannelIn,
                      response=ChannelOut, errors=(401, 403, 404, 422)),
+            Endpoint("POST", path + "/watching", self.watching,
+                     "A player watching over HLS says so every 10 s, so it counts among the viewers", ANYONE,
+                     "channels", body=WatchingIn, response=WatchingOut, errors=(404, 409, 422, 429)),
             Endpoint("PUT", path + "/follow", self.follow, "Follow a channel", SIGNED_IN, "channels",
                      response=FollowOut, errors=(401, 404, 422)),
             Endpoint("DELETE", path + "/follow", self.unfollow, "Unfollow a channel", SIGNED_IN, "channels",

@@ -26,7 +26,7 @@ def tokens_out(tokens: Tokens) -> TokensOut:
     return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
 
 
-def channel_out(view: ChannelView, base_url: str) -> ChannelOut:
+def channel_out(view: ChannelView, base_url: str, hls_viewers: int = 0) -> ChannelOut:
     channel = view.channel
     name = quote(channel.name)
     return ChannelOut(
@@ -37,7 +37,8 @@ def channel_out(view: ChannelView, base_url: str) -> ChannelOut:
         avatar_url=channel.avatar_url,
         is_live=channel.is_live,
         live_since=channel.live_since,
-        viewer_count=channel.viewer_count,
+        viewer_count=channel.viewer_count + hls_viewers,
+        hls_viewers=hls_viewers,
         followers=view.followers,
         following=view.following,
         owner=channel.name,

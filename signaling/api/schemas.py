@@ -170,7 +170,8 @@ class ChannelOut(BaseModel):
     avatar_url: str
     is_live: bool
     live_since: datetime | None
-    viewer_count: int
+    viewer_count: int = Field(description="WebRTC and HLS viewers together.")
+    hls_viewers: int = Field(0, description="Of them, the HLS viewers (players that said so in the last 25 s).")
     followers: int
     following: bool | None = Field(description="Whether the caller follows it; null when anonymous.")
     owner: str
@@ -178,6 +179,15 @@ class ChannelOut(BaseModel):
     record_streams: bool
     recording_retention_days: int
     urls: ChannelUrls
+
+
+class WatchingIn(Strict):
+    session: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                  description="A random id the player keeps while it plays")]
+
+
+class WatchingOut(BaseModel):
+    hls_viewers: int = Field(description="The channel's HLS viewers now, this one included.")
 
 
 class ChannelListOut(BaseModel):

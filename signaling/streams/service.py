@@ -21,6 +21,8 @@ from bus import Bus, Message
 from sfu.media_format import MediaFormat
 from signaling.db.database import Database
 from signaling.db.models import Channel, StreamSession
+from signaling.errors import Conflict, NotFound
+from signaling.streams.hls_audience import HlsAudience, MemoryHlsAudience
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,10 @@ class StreamWatcher(Protocol):
 
 
 class StreamService:
-    def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time,
+                 hls_audience: HlsAudience | None = None) -> None:
         self.watchers: list[StreamWatcher] = []
+        self.hls_audience = hls_audience or MemoryHlsAudience(clock)
         # Is the channel claimed by another node (its stream went on there)? Set in a cluster.
         self.claimed_elsewhere: Callable[[str], Awaitable[bool]] | None = None
         self._db = db
@@ -178,16 +182,33 @@ class StreamService:
         return True
 
     async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
-        """The node tells at most one count per stream per second, however many come and go."""
+        """The node tells at most one count per stream per second, however many come and go. The channel
+        keeps its WebRTC viewers; its pages hear them with the HLS viewers added."""
+        hls = await self.hls_audience.count(room)
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)
             if record is None or record.ended_at is not None:
                 return  # a stream that is over (or went on elsewhere) no longer speaks for its channel
             record.viewers = viewers
-            record.peak_viewers = max(record.peak_viewers, viewers)
+            record.peak_viewers = max(record.peak_viewers, viewers + hls)
             await session.execute(update(Channel).where(Channel.name == room).values(viewer_count=viewers))
             await session.commit()
-        await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": stream, "viewers": viewers}))
+        await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": stream, "viewers": viewers + hls}))
+
+    async def watching(self, room: str, session_id: str) -> int:
+        """An HLS player of `room` says it is still watching: the channel's HLS viewers now. A new one is
+        told to the channel's pages at once (one that leaves shows at their next look)."""
+        async with self._db.session() as session:
+            found = (await session.execute(select(Channel.is_live, Channel.viewer_count).where(Channel.name == room))).first()
+        if found is None:
+            raise NotFound(f"there is no channel {room!r}")
+        live, webrtc = found
+        if not live:
+            raise Conflict("the channel is not live")
+        count, new = await self.hls_audience.beat(room, session_id)
+        if new:
+            await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": "", "viewers": webrtc + count}))
+        return count
 
     async def history(self, channel_id: int, limit: int = 20) -> list[StreamSession]:
         async with self._db.session() as session:

@@ -175,6 +175,9 @@ def test_hls_on_an_offline_channel_waits_and_plays_when_it_goes_live(
     go_live(studio, server, name)
     expect(viewer.locator("#player")).to_have_attribute("data-mode", "hls", timeout=20_000)
     expect(viewer.locator("#player")).to_have_attribute("data-state", "playing")
+    # An HLS viewer counts: on its own page and in the studio.
+    expect(viewer.locator("#viewers")).to_have_text("1 viewer", timeout=8_000)
+    expect(studio.locator("#studio-viewers")).to_have_text("1", timeout=5_000)
     until(viewer, "() => document.querySelectorAll('#player-quality option').length >= 3", 15)
     viewer.locator("#player-quality").focus()
     viewer.keyboard.press("ArrowDown")  # Auto -> the first rendition, by keyboard

@@ -4,6 +4,7 @@
 // offline state when the channel is not live, and reconnects when the network blips or the
 // broadcaster comes back.
 
+import { api } from "./api.js";
 import { HlsPlayback } from "./hls_playback.js";
 import { PlayerControls } from "./player_controls.js";
 import { hangUp, negotiate, SessionError } from "./webrtc.js";
@@ -37,6 +38,8 @@ export class Player {
     this.watchdog = null;
     this.failures = 0;
     this.hls = null; // the HlsPlayback while HLS plays
+    this.watching = null; // the timer of "still watching" while HLS plays (so HLS viewers count)
+    this.sessionId = crypto.randomUUID();
     this.stopped = false;
     this.video = videoElement("Live video");
     this.hlsVideo = videoElement("Live video (HLS)");
@@ -235,9 +238,20 @@ export class Player {
     this.setMode("hls", why);
     this.setState("playing", "");
     this.controls.apply();
+    this.sayWatching();
+  }
+
+  /** Every 10 s while HLS plays: the server counts this player among the viewers (a CDN hides it). */
+  sayWatching() {
+    clearTimeout(this.watching);
+    if (!this.hls || this.stopped) return;
+    const path = `/api/channels/${encodeURIComponent(this.channel)}/watching`;
+    api("POST", path, { session: this.sessionId }, { auth: false }).catch(() => null);
+    this.watching = setTimeout(() => this.sayWatching(), 10_000);
   }
 
   stopHls() {
+    clearTimeout(this.watching);
     if (this.hls) this.hls.stop();
     this.hls = null;
   }
