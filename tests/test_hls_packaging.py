@@ -186,3 +186,15 @@ def test_parts_stop_waiting_for_audio_that_has_stopped() -> None:
     # Once the audio has missed one wait, parts go out with the next frames (a frame or two of hold-one),
     # not 250 ms after their end.
     assert max(late) <= 2.5 / FPS, late
+
+
+def test_a_rung_names_the_short_side_so_a_portrait_camera_gets_a_portrait_ladder() -> None:
+    from recorder.hls.ladder import plan
+
+    specs = parse_ladder("source,720p@2500,360p@800,180p@300")
+    landscape = [(r.name, r.width, r.height) for r in plan(specs, "H264", 1280, 720)]
+    assert landscape == [("source", 1280, 720), ("360p", 640, 360), ("180p", 320, 180)]
+    portrait = [(r.name, r.width, r.height) for r in plan(specs, "H264", 720, 1280)]
+    assert portrait == [("source", 720, 1280), ("360p", 360, 640), ("180p", 180, 320)]
+    small = [(r.name, r.width, r.height) for r in plan(parse_ladder("720p@2500,360p@800"), "VP8", 360, 640)]
+    assert small == [("source", 360, 640)]  # nothing below the source: the source itself

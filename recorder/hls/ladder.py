@@ -62,15 +62,18 @@ def parse_ladder(text: str, source_kbps: int = 2500) -> tuple[RenditionSpec, ...
 
 
 def plan(specs: tuple[RenditionSpec, ...], codec: str, width: int, height: int) -> list[Rendition]:
-    """The renditions for a source of `codec` at `width`×`height`, highest first."""
+    """The renditions for a source of `codec` at `width`×`height`, highest first. A rung names the short
+    side, as players do: a portrait phone camera's "360p" is 360 wide (not a 202×360 sliver)."""
     out: list[Rendition] = []
+    short, long = min(width, height), max(width, height)
     for spec in specs:
         if spec.height is None:
             out.append(Rendition("source", width, height, spec.kbps, passthrough=codec == "H264"))
-        elif spec.height < height:
-            scaled = max(2, round(width * spec.height / height / 2) * 2)
-            out.append(Rendition(spec.name, scaled, spec.height, spec.kbps, passthrough=False))
+        elif spec.height < short:
+            other = max(2, round(long * spec.height / short / 2) * 2)
+            scaled_w, scaled_h = (other, spec.height) if width >= height else (spec.height, other)
+            out.append(Rendition(spec.name, scaled_w, scaled_h, spec.kbps, passthrough=False))
     if not out:  # every rung was above the source: offer the source itself
         out.append(Rendition("source", width, height, specs[0].kbps, passthrough=codec == "H264"))
-    out.sort(key=lambda r: -r.height)
+    out.sort(key=lambda r: -min(r.width, r.height))
     return out

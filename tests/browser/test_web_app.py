@@ -5,6 +5,7 @@ the recording, and the pages around them (404s, next= through sign-up, the chat 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +159,34 @@ def test_a_new_user_goes_live_retitles_and_a_viewer_watches_to_the_end(
     studio.screenshot(path=str(artifact(f"studio-ended-{size[0]}.png")))
     href = viewer.locator("#card-recording-link").get_attribute("href") or ""
     assert re.search(r"/recordings/\d+$", href), href
+
+
+@pytest.fixture(scope="module")
+def portrait_clips(tmp_path_factory: pytest.TempPathFactory, clips: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A phone held upright: a 360×640 camera."""
+    video = tmp_path_factory.mktemp("portrait") / "camera.y4m"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=360x640:rate=30", "-t", "4",
+                    "-pix_fmt", "yuv420p", str(video)], check=True)
+    return video, clips[1]
+
+
+def test_a_phone_held_upright_streams_portrait_end_to_end(
+    server: Server, open_browser: OpenBrowser, portrait_clips: tuple[Path, Path]
+) -> None:
+    name = server.unique_name("upright")
+    server.register(name)
+    studio = open_browser(media=portrait_clips, size=PHONE, phone=True).page
+    go_live(studio, server, name)
+    viewer = open_browser(size=PHONE, phone=True).page
+    viewer.goto(f"/watch/{name}")
+    stats = wait_playing(viewer)
+    assert stats["video"]["height"] > stats["video"]["width"], stats  # WebRTC: upright
+    status, _, master = fetch(server, f"/hls/{name}/index.m3u8", accept="*/*")
+    assert status == 200, master
+    sizes = [tuple(map(int, m)) for m in re.findall(r"RESOLUTION=(\d+)x(\d+)", master)]
+    assert sizes and all(h > w for w, h in sizes), sizes  # every rendition upright, none a sliver
+    assert min(w for w, _ in sizes) >= 180, sizes
+    end_stream(studio)
 
 
 def test_hls_on_an_offline_channel_waits_and_plays_when_it_goes_live(
