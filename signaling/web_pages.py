@@ -48,6 +48,11 @@ def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, .
             app.router.add_get(path, _page(root / name, headers), name=f"page:{name}")
     if (root / "watch.html").exists():
         app.router.add_get("/watch/{channel}", _watch_page(root, headers, channel_exists), name="page:watch.html")
+    # The installable app: its manifest, and the service worker at the root so its scope is every page.
+    for path, name, kind in (("/sw.js", "sw.js", "text/javascript"),
+                             ("/manifest.webmanifest", "manifest.webmanifest", "application/manifest+json")):
+        if (root / name).exists():
+            app.router.add_get(path, _typed(root / name, headers, kind), name=f"app:{name}")
     static = root / "static"
     if static.is_dir():
         app.router.add_static("/static/", static, name="static", append_version=False)
@@ -71,30 +76,60 @@ def _file(file: Path, headers: dict[str, str], status: int = 200) -> web.StreamR
     return response
 
 
+def _typed(file: Path, headers: dict[str, str], content_type: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = _file(file, headers)
+        response.content_type = content_type
+        return response
+
+    return handle
+
+
 def _watch_page(root: Path, headers: dict[str, str], channel_exists: ChannelExists | None) -> Handler:
     """A channel's page, or the HTML 404 page (with its status) when there is no such channel."""
+    missing = _NotFoundPage(root, headers)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if channel_exists is not None and not await channel_exists(request.match_info["channel"]):
-            missing = root / NOT_FOUND_PAGE
-            if missing.exists():
-                return _file(missing, headers, 404)
+            found = missing.response()
+            if found is not None:
+                return found
         return _file(root / "watch.html", headers)
 
     return handle
 
 
+class _NotFoundPage:
+    """The HTML 404 page, read once and served from memory (a FileResponse would answer a Range or
+    If-None-Match with 206 or 304 instead of the 404)."""
+
+    def __init__(self, root: Path, headers: dict[str, str]) -> None:
+        self._file = root / NOT_FOUND_PAGE
+        self._headers = {**headers, "Cache-Control": "no-cache"}
+        self._body: bytes | None = None
+
+    def response(self) -> web.Response | None:
+        if self._body is None:
+            if not self._file.exists():
+                return None
+            self._body = self._file.read_bytes()
+        return web.Response(status=404, body=self._body, content_type="text/html", charset="utf-8",
+                            headers=self._headers)
+
+
 def not_found_pages(root: Path, media_origins: tuple[str, ...] = ()) -> Middleware:
-    """A browser that navigates to a path with nothing there gets the HTML 404 page, not the JSON problem
-    document an API client gets (told apart by `Accept: text/html`, which only navigations send)."""
-    page, headers = root / NOT_FOUND_PAGE, security_headers_for(media_origins)
+    """A browser that navigates to a path no route serves gets the HTML 404 page, not the JSON problem
+    document an API client gets (told apart by `Accept: text/html`, which only navigations send).
+    A route's own 404 (an HLS segment, an API resource) is left as it is."""
+    page = _NotFoundPage(root, security_headers_for(media_origins))
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
-        if (response.status == 404 and request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
-                and not request.path.startswith("/api/") and page.exists()):
-            return _file(page, headers, 404)
+        unrouted = getattr(request.match_info, "http_exception", None) is not None
+        if (response.status == 404 and unrouted and request.method in ("GET", "HEAD")
+                and "text/html" in request.headers.get("Accept", "") and not request.path.startswith("/api/")):
+            return page.response() or response
         return response
 
     return middleware

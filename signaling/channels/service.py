@@ -11,6 +11,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from signaling.accounts.names import username_problem
 from signaling.auth import secrets
 from signaling.auth.roles import Principal, Role
 from signaling.db.database import Database
@@ -46,8 +47,8 @@ class ChannelService:
         return datetime.fromtimestamp(self._clock(), UTC)
 
     async def exists(self, name: str) -> bool:
-        if not name or len(name) > 64:
-            return False
+        if username_problem(name) is not None:
+            return False  # not a name a channel could have: no need to ask the database
         async with self._db.session() as session:
             return await session.scalar(select(Channel.id).where(Channel.name == name)) is not None
 

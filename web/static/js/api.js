@@ -159,8 +159,16 @@ export function currentUser() {
 
 /** A same-site path to go to after signing in; anything else becomes "/". */
 export function safeNext(value, fallback = "/") {
-  if (!value || !value.startsWith("/") || value.startsWith("//") || value.includes("\\")) return fallback;
-  return value;
+  if (!value || !value.startsWith("/")) return fallback;
+  // Parsed as the browser would follow it (it drops tabs and newlines, so "/\t/evil.example" is another
+  // site): only a path on this origin may come out.
+  let url;
+  try {
+    url = new URL(value, location.origin);
+  } catch {
+    return fallback;
+  }
+  return url.origin === location.origin ? url.pathname + url.search + url.hash : fallback;
 }
 
 const RANK = { viewer: 1, broadcaster: 2, moderator: 3, admin: 4 };

@@ -2,16 +2,26 @@
 // the browser's own HLS (Safari). Loaded only when a viewer needs it.
 
 export class HlsPlayback {
-  constructor(video, url, { onError = () => {}, onLevels = () => {} } = {}) {
+  constructor(video, url, { onError = () => {}, onLevels = () => {}, onPlaying = () => {} } = {}) {
     this.video = video;
     this.url = url;
     this.onError = onError;
     this.onLevels = onLevels; // gets [{index, label}] once the renditions are known
+    this.onPlaying = onPlaying; // the first frame is showing
     this.hls = null;
+    this.played = false;
+    this.stopped = false;
+    this.playing = () => {
+      if (this.stopped) return;
+      this.played = true;
+      this.onPlaying();
+    };
   }
 
   async start() {
     const { default: Hls } = await import("/vendor/hls.js/hls.mjs");
+    if (this.stopped) return; // stopped while hls.js was loading
+    this.video.addEventListener("playing", this.playing);
     if (Hls.isSupported()) {
       const hls = new Hls({
         lowLatencyMode: true,
@@ -65,6 +75,8 @@ export class HlsPlayback {
   }
 
   stop() {
+    this.stopped = true;
+    this.video.removeEventListener("playing", this.playing);
     if (this.hls) this.hls.destroy();
     this.hls = null;
     this.video.removeAttribute("src");

@@ -90,18 +90,29 @@ export function guardLeaving(guard) {
   leaveGuard = guard;
 }
 
+/** Whether leaving may go ahead: asks when the guard has something to say. */
+export function mayLeave() {
+  const message = leaveGuard ? leaveGuard() : null;
+  if (!message) return true;
+  if (!window.confirm(message)) return false;
+  window.dispatchEvent(new Event("tally:leaving")); // asked once: no second (beforeunload) question
+  return true;
+}
+
 document.addEventListener("click", (event) => {
   const link = event.target instanceof Element ? event.target.closest("a[href]") : null;
   if (!link || !leaveGuard || event.defaultPrevented || link.target === "_blank" || link.hasAttribute("download")) return;
-  const message = leaveGuard(link);
-  if (!message) return;
-  if (window.confirm(message)) {
-    leaveGuard = null; // asked once: no second (beforeunload) question for the same navigation
-    window.dispatchEvent(new Event("tally:leaving"));
-  } else {
-    event.preventDefault();
-  }
+  // A new tab (Ctrl, Cmd, Shift, middle click) or a jump within this page leaves nothing.
+  if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+  const url = new URL(link.href, location.href);
+  if (url.origin === location.origin && url.pathname === location.pathname && url.search === location.search) return;
+  if (!mayLeave()) event.preventDefault();
 });
+
+// The installable app: the service worker keeps the shell for when the network is gone.
+if ("serviceWorker" in navigator && window.isSecureContext) {
+  navigator.serviceWorker.register("/sw.js").catch(() => null);
+}
 
 /** Draw the site header into <header id="site-header">; resolves to the signed-in user or null. */
 export async function renderNav() {
@@ -130,6 +141,7 @@ export async function renderNav() {
   if (user) {
     const out = el("button", { type: "button", id: "logout", class: "link-button" }, "Log out");
     out.addEventListener("click", async () => {
+      if (!mayLeave()) return;
       out.disabled = true;
       await logOut();
       location.assign("/");

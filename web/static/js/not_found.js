@@ -4,8 +4,14 @@ import { renderNav } from "./nav.js";
 
 await renderNav();
 const match = location.pathname.match(/^\/watch\/([^/]+)\/?$/);
-if (match) {
+let asked = null;
+try {
+  asked = match ? decodeURIComponent(match[1]) : null;
+} catch {
+  asked = null; // not even a well-formed name
+}
+if (asked) {
   document.getElementById("not-found-text").textContent =
-    `There is no channel called “${decodeURIComponent(match[1])}”. Check the name, or find it in the directory.`;
+    `There is no channel called “${asked}”. Check the name, or find it in the directory.`;
 }
 document.body.dataset.ready = "true";

@@ -156,18 +156,20 @@ export class Player {
       this.video.srcObject = media;
     });
     pc.addEventListener("connectionstatechange", () => this.watchConnection(pc));
-    if (!this.hls) this.setState(this.box.dataset.state === "playing" ? "reconnecting" : "connecting", "Connecting…");
+    // Looking again while the end or offline card shows is a quiet probe: the card stays until a picture.
+    const was = this.box.dataset.state;
+    const probing = was === "ended" || was === "offline";
+    if (!this.hls && !probing) this.setState(was === "playing" ? "reconnecting" : "connecting", "Connecting…");
+    let session;
     try {
-      this.session = await negotiate(pc, `/whep/${encodeURIComponent(this.channel)}`, this.token);
+      session = await negotiate(pc, `/whep/${encodeURIComponent(this.channel)}`, this.token);
     } catch (error) {
-      if (pc !== this.pc) return;
+      if (pc !== this.pc || this.stopped) return;
       this.closeSession();
       if (error instanceof SessionError && error.status === 409) {
         this.stopHls();
         this.setMode(null);
-        const was = this.box.dataset.state;
-        if (was === "ended" || was === "playing" || was === "reconnecting") this.setState("ended", "");
-        else this.setState("offline", "");
+        if (!probing) this.setState(was === "playing" || was === "reconnecting" ? "ended" : "offline", "");
         this.retry((error.retryAfter || 5) * 1000);
       } else if (error instanceof SessionError && error.status === 503) {
         await this.fallBack("this server has no room for another WebRTC viewer");
@@ -178,6 +180,11 @@ export class Player {
       }
       return;
     }
+    if (pc !== this.pc || this.stopped) {
+      hangUp(session.location); // ended or stopped while this was negotiating: nobody will use it
+      return;
+    }
+    this.session = session;
     if (chat) this.onDataChannel(chat);
     clearTimeout(this.watchdog);
     this.watchdog = setTimeout(() => this.webrtcFailed(pc, "no picture arrived over WebRTC"), CONNECT_TIMEOUT);
@@ -186,6 +193,7 @@ export class Player {
       clearTimeout(this.watchdog);
       this.failures = 0;
       this.stopHls();
+      this.playedWebRtc = true;
       this.setMode("webrtc");
       this.setState("playing", "");
       this.controls.setLevels([]); // the server picks the WebRTC layer from the viewer's network
@@ -209,36 +217,46 @@ export class Player {
   async fallBack(why) {
     if (this.stopped) return;
     if (!this.hls) {
+      const was = this.box.dataset.state;
       this.video.srcObject = null;
       const hls = new HlsPlayback(this.hlsVideo, this.hlsUrl, {
         onError: (detail) => {
           if (this.hls !== hls) return;
-          const played = this.hlsVideo.currentTime > 0; // this playback showed frames before it stopped
+          const played = hls.played; // this playback showed frames before it stopped
           this.stopHls();
           this.setMode(null);
           // No playlist: the channel is not live (or no longer). Anything else: say what stopped it.
+          const state = this.box.dataset.state;
           if (/manifest(Load|Parsing)Error|levelLoadError/.test(detail)) {
-            this.setState(played || this.box.dataset.state === "ended" ? "ended" : "offline", "");
+            if (played) this.setState("ended", "");
+            else if (state !== "ended" && state !== "offline") this.setState("offline", "");
           } else {
             this.setState("error", `HLS stopped (${detail}). Retrying…`);
           }
           this.retry(3000);
         },
         onLevels: (levels) => this.controls.setLevels(levels),
+        onPlaying: () => {
+          if (this.hls !== hls) return;
+          this.setMode("hls", why);
+          this.setState("playing", "");
+          this.controls.apply();
+          if (this.controls.paused) this.hlsVideo.pause();
+          this.sayWatching();
+        },
       });
       this.hls = hls;
+      // A quiet start behind the end or offline card; else say it is starting.
+      if (was !== "ended" && was !== "offline" && was !== "playing") this.setState("connecting", "Starting HLS…");
       try {
         await hls.start();
       } catch (error) {
-        this.hls = null;
-        this.setState("error", error.message);
-        return;
+        if (this.hls === hls) {
+          this.hls = null;
+          this.setState("error", error.message);
+        }
       }
     }
-    this.setMode("hls", why);
-    this.setState("playing", "");
-    this.controls.apply();
-    this.sayWatching();
   }
 
   /** Every 10 s while HLS plays: the server counts this player among the viewers (a CDN hides it). */
@@ -283,6 +301,11 @@ export class Player {
     this.session = null;
     if (this.pc) this.pc.close();
     this.pc = null;
+  }
+
+  /** Whether this page showed the stream's picture (so its end is an end, not "offline"). */
+  get played() {
+    return Boolean(this.playedWebRtc || this.hls?.played);
   }
 
   stop() {

@@ -37,8 +37,10 @@ export class PlayerControls {
       this.pauseButton, this.muteButton, this.volume, player.mode, el("span", { class: "spacer" }),
       this.latency, this.quality, this.theaterButton, this.pipButton, this.fullscreenButton);
     player.box.append(this.bar);
-    document.addEventListener("keydown", (event) => this.key(event));
-    document.addEventListener("fullscreenchange", () => this.draw());
+    this.onKey = (event) => this.key(event);
+    this.onFullscreen = () => this.draw();
+    document.addEventListener("keydown", this.onKey);
+    document.addEventListener("fullscreenchange", this.onFullscreen);
     this.latencyTimer = setInterval(() => this.drawLatency(), 1000);
     this.draw();
   }
@@ -50,8 +52,12 @@ export class PlayerControls {
   key(event) {
     const action = KEYS[event.key.toLowerCase()];
     if (!action || event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
-    // Space on a focused button presses that button; only take it when no control has focus.
-    if (event.key === " " && event.target instanceof HTMLButtonElement) return;
+    // Only with the focus in the player or on nothing in particular: space on a link, a button or the
+    // chat log does what it does there.
+    const target = event.target;
+    const inPlayer = target instanceof Node && this.player.box.contains(target);
+    if (!inPlayer && target !== document.body && target !== document.documentElement) return;
+    if (event.key === " " && target instanceof HTMLButtonElement) return; // presses the focused control
     event.preventDefault();
     if (action === "pause") this.togglePause();
     else if (action === "mute") this.toggleMute();
@@ -153,5 +159,7 @@ export class PlayerControls {
 
   stop() {
     clearInterval(this.latencyTimer);
+    document.removeEventListener("keydown", this.onKey);
+    document.removeEventListener("fullscreenchange", this.onFullscreen);
   }
 }

@@ -285,7 +285,6 @@ function drawRecording(active, live) {
   $("record-toggle").textContent = active ? "Stop recording" : "Start recording";
   $("record-toggle").disabled = !live && !active;
   $("record-state").hidden = !active;
-  $("record-state").setAttribute("aria-label", active ? "Recording" : "");
   $("record-state").dataset.active = String(active);
 }
 
@@ -382,6 +381,10 @@ function startMeter() {
     $("mic-level").value = Math.min(1, Math.sqrt(sum / samples.length) * 4);
   }, 100);
   meter = { context, timer };
+  // Audio graphs start on a gesture: the first click or key on the page lets the meter move before Go live.
+  const resume = () => context.resume().catch(() => null);
+  window.addEventListener("pointerdown", resume, { once: true });
+  window.addEventListener("keydown", resume, { once: true });
   context.addEventListener("statechange", () => { if (context.state === "closed") clearInterval(timer); });
 }
 
@@ -390,6 +393,8 @@ async function flipCamera() {
   const select = $("camera");
   if (select.options.length < 2) return;
   select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
+  // Many phones cannot open two cameras at once: let go of this one first.
+  stream?.getVideoTracks().forEach((t) => t.stop());
   await openDevices();
 }
 
@@ -445,12 +450,16 @@ async function main() {
   // Leaving while live ends the stream: ask first, in the header's links and when the tab closes.
   const whileLive = () => (live ? "You are live. Leaving this page ends your stream. Leave anyway?" : null);
   guardLeaving(whileLive);
+  let leaving = false; // the page asked already (a header link, Log out): the browser need not ask again
   window.addEventListener("beforeunload", (event) => {
-    if (!whileLive()) return;
+    if (!whileLive() || leaving) return;
     event.preventDefault();
     event.returnValue = ""; // the browser shows its own "Leave site?" question
   });
-  window.addEventListener("tally:leaving", () => { live = null; });
+  window.addEventListener("tally:leaving", () => {
+    leaving = true;
+    setTimeout(() => { leaving = false; }, 3000); // a navigation that did not happen asks again later
+  });
   window.addEventListener("pagehide", () => hangUp(session?.location));
 }
 

@@ -84,8 +84,11 @@ async function drawCard(state, channel, startedAt) {
     $("card-title").textContent = `${channel.display_name} is offline`;
     $("card-text").textContent = "This page starts playing as soon as the channel goes live.";
   }
+  // A keyboard user on a control that the card hides keeps a place: the card's heading.
+  const hadFocus = $("player").querySelector(".player-controls")?.contains(document.activeElement);
   card.hidden = false;
   $("player").querySelector(".player-message").hidden = true;
+  if (hadFocus) $("card-title").focus();
   // The recording: the one just made (processing, then ready) after a stream; the newest one offline.
   for (let i = 0; i < 90 && token === cardToken; i += 1) {
     const recording = await latestRecording(channel, state === "ended" ? startedAt : null).catch(() => null);
@@ -103,17 +106,22 @@ async function drawCard(state, channel, startedAt) {
 }
 
 let player = null;
+let asked = 0; // the latest look at the channel: an older answer arriving late is dropped
 
 async function refreshLiveState(channel, user) {
+  const mine = ++asked;
+  let fresh;
   try {
-    Object.assign(channel, await api("GET", `/api/channels/${encodeURIComponent(channel.name)}`));
-    draw(channel, user);
+    fresh = await api("GET", `/api/channels/${encodeURIComponent(channel.name)}`);
   } catch {
     return; // keep what is shown
   }
+  if (mine !== asked) return;
+  Object.assign(channel, fresh);
+  draw(channel, user);
   // The stream is over while the player still shows (or reconnects to) it: the end card now.
   const state = player?.box.dataset.state;
-  if (!channel.is_live && (state === "playing" || state === "reconnecting")) player.ended();
+  if (!channel.is_live && player?.played && (state === "playing" || state === "reconnecting")) player.ended();
 }
 
 async function main() {
