@@ -41,6 +41,7 @@ from sfu.errors import (
     UnknownLayer,
     UnknownSession,
 )
+from sfu.feed import Feed
 from sfu.frame_sink import FrameSinks
 from sfu.layers import LayerFeed, can_layer
 from sfu.media_format import MediaFormat
@@ -276,6 +277,8 @@ class SfuNode:
         room = self.rooms.get(room_name)
         if room is not None and room.stream == stream:
             room.drop_layers()
+            for subscriber in room.subscribers.values():
+                subscriber.layer_pinned = False  # back on the source: the choice is the server's again
 
     def set_layer(self, session_id: str, name: str) -> None:
         """Move a viewer's video to the layer `name` ("source" for the publisher's own) at its next keyframe."""
@@ -289,7 +292,34 @@ class SfuNode:
             raise UnknownLayer(name)
         down.switch_to(target)
 
+    def layers(self, session_id: str) -> tuple[list[str], str, bool]:
+        """A viewer's video choices ("source" first, then the layers, highest first), the one it is on
+        (or moving to), and whether the server picks (True) or the viewer did."""
+        subscriber = self.session(session_id)
+        room = self.rooms.get(subscriber.room)
+        if not isinstance(subscriber, Subscriber) or room is None:
+            raise UnknownSession(session_id)
+        choices = room.video_choices()
+        down = subscriber.video
+        current = (down.target or down.feed) if down is not None else None
+        names = [_layer_name(feed) for feed in choices]
+        return names, _layer_name(current) if current is not None else "source", not subscriber.layer_pinned
+
+    def choose_layer(self, session_id: str, name: str) -> None:
+        """A viewer's own choice: `name` from `layers()` stays until it chooses again or the layer ends;
+        "auto" hands the choice back to the loss policy."""
+        subscriber = self.session(session_id)
+        if not isinstance(subscriber, Subscriber):
+            raise UnknownSession(session_id)
+        if name == "auto":
+            subscriber.layer_pinned = False
+            return
+        self.set_layer(session_id, name)
+        subscriber.layer_pinned = True
+
     def _step_layer(self, subscriber: Subscriber, step: int) -> None:
+        if subscriber.layer_pinned:
+            return  # the viewer chose: the loss policy does not move it
         room = self.rooms.get(subscriber.room)
         down = subscriber.video
         if room is None or down is None:
@@ -724,3 +754,7 @@ def _count(session: Session, into: Counter[str]) -> None:
             into["sink_frames_skipped"] += assembler.skipped_frames
             into["sink_gaps"] += assembler.gaps
             into["sink_skipped_ms"] += round(assembler.skipped_seconds * 1000)
+
+
+def _layer_name(feed: Feed) -> str:
+    return feed.name if isinstance(feed, LayerFeed) else "source"

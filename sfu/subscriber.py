@@ -42,6 +42,7 @@ class Subscriber(Session):
         self.layer_policy = LayerPolicy(clock)
         # Set by the node: move this viewer's video one layer down (-1) or up (+1).
         self.on_layer_step: Callable[[Subscriber, int], None] = lambda subscriber, step: None
+        self.layer_pinned = False  # the viewer chose its layer: the loss policy leaves it there
 
     async def negotiate(self, offer: str, feeds: dict[str, Feed], gathering: internals.HostGathering) -> str:
         checked = parse_offer(offer, publishing=False)

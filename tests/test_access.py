@@ -54,6 +54,8 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("OPTIONS", "/whep/{channel}/{session}"): ANYONE,
     ("PATCH", "/whep/{channel}/{session}"): ANYONE,
     ("DELETE", "/whep/{channel}/{session}"): ANYONE,
+    ("GET", "/whep/{channel}/{session}/layers"): ANYONE,  # the session URL is the credential
+    ("PUT", "/whep/{channel}/{session}/layers"): ANYONE,
     ("GET", "/ws"): ANYONE,
     ("GET", "/api/channels/{name}/chat"): ANYONE,
     # Moderation: signed in, and then the channel's owner, its moderators or a site moderator.
@@ -69,6 +71,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/channels/{name}/recordings"): ANYONE,
     ("PUT", "/api/channels/{name}/recording"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/channels/{name}/thumbnail.jpg"): ANYONE,
+    ("POST", "/api/channels/{name}/watching"): ANYONE,
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/{object}"): ANYONE,

@@ -93,6 +93,13 @@ async def _watch_through_the_other_door(one: Client, two: Client, origin: str) -
         other_channel = whep["location"].replace("/whep/caster/", "/whep/boss/")
         assert (await _patch(one, other_channel, whep["etag"], "a=end-of-candidates\r\n"))[0] == 404
         assert (await one.call("DELETE", other_channel))[0] == 404  # the channel in the URL is checked too
+        # Its layers, asked of the node through the other door (no ladder runs: the source alone).
+        status, layers = await one.call("GET", whep["location"] + "/layers")
+        assert status == 200 and layers == {"choices": ["source"], "current": "source", "auto": True}, layers
+        status, layers = await one.call("PUT", whep["location"] + "/layers", {"layer": "source"})
+        assert status == 200 and layers["auto"] is False, layers
+        assert (await two.call("PUT", whep["location"] + "/layers", {"layer": "360p"}))[0] == 404
+        assert (await two.call("PUT", whep["location"] + "/layers", {"layer": "auto"}))[1]["auto"] is True
         restart = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
         status, answer, etag = await _patch_full(one, whep["location"], "*", restart)
         assert status == 200 and "a=ice-ufrag:" in answer and etag and etag != whep["etag"], answer

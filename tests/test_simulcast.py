@@ -86,6 +86,53 @@ async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyfram
     await publisher.close()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_viewer_chooses_its_layer_through_the_api_and_the_loss_policy_leaves_it_there(sfu: Api) -> None:
+    name, token = await sfu.user()
+    publisher, whip = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
+    node = sfu.services.node
+
+    async def hls_viewer() -> None:
+        while True:
+            sfu.services.hls.ensure(name)
+            await asyncio.sleep(0.3)
+
+    await eventually(lambda: sfu.services.hls.ensure(name) is not None, 10, "the ladder")
+    asking = asyncio.create_task(hls_viewer())
+    await eventually(lambda: name in node.rooms and "180p" in node.rooms[name].layers, 15, "the 180p layer")
+    viewer = Peer.viewer()
+    status, answer, headers = await post_sdp(sfu, f"/whep/{name}", await viewer.offer())
+    assert status == 201
+    await viewer.answer(answer.decode())
+    location = headers["Location"]
+    session = location.rsplit("/", 1)[1]
+    await eventually(lambda: viewer.last_size == (640, 360), 10, "the source picture")
+
+    status, layers, _ = await sfu.call("GET", location + "/layers")
+    assert status == 200 and layers == {"choices": ["source", "180p"], "current": "source", "auto": True}
+    status, layers, _ = await sfu.call("PUT", location + "/layers", {"layer": "180p"})
+    assert status == 200 and layers == {"choices": ["source", "180p"], "current": "180p", "auto": False}
+    await eventually(lambda: viewer.last_size == (320, 180), 10, "the chosen 180p")
+    subscriber = node.session(session)
+    assert isinstance(subscriber, Subscriber)
+    subscriber.on_layer_step(subscriber, +1)  # a clean stretch: the policy would go up, but the viewer chose
+    await asyncio.sleep(1.0)
+    assert viewer.last_size == (320, 180)
+    status, layers, _ = await sfu.call("PUT", location + "/layers", {"layer": "auto"})
+    assert status == 200 and layers["auto"] is True
+    subscriber.on_layer_step(subscriber, +1)  # the server's choice again
+    await eventually(lambda: viewer.last_size == (640, 360), 10, "up again once auto")
+
+    for bad, code in (({"layer": "4k"}, 422), ({"layer": "999p"}, 404), ({}, 422), ({"layer": 3}, 422)):
+        status, problem, _ = await sfu.call("PUT", location + "/layers", bad)
+        assert status == code, (bad, problem)
+    assert (await sfu.call("GET", f"/whep/{name}/nosuchsession/layers"))[0] == 404
+    assert (await sfu.call("GET", whip["Location"].replace("/whip/", "/whep/") + "/layers"))[0] == 404  # a publisher's
+    asking.cancel()
+    await viewer.close()
+    await publisher.close()
+
+
 def test_the_loss_policy_steps_down_on_sustained_loss_and_up_after_a_clean_stretch() -> None:
     clock = FakeClock()
     policy = LayerPolicy(clock, high=0.08, low=0.02, down_after=2, up_after=10.0)

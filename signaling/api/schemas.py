@@ -181,6 +181,17 @@ class ChannelOut(BaseModel):
     urls: ChannelUrls
 
 
+class LayerIn(Strict):
+    layer: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^(auto|source|[0-9]{2,4}p)$",
+                                description='"auto", "source", or a layer such as "360p"')]
+
+
+class LayersOut(BaseModel):
+    choices: list[str] = Field(description='"source" first, then the encoded layers, highest first')
+    current: str = Field(description="The layer the viewer is on (or moving to, at its next keyframe)")
+    auto: bool = Field(description="Whether the server picks the layer from the viewer's loss")
+
+
 class WatchingIn(Strict):
     session: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                                   description="A random id the player keeps while it plays")]

@@ -25,18 +25,22 @@ from sfu.errors import (
     SfuError,
     TooManyCandidates,
     TooManyPending,
+    UnknownLayer,
     UnknownSession,
     UnsupportedMedia,
 )
 from sfu.sdp_fragment import parse_fragment
 from signaling.accounts.service import AccountService
 from signaling.api.client_address import client_address
-from signaling.api.endpoint import ANYONE, MAX_BODY, Access, Call, Endpoint, Handler, bearer_token, name_param
+from signaling.api.endpoint import (
+    ANYONE, MAX_BODY, Access, Call, Endpoint, Handler, bearer_token, json_response, name_param,
+)
+from signaling.api.schemas import LayerIn, LayersOut
 from signaling.auth import secrets
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
-from signaling.media.plane import MediaPlane, SessionState
+from signaling.media.plane import Layers, MediaPlane, SessionState
 from signaling.errors import (
     AppError,
     BadRequest,
@@ -104,6 +108,8 @@ def sfu_error(exc: SfuError, takeover_after: float) -> AppError:
         return Invalid(str(exc))
     if isinstance(exc, UnknownSession):
         return NotFound("there is no such session (it ended, or never existed)")
+    if isinstance(exc, UnknownLayer):
+        return NotFound(f"there is no layer {str(exc)!r} now (the layers run while the HLS ladder does)")
     return AppError(str(exc))
 
 
@@ -155,6 +161,16 @@ class WebRtcApi:
                 Endpoint("DELETE", session, self.delete, "End the session", SESSION_HOLDER, tag, errors=(404,),
                          extra={"own_auth": True}),
             ]
+        layers = "/whep/{channel}/{session}/layers"
+        out += [
+            Endpoint("GET", layers, self.layers,
+                     "A viewer's video choices (the source and the encoded layers while the HLS ladder runs)",
+                     SESSION_HOLDER, "WHEP", response=LayersOut, errors=(404,), extra={"own_auth": True}),
+            Endpoint("PUT", layers, self.choose_layer,
+                     "Watch one layer (it stays until chosen again or it ends), or \"auto\": the server picks from loss",
+                     SESSION_HOLDER, "WHEP", body=LayerIn, response=LayersOut, errors=(404, 422, 429),
+                     extra={"own_auth": True}),
+        ]
         return [replace(e, handler=self._translating(e.handler)) for e in out]
 
     # --- handlers ---
@@ -214,7 +230,23 @@ class WebRtcApi:
             pass  # ended meanwhile: the client's wish is granted
         return web.Response(status=200)
 
+    async def layers(self, call: Call[None]) -> web.StreamResponse:
+        channel, session = call.request.match_info["channel"], call.request.match_info["session"]
+        await self._viewer_session(call.request)
+        return json_response(_layers_out(await self._media.layers(channel, session)))
+
+    async def choose_layer(self, call: Call[LayerIn]) -> web.StreamResponse:
+        channel, session = call.request.match_info["channel"], call.request.match_info["session"]
+        await self._viewer_session(call.request)
+        await self._limit(call.request, "layer", self._settings.rate_trickle_per_minute)
+        return json_response(_layers_out(await self._media.choose_layer(channel, session, call.body.layer)))
+
     # --- helpers ---
+
+    async def _viewer_session(self, request: web.Request) -> None:
+        session = await self._media.state(request.match_info["channel"], request.match_info["session"])
+        if session.kind != "subscribe":
+            raise NotFound("there is no such viewer session here")
 
     async def _session(self, request: web.Request) -> SessionState:
         kind = request.path.split("/", 2)[1]
@@ -280,3 +312,6 @@ async def _read_body(request: web.Request, content_type: str) -> str:
         raise BadRequest("the body contains NUL characters")
     return text
 
+
+def _layers_out(layers: Layers) -> LayersOut:
+    return LayersOut(choices=list(layers.choices), current=layers.current, auto=layers.auto)

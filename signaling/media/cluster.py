@@ -25,7 +25,7 @@ from sfu.errors import NodeFull, NotLive, UnknownSession
 from signaling.auth.roles import Principal
 from signaling.cluster.directory import NodeDirectory, carrying, relaying
 from signaling.errors import Unavailable
-from signaling.media.plane import MediaPlane, SessionState, Ticket
+from signaling.media.plane import Layers, MediaPlane, SessionState, Ticket
 from signaling.media.wire import control_topic, principal_out, refusal_in
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,12 @@ class ClusterPlane(MediaPlane):
     async def end(self, channel: str, session: str) -> None:
         await self._session_call(session, {"op": "end", "channel": channel})
 
+    async def layers(self, channel: str, session: str) -> Layers:
+        return _layers(await self._session_call(session, {"op": "layers", "channel": channel}))
+
+    async def choose_layer(self, channel: str, session: str, layer: str) -> Layers:
+        return _layers(await self._session_call(session, {"op": "layer", "channel": channel, "layer": layer}))
+
     async def _session_call(self, session: str, request: dict[str, Any]) -> dict[str, Any]:
         node, _, local = session.rpartition(".")
         if not node or not local:
@@ -251,3 +257,10 @@ def _least_loaded(nodes: list[NodeRecord], placed: Callable[[str], int] = lambda
         return int(max(node.load.loop, share) * 10), node.load.publishers + placed(node.id), node.id
 
     return min(open_nodes, key=load)
+
+
+def _layers(answer: dict[str, Any]) -> Layers:
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise ValueError("a node answered layers without choices")
+    return Layers(tuple(choices), _text(answer, "current"), bool(answer.get("auto", True)))

@@ -6,6 +6,8 @@
                        {"op": "state", "channel", "session"}                                  -> {"kind", "etag"}
                        {"op": "trickle" | "restart_ice", "channel", "session", "fragment"}    -> {} | {"answer", "etag"}
                        {"op": "end", "channel", "session"}                                    -> {}
+                       {"op": "layers", "channel", "session"}                       -> {"choices", "current", "auto"}
+                       {"op": "layer", "channel", "session", "layer"}               -> {"choices", "current", "auto"}
     node.<id>.relay    {"op": "subscribe", "channel", "offer", "client", "budget", "relay"}  -> ticket + {"stream"}
                        {"op": "relayed", "channel", "session", "viewers"}                     -> {}
                        {"op": "end", "channel", "session"}                                    -> {}
@@ -127,6 +129,10 @@ class NodeControl:
         if op == "end":
             await plane.end(channel, session)
             return {}
+        if op in ("layers", "layer"):
+            layers = (await plane.layers(channel, session) if op == "layers"
+                      else await plane.choose_layer(channel, session, str(p["layer"])))
+            return {"choices": list(layers.choices), "current": layers.current, "auto": layers.auto}
         raise ValueError(f"unknown control operation {op!r}")
 
     async def _is_dead(self, node_id: str) -> bool:

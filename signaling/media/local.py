@@ -5,7 +5,7 @@ from __future__ import annotations
 from sfu.node import SfuNode
 from sfu.sdp_fragment import parse_fragment
 from signaling.auth.roles import Principal
-from signaling.media.plane import MediaPlane, SessionState, Ticket
+from signaling.media.plane import Layers, MediaPlane, SessionState, Ticket
 
 
 class LocalPlane(MediaPlane):
@@ -40,6 +40,16 @@ class LocalPlane(MediaPlane):
     async def end(self, channel: str, session: str) -> None:
         self.node.session(session, channel)
         await self.node.end(session)
+
+    async def layers(self, channel: str, session: str) -> Layers:
+        self.node.session(session, channel)
+        choices, current, auto = self.node.layers(session)
+        return Layers(tuple(choices), current, auto)
+
+    async def choose_layer(self, channel: str, session: str, layer: str) -> Layers:
+        self.node.session(session, channel)
+        self.node.choose_layer(session, layer)
+        return await self.layers(channel, session)
 
     async def end_quietly(self, session: str) -> None:
         """End `session` if it is still there (a negotiation nobody waits for any more)."""

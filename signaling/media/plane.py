@@ -26,6 +26,16 @@ class SessionState:
     etag: str
 
 
+@dataclass(frozen=True, slots=True)
+class Layers:
+    """A viewer's video choices: "source" and the encoded layers (highest first), the one it is on, and
+    whether the server picks (from the viewer's loss) or the viewer chose."""
+
+    choices: tuple[str, ...]
+    current: str
+    auto: bool
+
+
 class MediaPlane(ABC):
     """Sessions are named by the `session` of their `Ticket`; refusals are `sfu.errors.SfuError`s."""
 
@@ -50,3 +60,10 @@ class MediaPlane(ABC):
 
     @abstractmethod
     async def end(self, channel: str, session: str) -> None: ...
+
+    @abstractmethod
+    async def layers(self, channel: str, session: str) -> Layers: ...
+
+    @abstractmethod
+    async def choose_layer(self, channel: str, session: str, layer: str) -> Layers:
+        """`layer` from `layers().choices`, or "auto"; UnknownLayer when there is no such layer."""

@@ -211,6 +211,18 @@ def test_hls_on_an_offline_channel_waits_and_plays_when_it_goes_live(
     viewer.locator("#player-quality").focus()
     viewer.keyboard.press("ArrowDown")  # Auto -> the first rendition, by keyboard
     until(viewer, "() => Boolean(window.tallyPlayer.hls && window.tallyPlayer.hls.level && window.tallyPlayer.hls.level.index === 0)", 15)
+    # While the ladder runs, a WebRTC viewer gets its renditions as the server's layers to choose from.
+    rtc = open_browser(size=DESKTOP).page
+    rtc.goto(f"/watch/{name}")
+    wait_playing(rtc)
+    until(rtc, "() => [...document.querySelectorAll('#player-quality option')].some((o) => o.value === '180p')", 15)
+    rtc.locator("#player-quality").focus()
+    rtc.keyboard.press("End")  # the last choice: the lowest layer
+    deadline = time.monotonic() + 15
+    while inbound(rtc).get("video", {}).get("height") != 180:
+        assert time.monotonic() < deadline, inbound(rtc)
+        time.sleep(0.3)
+    expect(rtc.locator("#player-quality")).to_have_value("180p")
     end_stream(studio)
     expect(viewer.locator("#player")).to_have_attribute("data-state", "ended", timeout=5_000)
 

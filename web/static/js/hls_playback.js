@@ -40,7 +40,9 @@ export class HlsPlayback {
       });
       this.hls = hls;
       hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
-        this.onLevels(data.levels.map((level, index) => ({ index, label: level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kbit/s` })));
+        this.onLevels(data.levels.map((level, index) => ({
+          value: String(index), label: level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kbit/s`,
+        })));
       });
       hls.on(Hls.Events.ERROR, (_, data) => {
         if (!data.fatal) return;

@@ -89,9 +89,39 @@ export class Player {
     return buffer === null ? null : buffer + rtt / 2;
   }
 
-  /** Choose a rendition (-1: automatic); HLS only, the WebRTC layers follow the network by themselves. */
-  setLevel(index) {
-    if (this.hls) this.hls.setLevel(index);
+  /** Choose a rendition: an hls.js level ("-1" automatic), or a WebRTC layer of the server's ("auto"). */
+  async setLevel(value) {
+    if (this.hls) {
+      this.hls.setLevel(Number(value));
+      return;
+    }
+    if (!this.session) return;
+    try {
+      this.drawLayers(await api("PUT", `${this.session.location}/layers`, { layer: value }, { auth: false }));
+    } catch {
+      this.lookAtLayers(); // show what holds now
+    }
+  }
+
+  /** The server's layers for this WebRTC session (the source, and the HLS ladder's renditions while it
+   * runs), looked at every 5 s while WebRTC plays. */
+  async lookAtLayers() {
+    clearTimeout(this.layerTimer);
+    if (this.stopped || this.hls || !this.session || this.box.dataset.state !== "playing") return;
+    const session = this.session;
+    try {
+      const layers = await api("GET", `${session.location}/layers`, undefined, { auth: false });
+      if (session === this.session && !this.hls) this.drawLayers(layers);
+    } catch {
+      // the session is going: the next one looks again
+    }
+    this.layerTimer = setTimeout(() => this.lookAtLayers(), 5000);
+  }
+
+  drawLayers(layers) {
+    const label = (name) => (name === "source" ? "Source" : name);
+    this.controls.setLevels(layers.choices.map((name) => ({ value: name, label: label(name) })), "auto",
+      layers.auto ? "auto" : layers.current);
   }
 
   get playing() {
@@ -196,7 +226,8 @@ export class Player {
       this.playedWebRtc = true;
       this.setMode("webrtc");
       this.setState("playing", "");
-      this.controls.setLevels([]); // the server picks the WebRTC layer from the viewer's network
+      this.controls.setLevels([]);
+      this.lookAtLayers(); // the server's layers, when the ladder runs
       this.controls.apply();
       if (this.controls.paused) this.video.pause();
     });
@@ -297,6 +328,7 @@ export class Player {
 
   closeSession() {
     clearTimeout(this.watchdog);
+    clearTimeout(this.layerTimer);
     if (this.session) hangUp(this.session.location);
     this.session = null;
     if (this.pc) this.pc.close();

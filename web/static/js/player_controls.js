@@ -26,7 +26,7 @@ export class PlayerControls {
       value: "1", "aria-label": "Volume" });
     this.volume.addEventListener("input", () => this.setVolume(Number(this.volume.value)));
     this.quality = el("select", { id: "player-quality", class: "quality", "aria-label": "Quality", hidden: true });
-    this.quality.addEventListener("change", () => this.player.setLevel(Number(this.quality.value)));
+    this.quality.addEventListener("change", () => this.player.setLevel(this.quality.value));
     this.latency = el("span", { id: "player-latency", class: "latency", title: "How far behind the broadcaster you are" }, "");
     this.theaterButton = button("player-theater", "Theater mode (t)", () => this.toggleTheater());
     this.pipButton = button("player-pip", "PiP: picture in picture", () => this.togglePip());
@@ -125,13 +125,18 @@ export class PlayerControls {
     }
   }
 
-  /** The renditions to choose from: [{index, label}] with Auto first; none hides the menu. */
-  setLevels(levels) {
-    this.quality.replaceChildren(
-      el("option", { value: "-1" }, "Auto"),
-      ...levels.map((level) => el("option", { value: String(level.index) }, level.label)),
-    );
-    this.quality.value = "-1";
+  /** The renditions to choose from: [{value, label}] after an automatic choice (`auto`: its value);
+   * `selected`: the value chosen now. Fewer than two hides the menu. */
+  setLevels(levels, auto = "-1", selected = auto) {
+    const same = this.quality.options.length === levels.length + 1
+      && levels.every((level, i) => this.quality.options[i + 1].value === level.value);
+    if (!same) {
+      this.quality.replaceChildren(
+        el("option", { value: auto }, "Auto"),
+        ...levels.map((level) => el("option", { value: level.value }, level.label)),
+      );
+    }
+    if (document.activeElement !== this.quality) this.quality.value = selected;
     this.quality.hidden = levels.length < 2;
   }
 
