@@ -62,6 +62,7 @@ from signaling.settings import Settings
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
+from signaling.chat.presence import open_chat_presence
 from signaling.streams.hls_audience import open_hls_audience
 from signaling.streams.reaper import StreamReaper
 from signaling.streams.service import StreamService
@@ -177,7 +178,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     chat = ChatService(
         db, bus, limiter, ChatRules(max_length=settings.chat_max_length, posts_per_period=settings.chat_posts_per_10s), clock
     )
-    hub = ChatHub(chat, accounts, bus, clock)
+    hub = ChatHub(chat, accounts, bus, clock, open_chat_presence(settings.bus_url, clock))
     register_chat_metrics(metrics.registry, hub)
     storage = open_storage(
         settings.resolved_storage_url,
@@ -323,6 +324,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await oidc.close()
             await limiter.close()
             await streams.hls_audience.close()
+            await hub.presence.close()
             await bus.close()
             await registry.close()
             await origins.close()

@@ -61,6 +61,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     # Moderation: signed in, and then the channel's owner, its moderators or a site moderator.
     ("DELETE", "/api/channels/{name}/chat/{id}"): SIGNED_IN,
     ("GET", "/api/channels/{name}/chat/settings"): ANYONE,
+    ("GET", "/api/channels/{name}/chat/chatters"): ANYONE,
     ("PATCH", "/api/channels/{name}/chat/settings"): SIGNED_IN,
     ("GET", "/api/channels/{name}/chat/bans"): SIGNED_IN,
     ("PUT", "/api/channels/{name}/chat/bans/{username}"): SIGNED_IN,

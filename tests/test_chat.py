@@ -165,6 +165,35 @@ async def test_websocket_chat_history_and_order(chat: Api) -> None:
     assert series["tally_chat_frames_delivered_total"] >= 4 * 2 + 3
 
 
+async def test_the_chatters_list_names_who_is_in_the_chat(chat: Api) -> None:
+    owner, owner_token = await chat.user()
+    fan, fan_token = await chat.user()
+    path = f"/api/channels/{owner}/chat/chatters"
+    assert (await chat.call("GET", path))[1] == {"items": [], "count": 0}
+    anonymous = await ws_join(chat, owner)
+    assert (await chat.call("GET", path))[1] == {"items": [], "count": 0}  # readers are not listed
+    first = await ws_join(chat, owner, fan_token)
+    second = await ws_join(chat, owner, fan_token)  # the same user in two tabs
+    host = await ws_join(chat, owner, owner_token)
+    status, body, _ = await chat.call("GET", path)
+    assert status == 200 and body == {"items": sorted([owner, fan]), "count": 2}
+    await first.close()
+    await asyncio.sleep(0.2)
+    assert (await chat.call("GET", path))[1]["items"] == sorted([owner, fan])  # still in one tab
+    await second.close()
+
+    async def fan_gone() -> bool:
+        return bool((await chat.call("GET", path))[1]["items"] == [owner])
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await fan_gone():
+        assert asyncio.get_running_loop().time() < deadline, "the fan is still listed"
+        await asyncio.sleep(0.05)
+    assert (await chat.call("GET", "/api/channels/nobody_here/chat/chatters"))[0] == 404
+    for client in (anonymous, host):
+        await client.close()
+
+
 async def test_websocket_refuses_what_is_not_a_chat(chat: Api) -> None:
     owner, _ = await chat.user()
     assert (await chat.call("GET", f"/ws?channel={owner}"))[0] == 400  # a plain GET, no upgrade

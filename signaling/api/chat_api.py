@@ -27,6 +27,7 @@ from signaling.api.schemas import (
     ChatHistoryOut,
     ChatSettingsIn,
     ChatSettingsOut,
+    ChattersOut,
     ModeratorListOut,
 )
 from signaling.chat.hub import ChatHub, Chatter
@@ -35,6 +36,7 @@ from signaling.chat.service import ChatService
 from signaling.errors import BadRequest, NotFound
 
 HEARTBEAT = 30.0  # seconds between WebSocket pings; a client that stops answering is dropped
+MAX_CHATTERS_LISTED = 500
 
 
 class ChatApi:
@@ -77,6 +79,13 @@ class ChatApi:
         message_id = id_param(call.request, "id", "message")
         await self._chat.delete_message(name_param(call.request, "name"), message_id, call.user)
         return web.Response(status=204)
+
+    async def chatters(self, call: Call[None]) -> web.StreamResponse:
+        name = name_param(call.request, "name")
+        if not await self._chat.channel_exists(name):
+            raise NotFound(f"there is no channel {name!r}")
+        names, count = await self._hub.presence.listed(name, MAX_CHATTERS_LISTED)
+        return json_response(ChattersOut(items=names, count=count))
 
     async def settings(self, call: Call[None]) -> web.StreamResponse:
         settings = await self._chat.settings(name_param(call.request, "name"))
@@ -130,6 +139,8 @@ class ChatApi:
                             ("limit", "integer", "1 to 200, default 50"))),
             Endpoint("DELETE", chat + "/{id}", self.delete_message, f"Delete a message for everyone ({moderator})",
                      SIGNED_IN, "chat", status=204, errors=(401, 403, 404)),
+            Endpoint("GET", chat + "/chatters", self.chatters, "Who is in the chat now (signed-in users)", ANYONE, "chat",
+                     response=ChattersOut, errors=(404,)),
             Endpoint("GET", chat + "/settings", self.settings, "The chat's modes and limits", ANYONE, "chat",
                      response=ChatSettingsOut, errors=(404,)),
             Endpoint("PATCH", chat + "/settings", self.change_settings, f"Slow mode and followers-only mode ({moderator})",

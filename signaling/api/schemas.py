@@ -181,6 +181,11 @@ class ChannelOut(BaseModel):
     urls: ChannelUrls
 
 
+class ChattersOut(BaseModel):
+    items: list[str] = Field(description="Usernames of the signed-in users in the chat now, sorted (at most 500)")
+    count: int = Field(description="How many signed-in users are in the chat (anonymous readers are not listed)")
+
+
 class LayerIn(Strict):
     layer: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^(auto|source|[0-9]{2,4}p)$",
                                 description='"auto", "source", or a layer such as "360p"')]

@@ -26,6 +26,7 @@ from bus import Bus, BusError, Message
 from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal
 from signaling.chat import protocol
+from signaling.chat.presence import REFRESH, ChatPresence, MemoryChatPresence
 from signaling.chat.protocol import Auth, ChatProblem, Ping, Send
 from signaling.chat.service import TOPIC, ChatService
 from signaling.errors import AppError
@@ -147,8 +148,11 @@ class Chatter:
 
 
 class ChatHub:
-    def __init__(self, chat: ChatService, accounts: AccountService, bus: Bus, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, chat: ChatService, accounts: AccountService, bus: Bus, clock: Callable[[], float] = time.time,
+                 presence: ChatPresence | None = None) -> None:
         self._chat = chat
+        self.presence = presence or MemoryChatPresence(clock)
+        self._presence_task: asyncio.Task[None] | None = None
         self._clock = clock
         self._accounts = accounts
         self._bus = bus
@@ -171,6 +175,7 @@ class ChatHub:
     async def start(self) -> None:
         subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)  # first one now: fail at start, not later
         self._task = asyncio.create_task(self._relay(subscription), name="chat-relay")
+        self._presence_task = asyncio.create_task(self._still_here(), name="chat-presence")
 
     def adopt(self, key: str, link: Link, channel: str, principal: Principal | None, frames: AsyncIterator[str | bytes]) -> None:
         """Serve a connection in a task the hub owns (cancelled when it closes); one per `key` (a session)."""
@@ -194,10 +199,11 @@ class ChatHub:
         for task in served:
             task.cancel()
         await asyncio.gather(*served, return_exceptions=True)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for running in (self._task, self._presence_task):
+            if running is not None:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        self._task = self._presence_task = None
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
@@ -312,9 +318,26 @@ class ChatHub:
 
     async def _presence(self, channel: str, who: Principal, joined: bool) -> None:
         try:
+            if joined:
+                await self.presence.here(channel, (who.username,))
+            elif not any(c.principal is not None and c.principal.user_id == who.user_id
+                         for c in self._rooms.get(channel, ())):
+                await self.presence.gone(channel, who.username)  # its last connection here
             await self._chat.announce_presence(channel, who.username, joined)
         except Exception as exc:  # presence is a courtesy: never let it end a connection
             log.warning("could not announce presence in %s: %s", channel, exc)
+
+    async def _still_here(self) -> None:
+        """Every REFRESH seconds, the signed-in users this hub holds, so the list outlives no process."""
+        while True:
+            await asyncio.sleep(REFRESH)
+            for channel, room in list(self._rooms.items()):
+                names = {c.principal.username for c in room if c.principal is not None and c.pending is None}
+                try:
+                    await self.presence.here(channel, names)
+                except Exception as exc:  # noqa: BLE001 - Redis is down: the list is a courtesy; try again
+                    log.warning("could not refresh who is in %s's chat: %s", channel, exc)
+                    break
 
     def _leave(self, chatter: Chatter) -> None:
         room = self._rooms.get(chatter.channel)

@@ -14,6 +14,7 @@ from urllib.request import urlopen
 import av
 import pytest
 from live_pages import end_stream, go_live
+from page_checks import check_page
 from playwright.sync_api import expect
 
 from media_probe import decode_errors, probe
@@ -88,6 +89,13 @@ def test_a_studio_stream_is_recorded_and_plays_back_with_seeking(
     )
     frames = video.evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames")
     assert frames > 30
+    # The recording's page and the channel page with it listed pass the page checks, here and on a phone.
+    problems = check_page(viewer, "recording-desktop")
+    phone = open_browser(size=(360, 740), phone=True).page
+    for path, label in ((f"/recordings/{ready['id']}", "recording-phone"), (f"/watch/{name}", "watch-recordings-phone")):
+        phone.goto(path)
+        problems += check_page(phone, label)
+    assert not problems, "\n".join(problems)
 
 
 SYNC_PERIOD = 2.1

@@ -25,6 +25,10 @@ export class ChatPanel {
     this.signIn = root.querySelector(".chat-sign-in");
     this.signIn.href = `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
     this.pending = new Map(); // nonce -> text sent and not yet accepted (given back if refused)
+    this.chattersButton = root.querySelector(".chat-chatters-button");
+    this.chatters = root.querySelector(".chat-chatters");
+    this.chattersTimer = null;
+    this.chattersButton.addEventListener("click", () => this.toggleChatters());
     this.me = null;
     this.settings = { slow_mode: 0, followers_only: false, max_length: 500 };
     this.transport = null; // { kind, send(text), close() }
@@ -265,12 +269,38 @@ export class ChatPanel {
     this.input.value = "";
   }
 
+  /** Who is in the chat: a list under the title, kept fresh every 10 s while open. */
+  toggleChatters() {
+    const open = this.chattersButton.getAttribute("aria-expanded") !== "true";
+    this.chattersButton.setAttribute("aria-expanded", String(open));
+    this.chatters.hidden = !open;
+    clearTimeout(this.chattersTimer);
+    if (open) this.drawChatters();
+  }
+
+  async drawChatters() {
+    clearTimeout(this.chattersTimer);
+    try {
+      const { items, count } = await api("GET", `/api/channels/${encodeURIComponent(this.channel)}/chat/chatters`, undefined, { auth: false });
+      const list = this.chatters.querySelector("ul");
+      list.replaceChildren(...items.map((name) => el("li", { class: "chat-chatter" }, name)));
+      const more = count - items.length;
+      this.chatters.querySelector(".chat-chatters-note").textContent =
+        count === 0 ? "Nobody signed in is here yet." : more > 0 ? `and ${more} more` : "";
+      this.chattersButton.textContent = `In chat (${count})`;
+    } catch (error) {
+      this.chatters.querySelector(".chat-chatters-note").textContent = error.message;
+    }
+    if (!this.chatters.hidden) this.chattersTimer = setTimeout(() => this.drawChatters(), 10_000);
+  }
+
   showStatus(text) {
     this.status.textContent = text;
     this.status.hidden = !text;
   }
 
   stop() {
+    clearTimeout(this.chattersTimer);
     this.forceWebSocket = true;
     this.closeTransport();
   }
@@ -288,8 +318,15 @@ export function chatMarkup() {
   const slow = el("select", { class: "chat-slow", "aria-label": "Slow mode" },
     ...[[0, "Slow mode off"], [5, "5 s"], [10, "10 s"], [30, "30 s"], [60, "60 s"], [120, "2 min"]].map(
       ([value, label]) => el("option", { value: String(value) }, label)));
+  const chattersId = `chatters-${Math.random().toString(36).slice(2, 8)}`;
   return [
-    el("h2", { class: "chat-title" }, "Chat"),
+    el("div", { class: "chat-head" },
+      el("h2", { class: "chat-title" }, "Chat"),
+      el("button", { type: "button", class: "link-button chat-chatters-button", "aria-expanded": "false",
+        "aria-controls": chattersId }, "In chat")),
+    el("div", { class: "chat-chatters", id: chattersId, hidden: true },
+      el("ul", { class: "chat-chatter-list", "aria-label": "Signed-in users in the chat" }),
+      el("p", { class: "chat-chatters-note muted" })),
     el("div", { class: "chat-modes", hidden: true }, slow,
       el("label", { class: "chat-followers-label" }, el("input", { type: "checkbox", class: "chat-followers" }), " Followers only")),
     // role="log" without aria-live: a screen reader reads the chat when asked, instead of every message.
