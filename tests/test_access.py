@@ -73,6 +73,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("PUT", "/api/channels/{name}/recording"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/channels/{name}/thumbnail.jpg"): ANYONE,
     ("POST", "/api/channels/{name}/watching"): ANYONE,
+    ("GET", "/api/channels/{name}/streams"): ANYONE,
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/{object}"): ANYONE,

@@ -274,4 +274,15 @@ async def test_hls_players_count_among_the_viewers(rtc: Api) -> None:
     rtc.clock.advance(30)  # both fell silent
     status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
     assert channel["viewer_count"] == 0 and channel["hls_viewers"] == 0
+    status, streams, _ = await rtc.call("GET", f"/api/channels/{name}/streams")
+    assert status == 200 and len(streams["items"]) == 1
+    live_stream = streams["items"][0]
+    assert live_stream["ended_at"] is None and live_stream["peak_viewers"] == 2  # the HLS viewers at their most
     await publisher.close()
+
+    async def ended() -> bool:
+        return (await rtc.call("GET", f"/api/channels/{name}/streams?limit=1"))[1]["items"][0]["ended_at"] is not None
+
+    await until(ended)
+    assert (await rtc.call("GET", f"/api/channels/{name}/streams?limit=0"))[0] == 422
+    assert (await rtc.call("GET", "/api/channels/nobody_at_all/streams"))[0] == 404

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from signaling.api.client_address import client_address
 from signaling.api.endpoint import ANYONE, SIGNED_IN, Access, Call, Endpoint, int_query, json_response, name_param
 from signaling.api.presenters import channel_out
-from signaling.api.schemas import ChannelIn, ChannelListOut, ChannelOut, FollowOut, WatchingIn, WatchingOut
+from signaling.api.schemas import (
+    ChannelIn, ChannelListOut, ChannelOut, FollowOut, StreamListOut, StreamOut, WatchingIn, WatchingOut,
+)
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Role
 from signaling.channels.service import ChannelService, ChannelView
@@ -33,6 +37,18 @@ class ChannelsApi:
         live = [v.channel.name for v in views if v.channel.is_live]
         hls = await self._hls.counts(live) if live else {}
         return [channel_out(v, self._base, hls.get(v.channel.name, 0)) for v in views]
+
+    async def streams(self, call: Call[None]) -> web.StreamResponse:
+        view = await self._channels.get(name_param(call.request, "name"))
+        limit = int_query(call.request, "limit", 10, 1, 50)
+        now = datetime.now(UTC)
+        items = [
+            StreamOut(id=row.id, started_at=row.started_at, ended_at=row.ended_at,
+                      duration=max(0.0, ((row.ended_at or now) - row.started_at).total_seconds()),
+                      peak_viewers=row.peak_viewers, video_codec=row.video_codec, audio_codec=row.audio_codec)
+            for row in await self._streams.history(view.channel.id, limit)
+        ]
+        return json_response(StreamListOut(items=items))
 
     async def watching(self, call: Call[WatchingIn]) -> web.StreamResponse:
         address = client_address(call.request, self._settings.trust_forwarded_for)
@@ -104,6 +120,9 @@ class ChannelsApi:
             Endpoint("PATCH", path, self.update, "Change a channel's title, description, tags, avatar or recording settings",
                      Access(Role.BROADCASTER, "the channel's owner, or an admin"), "channels", body=ChannelIn,
                      response=ChannelOut, errors=(401, 403, 404, 422)),
+            Endpoint("GET", path + "/streams", self.streams, "A channel's streams, newest first (the live one too)",
+                     ANYONE, "channels", response=StreamListOut, errors=(404, 422),
+                     query=(("limit", "integer", "1 to 50, default 10"),)),
             Endpoint("POST", path + "/watching", self.watching,
                      "A player watching over HLS says so every 10 s, so it counts among the viewers", ANYONE,
                      "channels", body=WatchingIn, response=WatchingOut, errors=(404, 409, 422, 429)),

@@ -181,6 +181,20 @@ class ChannelOut(BaseModel):
     urls: ChannelUrls
 
 
+class StreamOut(BaseModel):
+    id: str
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while live")
+    duration: float = Field(description="Seconds (so far, while live)")
+    peak_viewers: int = Field(description="The most viewers at once, WebRTC and HLS")
+    video_codec: str
+    audio_codec: str
+
+
+class StreamListOut(BaseModel):
+    items: list[StreamOut]
+
+
 class ChattersOut(BaseModel):
     items: list[str] = Field(description="Usernames of the signed-in users in the chat now, sorted (at most 500)")
     count: int = Field(description="How many signed-in users are in the chat (anonymous readers are not listed)")

@@ -199,14 +199,21 @@ class StreamService:
         """An HLS player of `room` says it is still watching: the channel's HLS viewers now. A new one is
         told to the channel's pages at once (one that leaves shows at their next look)."""
         async with self._db.session() as session:
-            found = (await session.execute(select(Channel.is_live, Channel.viewer_count).where(Channel.name == room))).first()
+            found = (await session.execute(select(Channel.id, Channel.is_live, Channel.viewer_count)
+                                           .where(Channel.name == room))).first()
         if found is None:
             raise NotFound(f"there is no channel {room!r}")
-        live, webrtc = found
+        channel_id, live, webrtc = found
         if not live:
             raise Conflict("the channel is not live")
         count, new = await self.hls_audience.beat(room, session_id)
         if new:
+            async with self._db.session() as session:  # the stream's peak counts HLS viewers too
+                await session.execute(
+                    update(StreamSession)
+                    .where(StreamSession.channel_id == channel_id, StreamSession.ended_at.is_(None),
+                           StreamSession.peak_viewers < webrtc + count)
+                    .values(peak_viewers=webrtc + count))
             await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": "", "viewers": webrtc + count}))
         return count
 

@@ -150,6 +150,11 @@ def test_a_new_user_goes_live_retitles_and_a_viewer_watches_to_the_end(
     expect(viewer.locator("#player")).to_have_attribute("data-state", "ended", timeout=3_000)
     assert time.monotonic() - ended_at < 3.0
     expect(viewer.locator("#card-title")).to_have_text("The stream has ended")
+    # A later visitor finds the offline card with when it was last live.
+    later = open_browser(size=size, phone=phone).page
+    later.goto(f"/watch/{name}")
+    expect(later.locator("#player")).to_have_attribute("data-state", "offline", timeout=10_000)
+    expect(later.locator("#card-text")).to_contain_text(re.compile(r"Last live (moments|\d+ minutes?) ago, for 0:\d\d\."))
     # The recording link, once it is ready; the studio's summary links it too.
     expect(viewer.locator("#card-recording-link")).to_have_text("Watch the recording", timeout=45_000)
     expect(studio.locator("#summary")).to_be_visible()

@@ -216,8 +216,13 @@ async function showSummary(ended) {
   try {
     const channel = await api("GET", `/api/channels/${name}`);
     $("summary-followers").textContent = ended.followers === null ? "–" : String(Math.max(0, channel.followers - ended.followers));
+    // The server's peak counts every viewer it saw (HLS ones too), not only this page's looks.
+    const last = (await api("GET", `/api/channels/${name}/streams?limit=1`)).items[0];
+    if (last && Date.parse(last.started_at) >= ended.since - 60_000) {
+      $("summary-peak").textContent = String(Math.max(ended.peak, last.peak_viewers));
+    }
   } catch {
-    $("summary-followers").textContent = "–";
+    $("summary-followers").textContent = $("summary-followers").textContent === "…" ? "–" : $("summary-followers").textContent;
   }
   // The recording of this stream (started after we went live): processing first, then ready.
   for (let i = 0; i < 60 && !$("summary").hidden && !live; i += 1) {

@@ -64,6 +64,30 @@ async function latestRecording(channel, since) {
   return latest;
 }
 
+/** "Last live 3 hours ago, for 1:02:03." from the channel's newest stream; "" when it never was. */
+async function lastStream(channel) {
+  try {
+    const { items } = await api("GET", `/api/channels/${encodeURIComponent(channel.name)}/streams?limit=1`, undefined, { auth: false });
+    const last = items[0];
+    if (!last || !last.ended_at) return "";
+    return `Last live ${ago(Date.parse(last.ended_at))}, for ${clock(last.duration)}.`;
+  } catch {
+    return "";
+  }
+}
+
+function ago(when) {
+  const seconds = Math.max(0, (Date.now() - when) / 1000);
+  const units = [["day", 86400], ["hour", 3600], ["minute", 60]];
+  for (const [unit, size] of units) {
+    if (seconds >= size) {
+      const n = Math.floor(seconds / size);
+      return `${n} ${unit}${n === 1 ? "" : "s"} ago`;
+    }
+  }
+  return "moments ago";
+}
+
 function recordingLink(recording, text) {
   return el("a", { id: "card-recording-link", href: recording.page_url }, text);
 }
@@ -83,6 +107,9 @@ async function drawCard(state, channel, startedAt) {
   } else {
     $("card-title").textContent = `${channel.display_name} is offline`;
     $("card-text").textContent = "This page starts playing as soon as the channel goes live.";
+    lastStream(channel).then((text) => {
+      if (token === cardToken && text) $("card-text").textContent = `${text} This page starts playing as soon as the channel goes live again.`;
+    });
   }
   // A keyboard user on a control that the card hides keeps a place: the card's heading.
   const hadFocus = $("player").querySelector(".player-controls")?.contains(document.activeElement);
