@@ -159,6 +159,8 @@ def test_a_new_user_goes_live_retitles_and_a_viewer_watches_to_the_end(
     expect(viewer.locator("#card-recording-link")).to_have_text("Watch the recording", timeout=45_000)
     expect(studio.locator("#summary")).to_be_visible()
     expect(studio.locator("#studio-viewers")).to_have_text("0")
+    expect(studio.locator("#record-state")).to_be_hidden()  # no REC on the preview once it is over
+    expect(studio.locator("#live-badge")).to_be_hidden()
     expect(studio.locator("#summary-peak")).to_have_text(re.compile(r"^[1-9]"))
     expect(studio.locator("#summary-recording-link")).to_have_text("Watch the recording", timeout=15_000)
     viewer.screenshot(path=str(artifact(f"watch-ended-{size[0]}.png")))

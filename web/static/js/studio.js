@@ -198,6 +198,7 @@ async function endStream() {
   $("bitrate").textContent = "–";
   $("health").hidden = true;
   $("studio-viewers").textContent = "0";
+  drawRecording(false, false); // the recording ends with the stream
   const ended = live;
   live = null;
   drawLive();
