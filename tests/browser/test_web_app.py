@@ -104,6 +104,15 @@ def test_a_new_user_goes_live_retitles_and_a_viewer_watches_to_the_end(
     assert studio.evaluate("performance.getEntriesByType('resource').filter(e => e.name.includes('/whip/')).length") == session
     expect(studio.locator("#connection")).to_have_attribute("data-state", "live")
 
+    if phone:  # a tap shows the controls; a tap while they show pauses, another resumes
+        picture = viewer.locator("#player video:not([hidden])")
+        picture.tap()
+        until(viewer, "() => getComputedStyle(document.querySelector('.player-controls')).opacity === '1'", 3)
+        assert viewer.evaluate("document.querySelector('#player video').paused") is False
+        picture.tap()
+        assert viewer.evaluate("document.querySelector('#player video').paused") is True
+        picture.tap()
+        assert viewer.evaluate("document.querySelector('#player video').paused") is False
     # The controls, by keyboard: m unmutes, the volume slider moves with arrows, k pauses and resumes
     # (the session stays up), t theater, f fullscreen.
     viewer.locator("#player-pause").focus()

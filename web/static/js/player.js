@@ -59,8 +59,13 @@ export class Player {
     box.prepend(this.video, this.hlsVideo);
     box.append(this.unmute);
     this.controls = new PlayerControls(this, theaterRoot);
-    this.video.addEventListener("click", () => this.controls.togglePause());
-    this.hlsVideo.addEventListener("click", () => this.controls.togglePause());
+    // A click on the picture pauses; on a touch screen the first tap shows the controls instead.
+    const tap = () => {
+      if (window.matchMedia("(hover: none)").matches && !this.controls.shown) this.controls.show();
+      else this.controls.togglePause();
+    };
+    this.video.addEventListener("click", tap);
+    this.hlsVideo.addEventListener("click", tap);
   }
 
   get videos() {

@@ -33,7 +33,8 @@ export class PlayerControls {
     this.pipButton.hidden = !document.pictureInPictureEnabled;
     this.fullscreenButton = button("player-fullscreen", "Fullscreen (f)", () => this.toggleFullscreen());
     this.fullscreenButton.hidden = !document.fullscreenEnabled;
-    this.bar = el("div", { class: "player-controls", role: "group", "aria-label": "Player controls" },
+    this.bar = el("div", { class: "player-controls", role: "group", "aria-label": "Player controls",
+      onPointerdown: () => this.show() },
       this.pauseButton, this.muteButton, this.volume, player.mode, el("span", { class: "spacer" }),
       this.latency, this.quality, this.theaterButton, this.pipButton, this.fullscreenButton);
     player.box.append(this.bar);
@@ -47,6 +48,17 @@ export class PlayerControls {
 
   get video() {
     return this.player.activeVideo;
+  }
+
+  get shown() {
+    return this.player.box.dataset.controls === "shown";
+  }
+
+  /** On a touch screen: the controls for a few seconds after a tap (and while one has focus). */
+  show() {
+    this.player.box.dataset.controls = "shown";
+    clearTimeout(this.hideTimer);
+    this.hideTimer = setTimeout(() => { delete this.player.box.dataset.controls; }, 4000);
   }
 
   key(event) {
@@ -164,6 +176,7 @@ export class PlayerControls {
 
   stop() {
     clearInterval(this.latencyTimer);
+    clearTimeout(this.hideTimer);
     document.removeEventListener("keydown", this.onKey);
     document.removeEventListener("fullscreenchange", this.onFullscreen);
   }
