@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bus import Bus, BusError, Message
+from bus import Bus, Message
+from bus.follow import follow
 from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal
 from signaling.chat import protocol
@@ -174,7 +175,8 @@ class ChatHub:
 
     async def start(self) -> None:
         subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)  # first one now: fail at start, not later
-        self._task = asyncio.create_task(self._relay(subscription), name="chat-relay")
+        self._task = asyncio.create_task(
+            follow(self._bus, (TOPIC, *STREAM_TOPICS), self._deliver, "the chat relay", subscription), name="chat-relay")
         self._presence_task = asyncio.create_task(self._still_here(), name="chat-presence")
 
     def adopt(self, key: str, link: Link, channel: str, principal: Principal | None, frames: AsyncIterator[str | bytes]) -> None:
@@ -209,28 +211,6 @@ class ChatHub:
             self._flush_soon = None
         self._outbox.clear()
         self._rooms.clear()
-
-    async def _relay(self, subscription: Any) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async with subscription:
-                    async for message in subscription:
-                        try:
-                            self._deliver(message)
-                        except Exception:  # one bad frame on the bus must not stop the chat
-                            log.exception("could not relay a %s message", message.topic)
-                        backoff = 0.5
-            except Exception as exc:  # the bus went away, or sent something undecodable
-                log.warning("chat relay lost the bus: %s", exc)
-            while True:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                try:
-                    subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)
-                    break
-                except BusError as exc:
-                    log.warning("chat relay cannot resubscribe (retrying in %.1f s): %s", backoff, exc)
 
     def _deliver(self, message: Message) -> None:
         payload = message.payload

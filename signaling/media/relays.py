@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bus import Bus, BusError, Message, NoResponder
+from bus.follow import follow
 from cluster import OriginLocks, RegistryError
 from sfu.errors import AlreadyPublishing, NodeFull, NotLive, SfuError
 from sfu.node import SfuNode
@@ -69,7 +70,8 @@ class Relays:
 
     async def start(self) -> None:
         subscription = await self._bus.subscribe(*STREAM_TOPICS)  # the first one now: fail at start, not later
-        self._follower = asyncio.create_task(self._follow(subscription), name="relay-follow")
+        self._follower = asyncio.create_task(
+            follow(self._bus, STREAM_TOPICS, self._on_stream_event, "relays", subscription), name="relay-follow")
         self._reporter = asyncio.create_task(self._report_forever(), name="relay-audience")
 
     async def close(self) -> None:
@@ -178,28 +180,6 @@ class Relays:
         return answer
 
     # --- the stream's life, from the bus ---
-
-    async def _follow(self, subscription: Any) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async with subscription:
-                    async for message in subscription:
-                        try:
-                            self._on_stream_event(message)
-                        except Exception:  # one bad message must not cost the events after it
-                            log.exception("could not follow a %s message", message.topic)
-                        backoff = 0.5
-            except Exception as exc:  # the bus went away: subscribe again
-                log.warning("relays lost the bus: %s", exc)
-            while True:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                try:
-                    subscription = await self._bus.subscribe(*STREAM_TOPICS)
-                    break
-                except BusError as exc:
-                    log.warning("relays cannot subscribe to stream events (retrying in %.1f s): %s", backoff, exc)
 
     def _on_stream_event(self, message: Message) -> None:
         channel, stream = message.payload.get("channel"), message.payload.get("stream")
