@@ -33,11 +33,9 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyframes(sfu: Api) -> None:
-    name, token = await sfu.user()
-    publisher, _ = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
-    node = sfu.services.node
+async def ladder_running(sfu: Api, name: str) -> asyncio.Task[None]:
+    """An HLS viewer's asking (it keeps the ladder running until the task is cancelled), once the 180p
+    layer is there."""
     async def hls_viewer() -> None:  # asks for the ladder as an HLS player's requests would, until it leaves
         while True:
             sfu.services.hls.ensure(name)
@@ -45,13 +43,29 @@ async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyfram
 
     await eventually(lambda: sfu.services.hls.ensure(name) is not None, 10, "the ladder")
     asking = asyncio.create_task(hls_viewer())
+    node = sfu.services.node
     await eventually(lambda: name in node.rooms and "180p" in node.rooms[name].layers, 15, "the 180p layer")
+    return asking
+
+
+async def watching_the_source(sfu: Api, name: str) -> tuple[Peer, str]:
+    """A viewer (and its session URL) once it shows the source picture."""
     viewer = Peer.viewer()
     status, answer, headers = await post_sdp(sfu, f"/whep/{name}", await viewer.offer())
     assert status == 201
     await viewer.answer(answer.decode())
-    session = headers["Location"].rsplit("/", 1)[1]
     await eventually(lambda: viewer.last_size == (640, 360), 10, "the source picture")
+    return viewer, str(headers["Location"])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_viewer_moves_between_the_source_and_an_encoded_layer_on_keyframes(sfu: Api) -> None:
+    name, token = await sfu.user()
+    publisher, _ = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
+    node = sfu.services.node
+    asking = await ladder_running(sfu, name)
+    viewer, location = await watching_the_source(sfu, name)
+    session = location.rsplit("/", 1)[1]
     subscriber = node.session(session)
     assert isinstance(subscriber, Subscriber)
 
@@ -91,22 +105,9 @@ async def test_a_viewer_chooses_its_layer_through_the_api_and_the_loss_policy_le
     name, token = await sfu.user()
     publisher, whip = await go_live(sfu, name, await stream_key(sfu, token), audio=True)
     node = sfu.services.node
-
-    async def hls_viewer() -> None:
-        while True:
-            sfu.services.hls.ensure(name)
-            await asyncio.sleep(0.3)
-
-    await eventually(lambda: sfu.services.hls.ensure(name) is not None, 10, "the ladder")
-    asking = asyncio.create_task(hls_viewer())
-    await eventually(lambda: name in node.rooms and "180p" in node.rooms[name].layers, 15, "the 180p layer")
-    viewer = Peer.viewer()
-    status, answer, headers = await post_sdp(sfu, f"/whep/{name}", await viewer.offer())
-    assert status == 201
-    await viewer.answer(answer.decode())
-    location = headers["Location"]
+    asking = await ladder_running(sfu, name)
+    viewer, location = await watching_the_source(sfu, name)
     session = location.rsplit("/", 1)[1]
-    await eventually(lambda: viewer.last_size == (640, 360), 10, "the source picture")
 
     status, layers, _ = await sfu.call("GET", location + "/layers")
     assert status == 200 and layers == {"choices": ["source", "180p"], "current": "source", "auto": True}

@@ -27,7 +27,7 @@ from bus.follow import follow
 from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal
 from signaling.chat import protocol
-from signaling.chat.presence import REFRESH, ChatPresence, MemoryChatPresence
+from signaling.chat.presence import REFRESH, ChatPresence
 from signaling.chat.protocol import Auth, ChatProblem, Ping, Send
 from signaling.chat.service import TOPIC, ChatService
 from signaling.errors import AppError
@@ -152,7 +152,7 @@ class ChatHub:
     def __init__(self, chat: ChatService, accounts: AccountService, bus: Bus, clock: Callable[[], float] = time.time,
                  presence: ChatPresence | None = None) -> None:
         self._chat = chat
-        self.presence = presence or MemoryChatPresence(clock)
+        self.presence = presence or ChatPresence.in_memory(clock)
         self._presence_task: asyncio.Task[None] | None = None
         self._clock = clock
         self._accounts = accounts

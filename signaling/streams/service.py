@@ -22,7 +22,7 @@ from sfu.media_format import MediaFormat
 from signaling.db.database import Database
 from signaling.db.models import Channel, StreamSession
 from signaling.errors import Conflict, NotFound
-from signaling.streams.hls_audience import HlsAudience, MemoryHlsAudience
+from signaling.streams.hls_audience import HlsAudience
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class StreamService:
     def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time,
                  hls_audience: HlsAudience | None = None) -> None:
         self.watchers: list[StreamWatcher] = []
-        self.hls_audience = hls_audience or MemoryHlsAudience(clock)
+        self.hls_audience = hls_audience or HlsAudience.in_memory(clock)
         # Is the channel claimed by another node (its stream went on there)? Set in a cluster.
         self.claimed_elsewhere: Callable[[str], Awaitable[bool]] | None = None
         self._db = db
