@@ -62,7 +62,9 @@ from signaling.settings import Settings
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
+from signaling.api.schedule_api import ScheduleApi
 from signaling.chat.presence import open_chat_presence
+from signaling.schedule.service import ScheduleService
 from signaling.streams.hls_audience import open_hls_audience
 from signaling.streams.reaper import StreamReaper
 from signaling.streams.service import StreamService
@@ -268,6 +270,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
+        ScheduleApi(ScheduleService(db, clock), settings),
         ClusterApi(registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]

@@ -74,6 +74,11 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/channels/{name}/thumbnail.jpg"): ANYONE,
     ("POST", "/api/channels/{name}/watching"): ANYONE,
     ("GET", "/api/channels/{name}/streams"): ANYONE,
+    ("GET", "/api/channels/{name}/schedule"): ANYONE,
+    ("POST", "/api/channels/{name}/schedule"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("DELETE", "/api/channels/{name}/schedule/{id}"): BROADCASTER_UP,
+    ("GET", "/api/schedule"): ANYONE,
+    ("GET", "/channels/{name}/schedule.ics"): ANYONE,
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/{object}"): ANYONE,

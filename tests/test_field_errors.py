@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 import pytest
@@ -16,6 +17,7 @@ class Form(BaseModel):
     tags: Annotated[list[str], Field(min_length=1, max_length=2)] = ["a"]
     age: Annotated[int, Field(ge=13, le=120)] = 20
     kind: Literal["a", "b"] = "a"
+    when: Annotated[datetime, Field(strict=False)] = datetime(2030, 1, 1)
 
 
 @pytest.mark.parametrize(("body", "field", "words"), [
@@ -30,6 +32,8 @@ class Form(BaseModel):
     ({"name": 7}, "name", "This should be text."),
     ({"name": "abc", "kind": "c"}, "kind", "Choose one of 'a' or 'b'."),
     ({"name": "abc", "extra": 1}, "extra", "This field is not known here."),
+    ({"name": "abc", "when": ""}, "when", "Give a date and time, like 2027-01-31T18:00:00Z."),
+    ({"name": "abc", "when": "tomorrow"}, "when", "Give a date and time, like 2027-01-31T18:00:00Z."),
 ])
 def test_messages_are_plain_words(body: dict[str, object], field: str, words: str) -> None:
     with pytest.raises(ValidationError) as raised:

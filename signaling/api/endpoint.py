@@ -153,6 +153,9 @@ _HUMAN = {
     "literal_error": "Choose one of {expected}.",
     "enum": "Choose one of {expected}.",
     "url_parsing": "This is not a valid web address.",
+    "datetime_parsing": "Give a date and time, like 2027-01-31T18:00:00Z.",
+    "datetime_from_date_parsing": "Give a date and time, like 2027-01-31T18:00:00Z.",
+    "datetime_type": "Give a date and time, like 2027-01-31T18:00:00Z.",
     "url_scheme": "Use an address starting with {expected_schemes}.",
 }
 

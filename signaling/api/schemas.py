@@ -181,6 +181,28 @@ class ChannelOut(BaseModel):
     urls: ChannelUrls
 
 
+class ScheduledIn(Strict):
+    title: Annotated[str, Field(max_length=140)] = ""
+    starts_at: datetime = Field(strict=False, description="ISO 8601 with a time zone, from now to a year ahead")
+    expected_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
+
+
+class ScheduledOut(BaseModel):
+    id: int
+    channel: str
+    display_name: str
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    expected_minutes: int
+    stream_id: str | None = Field(description="The stream that went live in this entry's window, once one has")
+    watch_url: str
+
+
+class ScheduledListOut(BaseModel):
+    items: list[ScheduledOut]
+
+
 class StreamOut(BaseModel):
     id: str
     started_at: datetime

@@ -202,3 +202,20 @@ class Recording(Base):
     storage_key: Mapped[str] = mapped_column(String(512), default="")
     thumbnail_key: Mapped[str] = mapped_column(String(512), default="")
     error: Mapped[str] = mapped_column(String(256), default="")
+
+
+class ScheduledStream(Base):
+    """A stream a broadcaster says is coming: shown on the channel page, in the directory's Upcoming and
+    in the channel's iCalendar feed. Going live in its window links the stream to it (`stream_id`)."""
+
+    __tablename__ = "scheduled_streams"
+    __table_args__ = (Index("ix_scheduled_streams_starts", "starts_at"),
+                      Index("ix_scheduled_streams_channel_starts", "channel_id", "starts_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(140))
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expected_minutes: Mapped[int] = mapped_column(Integer)
+    stream_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

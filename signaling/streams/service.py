@@ -22,6 +22,7 @@ from sfu.media_format import MediaFormat
 from signaling.db.database import Database
 from signaling.db.models import Channel, StreamSession
 from signaling.errors import Conflict, NotFound
+from signaling.schedule.service import link_stream
 from signaling.streams.hls_audience import HlsAudience
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class StreamService:
             channel.is_live = True
             channel.live_since = now
             channel.viewer_count = 0
+            await link_stream(session, channel.id, stream, now)
             await session.commit()
         await self._bus.publish(
             Message("stream.started", {"channel": room, "stream": stream, "node": self._node, "codecs": codecs})

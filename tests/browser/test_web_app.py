@@ -387,3 +387,39 @@ def test_the_site_installs_as_an_app_and_its_shell_opens_offline(server: Server,
         expect(page.locator("#site-header .brand")).to_be_visible()
     finally:
         browser.context.set_offline(False)
+
+
+def test_a_scheduled_stream_shows_on_the_channel_and_in_the_directory(
+    server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]
+) -> None:
+    from datetime import datetime, timedelta
+
+    name = server.unique_name("sched")
+    server.register(name)
+    studio = open_browser(media=clips, size=PHONE, phone=True).page
+    log_in(studio, server, name, "/studio")
+    studio.click("summary:has-text('Schedule')")
+    start = (datetime.now() + timedelta(days=2)).replace(second=0, microsecond=0)
+    studio.fill("#schedule-title", "Friday jam")
+    studio.fill("#schedule-start", start.strftime("%Y-%m-%dT%H:%M"))
+    studio.fill("#schedule-minutes", "45")
+    studio.click("#schedule-form button[type=submit]")
+    expect(studio.locator("#schedule-list .schedule-entry")).to_have_count(1)
+    expect(studio.locator("#schedule-list .schedule-entry")).to_contain_text("Friday jam")
+    studio.fill("#schedule-start", "")
+    studio.click("#schedule-form button[type=submit]")
+    expect(studio.locator("#starts_at-error")).to_have_text("Give a date and time, like 2027-01-31T18:00:00Z.")
+    problems = check_page(studio, "studio-schedule-390")
+
+    viewer = open_browser(size=PHONE, phone=True).page
+    viewer.goto(f"/watch/{name}")
+    expect(viewer.locator("#player")).to_have_attribute("data-state", "offline", timeout=10_000)
+    expect(viewer.locator("#card-next")).to_contain_text("Next: Friday jam")
+    expect(viewer.locator("#channel-upcoming-list li")).to_contain_text(["Friday jam"])
+    expect(viewer.locator("#calendar-link")).to_have_attribute("href", f"/channels/{name}/schedule.ics")
+    problems += check_page(viewer, "watch-offline-scheduled-390")
+    viewer.goto("/")
+    ready(viewer)
+    expect(viewer.locator("#upcoming")).to_be_visible()
+    expect(viewer.locator("#upcoming-list li", has_text="Friday jam")).to_have_count(1)
+    assert not problems, "\n".join(problems)

@@ -42,3 +42,8 @@ export async function copyText(text, status, selectable) {
     flash(status, "Selected: press Ctrl+C (or ⌘C) to copy");
   }
 }
+
+/** A start time the way people read it: "Sat 5 Dec, 18:00" in their own time zone. */
+export function when(iso) {
+  return new Date(iso).toLocaleString([], { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+}

@@ -1,6 +1,7 @@
 // The directory: search, a live-only toggle, and a card per channel.
 
 import { api } from "./api.js";
+import { when } from "./format.js";
 import { el, renderNav, say } from "./nav.js";
 
 const list = document.getElementById("channels");
@@ -122,6 +123,20 @@ document.getElementById("directory-filter").addEventListener("submit", (event) =
 });
 more.addEventListener("click", () => load(true));
 
+/** Streams coming on any channel, soonest first. */
+async function upcoming() {
+  try {
+    const { items } = await api("GET", "/api/schedule?limit=8", undefined, { auth: false });
+    document.getElementById("upcoming-list").replaceChildren(...items.map((entry) => el("li", { class: "upcoming-entry" },
+      el("time", { datetime: entry.starts_at, class: "upcoming-when" }, when(entry.starts_at)), " ",
+      el("a", { href: `/watch/${encodeURIComponent(entry.channel)}` }, entry.title), " ",
+      el("span", { class: "muted" }, `· ${entry.display_name}`))));
+    document.getElementById("upcoming").hidden = items.length === 0;
+  } catch {
+    // the directory works without it
+  }
+}
+
 user = await renderNav();
-await load();
+await Promise.all([load(), upcoming()]);
 document.body.dataset.ready = "true";

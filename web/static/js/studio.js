@@ -2,8 +2,8 @@
 
 import { api, currentUser, hasRole, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
-import { clock, copyText, parseTags } from "./format.js";
-import { busy, clearErrors, guardLeaving, renderNav, say, showErrors } from "./nav.js";
+import { clock, copyText, parseTags, when } from "./format.js";
+import { busy, clearErrors, el, guardLeaving, renderNav, say, showErrors } from "./nav.js";
 import { hangUp, negotiate, preferCodec, SessionError } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
@@ -362,6 +362,45 @@ async function setUpInfo(user) {
   });
 }
 
+/** Streams to come: add one (a local date and time, sent with its zone), list them, take one off. */
+async function setUpSchedule(user) {
+  const path = `/api/channels/${encodeURIComponent(user.username)}/schedule`;
+  const form = $("schedule-form");
+  const draw = async () => {
+    const { items } = await api("GET", path);
+    $("schedule-list").replaceChildren(...items.map((entry) => el("li", { class: "schedule-entry", dataset: { id: String(entry.id) } },
+      el("span", {}, `${when(entry.starts_at)} · ${entry.title}`),
+      el("button", { type: "button", class: "link-button", "aria-label": `Delete ${entry.title} on ${when(entry.starts_at)}`,
+        onClick: async () => {
+          try {
+            await api("DELETE", `${path}/${entry.id}`);
+          } catch (error) {
+            say($("schedule-error"), error.message);
+          }
+          draw();
+        } }, "Delete"))));
+  };
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form, $("schedule-error"));
+    const local = form.elements.starts_at.value;
+    await busy(form, async () => {
+      try {
+        await api("POST", path, {
+          title: form.elements.title.value.trim(),
+          starts_at: local ? new Date(local).toISOString() : "",
+          expected_minutes: Number(form.elements.expected_minutes.value) || 0,
+        });
+        form.reset();
+        await draw();
+      } catch (error) {
+        showErrors(form, $("schedule-error"), error);
+      }
+    });
+  });
+  await draw();
+}
+
 async function setUpObs() {
   const key = await api("GET", "/api/me/stream-key");
   $("whip-url").value = key.whip_url;
@@ -430,6 +469,7 @@ async function main() {
   $("flip-camera").addEventListener("click", () => flipCamera().catch((e) => say($("studio-status"), e.message)));
   setUpInfo(user).catch((error) => say($("info-error"), error.message));
   setUpObs().catch(() => null);
+  setUpSchedule(user).catch((error) => say($("schedule-error"), error.message));
   $("camera").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("microphone").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("share-screen").addEventListener("click", () => shareScreen().catch((e) => say($("studio-status"), e.message)));

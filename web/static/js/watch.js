@@ -2,7 +2,7 @@
 
 import { api, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
-import { clock } from "./format.js";
+import { clock, when } from "./format.js";
 import { el, renderNav, say } from "./nav.js";
 import { Player } from "./player.js";
 import { showRecordings } from "./recordings.js";
@@ -88,6 +88,21 @@ function ago(when) {
   return "moments ago";
 }
 
+/** The channel's coming streams, under its description; the soonest one for the offline card. */
+async function drawSchedule(channel) {
+  let items = [];
+  try {
+    items = (await api("GET", `/api/channels/${encodeURIComponent(channel.name)}/schedule?limit=5`, undefined, { auth: false })).items;
+  } catch {
+    return null;
+  }
+  $("channel-upcoming-list").replaceChildren(...items.map((entry) => el("li", { class: "upcoming-entry" },
+    el("time", { datetime: entry.starts_at, class: "upcoming-when" }, when(entry.starts_at)), " ", entry.title)));
+  $("calendar-link").href = `/channels/${encodeURIComponent(channel.name)}/schedule.ics`;
+  $("channel-upcoming").hidden = items.length === 0;
+  return items[0] || null;
+}
+
 function recordingLink(recording, text) {
   return el("a", { id: "card-recording-link", href: recording.page_url }, text);
 }
@@ -100,6 +115,7 @@ async function drawCard(state, channel, startedAt) {
   const token = ++cardToken;
   const slot = $("card-recording");
   slot.hidden = true;
+  $("card-next").hidden = true;
   slot.replaceChildren();
   if (state === "ended") {
     $("card-title").textContent = "The stream has ended";
@@ -109,6 +125,11 @@ async function drawCard(state, channel, startedAt) {
     $("card-text").textContent = "This page starts playing as soon as the channel goes live.";
     lastStream(channel).then((text) => {
       if (token === cardToken && text) $("card-text").textContent = `${text} This page starts playing as soon as the channel goes live again.`;
+    });
+    drawSchedule(channel).then((next) => {
+      if (token !== cardToken || !next) return;
+      $("card-next").textContent = `Next: ${next.title}, ${when(next.starts_at)}`;
+      $("card-next").hidden = false;
     });
   }
   // A keyboard user on a control that the card hides keeps a place: the card's heading.
@@ -213,6 +234,7 @@ async function main() {
     .then((count) => { $("recordings-empty").hidden = count > 0; })
     .catch(() => null);
   recordings();
+  drawSchedule(channel);
   await player.start();
   setInterval(() => refreshLiveState(channel, user), 5000);
   setInterval(() => drawUptime(channel), 1000);
