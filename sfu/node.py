@@ -314,7 +314,21 @@ class SfuNode:
         if name == "auto":
             subscriber.layer_pinned = False
             return
+        room = self.rooms.get(subscriber.room)
+        if room is None or name not in [_layer_name(feed) for feed in room.video_choices()]:
+            raise UnknownLayer(name)
+        down = subscriber.video
+        current = (down.target or down.feed) if down is not None else None
+        if current is not None and _layer_name(current) == name:
+            subscriber.layer_pinned = True  # on it (or moving to it) already: no keyframe to ask for
+            return
+        # Each move asks its target for a keyframe (the broadcaster's, or one in every rendition of the
+        # ladder): one viewer may not make the whole channel pay for them over and over.
+        now = self._clock()
+        if now - subscriber.layer_chosen_at < MIN_LAYER_CHOICE_GAP:
+            raise TooManyPending(f"choose a layer at most every {MIN_LAYER_CHOICE_GAP:g} s")
         self.set_layer(session_id, name)
+        subscriber.layer_chosen_at = now
         subscriber.layer_pinned = True
 
     def _step_layer(self, subscriber: Subscriber, step: int) -> None:
@@ -758,3 +772,6 @@ def _count(session: Session, into: Counter[str]) -> None:
 
 def _layer_name(feed: Feed) -> str:
     return feed.name if isinstance(feed, LayerFeed) else "source"
+
+
+MIN_LAYER_CHOICE_GAP = 3.0  # seconds between a viewer's own layer choices

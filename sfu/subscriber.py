@@ -43,6 +43,7 @@ class Subscriber(Session):
         # Set by the node: move this viewer's video one layer down (-1) or up (+1).
         self.on_layer_step: Callable[[Subscriber, int], None] = lambda subscriber, step: None
         self.layer_pinned = False  # the viewer chose its layer: the loss policy leaves it there
+        self.layer_chosen_at = float("-inf")  # when the viewer last chose a layer
 
     async def negotiate(self, offer: str, feeds: dict[str, Feed], gathering: internals.HostGathering) -> str:
         checked = parse_offer(offer, publishing=False)

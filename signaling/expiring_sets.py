@@ -28,7 +28,8 @@ class ExpiringSets(ABC):
     async def drop(self, key: str, member: str) -> None: ...
 
     @abstractmethod
-    async def members(self, key: str) -> list[str]: ...
+    async def members(self, key: str, limit: int | None = None) -> list[str]:
+        """The members (at most `limit`: the ones heard of longest ago first)."""
 
     @abstractmethod
     async def counts(self, keys: list[str]) -> dict[str, int]:
@@ -79,8 +80,9 @@ class MemoryExpiringSets(ExpiringSets):
             if not kept:
                 del self._sets[key]
 
-    async def members(self, key: str) -> list[str]:
-        return list(self._prune(key, self.clock()))
+    async def members(self, key: str, limit: int | None = None) -> list[str]:
+        members = list(self._prune(key, self.clock()))
+        return members if limit is None else members[:limit]
 
     async def counts(self, keys: list[str]) -> dict[str, int]:
         now = self.clock()
@@ -92,7 +94,8 @@ class RedisExpiringSets(ExpiringSets):
         super().__init__(ttl, max_members, clock)
         import redis.asyncio as aioredis
 
-        self._client: Any = aioredis.Redis.from_url(url)
+        # A Redis that does not answer must not hold up the pages that show these counts.
+        self._client: Any = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._prefix = prefix
 
     async def touch(self, key: str, members: Iterable[str]) -> tuple[int, int]:
@@ -101,19 +104,20 @@ class RedisExpiringSets(ExpiringSets):
         if not names:
             return (await self.counts([key]))[key], 0
         async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(name, "-inf", now)  # the expired first, so one coming back counts as new
             pipe.zadd(name, {member: now + self.ttl for member in names})
-            pipe.zremrangebyscore(name, "-inf", now)
             pipe.zremrangebyrank(name, 0, -self.max_members - 1)  # the oldest beyond the bound
             pipe.zcard(name)
             pipe.expire(name, int(self.ttl) + 5)
-            added, _, _, count, _ = await pipe.execute()
+            _, added, _, count, _ = await pipe.execute()
         return int(count), int(added)
 
     async def drop(self, key: str, member: str) -> None:
         await self._client.zrem(self._prefix + key, member)
 
-    async def members(self, key: str) -> list[str]:
-        found = await self._client.zrangebyscore(self._prefix + key, f"({self.clock()}", "+inf")
+    async def members(self, key: str, limit: int | None = None) -> list[str]:
+        found = await self._client.zrangebyscore(self._prefix + key, f"({self.clock()}", "+inf",
+                                                 *((0, limit) if limit is not None else ()))
         return [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 
     async def counts(self, keys: list[str]) -> dict[str, int]:

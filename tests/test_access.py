@@ -54,6 +54,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("OPTIONS", "/whep/{channel}/{session}"): ANYONE,
     ("PATCH", "/whep/{channel}/{session}"): ANYONE,
     ("DELETE", "/whep/{channel}/{session}"): ANYONE,
+    ("OPTIONS", "/whep/{channel}/{session}/layers"): ANYONE,
     ("GET", "/whep/{channel}/{session}/layers"): ANYONE,  # the session URL is the credential
     ("PUT", "/whep/{channel}/{session}/layers"): ANYONE,
     ("GET", "/ws"): ANYONE,

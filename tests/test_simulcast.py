@@ -114,6 +114,11 @@ async def test_a_viewer_chooses_its_layer_through_the_api_and_the_loss_policy_le
     status, layers, _ = await sfu.call("PUT", location + "/layers", {"layer": "180p"})
     assert status == 200 and layers == {"choices": ["source", "180p"], "current": "180p", "auto": False}
     await eventually(lambda: viewer.last_size == (320, 180), 10, "the chosen 180p")
+    # Each move costs the channel a keyframe: one viewer may not move again within 3 s (the same choice
+    # again asks for nothing and is fine).
+    assert (await sfu.call("PUT", location + "/layers", {"layer": "180p"}))[0] == 200
+    status, problem, _ = await sfu.call("PUT", location + "/layers", {"layer": "source"})
+    assert status == 429 and "every 3 s" in problem["detail"], problem
     subscriber = node.session(session)
     assert isinstance(subscriber, Subscriber)
     subscriber.on_layer_step(subscriber, +1)  # a clean stretch: the policy would go up, but the viewer chose

@@ -266,12 +266,19 @@ async def test_hls_players_count_among_the_viewers(rtc: Api) -> None:
     told = await asyncio.wait_for(events.get(), 5)  # the channel's pages hear of a new viewer at once
     assert told.payload == {"channel": name, "stream": "", "viewers": 1}
     assert (await rtc.call("POST", path, session))[1] == {"hls_viewers": 1}  # the same player again
+    rtc.clock.advance(1.1)  # newcomers are told (and the peak kept) at most once a second per channel
     assert (await rtc.call("POST", path, {"session": "player-" + "b" * 16}))[1] == {"hls_viewers": 2}
+    assert (await asyncio.wait_for(events.get(), 5)).payload["viewers"] == 2
+    assert (await rtc.call("POST", path, {"session": "player-" + "c" * 16, "leaving": True}))[1] == {"hls_viewers": 2}
     status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
     assert channel["viewer_count"] == 2 and channel["hls_viewers"] == 2
     status, directory, _ = await rtc.call("GET", "/api/channels?live=true")
     assert [c["hls_viewers"] for c in directory["items"] if c["name"] == name] == [2]
-    rtc.clock.advance(30)  # both fell silent
+    status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
+    assert channel["viewer_count"] == 2
+    leaving = {"session": "player-" + "b" * 16, "leaving": True}  # b stops (or moves to WebRTC)
+    assert (await rtc.call("POST", path, leaving))[1] == {"hls_viewers": 1}
+    rtc.clock.advance(30)  # a fell silent
     status, channel, _ = await rtc.call("GET", f"/api/channels/{name}")
     assert channel["viewer_count"] == 0 and channel["hls_viewers"] == 0
     status, streams, _ = await rtc.call("GET", f"/api/channels/{name}/streams")

@@ -3,19 +3,20 @@
 // was cached when the network is gone. The API, media (HLS, WebRTC, recordings) and chat are never
 // touched here. The push notifications of a later issue add their handlers to this file.
 
-const CACHE = "tally-shell-v1";
+const SHELL_CACHE = "tally-shell-v2"; // the shell: kept whole (never trimmed), the offline fallback
+const PAGE_CACHE = "tally-pages-v2"; // pages and files visited since: the oldest go first
 const SHELL = ["/", "/static/css/app.css", "/static/js/nav.js", "/static/js/api.js", "/static/js/index.js",
   "/static/js/format.js", "/static/icons/icon-192.png", "/manifest.webmanifest"];
 const PAGES = /^\/(|login|signup|settings|studio|admin|watch\/[^/]+|recordings\/\d+)$/;
-const MAX_ENTRIES = 80; // pages of channels visited, besides the shell: the oldest go first
+const MAX_ENTRIES = 80;
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
+  event.waitUntil(caches.open(SHELL_CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
 });
 
 self.addEventListener("activate", (event) => {
   event.waitUntil((async () => {
-    for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+    for (const name of await caches.keys()) if (name !== SHELL_CACHE && name !== PAGE_CACHE) await caches.delete(name);
     await self.clients.claim();
   })());
 });
@@ -26,29 +27,18 @@ function cacheable(url) {
       || url.pathname === "/manifest.webmanifest");
 }
 
-async function trim(cache) {
+async function keep(request, response) {
+  const url = new URL(request.url);
+  const cache = await caches.open(SHELL.includes(url.pathname) ? SHELL_CACHE : PAGE_CACHE);
+  await cache.put(request, response);
+  if (SHELL.includes(url.pathname)) return; // the shell is never trimmed
   const keys = await cache.keys();
   for (const old of keys.slice(0, Math.max(0, keys.length - MAX_ENTRIES))) await cache.delete(old);
 }
 
-async function networkFirst(request) {
-  const cache = await caches.open(CACHE);
-  try {
-    const response = await fetch(request);
-    if (response.ok && response.type === "basic") {
-      await cache.put(request, response.clone());
-      trim(cache);
-    }
-    return response;
-  } catch (error) {
-    const cached = await cache.match(request, { ignoreSearch: request.mode === "navigate" });
-    if (cached) return cached;
-    if (request.mode === "navigate") {
-      const home = await cache.match("/");
-      if (home) return home;
-    }
-    throw error;
-  }
+async function cached(request) {
+  const options = { ignoreSearch: request.mode === "navigate" };
+  return (await caches.match(request, options)) || (request.mode === "navigate" ? caches.match("/") : undefined);
 }
 
 self.addEventListener("fetch", (event) => {
@@ -56,5 +46,19 @@ self.addEventListener("fetch", (event) => {
   if (request.method !== "GET") return;
   const url = new URL(request.url);
   if (!cacheable(url)) return; // the API, media and chat go straight to the network
-  event.respondWith(networkFirst(request));
+  event.respondWith((async () => {
+    let response;
+    try {
+      response = await fetch(request);
+    } catch (error) {
+      const fallback = await cached(request); // offline: what was kept
+      if (fallback) return fallback;
+      throw error;
+    }
+    // Keeping a copy is a side job: a full quota or an evicted cache never costs the page its answer.
+    if (response.ok && response.type === "basic") {
+      event.waitUntil(keep(request, response.clone()).catch(() => null));
+    }
+    return response;
+  })());
 });

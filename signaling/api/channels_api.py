@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -19,9 +21,12 @@ from signaling.errors import Invalid, RateLimited
 from signaling.settings import Settings
 from signaling.streams.service import StreamService
 
-# "Still watching" from one address per minute: 20 HLS players behind one NAT (a beat every 10 s each),
-# and at most ~50 made-up viewers from one address.
-WATCHING_PER_MINUTE = 120
+log = logging.getLogger(__name__)
+
+# "Still watching" per minute: a player says it every 10 s (12 leaves room for retries); one address
+# (a carrier's NAT) may hold 100 players, and so at most ~250 made-up viewers.
+WATCHING_PER_SESSION_PER_MINUTE = 12
+WATCHING_PER_MINUTE = 600
 
 
 class ChannelsApi:
@@ -35,7 +40,13 @@ class ChannelsApi:
 
     async def _out(self, views: list[ChannelView]) -> list[ChannelOut]:
         live = [v.channel.name for v in views if v.channel.is_live]
-        hls = await self._hls.counts(live) if live else {}
+        hls: dict[str, int] = {}
+        if live:
+            try:
+                async with asyncio.timeout(2):
+                    hls = await self._hls.counts(live)
+            except Exception as exc:  # noqa: BLE001 - a courtesy count: the channels show without it
+                log.warning("could not count HLS viewers: %s", exc)
         return [channel_out(v, self._base, hls.get(v.channel.name, 0)) for v in views]
 
     async def streams(self, call: Call[None]) -> web.StreamResponse:
@@ -52,10 +63,13 @@ class ChannelsApi:
 
     async def watching(self, call: Call[WatchingIn]) -> web.StreamResponse:
         address = client_address(call.request, self._settings.trust_forwarded_for)
-        wait = await self._limiter.hit(f"watching:ip:{address}", WATCHING_PER_MINUTE, 60)
-        if wait:
-            raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
-        count = await self._streams.watching(name_param(call.request, "name"), call.body.session)
+        # One player beats every 10 s; one address (a carrier's NAT) may have many players.
+        for key, limit in ((f"watching:ip:{address}:{call.body.session}", WATCHING_PER_SESSION_PER_MINUTE),
+                           (f"watching:ip:{address}", WATCHING_PER_MINUTE)):
+            wait = await self._limiter.hit(key, limit, 60)
+            if wait:
+                raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
+        count = await self._streams.watching(name_param(call.request, "name"), call.body.session, call.body.leaving)
         return json_response(WatchingOut(hls_viewers=count))
 
     async def directory(self, call: Call[None]) -> web.StreamResponse:

@@ -4,6 +4,9 @@ every connected client as protocol frames."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from aiohttp import web
 
 from signaling.accounts.service import AccountService
@@ -33,10 +36,11 @@ from signaling.api.schemas import (
 from signaling.chat.hub import ChatHub, Chatter
 from signaling.chat.links import WebSocketLink
 from signaling.chat.service import ChatService
-from signaling.errors import BadRequest, NotFound
+from signaling.errors import BadRequest, NotFound, Unavailable
 
 HEARTBEAT = 30.0  # seconds between WebSocket pings; a client that stops answering is dropped
 MAX_CHATTERS_LISTED = 500
+CHATTERS_FRESH = 2.0  # seconds one answer serves everybody asking about a channel (bounded: 1000 channels)
 
 
 class ChatApi:
@@ -44,6 +48,7 @@ class ChatApi:
         self._chat = chat
         self._hub = hub
         self._accounts = accounts
+        self._chatters: dict[str, tuple[float, ChattersOut]] = {}
 
     async def websocket(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
@@ -82,10 +87,20 @@ class ChatApi:
 
     async def chatters(self, call: Call[None]) -> web.StreamResponse:
         name = name_param(call.request, "name")
-        if not await self._chat.channel_exists(name):
-            raise NotFound(f"there is no channel {name!r}")
-        names, count = await self._hub.presence.listed(name, MAX_CHATTERS_LISTED)
-        return json_response(ChattersOut(items=names, count=count))
+        now = time.monotonic()
+        cached = self._chatters.get(name)
+        if cached is None or now - cached[0] > CHATTERS_FRESH:
+            if not await self._chat.channel_exists(name):
+                raise NotFound(f"there is no channel {name!r}")
+            try:
+                async with asyncio.timeout(3):
+                    listed = await self._hub.presence.listed(name, MAX_CHATTERS_LISTED)
+            except Exception as exc:  # noqa: BLE001 - the list's store (Redis) is down: say so, not a 500
+                raise Unavailable("the list of who is in the chat is unavailable right now", retry_after=5) from exc
+            if len(self._chatters) >= 1000:
+                self._chatters = {k: v for k, v in self._chatters.items() if now - v[0] <= CHATTERS_FRESH}
+            cached = self._chatters[name] = (now, ChattersOut(items=listed[0], count=listed[1]))
+        return json_response(cached[1])
 
     async def settings(self, call: Call[None]) -> web.StreamResponse:
         settings = await self._chat.settings(name_param(call.request, "name"))

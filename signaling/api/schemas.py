@@ -236,6 +236,7 @@ class LayersOut(BaseModel):
 class WatchingIn(Strict):
     session: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                                   description="A random id the player keeps while it plays")]
+    leaving: bool = Field(False, description="The player stops (or moves to WebRTC): count it no longer")
 
 
 class WatchingOut(BaseModel):

@@ -60,13 +60,17 @@ SDP = "application/sdp"
 SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After",
     "Access-Control-Max-Age": "600",
 }
 STREAM_KEY_OR_OWNER = Access(None, "bearer stream key of the channel, or an access token of its owner")
 SESSION_HOLDER = Access(None, "whoever holds the session URL (unguessable)")
+# Per address: viewers behind one NAT look at their layers every 30 s; choosing is rarer (and each
+# choice costs a keyframe, so the node also keeps 3 s between one viewer's choices).
+LAYER_LOOKS_PER_MINUTE = 240
+LAYER_CHOICES_PER_MINUTE = 30
 
 
 class PreconditionRequired(AppError):
@@ -163,6 +167,8 @@ class WebRtcApi:
             ]
         layers = "/whep/{channel}/{session}/layers"
         out += [
+            Endpoint("OPTIONS", layers, self.options, "Layers preflight", ANYONE, "WHEP", status=204,
+                     extra={"own_auth": True}),
             Endpoint("GET", layers, self.layers,
                      "A viewer's video choices (the source and the encoded layers while the HLS ladder runs)",
                      SESSION_HOLDER, "WHEP", response=LayersOut, errors=(404,), extra={"own_auth": True}),
@@ -230,23 +236,19 @@ class WebRtcApi:
             pass  # ended meanwhile: the client's wish is granted
         return web.Response(status=200)
 
+    # The node answers only for a viewer's session of that channel (a publisher's is "no such session").
+
     async def layers(self, call: Call[None]) -> web.StreamResponse:
         channel, session = call.request.match_info["channel"], call.request.match_info["session"]
-        await self._viewer_session(call.request)
+        await self._limit(call.request, "layers", LAYER_LOOKS_PER_MINUTE)
         return json_response(_layers_out(await self._media.layers(channel, session)))
 
     async def choose_layer(self, call: Call[LayerIn]) -> web.StreamResponse:
         channel, session = call.request.match_info["channel"], call.request.match_info["session"]
-        await self._viewer_session(call.request)
-        await self._limit(call.request, "layer", self._settings.rate_trickle_per_minute)
+        await self._limit(call.request, "layer", LAYER_CHOICES_PER_MINUTE)
         return json_response(_layers_out(await self._media.choose_layer(channel, session, call.body.layer)))
 
     # --- helpers ---
-
-    async def _viewer_session(self, request: web.Request) -> None:
-        session = await self._media.state(request.match_info["channel"], request.match_info["session"])
-        if session.kind != "subscribe":
-            raise NotFound("there is no such viewer session here")
 
     async def _session(self, request: web.Request) -> SessionState:
         kind = request.path.split("/", 2)[1]

@@ -28,6 +28,8 @@ from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal
 from signaling.chat import protocol
 from signaling.chat.presence import REFRESH, ChatPresence
+
+PRESENCE_TIMEOUT = 2.0  # seconds the list of who is here may take, per arrival or departure
 from signaling.chat.protocol import Auth, ChatProblem, Ping, Send
 from signaling.chat.service import TOPIC, ChatService
 from signaling.errors import AppError
@@ -163,6 +165,7 @@ class ChatHub:
         self._task: asyncio.Task[None] | None = None
         self._served: dict[str, asyncio.Task[None]] = {}  # connections this hub runs itself (data channels), by key
         self._closed = False
+        self._closing = False  # disconnecting everyone at shutdown
         self.delivered = 0  # frames handed to links, for /metrics
         self.dropped_links = 0
         self.fanout = FanoutTimes()
@@ -190,6 +193,7 @@ class ChatHub:
 
     def disconnect_all(self, reason: str = "the server is shutting down") -> None:
         """Close every connection (at shutdown, before the server waits for its handlers to finish)."""
+        self._closing = True
         for room in list(self._rooms.values()):
             for chatter in list(room):
                 chatter.link.close(reason)
@@ -297,13 +301,16 @@ class ChatHub:
                 await self._presence(chatter.channel, chatter.principal, False)
 
     async def _presence(self, channel: str, who: Principal, joined: bool) -> None:
+        if self._closing:
+            return  # shutting down: the names go with this hub's refreshes, nobody need hear of each
         try:
-            if joined:
-                await self.presence.here(channel, (who.username,))
-            elif not any(c.principal is not None and c.principal.user_id == who.user_id
-                         for c in self._rooms.get(channel, ())):
-                await self.presence.gone(channel, who.username)  # its last connection here
-            await self._chat.announce_presence(channel, who.username, joined)
+            async with asyncio.timeout(PRESENCE_TIMEOUT):  # a stuck Redis must not stop this client's frames
+                if joined:
+                    await self.presence.here(channel, (who.username,))
+                elif not any(c.principal is not None and c.principal.user_id == who.user_id
+                             for c in self._rooms.get(channel, ())):
+                    await self.presence.gone(channel, who.username)  # its last connection here
+                await self._chat.announce_presence(channel, who.username, joined)
         except Exception as exc:  # presence is a courtesy: never let it end a connection
             log.warning("could not announce presence in %s: %s", channel, exc)
 
@@ -367,6 +374,8 @@ class ChatHub:
                 chatter.principal = await self._authenticate(command.token)
                 chatter.reply(await self._you(chatter))
                 if before is None or before.user_id != chatter.principal.user_id:
+                    if before is not None:
+                        await self._presence(chatter.channel, before, False)  # signed in as someone else
                     await self._presence(chatter.channel, chatter.principal, True)
             elif isinstance(command, Ping):
                 chatter.reply({"type": "pong", **({"nonce": command.nonce} if command.nonce else {})})

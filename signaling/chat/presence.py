@@ -7,6 +7,7 @@ listed. An expiring set per channel: in memory, or in Redis so every process lis
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable
 
@@ -18,8 +19,12 @@ MAX_PER_CHANNEL = 20_000  # names kept per channel; beyond it the ones heard of 
 
 
 class ChatPresence:
-    def __init__(self, sets: ExpiringSets) -> None:
+    """Members are "<hub>|<username>": a hub takes out only its own (a user may be in the chat through
+    several processes at once); the list shows each username once."""
+
+    def __init__(self, sets: ExpiringSets, hub: str | None = None) -> None:
         self._sets = sets
+        self._hub = hub or secrets.token_hex(6)
 
     @classmethod
     def in_memory(cls, clock: Callable[[], float] = time.time, max_per_channel: int = MAX_PER_CHANNEL) -> ChatPresence:
@@ -27,15 +32,15 @@ class ChatPresence:
 
     async def here(self, channel: str, usernames: Iterable[str]) -> None:
         """These users are in the channel's chat (on this process) now."""
-        await self._sets.touch(channel, usernames)
+        await self._sets.touch(channel, (f"{self._hub}|{name}" for name in usernames))
 
     async def gone(self, channel: str, username: str) -> None:
-        """The user's last connection on this process left (another process lists it again if it holds one)."""
-        await self._sets.drop(channel, username)
+        """The user's last connection on this process left (its connections elsewhere keep it listed)."""
+        await self._sets.drop(channel, f"{self._hub}|{username}")
 
     async def listed(self, channel: str, limit: int) -> tuple[list[str], int]:
         """Up to `limit` usernames in the chat, sorted, and how many there are in all."""
-        names = sorted(await self._sets.members(channel))
+        names = sorted({member.partition("|")[2] for member in await self._sets.members(channel)})
         return names[:limit], len(names)
 
     async def close(self) -> None:

@@ -262,5 +262,6 @@ def _least_loaded(nodes: list[NodeRecord], placed: Callable[[str], int] = lambda
 def _layers(answer: dict[str, Any]) -> Layers:
     choices = answer.get("choices")
     if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-        raise ValueError("a node answered layers without choices")
+        log.warning("a media node answered layers without choices")
+        raise Unavailable("the media node answered something this version cannot read", retry_after=3)
     return Layers(tuple(choices), _text(answer, "current"), bool(answer.get("auto", True)))

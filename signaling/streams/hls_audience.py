@@ -31,6 +31,11 @@ class HlsAudience:
         count, new = await self._sets.touch(channel, (session,))
         return count, new > 0
 
+    async def leave(self, channel: str, session: str) -> int:
+        """`session` stopped watching: the channel's count now."""
+        await self._sets.drop(channel, session)
+        return await self.count(channel)
+
     async def counts(self, channels: list[str]) -> dict[str, int]:
         return await self._sets.counts(channels)
 

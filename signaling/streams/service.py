@@ -41,6 +41,7 @@ class StreamService:
                  hls_audience: HlsAudience | None = None) -> None:
         self.watchers: list[StreamWatcher] = []
         self.hls_audience = hls_audience or HlsAudience.in_memory(clock)
+        self._told_at: dict[str, float] = {}  # channel -> when HLS newcomers were last told (bounded)
         # Is the channel claimed by another node (its stream went on there)? Set in a cluster.
         self.claimed_elsewhere: Callable[[str], Awaitable[bool]] | None = None
         self._db = db
@@ -197,7 +198,7 @@ class StreamService:
             await session.commit()
         await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": stream, "viewers": viewers + hls}))
 
-    async def watching(self, room: str, session_id: str) -> int:
+    async def watching(self, room: str, session_id: str, leaving: bool = False) -> int:
         """An HLS player of `room` says it is still watching: the channel's HLS viewers now. A new one is
         told to the channel's pages at once (one that leaves shows at their next look)."""
         async with self._db.session() as session:
@@ -206,18 +207,30 @@ class StreamService:
         if found is None:
             raise NotFound(f"there is no channel {room!r}")
         channel_id, live, webrtc = found
+        if leaving:
+            return await self.hls_audience.leave(room, session_id)
         if not live:
             raise Conflict("the channel is not live")
         count, new = await self.hls_audience.beat(room, session_id)
-        if new:
-            async with self._db.session() as session:  # the stream's peak counts HLS viewers too
-                await session.execute(
-                    update(StreamSession)
-                    .where(StreamSession.channel_id == channel_id, StreamSession.ended_at.is_(None),
-                           StreamSession.peak_viewers < webrtc + count)
-                    .values(peak_viewers=webrtc + count))
+        if new and self._may_tell(room):
+            # At most once a second per channel (as a node tells its WebRTC count): the stream's peak
+            # counts HLS viewers too, and the channel's pages hear of the newcomers.
+            await self._db.write(
+                update(StreamSession)
+                .where(StreamSession.channel_id == channel_id, StreamSession.ended_at.is_(None),
+                       StreamSession.peak_viewers < webrtc + count)
+                .values(peak_viewers=webrtc + count))
             await self._bus.publish(Message("stream.viewers", {"channel": room, "stream": "", "viewers": webrtc + count}))
         return count
+
+    def _may_tell(self, room: str) -> bool:
+        now = self._clock()
+        if now - self._told_at.get(room, 0.0) < 1.0:
+            return False
+        if len(self._told_at) >= 10_000:
+            self._told_at = {r: t for r, t in self._told_at.items() if now - t < 1.0}
+        self._told_at[room] = now
+        return True
 
     async def history(self, channel_id: int, limit: int = 20) -> list[StreamSession]:
         async with self._db.session() as session:

@@ -291,7 +291,7 @@ export class ChatPanel {
     } catch (error) {
       this.chatters.querySelector(".chat-chatters-note").textContent = error.message;
     }
-    if (!this.chatters.hidden) this.chattersTimer = setTimeout(() => this.drawChatters(), 10_000);
+    if (!this.chatters.hidden && !this.stopped) this.chattersTimer = setTimeout(() => this.drawChatters(), 10_000);
   }
 
   showStatus(text) {
@@ -300,6 +300,7 @@ export class ChatPanel {
   }
 
   stop() {
+    this.stopped = true;
     clearTimeout(this.chattersTimer);
     this.forceWebSocket = true;
     this.closeTransport();

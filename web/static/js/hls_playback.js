@@ -41,7 +41,9 @@ export class HlsPlayback {
       this.hls = hls;
       hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
         this.onLevels(data.levels.map((level, index) => ({
-          value: String(index), label: level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kbit/s`,
+          // Named by the short side, as the ladder names them (a portrait 360×640 is "360p").
+          value: String(index),
+          label: level.height ? `${Math.min(level.width || level.height, level.height)}p` : `${Math.round(level.bitrate / 1000)} kbit/s`,
         })));
       });
       hls.on(Hls.Events.ERROR, (_, data) => {

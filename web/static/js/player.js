@@ -97,7 +97,7 @@ export class Player {
   /** Choose a rendition: an hls.js level ("-1" automatic), or a WebRTC layer of the server's ("auto"). */
   async setLevel(value) {
     if (this.hls) {
-      this.hls.setLevel(Number(value));
+      if (/^-?\d+$/.test(value)) this.hls.setLevel(Number(value)); // not a WebRTC layer's name left in the menu
       return;
     }
     if (!this.session) return;
@@ -109,7 +109,7 @@ export class Player {
   }
 
   /** The server's layers for this WebRTC session (the source, and the HLS ladder's renditions while it
-   * runs), looked at every 5 s while WebRTC plays. */
+   * runs), looked at every 30 s while WebRTC plays (and when the menu is opened). */
   async lookAtLayers() {
     clearTimeout(this.layerTimer);
     if (this.stopped || this.hls || !this.session || this.box.dataset.state !== "playing") return;
@@ -120,7 +120,7 @@ export class Player {
     } catch {
       // the session is going: the next one looks again
     }
-    this.layerTimer = setTimeout(() => this.lookAtLayers(), 5000);
+    this.layerTimer = setTimeout(() => this.lookAtLayers(), 30_000);
   }
 
   drawLayers(layers) {
@@ -159,6 +159,7 @@ export class Player {
     this.stopHls();
     this.video.srcObject = null;
     this.setMode(null);
+    this.controls.setLevels([]);
     this.setState("ended", "");
     this.retry(5000);
   }
@@ -282,6 +283,7 @@ export class Player {
         },
       });
       this.hls = hls;
+      this.controls.setLevels([]); // the renditions come with the playlist
       // A quiet start behind the end or offline card; else say it is starting.
       if (was !== "ended" && was !== "offline" && was !== "playing") this.setState("connecting", "Starting HLS…");
       try {
@@ -306,8 +308,16 @@ export class Player {
 
   stopHls() {
     clearTimeout(this.watching);
+    if (this.hls?.played) this.sayLeaving(); // counted no longer (as the WebRTC viewer it may become)
     if (this.hls) this.hls.stop();
     this.hls = null;
+  }
+
+  /** This player stops watching over HLS: a beacon, so it goes through even as the page closes. */
+  sayLeaving() {
+    const path = `/api/channels/${encodeURIComponent(this.channel)}/watching`;
+    const body = new Blob([JSON.stringify({ session: this.sessionId, leaving: true })], { type: "application/json" });
+    if (!navigator.sendBeacon?.(path, body)) api("POST", path, { session: this.sessionId, leaving: true }, { auth: false }).catch(() => null);
   }
 
   watchConnection(pc) {
@@ -322,6 +332,7 @@ export class Player {
     } else if (state === "connected" && this.box.dataset.state === "reconnecting") {
       clearTimeout(this.timer);
       this.setState("playing", "");
+      this.lookAtLayers();
     }
   }
 

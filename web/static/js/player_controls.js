@@ -27,6 +27,7 @@ export class PlayerControls {
     this.volume.addEventListener("input", () => this.setVolume(Number(this.volume.value)));
     this.quality = el("select", { id: "player-quality", class: "quality", "aria-label": "Quality", hidden: true });
     this.quality.addEventListener("change", () => this.player.setLevel(this.quality.value));
+    this.quality.addEventListener("focus", () => this.player.lookAtLayers?.()); // fresh when about to choose
     this.latency = el("span", { id: "player-latency", class: "latency", title: "How far behind the broadcaster you are" }, "");
     this.theaterButton = button("player-theater", "Theater mode (t)", () => this.toggleTheater());
     this.pipButton = button("player-pip", "PiP: picture in picture", () => this.togglePip());

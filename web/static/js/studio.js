@@ -426,21 +426,29 @@ function startMeter() {
     $("mic-level").value = Math.min(1, Math.sqrt(sum / samples.length) * 4);
   }, 100);
   meter = { context, timer };
-  // Audio graphs start on a gesture: the first click or key on the page lets the meter move before Go live.
-  const resume = () => context.resume().catch(() => null);
-  window.addEventListener("pointerdown", resume, { once: true });
-  window.addEventListener("keydown", resume, { once: true });
   context.addEventListener("statechange", () => { if (context.state === "closed") clearInterval(timer); });
+}
+
+// Audio graphs start on a gesture: the first click or key on the page lets the meter move before Go live.
+for (const gesture of ["pointerdown", "keydown"]) {
+  window.addEventListener(gesture, () => meter?.context.resume().catch(() => null), { once: true });
 }
 
 /** On a phone: the next camera (front, back). */
 async function flipCamera() {
   const select = $("camera");
   if (select.options.length < 2) return;
-  select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
+  const before = select.selectedIndex;
+  select.selectedIndex = (before + 1) % select.options.length;
   // Many phones cannot open two cameras at once: let go of this one first.
   stream?.getVideoTracks().forEach((t) => t.stop());
-  await openDevices();
+  try {
+    await openDevices();
+  } catch (error) {
+    select.selectedIndex = before; // the other camera would not open: back to this one
+    await openDevices();
+    throw error;
+  }
 }
 
 async function main() {
