@@ -18,6 +18,7 @@ let statsTimer = null;
 let lastBytes = null;
 let live = null; // while live: { since (ms), peak viewers, followers at the start }
 let meter = null; // the microphone level meter's audio graph
+let serverLive = false; // the server says the channel is live (not only that the connection is up)
 
 function setConnection(state, text) {
   $("connection").dataset.state = state;
@@ -93,6 +94,7 @@ async function goLive(user) {
   $("go-live").disabled = false;
   $("summary").hidden = true;
   live = { since: Date.now(), peak: 0, followers: null, user };
+  updateStats(user); // at once: "Starting" becomes "Live" as soon as the server has the stream
   api("GET", `/api/channels/${encodeURIComponent(user.username)}`)
     .then((channel) => { if (live) live.followers = channel.followers; })
     .catch(() => null);
@@ -120,7 +122,9 @@ async function connect(user) {
   next.addEventListener("connectionstatechange", () => {
     if (next !== pc) return;
     const state = next.connectionState;
-    if (state === "connected") setConnection("live", "Live");
+    // Connected is not yet live: the channel is live once the server has the stream (its first
+    // packets, written down), which the stats loop reads every second.
+    if (state === "connected") setConnection(serverLive ? "live" : "starting", serverLive ? "Live" : "Starting the stream…");
     else if (state === "disconnected") setConnection("reconnecting", "Connection unstable…");
     else if (state === "failed" || state === "closed") reconnect(user);
   });
@@ -186,6 +190,7 @@ function askToEnd() {
 
 async function endStream() {
   $("end-confirm").hidden = true;
+  serverLive = false;
   clearInterval(statsTimer);
   await hangUp(session?.location);
   session = null;
@@ -265,6 +270,8 @@ async function updateStats(user) {
   try {
     const channel = await api("GET", `/api/channels/${encodeURIComponent(user.username)}`);
     if (!live) return; // ended while asking
+    serverLive = channel.is_live;
+    if (serverLive && $("connection").dataset.state === "starting") setConnection("live", "Live");
     $("studio-viewers").textContent = String(channel.viewer_count);
     live.peak = Math.max(live.peak, channel.viewer_count);
     const latest = await api("GET", `/api/channels/${encodeURIComponent(user.username)}/recordings?limit=1`);
@@ -475,9 +482,13 @@ async function main() {
   $("studio").hidden = false;
   $("flip-camera").hidden = $("camera").options.length < 2;
   $("flip-camera").addEventListener("click", () => flipCamera().catch((e) => say($("studio-status"), e.message)));
-  setUpInfo(user).catch((error) => say($("info-error"), error.message));
-  setUpObs().catch(() => null);
-  setUpSchedule(user).catch((error) => say($("schedule-error"), error.message));
+  // The panels fill in side by side; the page says it is ready once they can take input.
+  const setups = [
+    setUpInfo(user).catch((error) => say($("info-error"), error.message)),
+    setUpObs().catch(() => null),
+    setUpSchedule(user).catch((error) => say($("schedule-error"), error.message)),
+    setUpRecording(user).catch((error) => say($("record-status"), error.message)),
+  ];
   $("camera").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("microphone").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("share-screen").addEventListener("click", () => shareScreen().catch((e) => say($("studio-status"), e.message)));
@@ -490,7 +501,6 @@ async function main() {
   chat.useWebSocket(); // the studio chats over the WebSocket, so chat stays up while not live
   window.tallyChat = chat;
   $("moderator-form").addEventListener("submit", (event) => appointModerator(event, user));
-  setUpRecording(user).catch((error) => say($("record-status"), error.message));
   $("go-live").addEventListener("click", () => {
     meter?.context.resume().catch(() => null); // audio graphs start on a click
     goLive(user);
@@ -515,6 +525,7 @@ async function main() {
     setTimeout(() => { leaving = false; }, 3000); // a navigation that did not happen asks again later
   });
   window.addEventListener("pagehide", () => hangUp(session?.location));
+  await Promise.all(setups);
 }
 
 await main();

@@ -154,6 +154,24 @@ async function drawCard(state, channel, startedAt) {
 }
 
 let player = null;
+let looking = false;
+
+/** The chat's data channel closed: the stream may have ended (its "live" frame can be lost with the
+ * channel). Ask a few times over the next seconds, since the server writes the end down just after. */
+async function lookForTheEnd(channel, user) {
+  if (looking) return;
+  looking = true;
+  try {
+    for (let i = 0; i < 5; i += 1) {
+      await refreshLiveState(channel, user);
+      const state = player?.box.dataset.state;
+      if (!channel.is_live || (state !== "playing" && state !== "reconnecting")) return;
+      await new Promise((resolve) => setTimeout(resolve, 700));
+    }
+  } finally {
+    looking = false;
+  }
+}
 let asked = 0; // the latest look at the channel: an older answer arriving late is dropped
 
 async function refreshLiveState(channel, user) {
@@ -195,7 +213,7 @@ async function main() {
       channel.viewer_count = count;
       $("viewers").textContent = plural(count, "viewer", "viewers");
     },
-    onDataChannelClosed: () => refreshLiveState(channel, user), // often the first sign of the end
+    onDataChannelClosed: () => lookForTheEnd(channel, user), // often the first sign of the end
     onLive: (live) => {
       if (live) {
         player.connectSoon();
