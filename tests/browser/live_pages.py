@@ -76,6 +76,11 @@ def metric(server: Server, name: str) -> float:
 def go_live(studio: Page, server: Server, username: str, codec: str = "H264") -> None:
     """Log `username` in at /studio and go live; returns once the studio shows it is live."""
     log_in(studio, server, username, f"/studio?codec=video/{codec}")
+    click_go_live(studio)
+
+
+def click_go_live(studio: Page) -> None:
+    """On a signed-in studio: Go live, and return once the studio shows it is live."""
     expect(studio.locator("#studio")).to_be_visible()
     studio.click("#go-live")
     expect(studio.locator("#connection")).not_to_have_attribute("data-state", "connecting", timeout=15_000)
