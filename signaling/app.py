@@ -59,6 +59,7 @@ from signaling.chat.service import ChatRules, ChatService
 from signaling.db.database import Database
 from signaling.migrations.runner import upgrade
 from signaling.settings import Settings
+from signaling.shutdown_steps import ShutdownSteps
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
@@ -285,6 +286,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         hls,
     )
 
+    steps = ShutdownSteps()
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         try:
             if settings.auto_migrate:
@@ -313,38 +316,40 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
-            await reaper.close()
-            await keeper.close()
-            await control.close()
-            await relays.close()
-            await announcer.close()  # out of the registry before the node's sessions end
-            await recordings.close()  # before the node: recordings are written to their end first
-            await hls.close()
-            await relay.close()
-            await hub.close()
-            await node.close()
-            await storage.close()  # after the node: its last stream events still remove live pictures
-            await oidc.close()
-            await limiter.close()
-            await streams.hls_audience.close()
-            await hub.presence.close()
-            await bus.close()
-            await registry.close()
-            await origins.close()
-            await db.close()
+            for name, close in (
+                ("reaper", reaper.close), ("keeper", keeper.close), ("control", control.close),
+                ("relays", relays.close),
+                ("announcer", announcer.close),  # out of the registry before the node's sessions end
+                ("recordings", recordings.close),  # before the node: recordings are written to their end first
+                ("hls", hls.close), ("hls relay", relay.close), ("hub", hub.close), ("node", node.close),
+                ("storage", storage.close),  # after the node: its last stream events still remove live pictures
+                ("oidc", oidc.close), ("limiter", limiter.close), ("hls audience", streams.hls_audience.close),
+                ("presence", hub.presence.close), ("bus", bus.close), ("registry", registry.close),
+                ("origins", origins.close), ("database", db.close),
+            ):
+                steps.next(then=name)
+                await close()
+            steps.next()
+            steps.finish()
 
     app.cleanup_ctx.append(lifecycle)
 
     async def begin_shutdown(app: web.Application) -> None:
+        steps.begin("chat")
         hub.disconnect_all()  # or open WebSockets would hold shutdown for aiohttp's whole timeout
         if settings.media:
+            steps.next(then="drain")
             await announcer.drain()  # placement sends it nothing new
             if is_shared(settings.bus_url):
+                steps.next(then="doors hear of the drain")
                 await asyncio.sleep(DIRECTORY_FRESH * 2)  # every front door has read that it drains
                 if await _others_open(registry, settings.resolved_node_id):  # (not all stopping at once)
+                    steps.next(then="hand-over")
                     await control.close_doors()  # they hear "nobody serves this node" from here
                     await hand_over(node)
+            steps.next(then="control")
             await control.close()
+        steps.next(then="requests in flight")
 
     app.on_shutdown.append(begin_shutdown)
     return app
