@@ -166,6 +166,7 @@ class ChatHub:
         self._served: dict[str, asyncio.Task[None]] = {}  # connections this hub runs itself (data channels), by key
         self._closed = False
         self._closing = False  # disconnecting everyone at shutdown
+        self._signed_in: dict[tuple[str, int], int] = {}  # (channel, user id) -> its connections here
         self.delivered = 0  # frames handed to links, for /metrics
         self.dropped_links = 0
         self.fanout = FanoutTimes()
@@ -301,14 +302,21 @@ class ChatHub:
                 await self._presence(chatter.channel, chatter.principal, False)
 
     async def _presence(self, channel: str, who: Principal, joined: bool) -> None:
+        # Each user's connections to each channel here, counted (not found by scanning a room of
+        # thousands on every departure).
+        key = (channel, who.user_id)
+        connections = self._signed_in.get(key, 0) + (1 if joined else -1)
+        if connections > 0:
+            self._signed_in[key] = connections
+        else:
+            self._signed_in.pop(key, None)
         if self._closing:
             return  # shutting down: the names go with this hub's refreshes, nobody need hear of each
         try:
             async with asyncio.timeout(PRESENCE_TIMEOUT):  # a stuck Redis must not stop this client's frames
                 if joined:
                     await self.presence.here(channel, (who.username,))
-                elif not any(c.principal is not None and c.principal.user_id == who.user_id
-                             for c in self._rooms.get(channel, ())):
+                elif connections <= 0:
                     await self.presence.gone(channel, who.username)  # its last connection here
                 await self._chat.announce_presence(channel, who.username, joined)
         except Exception as exc:  # presence is a courtesy: never let it end a connection
