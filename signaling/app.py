@@ -64,6 +64,10 @@ from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
 from signaling.recordings.service import RecordingService
 from signaling.api.schedule_api import ScheduleApi
+from signaling.api.notifications_api import NotificationsApi
+from signaling.notifications.parts import notification_parts
+from signaling.notifications.service import NotificationService
+from signaling.notifications.worker import Worker
 from signaling.chat.presence import open_chat_presence
 from signaling.schedule.service import ScheduleService
 from signaling.streams.hls_audience import open_hls_audience
@@ -102,9 +106,15 @@ class Services:
     hub: ChatHub
     recordings: RecordingService
     hls: HlsService
+    notifications: NotificationService
+    worker: Worker | None
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _version() -> str:
@@ -158,7 +168,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         clock,
     )
     channels = ChannelService(db, clock)
-    streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock))
+    notifications = notification_parts(settings, db, bus, clock)
+    worker = notifications.worker(clock, name=f"{settings.resolved_node_id}:worker") if settings.resolved_run_worker else None
+    streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock),
+                            notifications.rules)
     ice = aiortc_internals.IcePlan(
         tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
     )
@@ -271,7 +284,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
-        ScheduleApi(ScheduleService(db, clock), settings),
+        ScheduleApi(ScheduleService(db, clock, notifications.rules), settings),
+        NotificationsApi(notifications.service, notifications.webhooks),
         ClusterApi(registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
@@ -283,7 +297,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     add_web_routes(app, settings.web_root, _media_origins(settings), channels.exists)
     app[SERVICES] = Services(
         settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings,
-        hls,
+        hls, notifications.service, worker,
     )
 
     steps = ShutdownSteps()
@@ -306,6 +320,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await node.start()
             await hub.start()
             await recordings.start()
+            if worker is not None:
+                worker.start()
             if settings.media:
                 await control.start()
                 await relays.start()
@@ -317,6 +333,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             yield
         finally:
             for name, close in (
+                ("worker", worker.close if worker is not None else _nothing),
+                ("webhooks", notifications.webhooks.close),
                 ("reaper", reaper.close), ("keeper", keeper.close), ("control", control.close),
                 ("relays", relays.close),
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("node", help="run a media node of a cluster (as `serve --media on`; meet on BUS_URL)")
     cluster = commands.add_parser("cluster", help="run a cluster on this machine: a front door and media nodes")
     cluster.add_argument("--nodes", type=int, default=None, help="media nodes (default: one per core)")
+    commands.add_parser("worker", help="run a notification worker (the distributed mode; meet on DATABASE_URL and BUS_URL)")
     commands.add_parser("migrate", help="apply database migrations")
     role = commands.add_parser("set-role", help="change a user's role")
     role.add_argument("username")
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             print("tally: --nodes is between 1 and 256", file=sys.stderr)
             return 2
         return asyncio.run(run_cluster(settings, nodes))
+    elif args.command == "worker":
+        from signaling.worker_process import run_worker
+
+        return asyncio.run(run_worker(settings))
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "set-role":

@@ -56,6 +56,7 @@ def plan(settings: Settings, nodes: int) -> list[Child]:
             "NODE_ID": f"node-{n}",
             "RECORDING_SPOOL_DIR": str(settings.resolved_spool_dir / f"node-{n}"),
         }))
+    children.append(Child("worker", ("worker",), {**shared, "NODE_ID": "worker"}))
     return children
 
 

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = 65536
     default_role: str = "broadcaster"
 
+    # Notifications (signaling/notifications/): the outbox's worker runs inside `tally serve` in the
+    # embedded mode; with a shared bus, `tally worker` processes do it (RUN_WORKER overrides either way).
+    run_worker: bool | None = None
+    notify_settle: float = Field(default=30.0, ge=0, description="Seconds a stream stays live before followers hear of it.")
+    notify_cooldown: float = Field(default=600.0, ge=0, description="Seconds after a go-live notification in which the channel's next is not sent.")
+    reminder_lead: float = Field(default=900.0, ge=0, description="Seconds before a scheduled stream that followers are reminded.")
+    webhook_allow_private: bool = Field(default=False, description="Let webhooks point at loopback and private addresses.")
+
     oidc_providers: Annotated[dict[str, OidcProviderSettings], NoDecode] = {}
 
     max_body_bytes: int = 64 * 1024
@@ -201,6 +209,10 @@ class Settings(BaseSettings):
         if value not in ("viewer", "broadcaster", "moderator", "admin"):
             raise ValueError("default_role must be viewer, broadcaster, moderator or admin")
         return value
+
+    @property
+    def resolved_run_worker(self) -> bool:
+        return not is_shared(self.bus_url) if self.run_worker is None else self.run_worker
 
     @property
     def resolved_database_url(self) -> str:

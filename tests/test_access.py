@@ -80,6 +80,13 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/api/channels/{name}/schedule/{id}"): BROADCASTER_UP,
     ("GET", "/api/schedule"): ANYONE,
     ("GET", "/channels/{name}/schedule.ics"): ANYONE,
+    ("GET", "/api/me/notifications"): SIGNED_IN,
+    ("POST", "/api/me/notifications/read"): SIGNED_IN,
+    ("GET", "/api/me/notification-settings"): SIGNED_IN,
+    ("PUT", "/api/me/notification-settings"): SIGNED_IN,
+    ("GET", "/api/channels/{name}/webhooks"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("POST", "/api/channels/{name}/webhooks"): BROADCASTER_UP,
+    ("DELETE", "/api/channels/{name}/webhooks/{id}"): BROADCASTER_UP,
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/{object}"): ANYONE,

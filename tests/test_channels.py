@@ -67,7 +67,7 @@ async def test_follow_unfollow_and_following_list(api: Api) -> None:
     star, star_token = await api.user()
     fan, fan_token = await api.user()
     status, body, _ = await api.call("PUT", f"/api/channels/{star}/follow", token=fan_token)
-    assert status == 200 and body == {"channel": star, "following": True, "followers": 1}
+    assert status == 200 and body == {"channel": star, "following": True, "followers": 1, "notify": "all"}
     status, body, _ = await api.call("PUT", f"/api/channels/{star}/follow", token=fan_token)  # idempotent
     assert body["followers"] == 1
 
@@ -79,7 +79,7 @@ async def test_follow_unfollow_and_following_list(api: Api) -> None:
     status, body, _ = await api.call("PUT", f"/api/channels/{star}/follow", token=star_token)
     assert status == 422  # not your own channel
     status, body, _ = await api.call("DELETE", f"/api/channels/{star}/follow", token=fan_token)
-    assert status == 200 and body == {"channel": star, "following": False, "followers": 0}
+    assert status == 200 and body == {"channel": star, "following": False, "followers": 0, "notify": None}
     status, mine, _ = await api.call("GET", "/api/me/following", token=fan_token)
     assert mine["items"] == []
     assert (await api.call("PUT", "/api/channels/ghost_channel/follow", token=fan_token))[0] == 404

@@ -68,7 +68,7 @@ async def test_one_command_runs_a_door_and_nodes_restarts_a_dead_node_and_stops_
                 await _until(both, 30, "both nodes in the registry")
                 first = await started()
                 processes = children(supervisor.pid)
-                assert set(processes) == {"door", "node-1", "node-2"}, processes
+                assert set(processes) == {"door", "node-1", "node-2", "worker"}, processes
                 os.kill(processes["node-2"], signal.SIGKILL)
 
                 async def restarted() -> bool:

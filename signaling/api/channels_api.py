@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -12,7 +13,7 @@ from signaling.api.client_address import client_address
 from signaling.api.endpoint import ANYONE, SIGNED_IN, Access, Call, Endpoint, int_query, json_response, name_param
 from signaling.api.presenters import channel_out
 from signaling.api.schemas import (
-    ChannelIn, ChannelListOut, ChannelOut, FollowOut, StreamListOut, StreamOut, WatchingIn, WatchingOut,
+    ChannelIn, ChannelListOut, ChannelOut, FollowIn, FollowOut, StreamListOut, StreamOut, WatchingIn, WatchingOut,
 )
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Role
@@ -110,15 +111,16 @@ class ChannelsApi:
         )
         return json_response((await self._out([view]))[0])
 
-    async def follow(self, call: Call[None]) -> web.StreamResponse:
-        return await self._follow(call, True)
+    async def follow(self, call: Call[FollowIn | None]) -> web.StreamResponse:
+        return await self._follow(call, True, call.body.notify if call.body is not None else None)
 
     async def unfollow(self, call: Call[None]) -> web.StreamResponse:
-        return await self._follow(call, False)
+        return await self._follow(call, False, None)
 
-    async def _follow(self, call: Call[None], follow: bool) -> web.StreamResponse:
-        view = await self._channels.follow(name_param(call.request, "name"), call.user, follow)
-        return json_response(FollowOut(channel=view.channel.name, following=follow, followers=view.followers))
+    async def _follow(self, call: Call[Any], follow: bool, bell: str | None) -> web.StreamResponse:
+        view = await self._channels.follow(name_param(call.request, "name"), call.user, follow, bell)
+        return json_response(FollowOut(channel=view.channel.name, following=follow, followers=view.followers,
+                                       notify=view.bell))  # type: ignore[arg-type]
 
     def endpoints(self) -> list[Endpoint]:
         path = "/api/channels/{name}"
@@ -140,8 +142,10 @@ class ChannelsApi:
             Endpoint("POST", path + "/watching", self.watching,
                      "A player watching over HLS says so every 10 s, so it counts among the viewers", ANYONE,
                      "channels", body=WatchingIn, response=WatchingOut, errors=(404, 409, 422, 429)),
-            Endpoint("PUT", path + "/follow", self.follow, "Follow a channel", SIGNED_IN, "channels",
-                     response=FollowOut, errors=(401, 404, 422)),
+            Endpoint("PUT", path + "/follow", self.follow,
+                     "Follow a channel, or set the bell of one you follow (the body is optional: a new follow rings for all)",
+                     SIGNED_IN, "channels", body=FollowIn, body_optional=True, response=FollowOut,
+                     errors=(400, 401, 404, 415, 422)),
             Endpoint("DELETE", path + "/follow", self.unfollow, "Unfollow a channel", SIGNED_IN, "channels",
                      response=FollowOut, errors=(401, 404, 422)),
         ]

@@ -52,10 +52,8 @@ class ChatApi:
 
     async def websocket(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
-        channel = request.query.get("channel", "")
-        if not channel:
-            raise BadRequest("say which channel's chat to join: /ws?channel=<name>")
-        if username_problem(channel) is not None or not await self._chat.channel_exists(channel):
+        channel = request.query.get("channel", "")  # none: the user's notifications only
+        if channel and (username_problem(channel) is not None or not await self._chat.channel_exists(channel)):
             raise NotFound(f"there is no channel {channel[:64]!r}")
         token = bearer_token(request)
         principal = await self._accounts.authenticate(token) if token else None  # browsers send an auth frame instead
@@ -67,7 +65,10 @@ class ChatApi:
         assert transport is not None  # uvloop's transports are not asyncio.Transport subclasses
         link = WebSocketLink(ws, transport)
         try:
-            await self._hub.serve(Chatter(link, channel, principal), link.frames())
+            if channel:
+                await self._hub.serve(Chatter(link, channel, principal), link.frames())
+            else:
+                await self._hub.serve_personal(Chatter(link, channel, principal), link.frames())
         finally:
             await link.finish()
             await ws.close()

@@ -77,6 +77,7 @@ class Endpoint:
     query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
     raw_body: str | None = None  # a non-JSON request content type (application/sdp ...)
     extra: dict[str, Any] = field(default_factory=dict)
+    body_optional: bool = False  # `body` may be left out (the handler then gets None)
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -190,7 +191,9 @@ def route(endpoint: Endpoint, authenticator: Authenticator) -> Callable[[web.Req
                     errors=[{"field": name, "message": "given more than once"}],
                     headers={"Cache-Control": "no-store"},  # like every HLS error: no CDN keeps it
                 )
-        body: Any = await read_json(request, endpoint.body) if endpoint.body is not None else None
+        body: Any = None
+        if endpoint.body is not None and (request.body_exists or not endpoint.body_optional):
+            body = await read_json(request, endpoint.body)
         return await endpoint.handler(Call(request, principal, body))
 
     handle.__name__ = getattr(endpoint.handler, "__name__", "endpoint")

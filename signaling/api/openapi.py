@@ -67,7 +67,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     if parameters:
         operation["parameters"] = parameters
     if endpoint.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(endpoint.body)}}}
+        operation["requestBody"] = {"required": not endpoint.body_optional,
+                                    "content": {"application/json": {"schema": _ref(endpoint.body)}}}
     elif endpoint.raw_body is not None:
         operation["requestBody"] = {"required": True, "content": {endpoint.raw_body: {"schema": {"type": "string"}}}}
     ok: dict[str, Any] = {"description": STATUS_TEXT.get(endpoint.status, "OK")}

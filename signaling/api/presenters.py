@@ -41,6 +41,7 @@ def channel_out(view: ChannelView, base_url: str, hls_viewers: int = 0) -> Chann
         hls_viewers=hls_viewers,
         followers=view.followers,
         following=view.following,
+        notify=view.bell,  # type: ignore[arg-type]
         owner=channel.name,
         display_name=view.display_name,
         record_streams=channel.record_streams,

@@ -174,6 +174,8 @@ class ChannelOut(BaseModel):
     hls_viewers: int = Field(0, description="Of them, the HLS viewers (players that said so in the last 25 s).")
     followers: int
     following: bool | None = Field(description="Whether the caller follows it; null when anonymous.")
+    notify: Literal["all", "live", "none"] | None = Field(
+        None, description="The caller's bell for it when following: all (go-live and reminders), live, or none.")
     owner: str
     display_name: str
     record_streams: bool
@@ -248,10 +250,17 @@ class ChannelListOut(BaseModel):
     next_cursor: str | None
 
 
+class FollowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    notify: Literal["all", "live", "none"] = Field(
+        description="What to hear of: all (go-live and reminders of scheduled streams), live (go-live only), none.")
+
+
 class FollowOut(BaseModel):
     channel: str
     following: bool
     followers: int
+    notify: Literal["all", "live", "none"] | None = None
 
 
 class StreamKeyOut(BaseModel):
@@ -412,3 +421,65 @@ class NodeOut(BaseModel):
 
 class ClusterOut(BaseModel):
     nodes: list[NodeOut] = Field(description="The live nodes: those heard from within the last 3 seconds, by id.")
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: Literal["live", "reminder"]
+    channel: str | None
+    title: str
+    body: str
+    url: str = Field(description="Where it leads, relative to the site (the channel's watch page).")
+    created_at: datetime
+    read: bool
+
+
+class NotificationListOut(BaseModel):
+    items: list[NotificationOut]
+    unread: int
+    next_before: int | None = Field(description="Pass as `before` for older ones; null at the end.")
+
+
+class ReadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[int, Field(ge=1)]] | None = Field(None, max_length=200, description="These; leave out for all.")
+
+
+class UnreadOut(BaseModel):
+    unread: int
+
+
+class NotificationSettingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    in_app: bool | None = None
+    push: bool | None = None
+    email: bool | None = None
+
+
+class NotificationSettingsOut(BaseModel):
+    in_app: bool = Field(description="The bell in the site's navigation.")
+    push: bool = Field(description="Browser push, on the devices where you allowed it.")
+    email: bool = Field(description="Email, to a verified address.")
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=512)
+    events: list[Literal["live", "ended", "follow"]] = Field(min_length=1, max_length=3)
+    format: Literal["json", "discord"] = "json"
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    format: str
+    created_at: datetime
+    last_status: int = Field(description="The HTTP status of the last delivery; 0 before the first, or when none came.")
+    last_error: str
+    last_attempt_at: datetime | None
+    secret: str | None = Field(None, description="The signing secret: only in the answer that creates the webhook.")
+
+
+class WebhookListOut(BaseModel):
+    items: list[WebhookOut]

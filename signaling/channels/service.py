@@ -17,6 +17,7 @@ from signaling.auth.roles import Principal, Role
 from signaling.db.database import Database
 from signaling.db.models import Channel, Follow, User
 from signaling.errors import Forbidden, Invalid, NotFound
+from signaling.notifications.service import follow_job
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class ChannelView:
     display_name: str
     followers: int
     following: bool | None
+    bell: str | None = None  # the viewer's bell for it, when following
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +94,23 @@ class ChannelService:
         )
         async with self._db.session() as session:
             rows = (await session.execute(full)).all()
-            followed: set[int] = set()
+            followed: dict[int, str] = {}
             if viewer is not None and rows:
-                followed = set(
-                    await session.scalars(
-                        select(Follow.channel_id).where(
+                followed = {
+                    row[0]: row[1]
+                    for row in await session.execute(
+                        select(Follow.channel_id, Follow.notify).where(
                             Follow.follower_id == viewer.user_id, Follow.channel_id.in_([r[0].id for r in rows])
                         )
                     )
-                )
+                }
         return [
             ChannelView(
                 channel=row[0],
                 display_name=row[1],
                 followers=int(row[2]),
                 following=(row[0].id in followed) if viewer is not None else None,
+                bell=followed.get(row[0].id),
             )
             for row in rows
         ]
@@ -140,7 +144,8 @@ class ChannelService:
             channel.updated_at = self._now()
         return await self.get(name, by)
 
-    async def follow(self, name: str, viewer: Principal, follow: bool) -> ChannelView:
+    async def follow(self, name: str, viewer: Principal, follow: bool, bell: str | None = None) -> ChannelView:
+        """Follow (with the bell at `bell`, "all" for a new follow when not given) or unfollow."""
         async with self._db.session() as session:
             channel = await session.scalar(select(Channel).where(Channel.name == name))
             if channel is None:
@@ -149,11 +154,16 @@ class ChannelService:
                 raise Invalid("you cannot follow your own channel")
             existing = await session.get(Follow, (viewer.user_id, channel.id))
             if follow and existing is None:
-                session.add(Follow(follower_id=viewer.user_id, channel_id=channel.id, created_at=self._now()))
+                now = self._now()
                 try:
-                    await session.flush()
+                    async with session.begin_nested():
+                        session.add(Follow(follower_id=viewer.user_id, channel_id=channel.id, created_at=now,
+                                           notify=bell or "all"))
+                    follow_job(session, channel.id, viewer.user_id, now)  # with the follow, or not at all
                 except IntegrityError:
                     pass  # a concurrent identical PUT got there first: following is following
+            elif follow and existing is not None and bell is not None:
+                existing.notify = bell
             elif not follow and existing is not None:
                 await session.delete(existing)
         return await self.get(name, viewer)

@@ -37,6 +37,7 @@ from signaling.errors import AppError
 log = logging.getLogger(__name__)
 
 STREAM_TOPICS = ("stream.viewers", "stream.started", "stream.ended")
+NOTIFICATIONS = "notifications"  # {"users": [ids], "notification": {...}}: for those users' connections here
 
 
 class Outbound:
@@ -167,6 +168,8 @@ class ChatHub:
         self._closed = False
         self._closing = False  # disconnecting everyone at shutdown
         self._signed_in: dict[tuple[str, int], int] = {}  # (channel, user id) -> its connections here
+        self._users: dict[int, set[Chatter]] = {}  # each signed-in user's connections here, for notifications
+        self._personal: set[Chatter] = set()  # connections to no channel (notifications only)
         self.delivered = 0  # frames handed to links, for /metrics
         self.dropped_links = 0
         self.fanout = FanoutTimes()
@@ -178,9 +181,10 @@ class ChatHub:
     # --- lifecycle ---
 
     async def start(self) -> None:
-        subscription = await self._bus.subscribe(TOPIC, *STREAM_TOPICS)  # first one now: fail at start, not later
+        topics = (TOPIC, *STREAM_TOPICS, NOTIFICATIONS)
+        subscription = await self._bus.subscribe(*topics)  # first one now: fail at start, not later
         self._task = asyncio.create_task(
-            follow(self._bus, (TOPIC, *STREAM_TOPICS), self._deliver, "the chat relay", subscription), name="chat-relay")
+            follow(self._bus, topics, self._deliver, "the chat relay", subscription), name="chat-relay")
         self._presence_task = asyncio.create_task(self._still_here(), name="chat-presence")
 
     def adopt(self, key: str, link: Link, channel: str, principal: Principal | None, frames: AsyncIterator[str | bytes]) -> None:
@@ -198,6 +202,8 @@ class ChatHub:
         for room in list(self._rooms.values()):
             for chatter in list(room):
                 chatter.link.close(reason)
+        for chatter in list(self._personal):
+            chatter.link.close(reason)
 
     async def close(self) -> None:
         self._closed = True
@@ -219,6 +225,9 @@ class ChatHub:
 
     def _deliver(self, message: Message) -> None:
         payload = message.payload
+        if message.topic == NOTIFICATIONS:
+            self._notify(payload)
+            return
         channel = str(payload.get("channel", ""))
         if channel not in self._rooms:
             return
@@ -268,7 +277,51 @@ class ChatHub:
                 self._leave(chatter)
         self.fanout.observe(time.perf_counter() - started)
 
+    def _notify(self, payload: dict[str, Any]) -> None:
+        users, note = payload.get("users"), payload.get("notification")
+        if not isinstance(users, list) or not isinstance(note, dict):
+            return
+        frame: Outbound | None = None
+        for user in users:
+            for chatter in list(self._users.get(user, ())) if isinstance(user, int) else ():
+                frame = frame or Outbound(protocol.encode({**note, "type": "notification"}))
+                chatter.say(frame)
+
+    def _sign(self, chatter: Chatter, before: Principal | None) -> None:
+        """Keep the user index right after `chatter` signed in (as someone else than `before`)."""
+        if before is not None:
+            self._unsign(chatter, before)
+        if chatter.principal is not None:
+            self._users.setdefault(chatter.principal.user_id, set()).add(chatter)
+
+    def _unsign(self, chatter: Chatter, who: Principal) -> None:
+        mine = self._users.get(who.user_id)
+        if mine is not None:
+            mine.discard(chatter)
+            if not mine:
+                del self._users[who.user_id]
+
     # --- one connection ---
+
+    async def serve_personal(self, chatter: Chatter, frames: AsyncIterator[str | bytes]) -> None:
+        """A connection to no channel: it signs in and hears its user's notifications (any page of the
+        site keeps one open); `send` is refused."""
+        self._personal.add(chatter)
+        self._sign(chatter, None)
+        chatter.pending = None
+        try:
+            chatter.reply(self._personal_you(chatter))
+            async for raw in frames:
+                await self._handle(chatter, raw)
+        finally:
+            self._personal.discard(chatter)
+            if chatter.principal is not None:
+                self._unsign(chatter, chatter.principal)
+
+    def _personal_you(self, chatter: Chatter) -> dict[str, Any]:
+        who = chatter.principal
+        return {"type": "you", "username": who.username if who else None, "can_post": False, "can_moderate": False,
+                "reason": "this connection is to no channel: join one with ?channel=<name> to chat"}
 
     async def serve(self, chatter: Chatter, frames: AsyncIterator[str | bytes]) -> None:
         """Welcome the client, then answer its frames in order until they end.
@@ -277,6 +330,7 @@ class ChatHub:
         those frames wait in `pending` and follow the welcome (minus messages the history holds).
         """
         self._rooms.setdefault(chatter.channel, set()).add(chatter)
+        self._sign(chatter, None)
         try:
             try:
                 newest = await self._welcome(chatter)
@@ -335,6 +389,8 @@ class ChatHub:
                     break
 
     def _leave(self, chatter: Chatter) -> None:
+        if chatter.principal is not None:
+            self._unsign(chatter, chatter.principal)
         room = self._rooms.get(chatter.channel)
         if room is not None:
             room.discard(chatter)
@@ -374,12 +430,18 @@ class ChatHub:
             command = protocol.parse(raw, self._chat.rules.max_length)
             if isinstance(command, Send):
                 nonce = command.nonce
+                if chatter in self._personal:
+                    raise ChatProblem("bad_message", "this connection is to no channel: join one with ?channel=<name> to chat")
                 posted = await self._chat.post(chatter.channel, chatter.principal, command.text)
                 if nonce is not None:
                     chatter.reply({"type": "ack", "nonce": nonce, "id": posted["id"]})
             elif isinstance(command, Auth):
                 before = chatter.principal
                 chatter.principal = await self._authenticate(command.token)
+                self._sign(chatter, before)
+                if chatter in self._personal:
+                    chatter.reply(self._personal_you(chatter))
+                    return
                 chatter.reply(await self._you(chatter))
                 if before is None or before.user_id != chatter.principal.user_id:
                     if before is not None:

@@ -33,6 +33,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     display_name: Mapped[str] = mapped_column(String(64), default="")
     bio: Mapped[str] = mapped_column(Text, default="")
+    # How this user hears of the channels it follows (each channel's bell picks what about).
+    notify_in_app: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    notify_push: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    notify_email: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -59,6 +63,7 @@ class Channel(Base):
     chat_followers_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     record_streams: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     recording_retention_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: keep
+    live_notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the last go-live notification (cooldown)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -71,6 +76,7 @@ class Follow(Base):
     follower_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    notify: Mapped[str] = mapped_column(String(8), default="all", server_default="all")  # the bell: all, live, none
 
     __table_args__ = (Index("ix_follows_channel_id", "channel_id"),)
 
@@ -219,3 +225,60 @@ class ScheduledStream(Base):
     expected_minutes: Mapped[int] = mapped_column(Integer)
     stream_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Notification(Base):
+    """Something a user is told in the app (the bell): a followed channel went live, a stream is coming."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(String(500), default="")
+    url: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxJob(Base):
+    """Work an event leaves for the notification worker, written in the event's own transaction.
+
+    A worker leases a due job (`locked_until`), does it, and deletes it; a failure puts it back with a
+    later `due_at`; one that keeps failing is kept with `failed_at` set, for an operator to see.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_failed_at_due_at", "failed_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    locked_by: Mapped[str] = mapped_column(String(64), default="")
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    """A URL a channel's owner wants told of its events (go-live, stream ended, new follower)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_channel_id", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(512))
+    secret: Mapped[str] = mapped_column(String(64))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    format: Mapped[str] = mapped_column(String(16), default="json")  # json, or discord
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_status: Mapped[int] = mapped_column(Integer, default=0)  # the last delivery's HTTP status (0: none, or no answer)
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -18,6 +18,7 @@ from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Channel, ScheduledStream, User
 from signaling.errors import Conflict, Invalid, NotFound
+from signaling.notifications.service import NotifyRules, reminder_job
 
 EARLY = timedelta(minutes=30)  # a stream this much before an entry's start still counts as it
 MAX_AHEAD = timedelta(days=366)  # how far ahead an entry may be
@@ -41,9 +42,10 @@ class Entry:
 
 
 class ScheduleService:
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time, notify: NotifyRules = NotifyRules()) -> None:
         self._db = db
         self._clock = clock
+        self._notify = notify
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -70,6 +72,7 @@ class ScheduleService:
                                   starts_at=starts_at, expected_minutes=expected_minutes, created_at=now)
             session.add(row)
             await session.flush()
+            reminder_job(session, row.id, starts_at, now, self._notify)
             owner = await session.get(User, channel.owner_id)
             entry = _entry(row, channel, owner)
             await session.commit()

@@ -22,6 +22,7 @@ from sfu.media_format import MediaFormat
 from signaling.db.database import Database
 from signaling.db.models import Channel, StreamSession
 from signaling.errors import Conflict, NotFound
+from signaling.notifications.service import NotifyRules, stream_ended_job, stream_live_job
 from signaling.schedule.service import link_stream
 from signaling.streams.hls_audience import HlsAudience
 
@@ -38,7 +39,8 @@ class StreamWatcher(Protocol):
 
 class StreamService:
     def __init__(self, db: Database, bus: Bus, node_id: str, clock: Callable[[], float] = time.time,
-                 hls_audience: HlsAudience | None = None) -> None:
+                 hls_audience: HlsAudience | None = None, notify: NotifyRules = NotifyRules()) -> None:
+        self.notify = notify
         self.watchers: list[StreamWatcher] = []
         self.hls_audience = hls_audience or HlsAudience.in_memory(clock)
         self._told_at: dict[str, float] = {}  # channel -> when HLS newcomers were last told (bounded)
@@ -101,6 +103,7 @@ class StreamService:
             channel.live_since = now
             channel.viewer_count = 0
             await link_stream(session, channel.id, stream, now)
+            stream_live_job(session, channel.id, stream, now, self.notify)
             await session.commit()
         await self._bus.publish(
             Message("stream.started", {"channel": room, "stream": stream, "node": self._node, "codecs": codecs})
@@ -179,6 +182,9 @@ class StreamService:
                 await session.execute(
                     update(Channel).where(Channel.name == room).values(is_live=False, live_since=None, viewer_count=0)
                 )
+                if record is not None:
+                    stream_ended_job(session, record.channel_id, stream, (now - record.started_at).total_seconds(),
+                                     now, self.notify)
             await session.commit()
         if not superseded:
             await self._bus.publish(Message("stream.ended", {"channel": room, "stream": stream, "reason": reason}))

@@ -1,0 +1,85 @@
+"""A user's notifications (the bell) and how they want to be told; a channel's webhooks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from signaling.api.endpoint import MAX_ID, SIGNED_IN, Access, Call, Endpoint, id_param, int_query, json_response, name_param
+from signaling.api.schemas import (
+    NotificationListOut, NotificationOut, NotificationSettingsIn, NotificationSettingsOut, ReadIn, UnreadOut,
+    WebhookIn, WebhookListOut, WebhookOut,
+)
+from signaling.auth.roles import Role
+from signaling.notifications.service import NotificationService, Preferences
+from signaling.notifications.webhooks import Hook, Webhooks
+
+OWNER = Access(Role.BROADCASTER, "the channel's owner, or an admin")
+
+
+class NotificationsApi:
+    def __init__(self, notifications: NotificationService, webhooks: Webhooks) -> None:
+        self._notifications = notifications
+        self._webhooks = webhooks
+
+    async def listing(self, call: Call[None]) -> web.StreamResponse:
+        before = int_query(call.request, "before", 0, 1, MAX_ID) or None
+        items, unread, older = await self._notifications.listing(call.user, before, int_query(call.request, "limit", 20, 1, 100))
+        return json_response(NotificationListOut(
+            items=[NotificationOut(id=i.id, kind=i.kind, channel=i.channel, title=i.title, body=i.body, url=i.url,  # type: ignore[arg-type]
+                                   created_at=i.created_at, read=i.read) for i in items],
+            unread=unread, next_before=older))
+
+    async def read(self, call: Call[ReadIn]) -> web.StreamResponse:
+        return json_response(UnreadOut(unread=await self._notifications.mark_read(call.user, call.body.ids)))
+
+    async def preferences(self, call: Call[None]) -> web.StreamResponse:
+        return json_response(_preferences(await self._notifications.preferences(call.user)))
+
+    async def change_preferences(self, call: Call[NotificationSettingsIn]) -> web.StreamResponse:
+        b = call.body
+        return json_response(_preferences(await self._notifications.change_preferences(
+            call.user, in_app=b.in_app, push=b.push, email=b.email)))
+
+    async def webhooks(self, call: Call[None]) -> web.StreamResponse:
+        hooks = await self._webhooks.of_channel(name_param(call.request, "name"), call.user)
+        return json_response(WebhookListOut(items=[_hook(h) for h in hooks]))
+
+    async def add_webhook(self, call: Call[WebhookIn]) -> web.StreamResponse:
+        b = call.body
+        hook = await self._webhooks.add(name_param(call.request, "name"), call.user, b.url, list(b.events), b.format)
+        return json_response(_hook(hook), status=201)
+
+    async def remove_webhook(self, call: Call[None]) -> web.StreamResponse:
+        await self._webhooks.remove(name_param(call.request, "name"), id_param(call.request, "id", "webhook"), call.user)
+        return web.Response(status=204)
+
+    def endpoints(self) -> list[Endpoint]:
+        hooks = "/api/channels/{name}/webhooks"
+        return [
+            Endpoint("GET", "/api/me/notifications", self.listing, "Your notifications, newest first, and how many are unread",
+                     SIGNED_IN, "notifications", response=NotificationListOut, errors=(401, 422),
+                     query=(("before", "integer", "next_before of the previous page"), ("limit", "integer", "1 to 100, default 20"))),
+            Endpoint("POST", "/api/me/notifications/read", self.read, "Mark some (ids) or all of your notifications read",
+                     SIGNED_IN, "notifications", body=ReadIn, response=UnreadOut, errors=(400, 401, 415, 422)),
+            Endpoint("GET", "/api/me/notification-settings", self.preferences, "How you want to be told: in the app, by push, by email",
+                     SIGNED_IN, "notifications", response=NotificationSettingsOut, errors=(401,)),
+            Endpoint("PUT", "/api/me/notification-settings", self.change_preferences, "Change how you want to be told",
+                     SIGNED_IN, "notifications", body=NotificationSettingsIn, response=NotificationSettingsOut,
+                     errors=(400, 401, 415, 422)),
+            Endpoint("GET", hooks, self.webhooks, "A channel's webhooks", OWNER, "notifications", response=WebhookListOut,
+                     errors=(401, 403, 404)),
+            Endpoint("POST", hooks, self.add_webhook,
+                     "Add a webhook: its URL is told of the events chosen (signed with the secret in the answer)", OWNER,
+                     "notifications", body=WebhookIn, response=WebhookOut, status=201, errors=(400, 401, 403, 404, 409, 415, 422)),
+            Endpoint("DELETE", hooks + "/{id}", self.remove_webhook, "Delete a webhook", OWNER, "notifications", status=204,
+                     errors=(401, 403, 404)),
+        ]
+
+
+def _preferences(p: Preferences) -> NotificationSettingsOut:
+    return NotificationSettingsOut(in_app=p.in_app, push=p.push, email=p.email)
+
+
+def _hook(h: Hook) -> WebhookOut:
+    return WebhookOut(id=h.id, url=h.url, events=h.events, format=h.format, created_at=h.created_at,
+                      last_status=h.last_status, last_error=h.last_error, last_attempt_at=h.last_attempt_at, secret=h.secret)

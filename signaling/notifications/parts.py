@@ -1,0 +1,39 @@
+"""The notification pieces one process needs, built from settings: shared by the two composition
+roots that run the worker (`tally serve` in the embedded mode, `tally worker`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bus import Bus
+from signaling.db.database import Database
+from signaling.notifications.outbox import Outbox
+from signaling.notifications.service import NotificationService, NotifyRules
+from signaling.notifications.webhooks import Webhooks
+from signaling.notifications.worker import Worker
+from signaling.settings import Settings
+
+CAPS = {"live": 2, "reminder": 2, "ended": 2, "follow": 2, "webhook": 8}  # jobs of each kind at once, per worker
+PRUNE_EVERY = 3600.0  # seconds between trims of each user's list to its newest notifications
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationParts:
+    rules: NotifyRules
+    service: NotificationService
+    webhooks: Webhooks
+    outbox: Outbox
+
+    def worker(self, clock: Callable[[], float] = time.time, name: str = "") -> Worker:
+        handlers = {"live": self.service.on_live, "reminder": self.service.on_reminder, "ended": self.service.on_ended,
+                    "follow": self.service.on_follow, "webhook": self.webhooks.deliver}
+        return Worker(self.outbox, handlers, CAPS, clock, name=name, chores=((PRUNE_EVERY, self.service.prune),))
+
+
+def notification_parts(settings: Settings, db: Database, bus: Bus, clock: Callable[[], float] = time.time) -> NotificationParts:
+    rules = NotifyRules(settings.notify_settle, settings.notify_cooldown, settings.reminder_lead)
+    base = settings.resolved_public_url
+    return NotificationParts(rules, NotificationService(db, bus, base, rules, clock),
+                             Webhooks(db, base, settings.webhook_allow_private, clock), Outbox(db))

@@ -1,0 +1,222 @@
+"""Webhooks: a channel's owner names URLs to be told of go-live, stream-ended and new-follower events.
+
+Each delivery is a POST of a JSON body (ours, or a Discord-compatible one), signed like this:
+`X-Tallylight-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the hook's secret>`
+(the time inside the signature lets a receiver refuse replays). A 2xx is done; a 408, 429, 5xx or no
+answer is tried again with backoff (the outbox's); another 4xx is given up at once.
+
+Hooks may not point inside the operator's network (loopback, private, link-local addresses) unless
+`WEBHOOK_ALLOW_PRIVATE` is set: the check runs on the addresses the name resolves to when it is
+delivered to, so a name that later resolves elsewhere gains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from sqlalchemy import delete, func, select
+
+from signaling.auth.roles import Principal
+from signaling.channels.service import managed_channel
+from signaling.db.database import Database
+from signaling.db.models import Webhook
+from signaling.errors import Conflict, Invalid, NotFound
+from signaling.notifications.outbox import Job
+from signaling.notifications.worker import GiveUp, Retry
+
+EVENTS = ("live", "ended", "follow")
+FORMATS = ("json", "discord")
+MAX_PER_CHANNEL = 5
+TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
+USER_AGENT = "Tallylight-Webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    id: int
+    url: str
+    events: list[str]
+    format: str
+    created_at: datetime
+    last_status: int
+    last_error: str
+    last_attempt_at: datetime | None
+    secret: str | None = None  # only in the answer that creates it
+
+
+def sign(secret: str, at: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={digest}"
+
+
+def body_for(fmt: str, payload: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The POST body for an event (`payload` is the outbox job's)."""
+    channel = str(payload.get("channel", ""))
+    event = str(payload.get("event", ""))
+    watch = f"{base_url}/watch/{quote(channel)}"
+    if fmt == "discord":
+        text = {"live": f"**{channel}** is live: {watch}", "ended": f"**{channel}**'s stream ended.",
+                "follow": f"**{payload.get('follower', {}).get('display_name', 'Someone')}** followed **{channel}**."}
+        # allowed_mentions: a title or name with "@everyone" pings nobody.
+        return {"content": text.get(event, event), "username": "Tallylight", "allowed_mentions": {"parse": []}}
+    body: dict[str, Any] = {"event": f"stream.{event}" if event in ("live", "ended") else "channel.follow",
+                            "channel": {"name": channel, "url": watch}, "at": payload.get("at")}
+    if "stream" in payload:
+        body["stream"] = {"id": payload["stream"]}
+    if "follower" in payload:
+        body["follower"] = payload["follower"]
+    return body
+
+
+def check_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise Invalid("a webhook URL is http(s)://host/path, without a user or password",
+                      errors=[{"field": "url", "message": "Use an https:// address."}])
+    if len(url) > 512:
+        raise Invalid("a webhook URL is at most 512 characters", errors=[{"field": "url", "message": "Use a shorter address."}])
+    return url
+
+
+class PublicResolver(AbstractResolver):
+    """Resolves like aiohttp's default, and refuses names that lead inside the operator's network."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for entry in found:
+            address = ipaddress.ip_address(entry["host"])
+            if not address.is_global:
+                raise OSError(f"{host} resolves to {address}, which is not a public address")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class Webhooks:
+    def __init__(self, db: Database, base_url: str, allow_private: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._base = base_url
+        self._allow_private = allow_private
+        self._clock = clock
+        self._http: aiohttp.ClientSession | None = None
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    # --- the owner's list ---
+
+    async def of_channel(self, name: str, by: Principal) -> list[Hook]:
+        async with self._db.session() as session:
+            channel = await managed_channel(session, name, by, "see its webhooks")
+            rows = await session.scalars(select(Webhook).where(Webhook.channel_id == channel.id).order_by(Webhook.id))
+            return [_hook(row) for row in rows]
+
+    async def add(self, name: str, by: Principal, url: str, events: list[str], fmt: str) -> Hook:
+        url = check_url(url)
+        if not self._allow_private and _inside(url):
+            raise Invalid("a webhook may not point at a private, loopback or link-local address",
+                          errors=[{"field": "url", "message": "Use a public address."}])
+        wanted = sorted(set(events))
+        if not wanted or any(e not in EVENTS for e in wanted):
+            raise Invalid(f"events are some of {', '.join(EVENTS)}",
+                          errors=[{"field": "events", "message": "Pick at least one of: live, ended, follow."}])
+        if fmt not in FORMATS:
+            raise Invalid("format is json or discord", errors=[{"field": "format", "message": "Use json or discord."}])
+        async with self._db.session() as session:
+            channel = await managed_channel(session, name, by, "add webhooks")
+            count = await session.scalar(select(func.count()).select_from(Webhook).where(Webhook.channel_id == channel.id))
+            if (count or 0) >= MAX_PER_CHANNEL:
+                raise Conflict(f"a channel has at most {MAX_PER_CHANNEL} webhooks: delete one first")
+            row = Webhook(channel_id=channel.id, url=url, secret=secrets.token_hex(24), events=wanted, format=fmt,
+                          created_at=self._now(), last_status=0, last_error="")
+            session.add(row)
+            await session.flush()
+            return _hook(row, secret=True)
+
+    async def remove(self, name: str, hook_id: int, by: Principal) -> None:
+        async with self._db.session() as session:
+            channel = await managed_channel(session, name, by, "delete its webhooks")
+            gone = await session.execute(delete(Webhook).where(Webhook.id == hook_id, Webhook.channel_id == channel.id))
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                raise NotFound(f"there is no webhook {hook_id} on {name!r}")
+
+    # --- delivery (an outbox job) ---
+
+    async def deliver(self, job: Job) -> None:
+        async with self._db.session() as session:
+            hook = await session.get(Webhook, int(job.payload["webhook_id"]))
+            if hook is None:
+                return  # deleted meanwhile
+            url, secret, fmt = hook.url, hook.secret, hook.format
+        if not self._allow_private and _inside(url):
+            raise GiveUp("the webhook points at a private address")
+        body = json.dumps(body_for(fmt, job.payload, self._base), separators=(",", ":")).encode()
+        at = int(self._clock())
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "X-Tallylight-Event": str(job.payload.get("event", "")), "X-Tallylight-Delivery": str(job.id),
+                   "X-Tallylight-Signature": sign(secret, at, body)}
+        status, error = 0, ""
+        try:
+            async with self._session().post(url, data=body, headers=headers, allow_redirects=False) as response:
+                status = response.status
+                await response.content.read(4096)  # the answer is not used; read a little so the connection is reused
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+        await self._record(int(job.payload["webhook_id"]), status, error or ("" if 200 <= status < 300 else f"HTTP {status}"))
+        if 200 <= status < 300:
+            return
+        if status and status not in (408, 429) and status < 500:
+            raise GiveUp(f"the receiver refused it: HTTP {status}")
+        raise Retry(error or f"HTTP {status}")
+
+    async def _record(self, hook_id: int, status: int, error: str) -> None:
+        async with self._db.session() as session:
+            hook = await session.get(Webhook, hook_id)
+            if hook is not None:
+                hook.last_status, hook.last_error, hook.last_attempt_at = status, error[:300], self._now()
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            resolver = None if self._allow_private else PublicResolver()
+            connector = aiohttp.TCPConnector(resolver=resolver, limit=32, ttl_dns_cache=60)
+            self._http = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT)
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+def _inside(url: str) -> bool:
+    """Is the URL's host an IP address that is not public? (Names are checked as they resolve.)"""
+    host = urlsplit(url).hostname or ""
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+
+
+def _hook(row: Webhook, secret: bool = False) -> Hook:
+    return Hook(row.id, row.url, list(row.events or []), row.format, row.created_at, row.last_status, row.last_error,
+                row.last_attempt_at, row.secret if secret else None)

@@ -1,0 +1,162 @@
+"""The notification worker: takes due jobs from the outbox and runs each with the handler for its kind.
+
+One per process that runs it: inside `tally serve` in the embedded mode, or as `tally worker`
+processes (any number) in the distributed mode. Each kind has a cap on the jobs of that kind running
+at once (so a slow mail server does not hold the webhooks), and the worker takes no more jobs than it
+has room for. A handler that raises `Retry` (or anything else) has its job tried again later with
+backoff; `GiveUp` keeps the job as failed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from signaling.notifications.outbox import Job, Outbox, utc
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Awaitable[None]]
+
+LEASE = 120.0  # seconds a worker holds a job; one that died lets it go after this
+POLL = 1.0  # seconds between looks at the outbox when there was nothing to do
+
+
+class Retry(Exception):
+    """The job could not be done now (a receiver is down, answered 5xx): try again later."""
+
+
+class GiveUp(Exception):
+    """The job cannot be done (a receiver refused it for good): keep it as failed, do not retry."""
+
+
+class Worker:
+    def __init__(self, outbox: Outbox, handlers: Mapping[str, Handler], caps: Mapping[str, int] | None = None,
+                 clock: Callable[[], float] = time.time, poll: float = POLL, name: str = "",
+                 chores: tuple[tuple[float, Callable[[], Awaitable[Any]]], ...] = ()) -> None:
+        self._chores = chores  # (every so many seconds, do this): upkeep the worker owns
+        self._outbox = outbox
+        self._handlers = handlers
+        self._caps = {kind: max(1, (caps or {}).get(kind, 4)) for kind in handlers}
+        self._running: dict[str, int] = dict.fromkeys(handlers, 0)
+        self._clock = clock
+        self._poll = poll
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self.done = 0
+        self.retried = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notification-worker")
+        for every, chore in self._chores:
+            task = asyncio.create_task(self._every(every, chore), name="notification-chore")
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _every(self, seconds: float, chore: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await chore()
+            except Exception as exc:  # noqa: BLE001 - upkeep: the next round tries again
+                log.warning("notification upkeep failed: %s", exc)
+
+    def wake(self) -> None:
+        """Look at the outbox now (a job was just added in this process)."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for task in list(self._jobs):
+            task.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)  # their leases run out; another worker retries
+
+    async def run_due(self) -> int:
+        """Take the jobs due now that there is room for, run them to the end; how many were taken."""
+        room = sum(self._caps[k] - self._running[k] for k in self._caps)
+        if room <= 0:
+            return 0
+        jobs = await self._outbox.claim(self.name, utc(self._clock()), room, LEASE)
+        tasks = [self._spawn(job) for job in jobs]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(jobs)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                taken = await self._take()
+            except Exception as exc:  # noqa: BLE001 - the database is down: try again later
+                log.warning("the notification worker could not read the outbox: %s", exc)
+                taken = 0
+            if not taken:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                except TimeoutError:
+                    pass
+
+    async def _take(self) -> int:
+        room = sum(self._caps[k] - self._running[k] for k in self._caps)
+        if room <= 0:
+            await asyncio.sleep(0.05)  # busy: let running jobs finish
+            return 0
+        jobs = await self._outbox.claim(self.name, utc(self._clock()), room, LEASE)
+        for job in jobs:
+            self._spawn(job)
+        return len(jobs)
+
+    def _spawn(self, job: Job) -> asyncio.Task[None]:
+        kind = job.kind if job.kind in self._running else ""
+        if kind:
+            self._running[kind] += 1
+        task = asyncio.create_task(self._do(job), name=f"job-{job.kind}-{job.id}")
+        self._jobs.add(task)
+
+        def finished(_: Any) -> None:
+            self._jobs.discard(task)
+            if kind:
+                self._running[kind] -= 1
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _do(self, job: Job) -> None:
+        handler = self._handlers.get(job.kind)
+        try:
+            if handler is None:
+                raise GiveUp(f"no handler for jobs of kind {job.kind!r}")
+            await handler(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is the job's, never the worker's
+            retry = not isinstance(exc, GiveUp)
+            error = str(exc) or type(exc).__name__
+            if not isinstance(exc, Retry | GiveUp):
+                log.exception("job %s (%s) failed", job.id, job.kind)
+            try:
+                again = await self._outbox.failed(job, self.name, error, utc(self._clock()), retry)
+            except Exception as store:  # noqa: BLE001 - the lease runs out and the job is taken again
+                log.warning("could not put job %s back: %s", job.id, store)
+                return
+            if again:
+                self.retried += 1
+            else:
+                self.failed += 1
+                log.warning("job %s (%s) failed for good after %d attempts: %s", job.id, job.kind, job.attempts + 1, error)
+            return
+        try:
+            await self._outbox.done(job, self.name)
+            self.done += 1
+        except Exception as exc:  # noqa: BLE001 - it is done; at worst it is done again after its lease
+            log.warning("could not mark job %s done: %s", job.id, exc)
