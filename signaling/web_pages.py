@@ -21,6 +21,7 @@ PAGES = {
     "/recordings/{id}": "recording.html",
     "/studio": "studio.html",
     "/admin": "admin.html",
+    "/notifications": "notifications.html",
 }
 
 

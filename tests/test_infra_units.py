@@ -16,13 +16,14 @@ UNITS = REPO_ROOT / "infra" / "systemd"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-def test_the_door_and_node_units_verify(tmp_path: Path) -> None:
+def test_the_door_node_and_worker_units_verify(tmp_path: Path) -> None:
     tally = Path(sys.executable).parent / "tally"
     assert tally.exists()
     for unit in UNITS.glob("*.service"):  # installed where the units expect it: here, this checkout's venv
         (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/tallylight/.venv/bin/tally", str(tally)))
     (tmp_path / "tally-node@3.service").write_text((tmp_path / "tally-node@.service").read_text())
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", "./tally-door.service", "./tally-node@3.service"],
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", "./tally-door.service", "./tally-node@3.service",
+                             "./tally-worker.service"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
     assert "tally node" in (UNITS / "tally-node@.service").read_text()
@@ -39,7 +40,7 @@ def test_the_kubernetes_manifests_are_valid_objects_of_the_api() -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             kubernetes_validate.validate(doc, utils.latest_version(), strict=True)  # unknown fields fail too
             kinds.append(doc["kind"])
-    assert sorted(kinds) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "PodDisruptionBudget",
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Job", "PodDisruptionBudget",
                              "Secret", "Service", "StatefulSet"]
 
 

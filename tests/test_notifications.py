@@ -10,10 +10,17 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,9 +29,13 @@ from signaling.app import SERVICES
 from signaling.db.database import Database
 from signaling.notifications.outbox import Job, Outbox
 from signaling.notifications.worker import Worker
-from support import Api, FakeClock
+from http_client import Client
+from redis_server import redis_server
+from server_process import REPO_ROOT, serve, server_env, tally
+from support import Api, FakeClock, free_port
 from test_chat import WsClient
 from test_whip_whep import go_live, stream_key, until
+from webrtc_peer import Peer
 
 
 class Receiver:
@@ -303,3 +314,69 @@ async def test_workers_share_the_outbox_and_take_over_a_dead_workers_jobs(databa
         assert await outbox.counts() == (0, 0)
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_in_a_cluster_tally_worker_processes_tell_the_fans_at_a_front_door(tmp_path: Path, database_url: str) -> None:
+    """The distributed mode: a front door, a media node and two `tally worker`s meet on Redis and
+    PostgreSQL; the broadcaster publishes through the door, a worker tells the fans, and the fan's
+    WebSocket at the door hears it; each fan is told once, though two workers share the outbox."""
+    with redis_server(tmp_path) as redis, ExitStack() as stack:
+        common = {"BUS_URL": redis.url, "DATABASE_URL": database_url, "AUTO_MIGRATE": "false",
+                  "JWT_SECRET": secrets.token_hex(32), "LOG_LEVEL": "INFO", "NOTIFY_SETTLE": "0"}
+        for name in ("node", "door", "w1", "w2"):
+            (tmp_path / name).mkdir()
+        stack.enter_context(serve(tmp_path / "node", ("node",), NODE_ID="node-1", WEBRTC_HOST_ADDRESSES="127.0.0.2", **common))
+        door_process = stack.enter_context(serve(tmp_path / "door", ("serve", "--media", "off"), NODE_ID="door", **common))
+        workers = [_worker(stack, tmp_path / name, f"worker-{name}", common) for name in ("w1", "w2")]
+        async with aiohttp.ClientSession() as http:
+            door = Client(http, door_process.url)
+            await door.admin("boss")
+            key = await door.broadcaster("caster")
+            tokens = []
+            for n in range(3):
+                await door.broadcaster(f"fan{n}")
+                status, login = await door.call("POST", "/api/auth/login", {"username": f"fan{n}", "password": "correct horse"})
+                tokens.append(login["access_token"])
+                assert (await door.call("PUT", "/api/channels/caster/follow", token=tokens[-1]))[0] == 200
+            async with http.ws_connect(door.url + "/ws") as ws:
+                await ws.send_json({"type": "auth", "token": tokens[0]})
+                while (await ws.receive_json(timeout=5)).get("username") != "fan0":
+                    pass
+                publisher = Peer.publisher("h264")
+                try:
+                    await door.connect(publisher, "/whip/caster", key)
+                    frame = await ws.receive_json(timeout=15)
+                    while frame["type"] != "notification":
+                        frame = await ws.receive_json(timeout=15)
+                    assert frame["kind"] == "live" and frame["channel"] == "caster"
+                finally:
+                    await publisher.close()
+            for token in tokens:
+                status, listing = await door.call("GET", "/api/me/notifications", token=token)
+                assert status == 200 and [i["kind"] for i in listing["items"]] == ["live"], listing
+    logs = "".join(path.read_text() for path in tmp_path.glob("*/worker.log"))
+    assert "Traceback" not in logs and all(w.returncode == 0 for w in workers), logs[-3000:]
+
+
+def _worker(stack: ExitStack, home: Path, name: str, common: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A `tally worker` process, stopped with SIGTERM when the stack closes (and it must exit 0 soon)."""
+    log = (home / "worker.log").open("wb")
+    process = subprocess.Popen(tally("worker"), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               env=server_env(home, free_port(), NODE_ID=name, **common))
+
+    def stop() -> None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        finally:
+            log.close()
+            if process.returncode is None:
+                process.kill()
+
+    stack.callback(stop)
+    deadline = time.monotonic() + 30
+    while b"notification worker" not in (home / "worker.log").read_bytes():
+        assert process.poll() is None and time.monotonic() < deadline, (home / "worker.log").read_text()
+        time.sleep(0.1)
+    return process

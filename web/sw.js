@@ -3,11 +3,11 @@
 // was cached when the network is gone. The API, media (HLS, WebRTC, recordings) and chat are never
 // touched here. The push notifications of a later issue add their handlers to this file.
 
-const SHELL_CACHE = "tally-shell-v2"; // the shell: kept whole (never trimmed), the offline fallback
-const PAGE_CACHE = "tally-pages-v2"; // pages and files visited since: the oldest go first
+const SHELL_CACHE = "tally-shell-v3"; // the shell: kept whole (never trimmed), the offline fallback
+const PAGE_CACHE = "tally-pages-v3"; // pages and files visited since: the oldest go first
 const SHELL = ["/", "/static/css/app.css", "/static/js/nav.js", "/static/js/api.js", "/static/js/index.js",
-  "/static/js/format.js", "/static/icons/icon-192.png", "/manifest.webmanifest"];
-const PAGES = /^\/(|login|signup|settings|studio|admin|watch\/[^/]+|recordings\/\d+)$/;
+  "/static/js/format.js", "/static/js/bell.js", "/static/icons/icon-192.png", "/manifest.webmanifest"];
+const PAGES = /^\/(|login|signup|settings|studio|admin|notifications|watch\/[^/]+|recordings\/\d+)$/;
 const MAX_ENTRIES = 80;
 
 self.addEventListener("install", (event) => {

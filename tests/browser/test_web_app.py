@@ -343,7 +343,7 @@ def test_every_page_is_accessible_and_fits_a_phone(
         page.goto(path)
         problems += check_page(page, f"{look}-out-{path.split('/')[1] or 'home'}")
     log_in(page, server, name, "/settings")
-    for path in ("/settings", "/studio", f"/watch/{name}", "/"):
+    for path in ("/settings", "/studio", f"/watch/{name}", "/notifications", "/"):
         page.goto(path)
         problems += check_page(page, f"{look}-in-{path.split('/')[1] or 'home'}")
     page.goto("/")

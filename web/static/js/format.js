@@ -47,3 +47,12 @@ export async function copyText(text, status, selectable) {
 export function when(iso) {
   return new Date(iso).toLocaleString([], { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
 }
+
+/** How long ago: "just now", "5 min ago", "3 h ago", then the date. */
+export function ago(iso) {
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return when(iso);
+}

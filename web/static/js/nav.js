@@ -2,6 +2,7 @@
 // Text from users only ever reaches the page through textContent (el() children), never as HTML.
 
 import { currentUser, hasRole, logOut } from "./api.js";
+import { bell } from "./bell.js";
 
 /**
  * Make an element. `props`: "class", "text", "dataset" (object), "on<Event>" handlers, anything else
@@ -146,7 +147,7 @@ export async function renderNav() {
       await logOut();
       location.assign("/");
     });
-    account.append(el("span", { id: "nav-user", class: "nav-user" }, user.username), " · ", out);
+    account.append(bell(), " ", el("span", { id: "nav-user", class: "nav-user" }, user.username), " · ", out);
   } else {
     const current = new URLSearchParams(location.search).get("next");
     const nextPath = here === "/login" || here === "/signup" ? current : here + location.search;

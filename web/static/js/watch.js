@@ -21,6 +21,8 @@ function drawFollow(channel) {
   button.textContent = channel.following ? "Unfollow" : "Follow";
   button.classList.toggle("button-secondary", Boolean(channel.following));
   button.setAttribute("aria-pressed", String(Boolean(channel.following)));
+  $("follow-bell").hidden = !channel.following;
+  if (channel.notify) $("follow-bell").value = channel.notify;
 }
 
 function draw(channel, user) {
@@ -266,11 +268,26 @@ async function main() {
       const result = await api(channel.following ? "DELETE" : "PUT", `/api/channels/${encodeURIComponent(channel.name)}/follow`);
       channel.following = result.following;
       channel.followers = result.followers;
+      channel.notify = result.notify;
       drawFollow(channel);
     } catch (error) {
       say($("follow-error"), error.message);
     } finally {
       button.disabled = false;
+    }
+  });
+  const bellChoice = $("follow-bell");
+  bellChoice.addEventListener("change", async () => {
+    bellChoice.disabled = true;
+    say($("follow-error"), "");
+    try {
+      const result = await api("PUT", `/api/channels/${encodeURIComponent(channel.name)}/follow`, { notify: bellChoice.value });
+      channel.notify = result.notify;
+    } catch (error) {
+      say($("follow-error"), error.message);
+      bellChoice.value = channel.notify || "all";
+    } finally {
+      bellChoice.disabled = false;
     }
   });
 }
