@@ -285,7 +285,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         RecordingsApi(recordings, settings),
         HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
         ScheduleApi(ScheduleService(db, clock, notifications.rules), settings),
-        NotificationsApi(notifications.service, notifications.webhooks),
+        NotificationsApi(notifications.service, notifications.webhooks, notifications.push),
         ClusterApi(registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]
@@ -334,7 +334,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         finally:
             for name, close in (
                 ("worker", worker.close if worker is not None else _nothing),
-                ("webhooks", notifications.webhooks.close),
+                ("webhooks", notifications.webhooks.close), ("push", notifications.push.close),
                 ("reaper", reaper.close), ("keeper", keeper.close), ("control", control.close),
                 ("relays", relays.close),
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end

@@ -37,6 +37,7 @@ async def run_worker(settings: Settings) -> int:
     finally:
         await worker.close()
         await parts.webhooks.close()
+        await parts.push.close()
         await bus.close()
         await db.close()
     return 0

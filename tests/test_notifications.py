@@ -77,7 +77,7 @@ class Receiver:
 
 @pytest.fixture
 async def live(app_factory: Callable[..., web.Application], clock: FakeClock) -> AsyncIterator[Api]:
-    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=1.5, webhook_allow_private=True)
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=1.5, outbound_allow_private=True)
     async with TestClient(TestServer(app)) as client:
         yield Api(client, app[SERVICES], clock)
 

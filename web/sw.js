@@ -1,7 +1,8 @@
 // Tallylight's service worker (at the site root, so it covers every page): the app shell works offline.
 // Pages, styles and scripts go to the network first (a new deploy shows at once) and fall back to what
 // was cached when the network is gone. The API, media (HLS, WebRTC, recordings) and chat are never
-// touched here. The push notifications of a later issue add their handlers to this file.
+// touched here. Browser push: a push shows a notification (even with the site closed); a click on it
+// brings up the page it names (a tab already there, one of ours navigated there, or a new window).
 
 const SHELL_CACHE = "tally-shell-v3"; // the shell: kept whole (never trimmed), the offline fallback
 const PAGE_CACHE = "tally-pages-v3"; // pages and files visited since: the oldest go first
@@ -61,4 +62,50 @@ self.addEventListener("fetch", (event) => {
     }
     return response;
   })());
+});
+
+self.addEventListener("push", (event) => {
+  let data = {};
+  try {
+    data = event.data ? event.data.json() : {};
+  } catch {
+    data = { title: event.data ? event.data.text() : "" };
+  }
+  event.waitUntil(self.registration.showNotification(String(data.title || "Tallylight"), {
+    body: String(data.body || ""),
+    tag: data.tag ? String(data.tag) : undefined, // a newer push about the same thing replaces the older
+    icon: "/static/icons/icon-192.png",
+    data: { url: sameOrigin(data.url) },
+  }));
+});
+
+function sameOrigin(url) {
+  try {
+    const target = new URL(url || "/", self.location.origin);
+    return target.origin === self.location.origin ? target.href : self.location.origin + "/";
+  } catch {
+    return self.location.origin + "/";
+  }
+}
+
+async function bringUp(url) {
+  const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  const there = windows.find((client) => client.url === url);
+  if (there) return there.focus().catch(() => null);
+  const ours = windows.find((client) => "navigate" in client);
+  if (ours) {
+    const moved = await ours.navigate(url);
+    return (moved || ours).focus().catch(() => null);
+  }
+  return self.clients.openWindow(url);
+}
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const done = bringUp(sameOrigin(event.notification.data && event.notification.data.url));
+  try {
+    event.waitUntil(done);
+  } catch {
+    // an event the browser did not send (only tests make those): the work goes on all the same
+  }
 });

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from signaling.api.endpoint import MAX_ID, SIGNED_IN, Access, Call, Endpoint, id_param, int_query, json_response, name_param
+from signaling.api.endpoint import ANYONE, MAX_ID, SIGNED_IN, Access, Call, Endpoint, id_param, int_query, json_response, name_param
 from signaling.api.schemas import (
-    NotificationListOut, NotificationOut, NotificationSettingsIn, NotificationSettingsOut, ReadIn, UnreadOut,
-    WebhookIn, WebhookListOut, WebhookOut,
+    NotificationListOut, NotificationOut, NotificationSettingsIn, NotificationSettingsOut, PushEndpointIn, PushKeyOut,
+    PushSubscribedOut, PushSubscriptionIn, ReadIn, UnreadOut, WebhookIn, WebhookListOut, WebhookOut,
 )
 from signaling.auth.roles import Role
+from signaling.notifications.push import Push
 from signaling.notifications.service import NotificationService, Preferences
 from signaling.notifications.webhooks import Hook, Webhooks
 
@@ -17,9 +18,24 @@ OWNER = Access(Role.BROADCASTER, "the channel's owner, or an admin")
 
 
 class NotificationsApi:
-    def __init__(self, notifications: NotificationService, webhooks: Webhooks) -> None:
+    def __init__(self, notifications: NotificationService, webhooks: Webhooks, push: Push) -> None:
         self._notifications = notifications
         self._webhooks = webhooks
+        self._push = push
+
+    async def public_key(self, call: Call[None]) -> web.StreamResponse:
+        return json_response(PushKeyOut(public_key=await self._push.key.public_key()),
+                             headers={"Cache-Control": "public, max-age=3600"})
+
+    async def subscribe(self, call: Call[PushSubscriptionIn]) -> web.StreamResponse:
+        b = call.body
+        new = await self._push.subscribe(call.user, b.endpoint, b.keys.p256dh, b.keys.auth)
+        return json_response(PushSubscribedOut(subscribed=True, devices=await self._push.count(call.user)),
+                             status=201 if new else 200)
+
+    async def unsubscribe(self, call: Call[PushEndpointIn]) -> web.StreamResponse:
+        await self._push.unsubscribe(call.user, call.body.endpoint)
+        return json_response(PushSubscribedOut(subscribed=False, devices=await self._push.count(call.user)))
 
     async def listing(self, call: Call[None]) -> web.StreamResponse:
         before = int_query(call.request, "before", 0, 1, MAX_ID) or None
@@ -56,6 +72,14 @@ class NotificationsApi:
     def endpoints(self) -> list[Endpoint]:
         hooks = "/api/channels/{name}/webhooks"
         return [
+            Endpoint("GET", "/api/push/public-key", self.public_key, "The VAPID key browsers subscribe to push with",
+                     ANYONE, "notifications", response=PushKeyOut),
+            Endpoint("POST", "/api/me/push-subscriptions", self.subscribe,
+                     "Receive browser push on this browser (its PushSubscription's JSON)", SIGNED_IN, "notifications",
+                     body=PushSubscriptionIn, response=PushSubscribedOut, status=201, errors=(400, 401, 415, 422)),
+            Endpoint("DELETE", "/api/me/push-subscriptions", self.unsubscribe, "Stop browser push on a browser",
+                     SIGNED_IN, "notifications", body=PushEndpointIn, response=PushSubscribedOut,
+                     errors=(400, 401, 415, 422)),
             Endpoint("GET", "/api/me/notifications", self.listing, "Your notifications, newest first, and how many are unread",
                      SIGNED_IN, "notifications", response=NotificationListOut, errors=(401, 422),
                      query=(("before", "integer", "next_before of the previous page"), ("limit", "integer", "1 to 100, default 20"))),

@@ -483,3 +483,32 @@ class WebhookOut(BaseModel):
 
 class WebhookListOut(BaseModel):
     items: list[WebhookOut]
+
+
+class PushKeysIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    p256dh: str = Field(max_length=128)
+    auth: str = Field(max_length=64)
+
+
+class PushSubscriptionIn(BaseModel):
+    """A browser's PushSubscription as its toJSON() gives it."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str = Field(max_length=1024)
+    keys: PushKeysIn
+    expirationTime: int | None = Field(None, description="Ignored: a subscription is dropped when its push service says it is gone.")
+
+
+class PushEndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str = Field(max_length=1024)
+
+
+class PushSubscribedOut(BaseModel):
+    subscribed: bool
+    devices: int = Field(description="Your browsers that receive push.")
+
+
+class PushKeyOut(BaseModel):
+    public_key: str = Field(description="The VAPID public key (base64url, uncompressed P-256 point): PushManager.subscribe's applicationServerKey.")

@@ -282,3 +282,28 @@ class Webhook(Base):
     last_status: Mapped[int] = mapped_column(Integer, default=0)  # the last delivery's HTTP status (0: none, or no answer)
     last_error: Mapped[str] = mapped_column(String(300), default="")
     last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription (RFC 8030): where to send, and the keys to encrypt for it."""
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (Index("ix_push_subscriptions_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(1024), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(128))
+    auth: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class SiteSecret(Base):
+    """A key the whole installation shares, made by the first process that needs it (the VAPID key)."""
+
+    __tablename__ = "site_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

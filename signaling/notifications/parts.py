@@ -6,16 +6,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bus import Bus
 from signaling.db.database import Database
 from signaling.notifications.outbox import Outbox
+from signaling.notifications.push import Push, VapidKey
 from signaling.notifications.service import NotificationService, NotifyRules
 from signaling.notifications.webhooks import Webhooks
 from signaling.notifications.worker import Worker
 from signaling.settings import Settings
 
-CAPS = {"live": 2, "reminder": 2, "ended": 2, "follow": 2, "webhook": 8}  # jobs of each kind at once, per worker
+CAPS = {"live": 2, "reminder": 2, "ended": 2, "follow": 2, "webhook": 8, "push": 4}  # jobs of each kind at once, per worker
 PRUNE_EVERY = 3600.0  # seconds between trims of each user's list to its newest notifications
 
 
@@ -25,15 +27,19 @@ class NotificationParts:
     service: NotificationService
     webhooks: Webhooks
     outbox: Outbox
+    push: Push
 
     def worker(self, clock: Callable[[], float] = time.time, name: str = "") -> Worker:
         handlers = {"live": self.service.on_live, "reminder": self.service.on_reminder, "ended": self.service.on_ended,
-                    "follow": self.service.on_follow, "webhook": self.webhooks.deliver}
+                    "follow": self.service.on_follow, "webhook": self.webhooks.deliver, "push": self.push.deliver}
         return Worker(self.outbox, handlers, CAPS, clock, name=name, chores=((PRUNE_EVERY, self.service.prune),))
 
 
 def notification_parts(settings: Settings, db: Database, bus: Bus, clock: Callable[[], float] = time.time) -> NotificationParts:
     rules = NotifyRules(settings.notify_settle, settings.notify_cooldown, settings.reminder_lead)
     base = settings.resolved_public_url
+    outbox = Outbox(db)
+    push = Push(db, outbox, VapidKey(db), settings.push_contact or f"mailto:admin@{urlsplit(base).hostname or 'localhost'}",
+                settings.outbound_allow_private, clock)
     return NotificationParts(rules, NotificationService(db, bus, base, rules, clock),
-                             Webhooks(db, base, settings.webhook_allow_private, clock), Outbox(db))
+                             Webhooks(db, base, settings.outbound_allow_private, clock), outbox, push)

@@ -32,9 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bus import Bus, Message
 from signaling.auth.roles import Principal
 from signaling.db.database import Database
-from signaling.db.models import Channel, Follow, Notification, ScheduledStream, StreamSession, User, Webhook
+from signaling.db.models import (
+    Channel, Follow, Notification, PushSubscription, ScheduledStream, StreamSession, User, Webhook,
+)
 from signaling.errors import NotFound
 from signaling.notifications.outbox import Job, enqueue
+from signaling.notifications.push import Note, push_jobs
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,7 @@ class NotificationService:
             note = {"kind": "live", "channel": channel.name, "title": f"{display} is live",
                     "body": channel.title or "", "url": f"/watch/{quote(channel.name)}"}
             users = await self._tell_followers(session, channel, ("all", "live"), note, now)
+            await self._push_followers(session, channel, ("all", "live"), note, now, urgency="high", ttl=3600)
             await self._webhook_jobs(session, channel, "live", {"stream": stream}, now, _at(job))
         await self._publish(users, note, now)
 
@@ -206,6 +210,8 @@ class NotificationService:
             note = {"kind": "reminder", "channel": channel.name, "title": f"{display} goes live in {minutes} min",
                     "body": entry.title, "url": f"/watch/{quote(channel.name)}"}
             users = await self._tell_followers(session, channel, ("all",), note, now)
+            await self._push_followers(session, channel, ("all",), note, now, urgency="normal",
+                                       ttl=max(60, int((entry.starts_at - now).total_seconds())))
         await self._publish(users, note, now)
 
     async def on_ended(self, job: Job) -> None:
@@ -241,6 +247,19 @@ class NotificationService:
         await session.execute(insert(Notification).from_select(
             ["user_id", "kind", "channel_id", "title", "body", "url", "created_at"], rows))
         return list(await session.scalars(chosen))
+
+    async def _push_followers(self, session: AsyncSession, channel: Channel, bells: tuple[str, ...],
+                              note: dict[str, Any], now: datetime, urgency: str, ttl: int) -> None:
+        """`push` jobs for the browsers of the followers whose bell is in `bells` and who take push."""
+        ids = list(await session.scalars(
+            select(PushSubscription.id).join(Follow, Follow.follower_id == PushSubscription.user_id)
+            .join(User, User.id == PushSubscription.user_id)
+            .where(Follow.channel_id == channel.id, Follow.notify.in_(bells), User.notify_push.is_(True))
+            .order_by(PushSubscription.id)))
+        if ids:
+            pushed = Note(note["title"][:200], note["body"][:300], note["url"], f"{note['kind']}-{channel.id}",
+                              urgency, ttl)
+            push_jobs(session, ids, pushed, now)
 
     async def _webhook_jobs(self, session: AsyncSession, channel: Channel, event: str, data: dict[str, Any],
                             now: datetime, happened: datetime) -> None:

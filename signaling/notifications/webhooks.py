@@ -5,19 +5,15 @@ Each delivery is a POST of a JSON body (ours, or a Discord-compatible one), sign
 (the time inside the signature lets a receiver refuse replays). A 2xx is done; a 408, 429, 5xx or no
 answer is tried again with backoff (the outbox's); another 4xx is given up at once.
 
-Hooks may not point inside the operator's network (loopback, private, link-local addresses) unless
-`WEBHOOK_ALLOW_PRIVATE` is set: the check runs on the addresses the name resolves to when it is
-delivered to, so a name that later resolves elsewhere gains nothing.
+Hooks may not point inside the operator's network (see `outbound.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +22,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from sqlalchemy import delete, func, select
 
 from signaling.auth.roles import Principal
@@ -35,13 +29,13 @@ from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Webhook
 from signaling.errors import Conflict, Invalid, NotFound
+from signaling.notifications.outbound import inside, outbound_session
 from signaling.notifications.outbox import Job
 from signaling.notifications.worker import GiveUp, Retry
 
 EVENTS = ("live", "ended", "follow")
 FORMATS = ("json", "discord")
 MAX_PER_CHANNEL = 5
-TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
 USER_AGENT = "Tallylight-Webhooks/1"
 
 
@@ -93,24 +87,6 @@ def check_url(url: str) -> str:
     return url
 
 
-class PublicResolver(AbstractResolver):
-    """Resolves like aiohttp's default, and refuses names that lead inside the operator's network."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        for entry in found:
-            address = ipaddress.ip_address(entry["host"])
-            if not address.is_global:
-                raise OSError(f"{host} resolves to {address}, which is not a public address")
-        return found
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
 class Webhooks:
     def __init__(self, db: Database, base_url: str, allow_private: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
@@ -133,7 +109,7 @@ class Webhooks:
 
     async def add(self, name: str, by: Principal, url: str, events: list[str], fmt: str) -> Hook:
         url = check_url(url)
-        if not self._allow_private and _inside(url):
+        if not self._allow_private and inside(url):
             raise Invalid("a webhook may not point at a private, loopback or link-local address",
                           errors=[{"field": "url", "message": "Use a public address."}])
         wanted = sorted(set(events))
@@ -168,7 +144,7 @@ class Webhooks:
             if hook is None:
                 return  # deleted meanwhile
             url, secret, fmt = hook.url, hook.secret, hook.format
-        if not self._allow_private and _inside(url):
+        if not self._allow_private and inside(url):
             raise GiveUp("the webhook points at a private address")
         body = json.dumps(body_for(fmt, job.payload, self._base), separators=(",", ":")).encode()
         at = int(self._clock())
@@ -197,24 +173,13 @@ class Webhooks:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            resolver = None if self._allow_private else PublicResolver()
-            connector = aiohttp.TCPConnector(resolver=resolver, limit=32, ttl_dns_cache=60)
-            self._http = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT)
+            self._http = outbound_session(self._allow_private, limit=32)
         return self._http
 
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()
             self._http = None
-
-
-def _inside(url: str) -> bool:
-    """Is the URL's host an IP address that is not public? (Names are checked as they resolve.)"""
-    host = urlsplit(url).hostname or ""
-    try:
-        return not ipaddress.ip_address(host).is_global
-    except ValueError:
-        return host == "localhost" or host.endswith(".localhost")
 
 
 def _hook(row: Webhook, secret: bool = False) -> Hook:

@@ -84,3 +84,69 @@ def test_a_fans_bell_rings_in_another_tab_when_the_channel_goes_live(
     until(other, "() => document.querySelector('#nav-bell').dataset.unread === '0'")
     end_stream(studio)
     assert not problems, "\n".join(problems)
+
+
+def test_a_push_shows_a_notification_from_the_service_worker_and_its_click_opens_the_channel(
+    server: Server, open_browser: OpenBrowser
+) -> None:
+    """Chromium here reaches no push service (no network), so the push is delivered to the service
+    worker through the DevTools protocol, as a push service would (the server's side of push is
+    tested against a push service stand-in in tests/test_push.py)."""
+    fan = server.unique_name("pushfan")
+    server.register(fan)
+    browser = open_browser()
+    browser.context.grant_permissions(["notifications"], origin=server.url)
+    page = browser.page
+    log_in(page, server, fan, "/notifications")
+    page.evaluate("async () => { await navigator.serviceWorker.ready; }")  # installed and active
+    if not page.evaluate("() => navigator.serviceWorker.controller !== null"):
+        page.reload()  # the first page a worker is installed from is taken over by clients.claim(); or by this
+        ready(page)
+    until(page, "() => navigator.serviceWorker.controller !== null")
+    ready(page)
+    expect(page.locator("#push-toggle")).to_have_text("Turn on in this browser")
+    expect(page.locator("#push")).to_be_checked()  # browser push is on for the account by default
+    problems = check_page(page, "notifications-push")
+
+    cdp = browser.context.new_cdp_session(page)
+    registrations: list[dict[str, str]] = []
+    versions: list[dict[str, str]] = []
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda event: registrations.extend(event["registrations"]))
+    cdp.on("ServiceWorker.workerVersionUpdated", lambda event: versions.extend(event["versions"]))
+    cdp.send("ServiceWorker.enable")
+    deadline = time.monotonic() + 10
+    scope = server.url + "/"
+    while not any(r["scopeURL"] == scope for r in registrations) or not any(v["status"] == "activated" for v in versions):
+        assert time.monotonic() < deadline, (registrations, versions)
+        page.wait_for_timeout(100)
+    registration = next(r for r in registrations if r["scopeURL"] == scope)
+    payload = '{"title": "Ada is live", "body": "Speedrun night", "url": "/watch/ada", "tag": "live-7"}'
+    shown = """async () => (await self.registration.getNotifications())
+        .map((n) => ({title: n.title, body: n.body, url: n.data.url, tag: n.tag}))"""
+    worker = next(w for w in browser.context.service_workers if w.url.endswith("/sw.js"))
+    logs: list[str] = []  # the worker's console and errors, for a failure's message
+    for w in browser.context.service_workers:
+        w.on("console", lambda m: logs.append(m.text))
+    cdp.on("ServiceWorker.workerErrorReported", lambda e: logs.append(str(e)))
+    # A push delivered through DevTools is now and then never dispatched to the worker when the machine
+    # is busy (seen in 1 of ~6 runs with the other core loaded: the worker running and activated, no
+    # error, nothing shown); a push service delivers again what a browser did not take, and so do we.
+    notes: list[dict[str, str]] = []
+    for attempt in range(3):
+        cdp.send("ServiceWorker.deliverPushMessage", {"origin": server.url, "registrationId": registration["registrationId"],
+                                                      "data": payload})
+        deadline = time.monotonic() + 4
+        while not (notes := worker.evaluate(shown)) and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        if notes:
+            break
+    assert notes, ("no notification shown", logs)
+    assert notes == [{"title": "Ada is live", "body": "Speedrun night", "url": f"{server.url}/watch/ada", "tag": "live-7"}]
+
+    # A click on it (sent to the service worker as the browser would) brings the channel up in this tab.
+    worker.evaluate("""async () => {
+        const [shown] = await self.registration.getNotifications();
+        self.dispatchEvent(new NotificationEvent("notificationclick", { notification: shown }));
+    }""")
+    page.wait_for_url(f"{server.url}/watch/ada", timeout=10_000)
+    assert not problems, "\n".join(problems)

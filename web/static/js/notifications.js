@@ -37,6 +37,57 @@ async function page() {
   $("notifications-empty").hidden = $("notifications").children.length > 0;
 }
 
+/** This browser's push subscription, or null (and null where push cannot work: no service worker). */
+async function subscription() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window) || !window.isSecureContext) return undefined;
+  const registration = await navigator.serviceWorker.ready;
+  return registration.pushManager.getSubscription();
+}
+
+async function drawPush() {
+  const current = await subscription();
+  const toggle = $("push-toggle");
+  if (current === undefined) {
+    $("push-state").textContent = "This browser cannot receive push notifications from this site (it needs HTTPS).";
+    toggle.hidden = true;
+    return;
+  }
+  const blocked = Notification.permission === "denied";
+  $("push-state").textContent = current ? "On in this browser." : blocked
+    ? "Blocked for this site in this browser's settings." : "Off in this browser.";
+  toggle.textContent = current ? "Turn off in this browser" : "Turn on in this browser";
+  toggle.hidden = blocked && !current;
+  toggle.dataset.state = current ? "on" : "off";
+}
+
+async function togglePush() {
+  say($("push-error"), "");
+  const current = await subscription();
+  if (current) {
+    await api("DELETE", "/api/me/push-subscriptions", { endpoint: current.endpoint });
+    await current.unsubscribe();
+  } else {
+    if ((await Notification.requestPermission()) !== "granted") {
+      await drawPush();
+      return;
+    }
+    const { public_key: key } = await api("GET", "/api/push/public-key", undefined, { auth: false });
+    const registration = await navigator.serviceWorker.ready;
+    let created;
+    try {
+      created = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+    } catch (error) {
+      throw new Error(`This browser could not reach its push service (${error.message}). Try again later.`);
+    }
+    await api("POST", "/api/me/push-subscriptions", created.toJSON());
+    if (!$("push").checked) {
+      $("push").checked = true;
+      await api("PUT", "/api/me/notification-settings", { push: true });
+    }
+  }
+  await drawPush();
+}
+
 async function main() {
   await renderNav();
   if (!isSignedIn()) {
@@ -47,6 +98,8 @@ async function main() {
     await page();
     const how = await api("GET", "/api/me/notification-settings");
     $("in_app").checked = how.in_app;
+    $("push").checked = how.push;
+    await drawPush();
   } catch (error) {
     say($("notifications-status"), error.message);
   }
@@ -60,14 +113,17 @@ async function main() {
       say($("notifications-status"), error.message);
     }
   });
-  $("in_app").addEventListener("change", async () => {
-    try {
-      await api("PUT", "/api/me/notification-settings", { in_app: $("in_app").checked });
-      say($("how-saved"), "Saved", "ok");
-    } catch (error) {
-      say($("notifications-status"), error.message);
-    }
-  });
+  for (const choice of ["in_app", "push"]) {
+    $(choice).addEventListener("change", async () => {
+      try {
+        await api("PUT", "/api/me/notification-settings", { [choice]: $(choice).checked });
+        say($("how-saved"), "Saved", "ok");
+      } catch (error) {
+        say($("notifications-status"), error.message);
+      }
+    });
+  }
+  $("push-toggle").addEventListener("click", () => togglePush().catch((error) => say($("push-error"), error.message)));
   // What arrives while the page is open goes on top.
   window.addEventListener("tally:notification", (event) => {
     const note = event.detail;
