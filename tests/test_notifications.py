@@ -156,10 +156,7 @@ async def test_followers_hear_of_a_go_live_as_their_bells_say_and_webhooks_are_s
     await until(lambda: _got(receiver, "discord", "live"))
     discord = receiver.got["discord"][0]["body"]
     assert star in discord["content"] and discord["allowed_mentions"] == {"parse": []}
-    await until(lambda: _got(receiver, "plain", "live"))  # the 500: stored as the hook's last status...
-    hook = next(h for h in (await live.call("GET", f"/api/channels/{star}/webhooks", token=star_token))[1]["items"]
-                if h["id"] == hooks["plain"]["id"])
-    assert hook["last_status"] == 500
+    await until(lambda: _last_status(live, star, star_token, hooks["plain"]["id"], 500))  # the 500: stored...
     assert sum(1 for g in receiver.got["plain"] if g["event"] == "live") == 1
     live.clock.advance(15)  # ...and tried again after its backoff (10 s ± 20 %)
     await until(lambda: _got(receiver, "plain", "live", 2))
@@ -201,6 +198,11 @@ async def _got(receiver: Receiver, path: str, event: str, count: int = 1) -> boo
     return sum(1 for g in receiver.got.get(path, []) if g["event"] == event) >= count
 
 
+async def _last_status(api: Api, name: str, token: str, hook: int, status: int) -> bool:
+    listed = (await api.call("GET", f"/api/channels/{name}/webhooks", token=token))[1]["items"]
+    return any(h["id"] == hook and h["last_status"] == status for h in listed)
+
+
 async def _is_live(api: Api, name: str, live: bool = True) -> bool:
     return bool((await api.call("GET", f"/api/channels/{name}"))[1]["is_live"]) is live
 
@@ -219,6 +221,11 @@ async def test_bad_input_changes_nothing(api: Api) -> None:
         {"url": "http://127.0.0.1:9/x", "events": ["live"]},  # inside the operator's network
         {"url": "http://[::1]/x", "events": ["live"]},
         {"url": "http://localhost/x", "events": ["live"]},
+        {"url": "http://[64:ff9b::a00:1]/x", "events": ["live"]},  # NAT64 of 10.0.0.1
+        {"url": "http://127.1/x", "events": ["live"]},
+        {"url": "http://[::1", "events": ["live"]},
+        {"url": "http://exa mple.com/", "events": ["live"]},
+        {"url": "http://example.com:99999/", "events": ["live"]},
         {"url": "https://example.com/x", "events": []},
         {"url": "https://example.com/x", "events": ["nope"]},
         {"url": "https://example.com/x", "events": ["live"], "format": "xml"},
@@ -240,7 +247,7 @@ async def test_bad_input_changes_nothing(api: Api) -> None:
     assert (await api.call("GET", f"/api/channels/{star}", token=fan_token))[1]["following"] is False
     for body in ({"in_app": "yes"}, {"sms": True}):
         assert (await api.call("PUT", "/api/me/notification-settings", body, token=fan_token))[0] == 422
-    for body in ({"ids": [0]}, {"ids": list(range(1, 300))}, {"all": True}):
+    for body in ({"ids": [0]}, {"ids": list(range(1, 300))}, {"all": True}, {"ids": [2**31]}, {"ids": [2**63]}):
         assert (await api.call("POST", "/api/me/notifications/read", body, token=fan_token))[0] == 422
     assert (await api.call("GET", "/api/me/notifications?limit=0", token=fan_token))[0] == 422
     assert (await api.call("GET", "/api/me/notifications"))[0] == 401
@@ -295,6 +302,7 @@ async def test_workers_share_the_outbox_and_take_over_a_dead_workers_jobs(databa
         for n in range(300):
             await outbox.add("count", {"n": n}, now)
         workers = [Worker(outbox, {"count": handler(name)}, {"count": 16}, clock, name=name) for name in ("a", "b", "c")]
+        assert len({w.name for w in workers}) == 3  # told apart by a token, whatever they are called
 
         async def drain(worker: Worker) -> None:
             while await worker.run_due():
@@ -304,9 +312,25 @@ async def test_workers_share_the_outbox_and_take_over_a_dead_workers_jobs(databa
         assert sorted(n for _, n in done) == list(range(300))  # each job exactly once
         assert len({w for w, _ in done}) >= 2 or database_url.startswith("sqlite")  # shared (PostgreSQL: side by side)
 
+        # A worker takes no more of a kind than it has room for, and nothing of kinds it does not run.
+        for n in range(5):
+            await outbox.add("count", {"n": 2000 + n}, now)
+            await outbox.add("unknown", {"n": n}, now)
+        taken = await outbox.claim("picky", now, {"count": 2}, lease=120)
+        assert [j.kind for j in taken] == ["count", "count"]
+        clock.advance(121)
+        now = datetime.fromtimestamp(clock(), UTC)
+        assert len(await outbox.claim("picky", now, {"count": 16}, lease=120)) == 5
+        done.extend(("picky", 2000 + n) for n in range(5))
+        await Outbox(db).tidy(now)
+        from sqlalchemy import delete as sql_delete
+
+        from signaling.db.models import OutboxJob
+        await db.write(sql_delete(OutboxJob))
+
         # A worker that dies holding a job: another takes it once the lease runs out.
         await outbox.add("count", {"n": 1000}, now)
-        held = await outbox.claim("dead", now, 10, lease=120)
+        held = await outbox.claim("dead", now, {"count": 10}, lease=120)
         assert [j.payload["n"] for j in held] == [1000]
         assert await workers[0].run_due() == 0
         clock.advance(121)

@@ -30,6 +30,9 @@ WATCHING_PER_SESSION_PER_MINUTE = 12
 WATCHING_PER_MINUTE = 600
 
 
+FOLLOWS_PER_HOUR = 120
+
+
 class ChannelsApi:
     def __init__(self, channels: ChannelService, streams: StreamService, limiter: RateLimiter, settings: Settings) -> None:
         self._channels = channels
@@ -118,6 +121,11 @@ class ChannelsApi:
         return await self._follow(call, False, None)
 
     async def _follow(self, call: Call[Any], follow: bool, bell: str | None) -> web.StreamResponse:
+        # A person follows, unfollows and rings a bell a few times an hour; a script toggling to flood a
+        # channel's "new follower" webhook is stopped here.
+        wait = await self._limiter.hit(f"follow:{call.user.user_id}", FOLLOWS_PER_HOUR, 3600)
+        if wait:
+            raise RateLimited(f"too many follow changes; try again in {wait} s", retry_after=wait)
         view = await self._channels.follow(name_param(call.request, "name"), call.user, follow, bell)
         return json_response(FollowOut(channel=view.channel.name, following=follow, followers=view.followers,
                                        notify=view.bell))  # type: ignore[arg-type]
@@ -145,7 +153,7 @@ class ChannelsApi:
             Endpoint("PUT", path + "/follow", self.follow,
                      "Follow a channel, or set the bell of one you follow (the body is optional: a new follow rings for all)",
                      SIGNED_IN, "channels", body=FollowIn, body_optional=True, response=FollowOut,
-                     errors=(400, 401, 404, 415, 422)),
+                     errors=(400, 401, 404, 415, 422, 429)),
             Endpoint("DELETE", path + "/follow", self.unfollow, "Unfollow a channel", SIGNED_IN, "channels",
-                     response=FollowOut, errors=(401, 404, 422)),
+                     response=FollowOut, errors=(401, 404, 422, 429)),
         ]

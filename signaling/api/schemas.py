@@ -442,7 +442,7 @@ class NotificationListOut(BaseModel):
 
 class ReadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[Annotated[int, Field(ge=1)]] | None = Field(None, max_length=200, description="These; leave out for all.")
+    ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(None, max_length=200, description="These; leave out for all.")
 
 
 class UnreadOut(BaseModel):

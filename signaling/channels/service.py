@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.accounts.names import username_problem
 from signaling.auth import secrets
 from signaling.auth.roles import Principal, Role
-from signaling.db.database import Database
+from signaling.db.database import Database, insert_new
 from signaling.db.models import Channel, Follow, User
 from signaling.errors import Forbidden, Invalid, NotFound
 from signaling.notifications.service import follow_job
@@ -155,13 +154,10 @@ class ChannelService:
             existing = await session.get(Follow, (viewer.user_id, channel.id))
             if follow and existing is None:
                 now = self._now()
-                try:
-                    async with session.begin_nested():
-                        session.add(Follow(follower_id=viewer.user_id, channel_id=channel.id, created_at=now,
-                                           notify=bell or "all"))
-                    follow_job(session, channel.id, viewer.user_id, now)  # with the follow, or not at all
-                except IntegrityError:
-                    pass  # a concurrent identical PUT got there first: following is following
+                added = await insert_new(session, Follow, {"follower_id": viewer.user_id, "channel_id": channel.id,
+                                                           "created_at": now, "notify": bell or "all"})
+                if added:  # (else a concurrent identical PUT got there first: following is following)
+                    await follow_job(session, channel.id, viewer.user_id, now)  # with the follow, or not at all
             elif follow and existing is not None and bell is not None:
                 existing.notify = bell
             elif not follow and existing is not None:

@@ -37,7 +37,7 @@ from signaling.errors import AppError
 log = logging.getLogger(__name__)
 
 STREAM_TOPICS = ("stream.viewers", "stream.started", "stream.ended")
-NOTIFICATIONS = "notifications"  # {"users": [ids], "notification": {...}}: for those users' connections here
+NOTIFICATIONS = "notifications"  # {"recipients": [[user, notification id]], "notification": {...}}: to their connections
 
 
 class Outbound:
@@ -176,7 +176,7 @@ class ChatHub:
 
     @property
     def connections(self) -> int:
-        return sum(len(room) for room in self._rooms.values())
+        return sum(len(room) for room in self._rooms.values()) + len(self._personal)
 
     # --- lifecycle ---
 
@@ -278,14 +278,17 @@ class ChatHub:
         self.fanout.observe(time.perf_counter() - started)
 
     def _notify(self, payload: dict[str, Any]) -> None:
-        users, note = payload.get("users"), payload.get("notification")
-        if not isinstance(users, list) or not isinstance(note, dict):
+        recipients, note = payload.get("recipients"), payload.get("notification")
+        if not isinstance(recipients, list) or not isinstance(note, dict):
             return
-        frame: Outbound | None = None
-        for user in users:
-            for chatter in list(self._users.get(user, ())) if isinstance(user, int) else ():
-                frame = frame or Outbound(protocol.encode({**note, "type": "notification"}))
-                chatter.say(frame)
+        for recipient in recipients:
+            if not (isinstance(recipient, list) and len(recipient) == 2 and isinstance(recipient[0], int)):
+                continue
+            mine = self._users.get(recipient[0])
+            if mine:
+                frame = Outbound(protocol.encode({**note, "type": "notification", "id": recipient[1]}))
+                for chatter in list(mine):
+                    chatter.say(frame)
 
     def _sign(self, chatter: Chatter, before: Principal | None) -> None:
         """Keep the user index right after `chatter` signed in (as someone else than `before`)."""

@@ -62,3 +62,17 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def insert_new(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> bool:
+    """INSERT the row unless one with the same key (any unique constraint) exists; True when it was
+    added. One statement in the session's transaction (a savepoint would commit early on SQLite, whose
+    driver opens transactions itself)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Executable = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    else:
+        statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]

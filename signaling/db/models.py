@@ -252,10 +252,11 @@ class OutboxJob(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_failed_at_due_at", "failed_at", "due_at"),)
+    __table_args__ = (Index("ix_outbox_failed_at_due_at", "failed_at", "due_at"), Index("ix_outbox_key", "key"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str | None] = mapped_column(String(96))  # what the job is about, to find (or not repeat) it
     payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     due_at: Mapped[datetime] = mapped_column(UtcDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -3,9 +3,11 @@ roots that run the worker (`tally serve` in the embedded mode, `tally worker`)."
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from bus import Bus
@@ -17,8 +19,11 @@ from signaling.notifications.webhooks import Webhooks
 from signaling.notifications.worker import Worker
 from signaling.settings import Settings
 
+log = logging.getLogger(__name__)
+
 CAPS = {"live": 2, "reminder": 2, "ended": 2, "follow": 2, "webhook": 8, "push": 4}  # jobs of each kind at once, per worker
-PRUNE_EVERY = 3600.0  # seconds between trims of each user's list to its newest notifications
+PRUNE_EVERY = 600.0  # seconds between trims of each user's list to its newest notifications
+TIDY_EVERY = 3600.0  # seconds between removals of jobs failed for good long ago
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +37,13 @@ class NotificationParts:
     def worker(self, clock: Callable[[], float] = time.time, name: str = "") -> Worker:
         handlers = {"live": self.service.on_live, "reminder": self.service.on_reminder, "ended": self.service.on_ended,
                     "follow": self.service.on_follow, "webhook": self.webhooks.deliver, "push": self.push.deliver}
-        return Worker(self.outbox, handlers, CAPS, clock, name=name, chores=((PRUNE_EVERY, self.service.prune),))
+        async def tidy() -> None:
+            failed = await self.outbox.tidy(datetime.fromtimestamp(clock(), UTC))
+            if failed:
+                log.warning("%d notification jobs failed for good (kept a week in the outbox table)", failed)
+
+        return Worker(self.outbox, handlers, CAPS, clock, name=name,
+                      chores=((PRUNE_EVERY, self.service.prune), (TIDY_EVERY, tidy)))
 
 
 def notification_parts(settings: Settings, db: Database, bus: Bus, clock: Callable[[], float] = time.time) -> NotificationParts:

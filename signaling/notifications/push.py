@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid02
@@ -34,10 +35,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.auth.roles import Principal
-from signaling.db.database import Database
+from signaling.db.database import Database, insert_new
 from signaling.db.models import PushSubscription, SiteSecret
 from signaling.errors import Invalid
-from signaling.notifications.outbound import inside, outbound_session
+from signaling.notifications.outbound import inside, outbound_session, refused_inside
 from signaling.notifications.outbox import Job, Outbox, backoff, enqueue
 
 log = logging.getLogger(__name__)
@@ -143,13 +144,9 @@ class Push:
                                               .order_by(PushSubscription.id.desc())))
             if len(mine) >= MAX_PER_USER:
                 await session.execute(delete(PushSubscription).where(PushSubscription.id.in_(mine[MAX_PER_USER - 1:])))
-            try:
-                async with session.begin_nested():
-                    session.add(PushSubscription(user_id=user.user_id, endpoint=endpoint, p256dh=p256dh, auth=auth,
-                                                 created_at=now))
-            except IntegrityError:
-                return False  # the same browser, twice at once
-        return True
+            # (not added: the same browser, twice at once)
+            return await insert_new(session, PushSubscription, {"user_id": user.user_id, "endpoint": endpoint,
+                                                                "p256dh": p256dh, "auth": auth, "created_at": now})
 
     async def unsubscribe(self, user: Principal, endpoint: str) -> None:
         async with self._db.session() as session:
@@ -163,11 +160,18 @@ class Push:
 
     def _check_endpoint(self, endpoint: str) -> str:
         endpoint = endpoint.strip()
-        parts = urlsplit(endpoint)
-        schemes = ("https", "http") if self._allow_private else ("https",)
-        if parts.scheme not in schemes or not parts.hostname or parts.username or len(endpoint) > 1024:
-            raise Invalid("a push endpoint is an https:// URL of a push service",
+        problem = Invalid("a push endpoint is an https:// URL of a push service",
                           errors=[{"field": "endpoint", "message": "Use the endpoint your browser gave."}])
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+            yarl.URL(endpoint)
+        except ValueError:
+            raise problem from None
+        schemes = ("https", "http") if self._allow_private else ("https",)
+        if (parts.scheme not in schemes or not parts.hostname or parts.username or len(endpoint) > 1024
+                or any(c.isspace() or ord(c) < 32 for c in endpoint)):
+            raise problem
         if not self._allow_private and inside(endpoint):
             raise Invalid("a push endpoint may not point inside this service's network",
                           errors=[{"field": "endpoint", "message": "Use the endpoint your browser gave."}])
@@ -218,6 +222,8 @@ class Push:
             response = await pusher.send_async(data=body, headers=headers, ttl=note.ttl, timeout=TIMEOUT)
             return int(getattr(response, "status", 0))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if refused_inside(exc):
+                return 410  # it leads inside: drop it
             log.info("push to %s failed: %s", urlsplit(sub.endpoint).hostname, exc)
             return 0
         except Exception as exc:  # noqa: BLE001 - a malformed stored subscription: drop it, not the batch

@@ -18,6 +18,7 @@ Open tabs hear of new notifications over the chat WebSocket: one bus message per
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -36,12 +37,12 @@ from signaling.db.models import (
     Channel, Follow, Notification, PushSubscription, ScheduledStream, StreamSession, User, Webhook,
 )
 from signaling.errors import NotFound
-from signaling.notifications.outbox import Job, enqueue
+from signaling.notifications.outbox import Job, enqueue, waiting
 from signaling.notifications.push import Note, push_jobs
 
 log = logging.getLogger(__name__)
 
-TOPIC = "notifications"  # bus topic: {"users": [ids], "notification": {...}}
+TOPIC = "notifications"  # bus topic: {"recipients": [[user id, notification id], ...], "notification": {...}}
 BELLS = ("all", "live", "none")  # a follower's bell: everything (go-live and reminders), go-live only, nothing
 USERS_PER_MESSAGE = 1000
 MAX_KEPT = 200  # notifications kept per user (older ones are removed as new ones come)
@@ -88,14 +89,22 @@ def stream_ended_job(session: AsyncSession, channel_id: int, stream: str, lasted
                 now + timedelta(seconds=rules.settle))
 
 
-def follow_job(session: AsyncSession, channel_id: int, user_id: int, now: datetime) -> None:
-    enqueue(session, "follow", {"channel_id": channel_id, "user_id": user_id, "at": now.isoformat()}, now)
+async def follow_job(session: AsyncSession, channel_id: int, user_id: int, now: datetime) -> None:
+    """One waiting job per follower and channel, however often they unfollow and follow again."""
+    key = f"follow:{channel_id}:{user_id}"
+    if not await waiting(session, key):
+        enqueue(session, "follow", {"channel_id": channel_id, "user_id": user_id, "at": now.isoformat()}, now, key)
 
 
 def reminder_job(session: AsyncSession, entry_id: int, starts_at: datetime, now: datetime, rules: NotifyRules) -> None:
     due = starts_at - timedelta(seconds=rules.reminder_lead)
     if due > now:  # an entry that starts sooner than that gets no reminder: the schedule shows it
-        enqueue(session, "reminder", {"entry_id": entry_id, "starts_at": starts_at.isoformat()}, due)
+        enqueue(session, "reminder", {"entry_id": entry_id, "starts_at": starts_at.isoformat()}, due,
+                reminder_key(entry_id))
+
+
+def reminder_key(entry_id: int) -> str:
+    return f"reminder:{entry_id}"
 
 
 def _at(job: Job) -> datetime:
@@ -180,19 +189,21 @@ class NotificationService:
             if channel is None or live is None:
                 log.info("stream %s ended before it settled: nobody is told", stream)
                 return
+            # Webhooks hear of every stream that settles (their "ended" was told too); followers do not
+            # hear again within the cooldown (a broadcaster whose connection dropped and came back).
+            await self._webhook_jobs(session, channel, "live", {"stream": stream}, now, _at(job))
             last = channel.live_notified_at
             if last is not None and (now - last).total_seconds() < self.rules.cooldown:
-                log.info("%s went live again within the cooldown: nobody is told again", channel.name)
+                log.info("%s went live again within the cooldown: its followers are not told again", channel.name)
                 return
             channel.live_notified_at = now  # in this transaction: a second run of this job tells nobody twice
             owner = await session.get(User, channel.owner_id)
             display = (owner.display_name or owner.username) if owner is not None else channel.name
             note = {"kind": "live", "channel": channel.name, "title": f"{display} is live",
                     "body": channel.title or "", "url": f"/watch/{quote(channel.name)}"}
-            users = await self._tell_followers(session, channel, ("all", "live"), note, now)
+            told = await self._tell_followers(session, channel, ("all", "live"), note, now)
             await self._push_followers(session, channel, ("all", "live"), note, now, urgency="high", ttl=3600)
-            await self._webhook_jobs(session, channel, "live", {"stream": stream}, now, _at(job))
-        await self._publish(users, note, now)
+        await self._publish(told, note, now)
 
     async def on_reminder(self, job: Job) -> None:
         entry_id, starts_at = int(job.payload["entry_id"]), str(job.payload["starts_at"])
@@ -209,10 +220,10 @@ class NotificationService:
             minutes = max(1, round((entry.starts_at - now).total_seconds() / 60))
             note = {"kind": "reminder", "channel": channel.name, "title": f"{display} goes live in {minutes} min",
                     "body": entry.title, "url": f"/watch/{quote(channel.name)}"}
-            users = await self._tell_followers(session, channel, ("all",), note, now)
+            told = await self._tell_followers(session, channel, ("all",), note, now)
             await self._push_followers(session, channel, ("all",), note, now, urgency="normal",
                                        ttl=max(60, int((entry.starts_at - now).total_seconds())))
-        await self._publish(users, note, now)
+        await self._publish(told, note, now)
 
     async def on_ended(self, job: Job) -> None:
         async with self._db.session() as session:
@@ -235,18 +246,17 @@ class NotificationService:
                                      _at(job))
 
     async def _tell_followers(self, session: AsyncSession, channel: Channel, bells: tuple[str, ...],
-                              note: dict[str, Any], now: datetime) -> list[int]:
+                              note: dict[str, Any], now: datetime) -> list[tuple[int, int]]:
         """One in-app notification for each follower whose bell is in `bells` and who takes in-app
-        notifications, in one statement; their user ids."""
-        chosen = (select(Follow.follower_id).join(User, User.id == Follow.follower_id)
-                  .where(Follow.channel_id == channel.id, Follow.notify.in_(bells), User.notify_in_app.is_(True)))
+        notifications, in one statement; (user id, notification id) of each."""
         rows = select(Follow.follower_id, literal(note["kind"]), literal(channel.id), literal(note["title"][:200]),
                       literal(note["body"][:500]), literal(note["url"]), literal(now, Notification.created_at.type)).join(
             User, User.id == Follow.follower_id).where(
             Follow.channel_id == channel.id, Follow.notify.in_(bells), User.notify_in_app.is_(True))
-        await session.execute(insert(Notification).from_select(
-            ["user_id", "kind", "channel_id", "title", "body", "url", "created_at"], rows))
-        return list(await session.scalars(chosen))
+        added = await session.execute(insert(Notification).from_select(
+            ["user_id", "kind", "channel_id", "title", "body", "url", "created_at"], rows)
+            .returning(Notification.user_id, Notification.id))
+        return [(int(user), int(note_id)) for user, note_id in added]
 
     async def _push_followers(self, session: AsyncSession, channel: Channel, bells: tuple[str, ...],
                               note: dict[str, Any], now: datetime, urgency: str, ttl: int) -> None:
@@ -271,22 +281,27 @@ class NotificationService:
                 enqueue(session, "webhook", {"webhook_id": hook.id, "event": event, "channel": channel.name,
                                              "at": now.isoformat(), **data}, now)
 
-    async def _publish(self, users: list[int], note: dict[str, Any], now: datetime) -> None:
+    async def _publish(self, told: list[tuple[int, int]], note: dict[str, Any], now: datetime) -> None:
         """Tell open tabs (best effort: the notification is stored whatever happens here)."""
         frame = {**note, "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         try:
-            for start in range(0, len(users), USERS_PER_MESSAGE):
-                await self._bus.publish(Message(TOPIC, {"users": users[start:start + USERS_PER_MESSAGE],
+            for start in range(0, len(told), USERS_PER_MESSAGE):
+                await self._bus.publish(Message(TOPIC, {"recipients": told[start:start + USERS_PER_MESSAGE],
                                                         "notification": frame}))
         except Exception as exc:  # noqa: BLE001 - the bus is down: the bell finds them on its next look
             log.warning("could not tell open tabs of a notification: %s", exc)
 
     async def prune(self) -> int:
-        """Keep each user's newest MAX_KEPT notifications; how many went (run now and then)."""
-        async with self._db.session() as session:
-            ranked = select(Notification.id, func.row_number().over(
-                partition_by=Notification.user_id, order_by=Notification.id.desc()).label("n")).subquery()
-            old = list(await session.scalars(select(ranked.c.id).where(ranked.c.n > MAX_KEPT).limit(10_000)))
-            if old:
-                await session.execute(delete(Notification).where(Notification.id.in_(old)))
-            return len(old)
+        """Keep each user's newest MAX_KEPT notifications; how many went (run every few minutes)."""
+        gone = 0
+        while True:
+            async with self._db.session() as session:
+                ranked = select(Notification.id, func.row_number().over(
+                    partition_by=Notification.user_id, order_by=Notification.id.desc()).label("n")).subquery()
+                old = list(await session.scalars(select(ranked.c.id).where(ranked.c.n > MAX_KEPT).limit(10_000)))
+                if old:
+                    await session.execute(delete(Notification).where(Notification.id.in_(old)))
+            gone += len(old)
+            if len(old) < 10_000:
+                return gone
+            await asyncio.sleep(0.1)  # in slices: other writers get their turns

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import yarl
 from sqlalchemy import delete, func, select
 
 from signaling.auth.roles import Principal
@@ -29,7 +30,7 @@ from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Webhook
 from signaling.errors import Conflict, Invalid, NotFound
-from signaling.notifications.outbound import inside, outbound_session
+from signaling.notifications.outbound import inside, outbound_session, refused_inside
 from signaling.notifications.outbox import Job
 from signaling.notifications.worker import GiveUp, Retry
 
@@ -63,8 +64,9 @@ def body_for(fmt: str, payload: dict[str, Any], base_url: str) -> dict[str, Any]
     event = str(payload.get("event", ""))
     watch = f"{base_url}/watch/{quote(channel)}"
     if fmt == "discord":
+        follower = _markdown_escaped(str(payload.get("follower", {}).get("display_name", "Someone")))
         text = {"live": f"**{channel}** is live: {watch}", "ended": f"**{channel}**'s stream ended.",
-                "follow": f"**{payload.get('follower', {}).get('display_name', 'Someone')}** followed **{channel}**."}
+                "follow": f"**{follower}** followed **{channel}**."}
         # allowed_mentions: a title or name with "@everyone" pings nobody.
         return {"content": text.get(event, event), "username": "Tallylight", "allowed_mentions": {"parse": []}}
     body: dict[str, Any] = {"event": f"stream.{event}" if event in ("live", "ended") else "channel.follow",
@@ -76,12 +78,24 @@ def body_for(fmt: str, payload: dict[str, Any], base_url: str) -> dict[str, Any]
     return body
 
 
+def _markdown_escaped(text: str) -> str:
+    """A user's words in Discord markdown as plain text (no links, no formatting)."""
+    return "".join("\\" + c if c in "\\*_~`|>[]()#-:<@!" else c for c in text)
+
+
 def check_url(url: str) -> str:
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        raise Invalid("a webhook URL is http(s)://host/path, without a user or password",
+    problem = Invalid("a webhook URL is http(s)://host/path, without a user or password",
                       errors=[{"field": "url", "message": "Use an https:// address."}])
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        yarl.URL(url)  # what aiohttp will make of it
+    except ValueError:
+        raise problem from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password
+            or any(c.isspace() or ord(c) < 32 for c in url)):
+        raise problem
     if len(url) > 512:
         raise Invalid("a webhook URL is at most 512 characters", errors=[{"field": "url", "message": "Use a shorter address."}])
     return url
@@ -158,6 +172,9 @@ class Webhooks:
                 await response.content.read(4096)  # the answer is not used; read a little so the connection is reused
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
+            if refused_inside(exc):
+                await self._record(int(job.payload["webhook_id"]), 0, error)
+                raise GiveUp(error) from None
         await self._record(int(job.payload["webhook_id"]), status, error or ("" if 200 <= status < 300 else f"HTTP {status}"))
         if 200 <= status < 300:
             return

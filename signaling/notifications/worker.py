@@ -12,18 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from signaling.notifications.outbox import Job, Outbox, utc
+from signaling.notifications.outbox import MAX_ATTEMPTS, Job, Outbox, utc
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[None]]
 
-LEASE = 120.0  # seconds a worker holds a job; one that died lets it go after this
+LEASE = 120.0  # seconds a worker holds a job; one that died lets it go after this...
+RENEW = 30.0  # ...and one that lives renews the leases of the jobs it runs this often
 POLL = 1.0  # seconds between looks at the outbox when there was nothing to do
 
 
@@ -46,7 +48,9 @@ class Worker:
         self._running: dict[str, int] = dict.fromkeys(handlers, 0)
         self._clock = clock
         self._poll = poll
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        # Unique however it is named (two processes with one NODE_ID must not pass for each other).
+        self.name = f"{name or socket.gethostname() + ':' + str(os.getpid())}/{secrets.token_hex(4)}"[-64:]
+        self._held: dict[int, Job] = {}  # jobs running here, whose leases are renewed
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -56,6 +60,7 @@ class Worker:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notification-worker")
+        self._chores = (*self._chores, (RENEW, self._renew))
         for every, chore in self._chores:
             task = asyncio.create_task(self._every(every, chore), name="notification-chore")
             self._jobs.add(task)
@@ -82,12 +87,15 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)  # their leases run out; another worker retries
 
+    def _room(self) -> dict[str, int]:
+        return {kind: self._caps[kind] - self._running[kind] for kind in self._caps}
+
+    async def _renew(self) -> None:
+        await self._outbox.renew(self.name, list(self._held), utc(self._clock()), LEASE)
+
     async def run_due(self) -> int:
         """Take the jobs due now that there is room for, run them to the end; how many were taken."""
-        room = sum(self._caps[k] - self._running[k] for k in self._caps)
-        if room <= 0:
-            return 0
-        jobs = await self._outbox.claim(self.name, utc(self._clock()), room, LEASE)
+        jobs = await self._outbox.claim(self.name, utc(self._clock()), self._room(), LEASE)
         tasks = [self._spawn(job) for job in jobs]
         await asyncio.gather(*tasks, return_exceptions=True)
         return len(jobs)
@@ -107,8 +115,8 @@ class Worker:
                     pass
 
     async def _take(self) -> int:
-        room = sum(self._caps[k] - self._running[k] for k in self._caps)
-        if room <= 0:
+        room = self._room()
+        if not any(free > 0 for free in room.values()):
             await asyncio.sleep(0.05)  # busy: let running jobs finish
             return 0
         jobs = await self._outbox.claim(self.name, utc(self._clock()), room, LEASE)
@@ -122,9 +130,11 @@ class Worker:
             self._running[kind] += 1
         task = asyncio.create_task(self._do(job), name=f"job-{job.kind}-{job.id}")
         self._jobs.add(task)
+        self._held[job.id] = job
 
         def finished(_: Any) -> None:
             self._jobs.discard(task)
+            self._held.pop(job.id, None)
             if kind:
                 self._running[kind] -= 1
 
@@ -136,6 +146,8 @@ class Worker:
         try:
             if handler is None:
                 raise GiveUp(f"no handler for jobs of kind {job.kind!r}")
+            if job.attempts >= MAX_ATTEMPTS:  # its workers kept dying on it
+                raise GiveUp(f"its lease ran out {job.attempts} times")
             await handler(job)
         except asyncio.CancelledError:
             raise

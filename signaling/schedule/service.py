@@ -18,7 +18,8 @@ from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Channel, ScheduledStream, User
 from signaling.errors import Conflict, Invalid, NotFound
-from signaling.notifications.service import NotifyRules, reminder_job
+from signaling.notifications.outbox import drop
+from signaling.notifications.service import NotifyRules, reminder_job, reminder_key
 
 EARLY = timedelta(minutes=30)  # a stream this much before an entry's start still counts as it
 MAX_AHEAD = timedelta(days=366)  # how far ahead an entry may be
@@ -85,6 +86,7 @@ class ScheduleService:
                 ScheduledStream.id == entry_id, ScheduledStream.channel_id == channel.id))
             if not gone.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"there is no scheduled stream {entry_id} on {name!r}")
+            await drop(session, reminder_key(entry_id))  # nobody is reminded of it
             await session.commit()
 
     async def of_channel(self, name: str, limit: int = 20, past: bool = False) -> list[Entry]:

@@ -44,7 +44,8 @@ def test_a_fans_bell_rings_in_another_tab_when_the_channel_goes_live(
     watch.click("#follow-button")
     expect(watch.locator("#follow-bell")).to_be_visible()
     expect(watch.locator("#follow-bell")).to_have_value("all")
-    watch.select_option("#follow-bell", "live")  # the bell's choice is kept...
+    with watch.expect_response(lambda r: r.url.endswith("/follow") and r.request.method == "PUT"):
+        watch.select_option("#follow-bell", "live")  # the bell's choice is kept...
     watch.reload()
     ready(watch)
     expect(watch.locator("#follow-bell")).to_have_value("live")

@@ -49,6 +49,7 @@ def upgrade() -> None:
         "outbox",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("key", sa.String(length=96), nullable=True),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("due_at", UtcDateTime(timezone=True), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -60,6 +61,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
     op.create_index("ix_outbox_failed_at_due_at", "outbox", ["failed_at", "due_at"], unique=False)
+    op.create_index("ix_outbox_key", "outbox", ["key"], unique=False)
     op.create_table(
         "webhooks",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -82,6 +84,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_webhooks_channel_id", table_name="webhooks")
     op.drop_table("webhooks")
+    op.drop_index("ix_outbox_key", table_name="outbox")
     op.drop_index("ix_outbox_failed_at_due_at", table_name="outbox")
     op.drop_table("outbox")
     op.drop_index("ix_notifications_user_id_id", table_name="notifications")

@@ -74,7 +74,6 @@ function listen() {
     if (!tokens().refresh) return; // signed out meanwhile
     const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
     ws.addEventListener("open", () => {
-      delay = 1000;
       const token = tokens().access;
       if (token) ws.send(JSON.stringify({ type: "auth", token }));
     });
@@ -90,9 +89,15 @@ function listen() {
         toast(frame);
         window.dispatchEvent(new CustomEvent("tally:notification", { detail: frame }));
       } else if (frame.type === "you" && frame.username) {
-        link.dataset.live = "true"; // listening: what arrives from now on is counted
-      } else if (frame.type === "error" && frame.code === "bad_token" && Date.now() > reauthAt) {
-        reauthAt = Date.now() + 60_000; // the access token expired: refresh it (once a minute at most)
+        delay = 1000; // signed in and listening: what arrives from now on is counted
+        link.dataset.live = "true";
+      } else if (frame.type === "error" && frame.code === "bad_token") {
+        // The access token expired: refresh it, at most once a minute; past that, start over later.
+        if (Date.now() < reauthAt) {
+          ws.close();
+          return;
+        }
+        reauthAt = Date.now() + 60_000;
         await refresh();
         const token = tokens().access;
         if (token && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "auth", token }));
@@ -100,8 +105,9 @@ function listen() {
     });
     ws.addEventListener("close", () => {
       link.dataset.live = "false";
-      setTimeout(open, delay);
+      setTimeout(open, delay * (0.75 + Math.random() / 2)); // spread out: tabs do not all come back at once
       delay = Math.min(RETRY_MAX, delay * 2);
+      refresh(); // what arrived while away
     });
   };
   open();

@@ -11,13 +11,14 @@ let before = null;
 function item(note) {
   const link = el("a", { href: note.url || "/" }, note.title);
   link.addEventListener("click", async (event) => {
-    if (note.read) return;
+    if (note.read || !note.id) return;
     event.preventDefault(); // mark it read first, then go
     try {
       setUnread((await api("POST", "/api/me/notifications/read", { ids: [note.id] })).unread);
-    } finally {
-      location.assign(link.href);
+    } catch {
+      // going there matters more than the mark
     }
+    location.assign(link.href);
   });
   return el("li", { class: "notification", dataset: { id: String(note.id), read: String(note.read), kind: note.kind } },
     link,
@@ -127,7 +128,7 @@ async function main() {
   // What arrives while the page is open goes on top.
   window.addEventListener("tally:notification", (event) => {
     const note = event.detail;
-    $("notifications").prepend(item({ ...note, id: 0, read: false, created_at: note.at }));
+    $("notifications").prepend(item({ ...note, read: false, created_at: note.at }));
     $("notifications-empty").hidden = true;
     $("read-all").hidden = false;
   });
