@@ -168,7 +168,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         clock,
     )
     channels = ChannelService(db, clock)
-    notifications = notification_parts(settings, db, bus, clock)
+    notifications = notification_parts(settings, db, bus, secret, clock)
     worker = notifications.worker(clock, name=f"{settings.resolved_node_id}:worker") if settings.resolved_run_worker else None
     streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock),
                             notifications.rules)
@@ -285,7 +285,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         RecordingsApi(recordings, settings),
         HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
         ScheduleApi(ScheduleService(db, clock, notifications.rules), settings),
-        NotificationsApi(notifications.service, notifications.webhooks, notifications.push),
+        NotificationsApi(notifications.service, notifications.webhooks, notifications.push, notifications.email),
         ClusterApi(registry),
         OpsApi(db, bus, metrics, lambda: build_openapi(endpoints, _version())),
     ]

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     notify_settle: float = Field(default=30.0, ge=0, description="Seconds a stream stays live before followers hear of it.")
     notify_cooldown: float = Field(default=600.0, ge=0, description="Seconds after a go-live notification in which the channel's next is not sent.")
     reminder_lead: float = Field(default=900.0, ge=0, description="Seconds before a scheduled stream that followers are reminded.")
+    smtp_url: str = Field(default="", description="smtp://[user:password@]host[:port][?starttls=true] or smtps://…; empty: no email.")
+    mail_from: str = Field(default="", description="The From of emails; Tallylight <noreply@PUBLIC_URL's host> when empty.")
     push_contact: str = Field(default="", description="VAPID `sub`: a mailto: or https: URL push services may reach the operator at.")
     outbound_allow_private: bool = Field(default=False, description="Let webhooks point at loopback and private addresses.")
 

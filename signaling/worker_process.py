@@ -12,6 +12,7 @@ import logging
 import signal
 
 from bus import open_bus
+from signaling.auth.access_tokens import load_or_create_secret
 from signaling.db.database import Database
 from signaling.notifications.parts import notification_parts
 from signaling.settings import Settings
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 async def run_worker(settings: Settings) -> int:
     db = Database(settings.resolved_database_url)
     bus = open_bus(settings.bus_url)
-    parts = notification_parts(settings, db, bus)
+    parts = notification_parts(settings, db, bus, load_or_create_secret(settings.jwt_secret, settings.data_dir))
     worker = parts.worker(name=f"{settings.resolved_node_id}:worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import html
+
 from aiohttp import web
 
 from signaling.api.endpoint import ANYONE, MAX_ID, SIGNED_IN, Access, Call, Endpoint, id_param, int_query, json_response, name_param
 from signaling.api.schemas import (
     NotificationListOut, NotificationOut, NotificationSettingsIn, NotificationSettingsOut, PushEndpointIn, PushKeyOut,
-    PushSubscribedOut, PushSubscriptionIn, ReadIn, UnreadOut, WebhookIn, WebhookListOut, WebhookOut,
+    PushSubscribedOut, PushSubscriptionIn, ReadIn, UnreadOut, VerifySentOut, WebhookIn, WebhookListOut, WebhookOut,
 )
 from signaling.auth.roles import Role
+from signaling.errors import AppError
+from signaling.notifications.email import Email
 from signaling.notifications.push import Push
 from signaling.notifications.service import NotificationService, Preferences
 from signaling.notifications.webhooks import Hook, Webhooks
@@ -18,10 +22,34 @@ OWNER = Access(Role.BROADCASTER, "the channel's owner, or an admin")
 
 
 class NotificationsApi:
-    def __init__(self, notifications: NotificationService, webhooks: Webhooks, push: Push) -> None:
+    def __init__(self, notifications: NotificationService, webhooks: Webhooks, push: Push, email: Email) -> None:
         self._notifications = notifications
         self._webhooks = webhooks
         self._push = push
+        self._email = email
+
+    async def send_verification(self, call: Call[None]) -> web.StreamResponse:
+        await self._email.request_verification(call.user)
+        return json_response(VerifySentOut(sent=True), status=202)
+
+    async def verify(self, call: Call[None]) -> web.StreamResponse:
+        """The link in the verification email: back to the notifications page, which says how it went."""
+        try:
+            await self._email.verify(call.request.query.get("token", ""))
+        except AppError:
+            raise web.HTTPSeeOther("/notifications?email=broken") from None
+        raise web.HTTPSeeOther("/notifications?email=verified")
+
+    async def stop_email_page(self, call: Call[None]) -> web.StreamResponse:
+        """A person (or a link scanner) opened the link: a button, so nothing changes until it is pressed."""
+        token = call.request.query.get("token", "")
+        self._email.links.open(token, "stop")  # a broken link is a 400 here already
+        return web.Response(text=UNSUBSCRIBE_PAGE.format(token=html.escape(token, quote=True)), content_type="text/html")
+
+    async def stop_email(self, call: Call[None]) -> web.StreamResponse:
+        """RFC 8058 one-click: a mail client POSTs `List-Unsubscribe=One-Click`; the form above does too."""
+        await self._email.unsubscribe(call.request.query.get("token", ""))
+        return web.Response(text=UNSUBSCRIBED_PAGE, content_type="text/html")
 
     async def public_key(self, call: Call[None]) -> web.StreamResponse:
         return json_response(PushKeyOut(public_key=await self._push.key.public_key()),
@@ -49,12 +77,16 @@ class NotificationsApi:
         return json_response(UnreadOut(unread=await self._notifications.mark_read(call.user, call.body.ids)))
 
     async def preferences(self, call: Call[None]) -> web.StreamResponse:
-        return json_response(_preferences(await self._notifications.preferences(call.user)))
+        return json_response(self._preferences(await self._notifications.preferences(call.user)))
 
     async def change_preferences(self, call: Call[NotificationSettingsIn]) -> web.StreamResponse:
         b = call.body
-        return json_response(_preferences(await self._notifications.change_preferences(
+        return json_response(self._preferences(await self._notifications.change_preferences(
             call.user, in_app=b.in_app, push=b.push, email=b.email)))
+
+    def _preferences(self, p: Preferences) -> NotificationSettingsOut:
+        return NotificationSettingsOut(in_app=p.in_app, push=p.push, email=p.email, email_verified=p.email_verified,
+                                       email_available=self._email.available)
 
     async def webhooks(self, call: Call[None]) -> web.StreamResponse:
         hooks = await self._webhooks.of_channel(name_param(call.request, "name"), call.user)
@@ -71,7 +103,20 @@ class NotificationsApi:
 
     def endpoints(self) -> list[Endpoint]:
         hooks = "/api/channels/{name}/webhooks"
+        token = (("token", "string", "the token in the email's link"),)
         return [
+            Endpoint("POST", "/api/me/email/verify", self.send_verification,
+                     "Send a link that verifies your email address (email notifications go only to verified ones)",
+                     SIGNED_IN, "notifications", response=VerifySentOut, status=202, errors=(401, 404, 409)),
+            Endpoint("GET", "/api/email/verify", self.verify, "The verification link: verifies, then back to the site",
+                     ANYONE, "notifications", status=303, query=token),
+            Endpoint("GET", "/api/email/unsubscribe", self.stop_email_page,
+                     "An email's unsubscribe link, opened: a page with the button (nothing changes yet)", ANYONE,
+                     "notifications", errors=(400,), query=token, extra={"produces": "text/html"}),
+            Endpoint("POST", "/api/email/unsubscribe", self.stop_email,
+                     "One-click unsubscribe (RFC 8058): no more notification emails for the link's account", ANYONE,
+                     "notifications", errors=(400,), query=token, raw_body="application/x-www-form-urlencoded",
+                     extra={"produces": "text/html"}),
             Endpoint("GET", "/api/push/public-key", self.public_key, "The VAPID key browsers subscribe to push with",
                      ANYONE, "notifications", response=PushKeyOut),
             Endpoint("POST", "/api/me/push-subscriptions", self.subscribe,
@@ -100,10 +145,26 @@ class NotificationsApi:
         ]
 
 
-def _preferences(p: Preferences) -> NotificationSettingsOut:
-    return NotificationSettingsOut(in_app=p.in_app, push=p.push, email=p.email)
-
-
 def _hook(h: Hook) -> WebhookOut:
     return WebhookOut(id=h.id, url=h.url, events=h.events, format=h.format, created_at=h.created_at,
                       last_status=h.last_status, last_error=h.last_error, last_attempt_at=h.last_attempt_at, secret=h.secret)
+
+
+UNSUBSCRIBE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Unsubscribe · Tallylight</title><link rel="stylesheet" href="/static/css/app.css"></head>
+<body><main class="page"><h1>Stop notification emails?</h1>
+<p>You will get no more go-live or reminder emails from Tallylight. The bell on the site and browser
+notifications stay as they are.</p>
+<form method="post" action="/api/email/unsubscribe?token={token}">
+<input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit" class="button">Unsubscribe</button></form>
+<p><a href="/notifications">Choose what you hear about instead</a></p></main></body></html>
+"""
+
+UNSUBSCRIBED_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Unsubscribed · Tallylight</title><link rel="stylesheet" href="/static/css/app.css"></head>
+<body><main class="page"><h1>Unsubscribed</h1><p>You will get no more notification emails.
+You can turn them on again on <a href="/notifications">your notifications page</a>.</p></main></body></html>
+"""

@@ -460,6 +460,12 @@ class NotificationSettingsOut(BaseModel):
     in_app: bool = Field(description="The bell in the site's navigation.")
     push: bool = Field(description="Browser push, on the devices where you allowed it.")
     email: bool = Field(description="Email, to a verified address.")
+    email_verified: bool = Field(False, description="Whether your address is verified (email goes only to verified ones).")
+    email_available: bool = Field(False, description="Whether this site sends email at all.")
+
+
+class VerifySentOut(BaseModel):
+    sent: bool
 
 
 class WebhookIn(BaseModel):

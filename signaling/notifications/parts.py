@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from bus import Bus
 from signaling.db.database import Database
+from signaling.notifications.email import Email, Links
 from signaling.notifications.outbox import Outbox
 from signaling.notifications.push import Push, VapidKey
 from signaling.notifications.service import NotificationService, NotifyRules
@@ -21,7 +22,7 @@ from signaling.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CAPS = {"live": 2, "reminder": 2, "ended": 2, "follow": 2, "webhook": 8, "push": 4}  # jobs of each kind at once, per worker
+CAPS = {"live": 2, "reminder": 2, "ended": 2, "follow": 2, "webhook": 8, "push": 4, "email": 2, "verify_email": 2}  # jobs of each kind at once, per worker
 PRUNE_EVERY = 600.0  # seconds between trims of each user's list to its newest notifications
 TIDY_EVERY = 3600.0  # seconds between removals of jobs failed for good long ago
 
@@ -33,10 +34,12 @@ class NotificationParts:
     webhooks: Webhooks
     outbox: Outbox
     push: Push
+    email: Email
 
     def worker(self, clock: Callable[[], float] = time.time, name: str = "") -> Worker:
         handlers = {"live": self.service.on_live, "reminder": self.service.on_reminder, "ended": self.service.on_ended,
-                    "follow": self.service.on_follow, "webhook": self.webhooks.deliver, "push": self.push.deliver}
+                    "follow": self.service.on_follow, "webhook": self.webhooks.deliver, "push": self.push.deliver,
+                    "email": self.email.deliver, "verify_email": self.email.deliver_verification}
         async def tidy() -> None:
             failed = await self.outbox.tidy(datetime.fromtimestamp(clock(), UTC))
             if failed:
@@ -46,11 +49,16 @@ class NotificationParts:
                       chores=((PRUNE_EVERY, self.service.prune), (TIDY_EVERY, tidy)))
 
 
-def notification_parts(settings: Settings, db: Database, bus: Bus, clock: Callable[[], float] = time.time) -> NotificationParts:
+def notification_parts(settings: Settings, db: Database, bus: Bus, secret: str,
+                       clock: Callable[[], float] = time.time) -> NotificationParts:
+    """`secret`: the installation's JWT secret (email links are signed with a key made from it)."""
     rules = NotifyRules(settings.notify_settle, settings.notify_cooldown, settings.reminder_lead)
     base = settings.resolved_public_url
     outbox = Outbox(db)
     push = Push(db, outbox, VapidKey(db), settings.push_contact or f"mailto:admin@{urlsplit(base).hostname or 'localhost'}",
                 settings.outbound_allow_private, clock)
+    host = urlsplit(base).hostname or "localhost"
+    email = Email(db, Links(secret, base, clock), settings.smtp_url, settings.mail_from or f"Tallylight <noreply@{host}>",
+                  base, clock)
     return NotificationParts(rules, NotificationService(db, bus, base, rules, clock),
-                             Webhooks(db, base, settings.outbound_allow_private, clock), outbox, push)
+                             Webhooks(db, base, settings.outbound_allow_private, clock), outbox, push, email)

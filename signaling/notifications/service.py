@@ -37,6 +37,7 @@ from signaling.db.models import (
     Channel, Follow, Notification, PushSubscription, ScheduledStream, StreamSession, User, Webhook,
 )
 from signaling.errors import NotFound
+from signaling.notifications.email import email_jobs, email_recipients
 from signaling.notifications.outbox import Job, enqueue, waiting
 from signaling.notifications.push import Note, push_jobs
 
@@ -60,6 +61,7 @@ class Preferences:
     in_app: bool
     push: bool
     email: bool
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ class NotificationService:
             row = await session.get(User, user.user_id)
             if row is None:
                 raise NotFound("your account is gone")
-            return Preferences(row.notify_in_app, row.notify_push, row.notify_email)
+            return Preferences(row.notify_in_app, row.notify_push, row.notify_email, row.email_verified)
 
     async def change_preferences(self, user: Principal, *, in_app: bool | None, push: bool | None,
                                  email: bool | None) -> Preferences:
@@ -175,7 +177,7 @@ class NotificationService:
                 row.notify_push = push
             if email is not None:
                 row.notify_email = email
-            return Preferences(row.notify_in_app, row.notify_push, row.notify_email)
+            return Preferences(row.notify_in_app, row.notify_push, row.notify_email, row.email_verified)
 
     # --- the jobs ---
 
@@ -203,6 +205,7 @@ class NotificationService:
                     "body": channel.title or "", "url": f"/watch/{quote(channel.name)}"}
             told = await self._tell_followers(session, channel, ("all", "live"), note, now)
             await self._push_followers(session, channel, ("all", "live"), note, now, urgency="high", ttl=3600)
+            email_jobs(session, list(await session.scalars(email_recipients(channel.id, ("all", "live")))), note, now)
         await self._publish(told, note, now)
 
     async def on_reminder(self, job: Job) -> None:
@@ -223,6 +226,7 @@ class NotificationService:
             told = await self._tell_followers(session, channel, ("all",), note, now)
             await self._push_followers(session, channel, ("all",), note, now, urgency="normal",
                                        ttl=max(60, int((entry.starts_at - now).total_seconds())))
+            email_jobs(session, list(await session.scalars(email_recipients(channel.id, ("all",)))), note, now)
         await self._publish(told, note, now)
 
     async def on_ended(self, job: Job) -> None:

@@ -38,6 +38,18 @@ async function page() {
   $("notifications-empty").hidden = $("notifications").children.length > 0;
 }
 
+function drawEmail(how) {
+  const state = $("email-state");
+  $("email-choice").hidden = !how.email_available;
+  state.hidden = !how.email_available;
+  const outcome = new URLSearchParams(location.search).get("email");
+  if (!how.email_available) return;
+  state.textContent = outcome === "broken" ? "That verification link is broken or expired: send yourself a new one."
+    : how.email_verified ? (outcome === "verified" ? "Your address is verified." : "Emails go to your verified address.")
+    : "Verify your address to get emails.";
+  $("email-verify").hidden = how.email_verified;
+}
+
 /** This browser's push subscription, or null (and null where push cannot work: no service worker). */
 async function subscription() {
   if (!("serviceWorker" in navigator) || !("PushManager" in window) || !window.isSecureContext) return undefined;
@@ -100,6 +112,8 @@ async function main() {
     const how = await api("GET", "/api/me/notification-settings");
     $("in_app").checked = how.in_app;
     $("push").checked = how.push;
+    $("email").checked = how.email;
+    drawEmail(how);
     await drawPush();
   } catch (error) {
     say($("notifications-status"), error.message);
@@ -114,7 +128,17 @@ async function main() {
       say($("notifications-status"), error.message);
     }
   });
-  for (const choice of ["in_app", "push"]) {
+  $("email-verify").addEventListener("click", async () => {
+    $("email-verify").disabled = true;
+    try {
+      await api("POST", "/api/me/email/verify");
+      $("email-state").textContent = "Sent: open the link in the email we just sent you (it works for two days).";
+    } catch (error) {
+      say($("notifications-status"), error.message);
+      $("email-verify").disabled = false;
+    }
+  });
+  for (const choice of ["in_app", "push", "email"]) {
     $(choice).addEventListener("change", async () => {
       try {
         await api("PUT", "/api/me/notification-settings", { [choice]: $(choice).checked });
