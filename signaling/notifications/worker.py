@@ -170,5 +170,6 @@ class Worker:
         try:
             await self._outbox.done(job, self.name)
             self.done += 1
+            self._wake.set()  # it may have left jobs of its own (a fan-out's batches): look now
         except Exception as exc:  # noqa: BLE001 - it is done; at worst it is done again after its lease
             log.warning("could not mark job %s done: %s", job.id, exc)
