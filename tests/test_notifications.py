@@ -111,7 +111,8 @@ async def test_followers_hear_of_a_go_live_as_their_bells_say_and_webhooks_are_s
         status, followed, _ = await live.call("PUT", f"/api/channels/{star}/follow", body, token=token)
         assert status == 200 and followed["notify"] == (bell if bell in ("all", "live", "none") else "all"), followed
     status, prefs, _ = await live.call("PUT", "/api/me/notification-settings", {"in_app": False}, token=fans["quiet"][1])
-    assert status == 200 and prefs == {"in_app": False, "push": True, "email": False}
+    assert status == 200 and prefs == {"in_app": False, "push": True, "email": False, "email_verified": False,
+                                       "email_available": False}
     assert (await live.call("GET", f"/api/channels/{star}", token=fans["live"][1]))[1]["notify"] == "live"
 
     live.clock.advance(1)  # those follows happened before the hooks exist: they hear nothing of them

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-SERVER_SETTINGS = {"NOTIFY_SETTLE": "1"}  # seconds a stream must stay live before followers hear (30 by default)
+# Seconds a stream must stay live before followers hear (30 by default); webhooks to this machine.
+SERVER_SETTINGS = {"NOTIFY_SETTLE": "1", "OUTBOUND_ALLOW_PRIVATE": "true"}
 
 
 def until(page: Page, predicate: str, timeout: float = 10) -> None:
@@ -150,4 +151,32 @@ def test_a_push_shows_a_notification_from_the_service_worker_and_its_click_opens
         self.dispatchEvent(new NotificationEvent("notificationclick", { notification: shown }));
     }""")
     page.wait_for_url(f"{server.url}/watch/ada", timeout=10_000)
+    assert not problems, "\n".join(problems)
+
+
+def test_a_broadcaster_adds_a_webhook_in_settings_sees_its_secret_once_and_deletes_it(
+    server: Server, open_browser: OpenBrowser
+) -> None:
+    name = server.unique_name("hooked")
+    server.register(name)
+    page = open_browser().page
+    log_in(page, server, name, "/settings")
+    expect(page.locator("#webhooks-panel")).to_be_visible()
+    page.click("#webhook-form button[type=submit]")  # no URL
+    expect(page.locator("#url-error")).to_be_visible()
+    page.fill("#url", "https://hooks.example.com/tally")
+    page.check("#webhook-form input[value=follow]")
+    page.select_option("#format", "discord")
+    page.click("#webhook-form button[type=submit]")
+    expect(page.locator("#webhook-secret")).to_contain_text("shown this once")
+    hook = page.locator("#webhooks-list .webhook")
+    expect(hook).to_have_count(1)
+    expect(hook).to_contain_text("https://hooks.example.com/tally")
+    expect(hook).to_contain_text("go-live, new follower · discord · nothing sent yet")
+    page.reload()
+    ready(page)
+    expect(page.locator("#webhook-secret")).to_be_hidden()
+    problems = check_page(page, "settings-webhooks")
+    page.click("#webhooks-list .webhook button")
+    expect(hook).to_have_count(0)
     assert not problems, "\n".join(problems)

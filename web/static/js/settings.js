@@ -1,4 +1,4 @@
-// Settings: profile, channel, stream key (revealed once), and the channels the user follows.
+// Settings: profile, channel, stream key (revealed once), webhooks, and the channels the user follows.
 
 import { api, hasRole } from "./api.js";
 import { copyText, flash, parseTags } from "./format.js";
@@ -151,6 +151,67 @@ async function setUpStreamKey(user) {
   }
 }
 
+// Webhooks
+
+function drawHooks(user, hooks) {
+  const events = { live: "go-live", ended: "stream ended", follow: "new follower" };
+  $("webhooks-list").replaceChildren(...hooks.map((hook) => {
+    const remove = el("button", { type: "button", class: "link-button", "aria-label": `Delete the webhook to ${hook.url}` }, "Delete");
+    remove.addEventListener("click", async () => {
+      remove.disabled = true;
+      try {
+        await api("DELETE", `/api/channels/${encodeURIComponent(user.username)}/webhooks/${hook.id}`);
+        await loadHooks(user);
+      } catch (error) {
+        say($("webhook-error"), error.message);
+        remove.disabled = false;
+      }
+    });
+    const last = hook.last_attempt_at
+      ? (hook.last_status >= 200 && hook.last_status < 300 ? "last delivery OK" : `last delivery failed: ${hook.last_error || hook.last_status}`)
+      : "nothing sent yet";
+    return el("li", { class: "webhook", dataset: { id: String(hook.id) } },
+      el("code", { class: "webhook-url" }, hook.url), " ",
+      el("span", { class: "muted" },
+        `${Object.keys(events).filter((e) => hook.events.includes(e)).map((e) => events[e]).join(", ")} · ${hook.format} · ${last}`), " ",
+      remove);
+  }));
+}
+
+async function loadHooks(user) {
+  const { items } = await api("GET", `/api/channels/${encodeURIComponent(user.username)}/webhooks`);
+  drawHooks(user, items);
+}
+
+async function setUpWebhooks(user) {
+  if (!hasRole(user, "broadcaster")) return;
+  $("webhooks-panel").hidden = false;
+  const form = $("webhook-form");
+  try {
+    await loadHooks(user);
+  } catch (error) {
+    say($("webhook-error"), error.message);
+  }
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    say($("webhook-secret"), "");
+    const body = {
+      url: form.elements.url.value.trim(),
+      events: [...form.querySelectorAll("input[name=events]:checked")].map((box) => box.value),
+      format: form.elements.format.value,
+    };
+    try {
+      const hook = await busy(form, () => api("POST", `/api/channels/${encodeURIComponent(user.username)}/webhooks`, body));
+      clearErrors(form, $("webhook-error"));
+      form.elements.url.value = "";
+      say($("webhook-secret"), `Added. Its signing secret, shown this once: ${hook.secret}`, "ok");
+      await loadHooks(user);
+    } catch (error) {
+      showErrors(form, $("webhook-error"), error);
+    }
+  });
+}
+
 // Following
 
 async function setUpFollowing() {
@@ -182,6 +243,6 @@ if (!user) {
 } else {
   $("settings").hidden = false;
   setUpProfile(user);
-  await Promise.all([setUpChannel(user), setUpStreamKey(user), setUpFollowing()]);
+  await Promise.all([setUpChannel(user), setUpStreamKey(user), setUpWebhooks(user), setUpFollowing()]);
   document.body.dataset.ready = "true";
 }
