@@ -250,7 +250,9 @@ async function showSummary(ended) {
 
 async function updateStats(user) {
   if (!pc) return;
+  const asked = live; // this stream: an answer that comes after it ended must not draw it again
   const report = await pc.getStats();
+  if (!live || live !== asked) return; // ended meanwhile (the health chip came back after the end)
   let bytes = 0;
   let at = 0;
   report.forEach((s) => {
@@ -269,12 +271,13 @@ async function updateStats(user) {
   drawLive();
   try {
     const channel = await api("GET", `/api/channels/${encodeURIComponent(user.username)}`);
-    if (!live) return; // ended while asking
+    if (!live || live !== asked) return; // ended while asking
     serverLive = channel.is_live;
     if (serverLive && $("connection").dataset.state === "starting") setConnection("live", "Live");
     $("studio-viewers").textContent = String(channel.viewer_count);
     live.peak = Math.max(live.peak, channel.viewer_count);
     const latest = await api("GET", `/api/channels/${encodeURIComponent(user.username)}/recordings?limit=1`);
+    if (!live || live !== asked) return; // (REC came back on the preview after the end when this was missing)
     drawRecording(latest.items[0]?.state === "recording", channel.is_live);
   } catch {
     // keep the last count
