@@ -1,0 +1,317 @@
+"""One RTMP publisher's connection (RTMP 1.0): the handshake, the commands an encoder sends to publish,
+and its audio, video and metadata handed on as FLV tag bodies.
+
+The conversation OBS, FFmpeg and hardware encoders hold:
+
+    C0 C1 → S0 S1 S2 → C2                       the simple handshake (no digest: publishers need none)
+    connect(app, tcUrl, …)        → Window Acknowledgement Size, Set Peer Bandwidth, Set Chunk Size,
+                                    _result NetConnection.Connect.Success
+    releaseStream, FCPublish      → _result
+    createStream                  → _result (stream 1)
+    publish(key, "live")          → onStatus NetStream.Publish.Start, or
+                                    onStatus NetStream.Publish.BadName with why (the encoder logs it)
+    @setDataFrame onMetaData, audio, video …
+    FCUnpublish, deleteStream     → the stream ends
+
+`authorize(app, key)` decides a publish: it returns a `Publisher` (what the media goes to) or raises
+`Refused` with words for the encoder's log. Acknowledgements are sent as the peer's window asks, pings
+answered; a handshake must end in 10 s and a connection that sends nothing for 30 s is closed.
+Unknown commands get an `_error` and the connection stays; a broken chunk stream closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from sfu.rtmp import amf0
+from sfu.rtmp.chunks import (ACKNOWLEDGEMENT, AUDIO, COMMAND_AMF0, COMMAND_AMF3, DATA_AMF0, SET_CHUNK_SIZE,
+                             SET_PEER_BANDWIDTH, USER_CONTROL, VIDEO, WINDOW_ACK_SIZE, ChunkError, ChunkReader,
+                             ChunkWriter, Message)
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE = 1536
+HANDSHAKE_TIMEOUT = 10.0
+IDLE_TIMEOUT = 30.0
+WINDOW = 2_500_000  # bytes between acknowledgements (what we ask of the peer, and send for it)
+OUR_CHUNK_SIZE = 4096
+PUBLISH_STREAM = 1
+CONTROL_CSID, COMMAND_CSID = 2, 3
+
+
+class Refused(Exception):
+    """The publish is refused; the text goes to the encoder's log."""
+
+
+class Publisher(Protocol):
+    """Where a publishing connection's media goes (FLV tag bodies, timestamps in milliseconds)."""
+
+    def on_metadata(self, values: dict[str, Any]) -> None: ...
+
+    def on_audio(self, timestamp: int, payload: bytes) -> None: ...
+
+    def on_video(self, timestamp: int, payload: bytes) -> None: ...
+
+    def end(self, reason: str) -> None: ...
+
+
+Authorize = Callable[[str, str], Awaitable[Publisher]]
+
+
+class RtmpConnection(asyncio.Protocol):
+    def __init__(self, authorize: Authorize, on_closed: Callable[[RtmpConnection], None] | None = None) -> None:
+        self._authorize = authorize
+        self._on_closed = on_closed
+        self._transport: asyncio.Transport | None = None
+        self._handshake = bytearray()
+        self._answered = False  # S0 S1 S2 sent
+        self._shaken = False
+        self._reader = ChunkReader()
+        self._writer = ChunkWriter()
+        self._acked = 0
+        self._peer_window = 0  # the peer's Window Acknowledgement Size: ack it this often
+        self.app = ""
+        self.publisher: Publisher | None = None
+        self.peer = ""
+        self._commands: asyncio.Queue[Message] = asyncio.Queue(maxsize=64)
+        self._worker: asyncio.Task[None] | None = None
+        self._last_data = time.monotonic()
+        self._watch: asyncio.TimerHandle | None = None
+        self._started = time.monotonic()
+        self.closed = False
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if self.closed:  # refused before it began (too many connections)
+            transport.close()
+            return
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        self._worker = asyncio.get_running_loop().create_task(self._run_commands(), name=f"rtmp-{self.peer}")
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = time.monotonic()
+        if not self._shaken:
+            self._shake(data)
+            return
+        try:
+            messages = self._reader.feed(data)
+        except ChunkError as exc:
+            self.close(f"broken chunk stream: {exc}")
+            return
+        for message in messages:
+            self._message(message)
+            if self.closed:
+                return
+        if self._peer_window and self._reader.received - self._acked >= self._peer_window:
+            self._acked = self._reader.received
+            self._send(CONTROL_CSID, Message(ACKNOWLEDGEMENT, 0, 0, struct.pack(">I", self._reader.received & 0xFFFFFFFF)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish("the encoder disconnected")
+
+    # --- the handshake ---
+
+    def _shake(self, data: bytes) -> None:
+        self._handshake += data
+        if len(self._handshake) >= 1 and self._handshake[0] != 3:
+            self.close(f"RTMP version {self._handshake[0]} (only 3; RTMPE is not supported)")
+            return
+        if self._transport is not None and len(self._handshake) >= 1 + HANDSHAKE and not self._answered:
+            c1 = bytes(self._handshake[1:1 + HANDSHAKE])
+            s1 = struct.pack(">II", 0, 0) + os.urandom(HANDSHAKE - 8)
+            self._answered = True
+            # S2 echoes C1 (with our time of reading it), as the simple handshake has it.
+            self._transport.write(b"\x03" + s1 + c1[:4] + struct.pack(">I", 0) + c1[8:])
+        if len(self._handshake) >= 1 + 2 * HANDSHAKE:
+            rest = bytes(self._handshake[1 + 2 * HANDSHAKE:])
+            self._handshake = bytearray()
+            self._shaken = True
+            if rest:
+                self.data_received(rest)
+
+    # --- messages ---
+
+    def _message(self, message: Message) -> None:
+        kind = message.type_id
+        if kind in (AUDIO, VIDEO):
+            publisher = self.publisher
+            if publisher is not None and message.payload:
+                (publisher.on_audio if kind == AUDIO else publisher.on_video)(message.timestamp, message.payload)
+        elif kind == DATA_AMF0:
+            self._data(message.payload)
+        elif kind in (COMMAND_AMF0, COMMAND_AMF3):
+            payload = message.payload[1:] if kind == COMMAND_AMF3 else message.payload  # AMF3 commands open with 0
+            try:
+                self._commands.put_nowait(Message(kind, message.stream_id, message.timestamp, payload))
+            except asyncio.QueueFull:
+                self.close("too many commands at once")
+        elif kind == WINDOW_ACK_SIZE and len(message.payload) >= 4:
+            self._peer_window = struct.unpack_from(">I", message.payload)[0]
+        elif kind == USER_CONTROL and len(message.payload) >= 6:
+            event = struct.unpack_from(">H", message.payload)[0]
+            if event == 6:  # ping request: answer with the same time
+                self._send(CONTROL_CSID, Message(USER_CONTROL, 0, 0, struct.pack(">H", 7) + message.payload[2:6]))
+        # Set Chunk Size and Abort acted in the reader; Acknowledgement, Set Peer Bandwidth and the
+        # rest need nothing from a server that only receives.
+
+    def _data(self, payload: bytes) -> None:
+        try:
+            values = amf0.decode_all(payload)
+        except amf0.AmfError as exc:
+            log.info("rtmp %s: unreadable data message: %s", self.peer, exc)
+            return
+        if values and values[0] == "@setDataFrame":
+            values = values[1:]
+        if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict) and self.publisher is not None:
+            self.publisher.on_metadata(values[1])
+
+    async def _run_commands(self) -> None:
+        while True:
+            message = await self._commands.get()
+            try:
+                values = amf0.decode_all(message.payload)
+            except amf0.AmfError as exc:
+                self.close(f"an unreadable command: {exc}")
+                return
+            if not values or not isinstance(values[0], str):
+                continue
+            name, transaction = values[0], values[1] if len(values) > 1 and isinstance(values[1], float) else 0.0
+            args = values[2:]
+            try:
+                await self._command(name, transaction, args, message.stream_id)
+            except Exception:  # noqa: BLE001 - one command's failure is this connection's, never the node's
+                log.exception("rtmp %s: the command %s failed", self.peer, name)
+                self.close("the server failed")
+                return
+
+    async def _command(self, name: str, transaction: float, args: list[Any], stream_id: int) -> None:
+        if name == "connect":
+            info = args[0] if args and isinstance(args[0], dict) else {}
+            self.app = str(info.get("app", "")).strip("/")
+            self._send(CONTROL_CSID, Message(WINDOW_ACK_SIZE, 0, 0, struct.pack(">I", WINDOW)))
+            self._send(CONTROL_CSID, Message(SET_PEER_BANDWIDTH, 0, 0, struct.pack(">IB", WINDOW, 2)))
+            self._send(CONTROL_CSID, Message(SET_CHUNK_SIZE, 0, 0, struct.pack(">I", OUR_CHUNK_SIZE)))
+            self._writer.chunk_size = OUR_CHUNK_SIZE
+            self._reply(0, "_result", transaction, {"fmsVer": "FMS/3,0,1,123", "capabilities": 31},
+                        {"level": "status", "code": "NetConnection.Connect.Success", "description": "Connection succeeded.",
+                         "objectEncoding": 0})
+        elif name in ("releaseStream", "FCPublish", "FCUnpublish"):
+            self._reply(0, "_result", transaction, None, None)
+            if name == "FCUnpublish":
+                self._finish("the encoder stopped the stream")
+        elif name == "createStream":
+            self._reply(0, "_result", transaction, None, float(PUBLISH_STREAM))
+        elif name == "publish":
+            key = str(args[1]) if len(args) > 1 and isinstance(args[1], str) else ""
+            await self._publish(key, stream_id or PUBLISH_STREAM)
+        elif name in ("deleteStream", "closeStream"):
+            self._finish("the encoder stopped the stream")
+        elif name in ("_checkbw", "getStreamLength", "_result", "_error", "onBWDone", "@setDataFrame"):
+            pass
+        else:
+            self._reply(0, "_error", transaction, None, {"level": "error", "code": "NetConnection.Call.Failed",
+                                                         "description": f"unknown command {name[:64]}"})
+
+    async def _publish(self, key: str, stream_id: int) -> None:
+        if self.publisher is not None:
+            self._status(stream_id, "error", "NetStream.Publish.BadName", "this connection publishes already")
+            return
+        try:
+            self.publisher = await self._authorize(self.app, key)
+        except Refused as refused:
+            self._status(stream_id, "error", "NetStream.Publish.BadName", str(refused))
+            log.info("rtmp %s: publish refused: %s", self.peer, refused)
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.5, self.close, f"refused: {refused}")  # time for the encoder to read why
+            return
+        self._send(CONTROL_CSID, Message(USER_CONTROL, 0, 0, struct.pack(">HI", 0, stream_id)))  # Stream Begin
+        self._status(stream_id, "status", "NetStream.Publish.Start", f"{key[:8]}… is now published.")
+
+    # --- sending ---
+
+    def _send(self, csid: int, message: Message) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(self._writer.encode(csid, message))
+
+    def _reply(self, stream_id: int, name: str, transaction: float, *values: Any) -> None:
+        self._send(COMMAND_CSID, Message(COMMAND_AMF0, stream_id, 0, amf0.encode(name, transaction, *values)))
+
+    def _status(self, stream_id: int, level: str, code: str, description: str) -> None:
+        self._send(COMMAND_CSID + 2, Message(COMMAND_AMF0, stream_id, 0, amf0.encode(
+            "onStatus", 0, None, {"level": level, "code": code, "description": description})))
+
+    # --- ending ---
+
+    def _arm(self) -> None:
+        self._watch = asyncio.get_running_loop().call_later(1.0, self._check)
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        if not self._shaken and now - self._started > HANDSHAKE_TIMEOUT:
+            self.close("no handshake in time")
+        elif now - self._last_data > IDLE_TIMEOUT:
+            self.close(f"nothing from the encoder for {IDLE_TIMEOUT:g} s")
+        elif not self.closed:
+            self._arm()
+
+    def close(self, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        publisher, self.publisher = self.publisher, None
+        if publisher is not None:
+            publisher.end(reason)
+        if self.closed:
+            return
+        self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+
+class RtmpServer:
+    """Listens for RTMP publishers (and RTMPS, with an `ssl` context); owns their connections."""
+
+    def __init__(self, authorize: Authorize, max_connections: int = 256) -> None:
+        self._authorize = authorize
+        self._max = max_connections
+        self.connections: set[RtmpConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int, ssl: Any = None) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._connection, host, port, ssl=ssl,
+                                                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl else None)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _connection(self) -> RtmpConnection:
+        connection = RtmpConnection(self._authorize, self.connections.discard)
+        if len(self.connections) >= self._max:
+            asyncio.get_running_loop().call_soon(connection.close, "too many RTMP connections")
+        self.connections.add(connection)
+        return connection
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for connection in list(self.connections):
+            connection.close("the server is shutting down")
+        if server is not None:
+            await server.wait_closed()

@@ -1,0 +1,105 @@
+"""The RTMP server with FFmpeg as the encoder (a real RTMP client): it publishes H.264 + AAC; the server
+takes the handshake and the commands, and hands on metadata, the AVC and AAC sequence headers and the
+frames in order; a refused key is told to FFmpeg in words it logs; hostile bytes close only their
+own connection."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from typing import Any
+
+import pytest
+
+from sfu.rtmp.session import Publisher, Refused, RtmpServer
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.metadata: dict[str, Any] = {}
+        self.audio: list[tuple[int, bytes]] = []
+        self.video: list[tuple[int, bytes]] = []
+        self.ended = ""
+
+    def on_metadata(self, values: dict[str, Any]) -> None:
+        self.metadata = values
+
+    def on_audio(self, timestamp: int, payload: bytes) -> None:
+        self.audio.append((timestamp, payload))
+
+    def on_video(self, timestamp: int, payload: bytes) -> None:
+        self.video.append((timestamp, payload))
+
+    def end(self, reason: str) -> None:
+        self.ended = reason
+
+
+async def ffmpeg(url: str, seconds: float = 3.0) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-loglevel", "info", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30",
+        "-bf", "2", "-c:a", "aac", "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, err.decode(errors="replace")
+
+
+async def test_ffmpeg_publishes_h264_and_aac_and_everything_arrives_in_order() -> None:
+    published: list[tuple[str, str, Collected]] = []
+
+    async def authorize(app: str, key: str) -> Publisher:
+        if key != "tlsk_good":
+            raise Refused("this stream key is not valid: copy it again from the studio")
+        collected = Collected()
+        published.append((app, key, collected))
+        return collected
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/tlsk_good")
+        assert code == 0, log[-2000:]
+        (app, key, got), = published
+        assert app == "live" and key == "tlsk_good"
+        assert got.metadata.get("width") == 320.0 and got.metadata.get("height") == 240.0
+        # FLV video tags: frame type and codec id 7 (AVC); packet type 0 is the sequence header (SPS/PPS).
+        assert got.video[0][1][0] == 0x17 and got.video[0][1][1] == 0, got.video[0][1][:8].hex()
+        assert got.audio[0][1][0] >> 4 == 10 and got.audio[0][1][1] == 0  # AAC, its AudioSpecificConfig first
+        frames = [v for v in got.video if v[1][1] == 1]
+        assert 80 <= len(frames) <= 91, len(frames)  # 3 s at 30 fps
+        assert sum(1 for v in frames if v[1][0] >> 4 == 1) >= 3  # a keyframe a second
+        times = [t for t, _ in got.video]
+        assert times == sorted(times) and times[-1] >= 2800  # decode order, as sent
+        assert len(got.audio) > 100  # 1024-sample AAC frames at 44.1 kHz
+        await asyncio.sleep(0.2)
+        assert got.ended  # FCUnpublish / deleteStream / the close ended it
+
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/tlsk_wrong", seconds=1)
+        assert code != 0 and "copy it again from the studio" in log, log[-2000:]
+        assert len(published) == 1
+    finally:
+        await server.close()
+
+
+async def test_hostile_bytes_close_their_own_connection_only() -> None:
+    async def authorize(app: str, key: str) -> Publisher:
+        return Collected()
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        # A wrong version byte, then a handshake followed by garbage chunks: both are closed.
+        for payload in (b"\x06" + bytes(1536), b"\x03" + bytes(1536) + bytes(1536) + b"\xc9garbage"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(payload)
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.read(), timeout=5)  # until the server closes it
+            assert len(rest) in (0, 1 + 2 * 1536)
+            writer.close()
+        await asyncio.sleep(0.1)
+        assert not server.connections
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/anything", seconds=1)
+        assert code == 0, log[-2000:]
+    finally:
+        await server.close()
