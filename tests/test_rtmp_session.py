@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sfu.rtmp.flv import AAC, AVC, FlvError, aac_config, audio_tag, avc_config, nal_units, video_tag
 from sfu.rtmp.session import Publisher, Refused, RtmpServer
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
@@ -103,3 +104,68 @@ async def test_hostile_bytes_close_their_own_connection_only() -> None:
         assert code == 0, log[-2000:]
     finally:
         await server.close()
+
+
+async def test_the_published_h264_and_aac_decode_from_what_the_flv_reader_takes_out() -> None:
+    """What step 2 builds on: SPS/PPS from the AVC config, NAL units from each frame, composition
+    offsets (FFmpeg was asked for B-frames), the AAC config; PyAV decodes every frame and AAC packet."""
+    import av
+
+    got = Collected()
+
+    async def authorize(app: str, key: str) -> Publisher:
+        return got
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key")
+        assert code == 0, log[-2000:]
+    finally:
+        await server.close()
+
+    tags = [video_tag(payload) for _, payload in got.video]
+    assert tags[0].codec == AVC and tags[0].packet == 0
+    config = avc_config(tags[0].data)
+    assert config.length_size == 4 and config.sps[0][0] & 0x1F == 7 and config.pps[0][0] & 0x1F == 8
+    annex_b = b"\x00\x00\x00\x01"
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = 0
+    frames = [t for t in tags if t.packet == 1]
+    for tag in frames:
+        units = nal_units(tag.data, config.length_size)
+        prefix = b"".join(annex_b + p for p in (*config.sps, *config.pps)) if tag.keyframe else b""
+        packet = av.Packet(prefix + b"".join(annex_b + bytes(u) for u in units))
+        decoded += len(decoder.decode(packet))
+    decoded += len(decoder.decode(None))
+    assert decoded == len(frames)
+    assert any(t.composition > 0 for t in frames)  # B-frames: presentation after decode for some
+    dts = [t for (t, _), tag in zip(got.video, tags) if tag.packet == 1]
+    pts = [d + t.composition for d, t in zip(dts, frames)]
+    assert pts != sorted(pts) and dts == sorted(dts)  # sent in decode order; shown in another
+    assert abs((max(pts) - min(pts)) - (dts[-1] - dts[0])) <= 200  # the same span, shown in another order
+
+    audio = [audio_tag(payload) for _, payload in got.audio]
+    assert audio[0].format == AAC and audio[0].packet == 0
+    aac = aac_config(audio[0].data)
+    assert (aac.object_type, aac.sample_rate, aac.channels) == (2, 44100, 1)
+    aac_decoder = av.CodecContext.create("aac", "r")
+    aac_decoder.extradata = bytes(audio[0].data)
+    samples = sum(frame.samples for tag in audio[1:] for frame in aac_decoder.decode(av.Packet(bytes(tag.data))))
+    assert 2.8 * 44100 <= samples <= 3.1 * 44100
+
+
+def test_flv_reader_refuses_what_is_not_there() -> None:
+    for bad in (b"", b"\x17\x00", b"\x80"):
+        with pytest.raises(FlvError):
+            video_tag(bad)
+    enhanced = video_tag(b"\x91hvc1" + b"rest")  # enhanced RTMP: recognised, so it can be refused by name
+    assert enhanced.fourcc == "hvc1" and enhanced.keyframe
+    for bad in (b"\x00" * 7, b"\x01\x64\x00\x1f\xff\xe1\x00\x10abc", b"\x01\x64\x00\x1f\xfe\xe1\x00\x01g\x01\x00\x01h"):
+        with pytest.raises(FlvError):
+            avc_config(bad)
+    for bad in (b"\x00\x00\x00\x05abc", b"\x00\x00\x00\x00", b"\x00\x00"):
+        with pytest.raises(FlvError):
+            nal_units(bad, 4)
+    with pytest.raises(FlvError):
+        aac_config(b"\x17\x90")  # sample rate index 15: explicit
