@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 
 from signaling.app import SERVICES
 from support import Api, FakeClock, free_port
-from test_notifications import outbox_empty
+from test_notifications import is_live, outbox_empty
 from test_whip_whep import go_live, stream_key, until
 
 
@@ -93,7 +93,7 @@ async def test_verified_followers_get_the_go_live_email_and_stop_it_in_one_click
     # The go-live email: to the verified follower only.
     key = await stream_key(live, star_token)
     publisher, _ = await go_live(live, star, key)
-    await until(lambda: _live(live, star))
+    await until(lambda: is_live(live, star))
     live.clock.advance(31)
     await until(lambda: _received(inbox, fan_address, 2))
     await until(lambda: outbox_empty(live))
@@ -124,10 +124,6 @@ async def test_verified_followers_get_the_go_live_email_and_stop_it_in_one_click
 
 async def _received(inbox: Inbox, address: str, count: int) -> bool:
     return len(inbox.to(address)) >= count
-
-
-async def _live(api: Api, name: str, live: bool = True) -> bool:
-    return bool((await api.call("GET", f"/api/channels/{name}"))[1]["is_live"]) is live
 
 
 async def test_without_smtp_there_is_no_email_to_verify(api: Api) -> None:

@@ -140,7 +140,7 @@ async def test_followers_hear_of_a_go_live_as_their_bells_say_and_webhooks_are_s
 
     key = await stream_key(live, star_token)
     publisher, _ = await go_live(live, star, key)
-    await until(lambda: _is_live(live, star))
+    await until(lambda: is_live(live, star))
     await asyncio.sleep(1.5)  # the worker looks (every second): nothing is due before the settle time
     assert (await notes(live, fans["all"][1]))["items"] == []
     live.clock.advance(31)
@@ -166,21 +166,21 @@ async def test_followers_hear_of_a_go_live_as_their_bells_say_and_webhooks_are_s
 
     # The broadcaster drops and comes back: within the cooldown, nobody is told again.
     await publisher.close()
-    await until(lambda: _is_live(live, star, False))
+    await until(lambda: is_live(live, star, False))
     publisher, _ = await go_live(live, star, key)
-    await until(lambda: _is_live(live, star))
+    await until(lambda: is_live(live, star))
     live.clock.advance(31)
     await until(lambda: outbox_empty(live))
     assert (await notes(live, fans["all"][1]))["unread"] == 1
 
     # After the cooldown, a false start (over before it settled) tells nobody either.
     await publisher.close()
-    await until(lambda: _is_live(live, star, False))
+    await until(lambda: is_live(live, star, False))
     live.clock.advance(560)  # (access tokens live 900 s: the test stays inside them)
     publisher, _ = await go_live(live, star, key)
-    await until(lambda: _is_live(live, star))
+    await until(lambda: is_live(live, star))
     await publisher.close()
-    await until(lambda: _is_live(live, star, False))
+    await until(lambda: is_live(live, star, False))
     live.clock.advance(31)
     await until(lambda: outbox_empty(live))
     assert (await notes(live, fans["all"][1]))["unread"] == 1
@@ -204,7 +204,7 @@ async def _last_status(api: Api, name: str, token: str, hook: int, status: int) 
     return any(h["id"] == hook and h["last_status"] == status for h in listed)
 
 
-async def _is_live(api: Api, name: str, live: bool = True) -> bool:
+async def is_live(api: Api, name: str, live: bool = True) -> bool:
     return bool((await api.call("GET", f"/api/channels/{name}"))[1]["is_live"]) is live
 
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from push_service import Browser, PushService
 from signaling.app import SERVICES
 from support import Api, FakeClock
-from test_notifications import outbox_empty
+from test_notifications import is_live, outbox_empty
 from test_whip_whep import go_live, stream_key, until
 
 
@@ -54,7 +54,7 @@ async def test_a_go_live_reaches_a_followers_browsers_encrypted_and_signed(live:
 
     key_now = await stream_key(live, star_token)
     publisher, _ = await go_live(live, star, key_now)
-    await until(lambda: _live(live, star))
+    await until(lambda: is_live(live, star))
     live.clock.advance(31)
     await until(lambda: _pushed(service, "laptop", "phone"))
     got = service.received[0]
@@ -72,13 +72,13 @@ async def test_a_go_live_reaches_a_followers_browsers_encrypted_and_signed(live:
 
     # Push turned off: the next go-live (after the cooldown) reaches no browser.
     await publisher.close()
-    await until(lambda: _live(live, star, False))
+    await until(lambda: is_live(live, star, False))
     assert (await live.call("PUT", "/api/me/notification-settings", {"push": False}, token=fan_token))[0] == 200
     live.clock.advance(620)
     star_token = (await live.login(star))["access_token"]
     fan_token = (await live.login(fan))["access_token"]
     publisher, _ = await go_live(live, star, key_now)
-    await until(lambda: _live(live, star))
+    await until(lambda: is_live(live, star))
     live.clock.advance(31)
     await until(lambda: outbox_empty(live))
     assert len(service.for_("laptop")) == 1
@@ -88,10 +88,6 @@ async def test_a_go_live_reaches_a_followers_browsers_encrypted_and_signed(live:
     status, body, _ = await live.call("DELETE", "/api/me/push-subscriptions", {"endpoint": f"{service.url}/push/phone"},
                                       token=fan_token)
     assert status == 200 and body == {"subscribed": False, "devices": 2}
-
-
-async def _live(api: Api, name: str, live: bool = True) -> bool:
-    return bool((await api.call("GET", f"/api/channels/{name}"))[1]["is_live"]) is live
 
 
 async def _pushed(service: PushService, *names: str) -> bool:

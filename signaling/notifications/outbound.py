@@ -13,6 +13,7 @@ import socket
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -35,6 +36,19 @@ def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         elif any(address in net for net in TUNNELS):
             return False
     return address.is_global and not address.is_multicast
+
+
+def well_formed(url: str, schemes: tuple[str, ...]) -> bool:
+    """Is `url` an absolute URL of these schemes, with a host and a valid port, no user or password, no
+    whitespace or control characters, and one aiohttp will take as it is?"""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        yarl.URL(url)
+    except ValueError:
+        return False
+    return (parts.scheme in schemes and bool(parts.hostname) and not parts.username and not parts.password
+            and not any(c.isspace() or ord(c) < 32 for c in url))
 
 
 def inside(url: str) -> bool:

@@ -55,7 +55,7 @@ def notification_parts(settings: Settings, db: Database, bus: Bus, secret: str,
     rules = NotifyRules(settings.notify_settle, settings.notify_cooldown, settings.reminder_lead)
     base = settings.resolved_public_url
     outbox = Outbox(db)
-    push = Push(db, outbox, VapidKey(db), settings.push_contact or f"mailto:admin@{urlsplit(base).hostname or 'localhost'}",
+    push = Push(db, VapidKey(db), settings.push_contact or f"mailto:admin@{urlsplit(base).hostname or 'localhost'}",
                 settings.outbound_allow_private, clock)
     host = urlsplit(base).hostname or "localhost"
     email = Email(db, Links(secret, base, clock), settings.smtp_url, settings.mail_from or f"Tallylight <noreply@{host}>",

@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import yarl
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid02
@@ -38,8 +37,8 @@ from signaling.auth.roles import Principal
 from signaling.db.database import Database, insert_new
 from signaling.db.models import PushSubscription, SiteSecret
 from signaling.errors import Invalid
-from signaling.notifications.outbound import inside, outbound_session, refused_inside
-from signaling.notifications.outbox import Job, Outbox, backoff, enqueue
+from signaling.notifications.outbound import inside, outbound_session, refused_inside, well_formed
+from signaling.notifications.outbox import Job, backoff, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +111,9 @@ class VapidKey:
 
 
 class Push:
-    def __init__(self, db: Database, outbox: Outbox, key: VapidKey, contact: str, allow_private: bool = False,
+    def __init__(self, db: Database, key: VapidKey, contact: str, allow_private: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self._db = db
-        self._outbox = outbox
         self.key = key
         self._contact = contact  # the `sub` claim: how a push service reaches the operator
         self._allow_private = allow_private
@@ -160,18 +158,10 @@ class Push:
 
     def _check_endpoint(self, endpoint: str) -> str:
         endpoint = endpoint.strip()
-        problem = Invalid("a push endpoint is an https:// URL of a push service",
-                          errors=[{"field": "endpoint", "message": "Use the endpoint your browser gave."}])
-        try:
-            parts = urlsplit(endpoint)
-            parts.port  # noqa: B018 - raises ValueError for a port out of range
-            yarl.URL(endpoint)
-        except ValueError:
-            raise problem from None
         schemes = ("https", "http") if self._allow_private else ("https",)
-        if (parts.scheme not in schemes or not parts.hostname or parts.username or len(endpoint) > 1024
-                or any(c.isspace() or ord(c) < 32 for c in endpoint)):
-            raise problem
+        if not well_formed(endpoint, schemes) or len(endpoint) > 1024:
+            raise Invalid("a push endpoint is an https:// URL of a push service",
+                          errors=[{"field": "endpoint", "message": "Use the endpoint your browser gave."}])
         if not self._allow_private and inside(endpoint):
             raise Invalid("a push endpoint may not point inside this service's network",
                           errors=[{"field": "endpoint", "message": "Use the endpoint your browser gave."}])

@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
-import yarl
 from sqlalchemy import delete, func, select
 
 from signaling.auth.roles import Principal
@@ -30,7 +29,7 @@ from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Webhook
 from signaling.errors import Conflict, Invalid, NotFound
-from signaling.notifications.outbound import inside, outbound_session, refused_inside
+from signaling.notifications.outbound import inside, outbound_session, refused_inside, well_formed
 from signaling.notifications.outbox import Job
 from signaling.notifications.worker import GiveUp, Retry
 
@@ -85,17 +84,9 @@ def _markdown_escaped(text: str) -> str:
 
 def check_url(url: str) -> str:
     url = url.strip()
-    problem = Invalid("a webhook URL is http(s)://host/path, without a user or password",
+    if not well_formed(url, ("http", "https")):
+        raise Invalid("a webhook URL is http(s)://host/path, without a user or password",
                       errors=[{"field": "url", "message": "Use an https:// address."}])
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-        yarl.URL(url)  # what aiohttp will make of it
-    except ValueError:
-        raise problem from None
-    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password
-            or any(c.isspace() or ord(c) < 32 for c in url)):
-        raise problem
     if len(url) > 512:
         raise Invalid("a webhook URL is at most 512 characters", errors=[{"field": "url", "message": "Use a shorter address."}])
     return url

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 from live_pages import end_stream, go_live, log_in, ready
 from page_checks import check_page
-from playwright.sync_api import Page, expect
+from test_web_app import until
+from playwright.sync_api import expect
 
 if TYPE_CHECKING:
     from tests.browser.conftest import Browser, Server
@@ -23,13 +24,6 @@ pytestmark = pytest.mark.browser
 
 # Seconds a stream must stay live before followers hear (30 by default); webhooks to this machine.
 SERVER_SETTINGS = {"NOTIFY_SETTLE": "1", "OUTBOUND_ALLOW_PRIVATE": "true"}
-
-
-def until(page: Page, predicate: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(predicate):
-        assert time.monotonic() < deadline, f"not true within {timeout} s: {predicate}"
-        time.sleep(0.2)
 
 
 def test_a_fans_bell_rings_in_another_tab_when_the_channel_goes_live(
