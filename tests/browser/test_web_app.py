@@ -309,11 +309,18 @@ def test_a_refused_chat_post_stays_in_the_box(server: Server, open_browser: Open
     expect(page.locator("#chat")).to_have_attribute("data-can-post", "true", timeout=10_000)
     # Post until the limit says no (a burst of 5, then one every 2 s: how many pass depends on speed).
     box = page.locator("#chat input[name=message]")
+    status = page.locator("#chat .chat-status")
     for i in range(12):
         box.fill(f"post {i}")
         box.press("Enter")
-        expect(box).to_have_value(re.compile(rf"^(|post {i})$"))
-        if page.locator("#chat .chat-status").is_visible() or box.input_value():
+        # Wait for the server's answer to this post before typing the next: a refusal that arrived
+        # while the next was being typed put the old text into the box mid-typing ("post 5post 6").
+        posted = page.locator("#chat .chat-message .chat-text", has_text=re.compile(rf"^post {i}$"))
+        deadline = time.monotonic() + 5
+        while not (posted.count() or status.is_visible()):
+            assert time.monotonic() < deadline, f"no answer to post {i}"
+            page.wait_for_timeout(50)
+        if status.is_visible():
             break
     expect(page.locator("#chat .chat-status")).to_contain_text("try again in")
     expect(box).to_have_value(f"post {i}")  # the refused post is back in the box, not lost
