@@ -7,6 +7,8 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,19 @@ from signaling.app import Services
 from signaling.settings import Settings
 
 JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@contextmanager
+def logs_on_failure(*logs: Path, lines: int = 60) -> Iterator[None]:
+    """Print the last `lines` of each server log when the block fails: what the servers did then is
+    gone with the test's temporary directory once CI is over."""
+    try:
+        yield
+    except BaseException:
+        for log in logs:
+            text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log)"]
+            print(f"--- last lines of {log}", *text, sep="\n")
+        raise
 
 
 def free_port() -> int:

@@ -21,7 +21,8 @@ from pg_databases import PG_ADMIN, fresh_database
 from playwright.sync_api import expect
 from redis_server import redis_server
 from server_process import serve
-from test_hls_pages import hls_frames_advance
+from support import logs_on_failure
+from test_hls_pages import hls_frames_advance, wait_hls_mode
 
 from conftest import Server
 
@@ -108,8 +109,9 @@ def test_go_live_and_watch_through_a_front_door_while_the_media_is_on_a_node(
     hls = open_browser()
     hls.page.goto(f"/watch/{name}?playback=hls")
     ready(hls.page)
-    expect(hls.page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=15_000)
-    seen = hls_frames_advance(hls.page)
+    with logs_on_failure(server.log, *(server.log.parent.parent / node / "server.log" for node in NODES)):
+        wait_hls_mode(hls.page)
+        seen = hls_frames_advance(hls.page)
     assert seen["width"] >= 320 and seen["latency"] is not None and seen["latency"] < 3.0, seen
     assert _node_carrying(server, name)["load"]["ladders"] == 1
     hls.close()

@@ -33,6 +33,29 @@ HLS_FRAMES = """() => {
 }"""
 
 
+HLS_REPORT = """() => {
+  const player = window.tallyPlayer, playback = player && player.hls, video = playback && playback.video;
+  const ranges = (r) => Array.from({ length: r.length }, (_, i) => [r.start(i), r.end(i)]);
+  return { state: player && player.box.dataset.state, status: document.querySelector('#player [role=status]')?.textContent,
+           errors: playback ? playback.errors : null, level: playback && playback.hls ? playback.hls.currentLevel : null,
+           paused: video ? video.paused : null, readyState: video ? video.readyState : null,
+           buffered: video ? ranges(video.buffered) : null };
+}"""
+
+
+def hls_report(page: Page) -> dict[str, Any]:
+    """What the HLS player is doing, for a failure's message: state, hls.js's errors, what is buffered."""
+    return dict(page.evaluate(HLS_REPORT))
+
+
+def wait_hls_mode(page: Page, timeout: float = 15) -> None:
+    """Waits until the watch page plays HLS (its first frame is showing)."""
+    try:
+        expect(page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=timeout * 1000)
+    except AssertionError as failed:
+        raise AssertionError(f"HLS did not start: {hls_report(page)}") from failed
+
+
 def hls_frames_advance(page: Page, timeout: float = 30) -> dict[str, Any]:
     """Waits until the HLS video has shown frames and its time moves on; returns the last reading."""
     deadline = time.monotonic() + timeout
@@ -44,7 +67,7 @@ def hls_frames_advance(page: Page, timeout: float = 30) -> dict[str, Any]:
                 first = now
             elif now["frames"] >= first["frames"] + 30 and now["time"] > first["time"] + 1.5:
                 return dict(now)
-        assert time.monotonic() < deadline, f"HLS frames did not advance: {first} -> {now}"
+        assert time.monotonic() < deadline, f"HLS frames did not advance: {first} -> {now}; {hls_report(page)}"
         time.sleep(0.25)
 
 
@@ -100,7 +123,7 @@ def test_a_studio_stream_is_an_hls_ladder_that_hls_js_plays(open_browser: OpenBr
     viewer = open_browser()
     viewer.page.goto(f"/watch/{name}?playback=hls")
     ready(viewer.page)
-    expect(viewer.page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=15_000)
+    wait_hls_mode(viewer.page)
     expect(viewer.page.locator(".player-mode")).to_have_text("HLS · low latency")
     seen = hls_frames_advance(viewer.page)
     assert seen["width"] >= 320, seen  # the source (Chromium scales it under load) or 180p
@@ -125,7 +148,7 @@ def test_the_watch_page_falls_back_to_hls_when_whep_is_full_and_comes_back(
     second = open_browser()
     second.page.goto(f"/watch/{name}")
     ready(second.page)
-    expect(second.page.locator("#player")).to_have_attribute("data-mode", "hls", timeout=20_000)
+    wait_hls_mode(second.page, timeout=20)
     expect(second.page.locator(".player-mode")).to_have_text("HLS · low latency")
     assert "no room" in (second.page.locator(".player-mode").get_attribute("title") or "")
     hls_frames_advance(second.page)

@@ -11,6 +11,8 @@ export class HlsPlayback {
     this.hls = null;
     this.played = false;
     this.stopped = false;
+    this.errors = []; // the last errors hls.js reported, [seconds since start, details, fatal]: why it stalls
+    this.startedAt = performance.now();
     this.playing = () => {
       if (this.stopped) return;
       this.played = true;
@@ -47,6 +49,8 @@ export class HlsPlayback {
         })));
       });
       hls.on(Hls.Events.ERROR, (_, data) => {
+        this.errors.push([Math.round(performance.now() - this.startedAt) / 1000, data.details || data.type, Boolean(data.fatal)]);
+        if (this.errors.length > 20) this.errors.shift();
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
         else this.onError(data.details || data.type);
