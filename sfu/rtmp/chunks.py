@@ -124,30 +124,34 @@ class ChunkReader:
         if extended:
             field_ts = _U32.unpack_from(buffer, pos + header)[0]
         continuing = fmt == 3 and stream.partial is not None
+        # What this header says, held apart until the whole chunk is here: a chunk read again once
+        # more bytes come must not add its timestamp delta twice.
+        length, type_id, stream_id = stream.length, stream.type_id, stream.stream_id
+        timestamp, delta = stream.timestamp, stream.delta
         if not continuing:
             if stream.partial is not None:
                 raise ChunkError(f"a new message on chunk stream {csid} before the last one ended")
             if fmt <= 1:
                 length = (buffer[pos + 3] << 16) | (buffer[pos + 4] << 8) | buffer[pos + 5]
-                stream.length = length
-                stream.type_id = buffer[pos + 6]
+                type_id = buffer[pos + 6]
                 if fmt == 0:
-                    stream.stream_id = _U32_LE.unpack_from(buffer, pos + 7)[0]
+                    stream_id = _U32_LE.unpack_from(buffer, pos + 7)[0]
             if fmt == 0:
-                stream.timestamp = field_ts
-                stream.delta = field_ts
+                timestamp = delta = field_ts
             elif fmt in (1, 2):
-                stream.delta = field_ts
-                stream.timestamp = (stream.timestamp + field_ts) & 0xFFFFFFFF
+                delta = field_ts
+                timestamp = (timestamp + field_ts) & 0xFFFFFFFF
             else:
-                stream.timestamp = (stream.timestamp + stream.delta) & 0xFFFFFFFF
-            if fmt <= 2:
-                stream.extended = extended
-            if stream.length > self._max_message:
-                raise ChunkError(f"a message of {stream.length} bytes (at most {self._max_message})")
-        take = min(self.chunk_size, stream.length - (len(stream.partial) if stream.partial is not None else 0))
+                timestamp = (timestamp + delta) & 0xFFFFFFFF
+            if length > self._max_message:
+                raise ChunkError(f"a message of {length} bytes (at most {self._max_message})")
+        take = min(self.chunk_size, length - (len(stream.partial) if stream.partial is not None else 0))
         if len(buffer) < end + take:
             return 0
+        stream.length, stream.type_id, stream.stream_id = length, type_id, stream_id
+        stream.timestamp, stream.delta = timestamp, delta
+        if fmt <= 2:
+            stream.extended = extended
         if stream.partial is None:
             if take == stream.length:  # the whole message in one chunk: no reassembly
                 self._deliver(stream, bytes(buffer[end:end + take]), out)
