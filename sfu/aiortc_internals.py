@@ -418,6 +418,11 @@ def h264_payloads(annex_b: bytes) -> list[bytes]:
     return H264Encoder._packetize(H264Encoder._split_bitstream(annex_b))
 
 
+def h264_unit_payloads(units: list[bytes]) -> list[bytes]:
+    """The same, from an access unit's NAL units (no start codes): an RTMP frame comes as those."""
+    return H264Encoder._packetize(units)
+
+
 def set_sender_report(sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int) -> None:
     """What the sender's next RTCP sender report says (aiortc sends it on its own timer)."""
     sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
