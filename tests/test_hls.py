@@ -55,7 +55,10 @@ async def live_channel(api: Api, codec: str = "h264") -> tuple[str, str, Any, An
         if api.services.node.is_live(name):
             break
         await asyncio.sleep(0.1)
-    await asyncio.sleep(0.2)  # the stream's start reaches the HLS service as an event
+    for _ in range(100):  # the stream's start reaches the HLS service after it is written down
+        if api.services.hls.serves(name):
+            break
+        await asyncio.sleep(0.05)
     assert api.services.hls.live(name) is None  # on demand: nothing runs before someone asks
     assert api.services.hls.ensure(name) is not None
     return name, token, peer, headers
