@@ -47,6 +47,7 @@ from sfu.layers import LayerFeed, can_layer
 from sfu.media_format import MediaFormat
 from sfu.output import DROP_REASONS
 from sfu.publisher import Publisher
+from sfu.rtmp.ingest import RtmpPublisher
 from sfu.relay import Relay
 from sfu.room import Room
 from sfu.sdp_fragment import SdpFragment
@@ -369,6 +370,35 @@ class SfuNode:
         # From here to the end nothing awaits: the room changes hands at once, whoever else is publishing.
         self._reserved -= 1
         self._pending[publisher.id] = publisher
+        self._install(publisher)
+        self._watch(publisher)
+        return publisher, answer
+
+    def rtmp_publisher(self, room_name: str, user: str | None, client: str = "") -> RtmpPublisher:
+        """An RTMP encoder's publisher for `room_name`: it takes the room once the encoder said what it
+        sends (AlreadyPublishing then if another publisher holds it), and leaves it when the encoder stops."""
+        self._refuse_if_held(room_name)
+        if self._closing or self._draining:
+            raise NodeFull("this node is shutting down")
+
+        def ready(publisher: RtmpPublisher) -> None:
+            self._refuse_if_held(room_name)
+            if self._closing or self._draining:
+                raise NodeFull("this node is shutting down")
+            self._install(publisher)
+            self._connected(publisher)
+
+        def ended(publisher: RtmpPublisher, reason: str) -> None:
+            if publisher.id in self.sessions:
+                self._end_session(publisher, reason)
+            else:
+                self._close_later(publisher)
+
+        return RtmpPublisher(room_name, user, self._clock, self.sinks, client, ready, ended)
+
+    def _install(self, publisher: Publisher) -> None:
+        """Make `publisher` the source of its room (a new stream, or a takeover of the one there)."""
+        room_name, user = publisher.room, publisher.user
         room = self.rooms.get(room_name)
         previous = room.publisher if room is not None else None
         if room is not None and not room.formats_match(publisher.formats):
@@ -389,12 +419,10 @@ class SfuNode:
             self._emit(lambda: self.events.stream_started(room_name, stream, user, formats))
         room.install(publisher)
         self.sessions[publisher.id] = publisher
-        self._watch(publisher)
         if previous is not None:
             log.info("room %s: publisher %s takes over from %s", room_name, publisher.id[:8], previous.id[:8])
             self._forget(previous)
             self._close_later(previous)
-        return publisher, answer
 
     async def subscribe(self, room_name: str, offer: str, user: str | None, client: str = "",
                         relay: bool = False) -> tuple[Subscriber, str]:

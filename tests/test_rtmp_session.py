@@ -24,6 +24,9 @@ class Collected:
         self.video: list[tuple[int, bytes]] = []
         self.ended = ""
 
+    def started(self, stop: Any) -> None:
+        return None
+
     def on_metadata(self, values: dict[str, Any]) -> None:
         self.metadata = values
 
@@ -37,12 +40,17 @@ class Collected:
         self.ended = reason
 
 
-async def ffmpeg(url: str, seconds: float = 3.0) -> tuple[int, str]:
+async def ffmpeg(url: str, seconds: float = 3.0, bframes: int = 2) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         "ffmpeg", "-hide_banner", "-loglevel", "info", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=30:duration={seconds}",
         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30",
-        "-bf", "2", "-c:a", "aac", "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        "-bf", str(bframes), "-c:a", "aac", "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:  # cancelled or timed out: the encoder stops with the test
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     return process.returncode or 0, err.decode(errors="replace")
 
 

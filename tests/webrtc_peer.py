@@ -27,6 +27,7 @@ class Peer:
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.frames = 0
+        self.audio_samples = 0  # decoded audio received (48 kHz)
         self.sizes: dict[tuple[int, int], int] = {}  # decoded pictures by size
         self.last_size: tuple[int, int] | None = None
         self.first_frame_at: float | None = None
@@ -60,6 +61,8 @@ class Peer:
         def on_track(track: Any) -> None:
             if track.kind == "video":
                 peer._readers.append(asyncio.ensure_future(peer._read(track)))
+            else:
+                peer._readers.append(asyncio.ensure_future(peer._listen(track)))
 
         return peer
 
@@ -75,6 +78,14 @@ class Peer:
             self.last_size = size
             if self.first_frame_at is None:
                 self.first_frame_at = time.monotonic()
+
+    async def _listen(self, track: Any) -> None:
+        while True:
+            try:
+                sound = await track.recv()
+            except Exception:
+                return
+            self.audio_samples += sound.samples
 
     async def offer(self) -> str:
         internals.plan_gathering(self.pc, LOOPBACK)

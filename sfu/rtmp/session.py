@@ -52,6 +52,9 @@ class Refused(Exception):
 class Publisher(Protocol):
     """Where a publishing connection's media goes (FLV tag bodies, timestamps in milliseconds)."""
 
+    def started(self, stop: Callable[[str], None]) -> None:
+        """Publishing began; `stop(why)` tells the encoder why in its log and closes the connection."""
+
     def on_metadata(self, values: dict[str, Any]) -> None: ...
 
     def on_audio(self, timestamp: int, payload: bytes) -> None: ...
@@ -237,6 +240,15 @@ class RtmpConnection(asyncio.Protocol):
             return
         self._send(CONTROL_CSID, Message(USER_CONTROL, 0, 0, struct.pack(">HI", 0, stream_id)))  # Stream Begin
         self._status(stream_id, "status", "NetStream.Publish.Start", f"{key[:8]}… is now published.")
+        self.publisher.started(lambda why: self._stop(stream_id, why))
+
+    def _stop(self, stream_id: int, why: str) -> None:
+        """The media side ends the publish: the encoder reads why, then the connection closes."""
+        if self.closed:
+            return
+        self._status(stream_id, "error", "NetStream.Publish.Denied", why)
+        self.publisher = None  # it knows already; no more media goes to it
+        asyncio.get_running_loop().call_later(0.5, self.close, why)
 
     # --- sending ---
 

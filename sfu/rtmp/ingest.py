@@ -1,0 +1,215 @@
+"""An RTMP encoder as a room's publisher: its FLV tags become the packets of the room's feeds (what
+WebRTC viewers get) and the frames of its sinks (the recorder, the HLS ladder), as a WHIP publisher's do.
+
+The room is taken at the first video frame that can be forwarded: by then the encoder sent its AVC
+sequence header (and the AAC one, if it sends audio), so the feeds get their formats from the start.
+For anything this node cannot forward the encoder is told why in its log (`stop`), before anyone is
+told the channel is live, and the connection closes:
+
+- video other than H.264 (enhanced RTMP's HEVC, AV1, VP9) and audio other than AAC;
+- H.264 with B-frames (a frame shown after a later one): WebRTC receivers take frames in the order
+  they come; passing them on needs an answer from Chromium first (issue 22).
+
+RTMP has no way to ask the encoder for a keyframe or for a lost packet (TCP loses none): a viewer who
+joins waits for the encoder's next keyframe (OBS sends one every 2 s by default), and keyframe
+requests are only counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sfu.errors import AlreadyPublishing, NodeFull, SfuError
+from sfu.feed import Feed
+from sfu.frame_sink import EncodedFrame, FrameSinks
+from sfu.media_format import MediaFormat
+from sfu.publisher import Publisher
+from sfu.rtmp.flv import AAC, AVC, AvcConfig, FlvError, aac_config, audio_tag, avc_config, nal_units, video_tag
+from sfu.rtmp.rtp import OPUS_CLOCK, VIDEO_CLOCK, AacToOpus, H264Cutter, RtmpClock
+from sfu.sender_reports import ClockMapping
+
+log = logging.getLogger(__name__)
+
+VIDEO_PT, AUDIO_PT = 102, 111  # the feed's own numbering; every viewer's packets are renumbered on the way out
+_START_CODE = b"\x00\x00\x00\x01"
+
+
+def refusal(exc: Exception) -> str:
+    """Words for an encoder's log about why the node will not take its stream."""
+    if isinstance(exc, AlreadyPublishing):
+        return "this channel is already live from another encoder or the studio: stop that one first"
+    if isinstance(exc, NodeFull):
+        return f"this server cannot take the stream now ({exc}); try again in a moment"
+    return str(exc) or type(exc).__name__
+
+
+class _Unasked:
+    """Feedback an RTMP encoder cannot take: keyframe requests are counted, NACKs dropped."""
+
+    def __init__(self) -> None:
+        self.keyframe_requests = 0
+
+    async def request_keyframe(self, media_ssrc: int) -> None:
+        self.keyframe_requests += 1
+
+    async def nack(self, media_ssrc: int, lost: list[int]) -> None:
+        return None
+
+
+class RtmpPublisher(Publisher):
+    kind = "rtmp"
+
+    def __init__(self, room: str, user: str | None, clock: Callable[[], float], sinks: FrameSinks, client: str,
+                 on_ready: Callable[[RtmpPublisher], None], on_end: Callable[[RtmpPublisher, str], None]) -> None:
+        super().__init__(room, user, clock, sinks, client)
+        self._on_ready = on_ready
+        self._on_end = on_end
+        self._stop: Callable[[str], None] = lambda reason: None
+        self._time = RtmpClock()
+        self._avc: AvcConfig | None = None
+        self._video: H264Cutter | None = None
+        self._audio: AacToOpus | None = None
+        self._upstream = _Unasked()
+        self._mappings: dict[str, ClockMapping] = {}  # each track's clock, as its sender reports would map it
+        self.ready = False  # the room is taken; media flows into its feeds
+        self.ended = False
+
+    # --- what the RTMP connection tells (sfu.rtmp.session.Publisher) ---
+
+    def started(self, stop: Callable[[str], None]) -> None:
+        self._stop = stop
+
+    def on_metadata(self, values: dict[str, Any]) -> None:
+        return None
+
+    def on_video(self, timestamp: int, payload: bytes) -> None:
+        try:
+            tag = video_tag(payload)
+            if tag.codec != AVC:
+                name = tag.fourcc or f"codec {tag.codec}"
+                return self.refuse(f"video in {name} cannot be forwarded; send H.264 (x264, NVENC H.264, ...)")
+            if tag.packet == 0:
+                self._avc = avc_config(tag.data)
+                if self._video is not None:
+                    self._video.parameter_sets = (*self._avc.sps, *self._avc.pps)
+                return None
+            if tag.packet != 1 or self._avc is None:
+                return None  # end of sequence, or frames before the header: nothing to show yet
+            if tag.composition:
+                return self.refuse("H.264 with B-frames cannot be forwarded to WebRTC viewers yet: set B-frames "
+                                   "to 0 in the encoder (OBS x264: bframes=0 in x264 options, or profile baseline)")
+            units = nal_units(tag.data, self._avc.length_size)
+        except FlvError as exc:
+            return self.refuse(f"a video tag that cannot be read: {exc}")
+        if not self.ready:
+            self._go_live()
+            if not self.ready:
+                return None
+        assert self._video is not None
+        rtp_timestamp = self._time.video(timestamp)
+        self._forward("video", self._video.frame(units, rtp_timestamp, tag.keyframe))
+        if self._sinks.wanted(self.room):
+            prefix = _START_CODE + _START_CODE.join(self._video.parameter_sets) if tag.keyframe else b""
+            data = prefix + b"".join(_START_CODE + bytes(u) for u in units)
+            self._deliver("video", "H264", data, rtp_timestamp, VIDEO_CLOCK, tag.keyframe)
+
+    def on_audio(self, timestamp: int, payload: bytes) -> None:
+        try:
+            tag = audio_tag(payload)
+            if tag.format != AAC:
+                return self.refuse(f"audio format {tag.format} cannot be forwarded; send AAC")
+            if tag.packet == 0:
+                if self._audio is None and not self.ready:  # (audio that starts later than the video is left out)
+                    self._audio = AacToOpus(aac_config(tag.data), bytes(tag.data), AUDIO_PT)
+                return None
+        except FlvError as exc:
+            return self.refuse(f"an audio tag that cannot be read: {exc}")
+        if not self.ready or self._audio is None:
+            return None
+        for packet, rtp_timestamp in self._audio.unit(tag.data, timestamp, self._time):
+            self._forward("audio", (packet,))
+            if self._sinks.wanted(self.room):
+                self._deliver("audio", "opus", packet[12:], rtp_timestamp, OPUS_CLOCK, False)
+
+    def end(self, reason: str) -> None:
+        """The RTMP connection ended (the encoder stopped, or it was closed)."""
+        if not self.ended:
+            self.ended = True
+            self._on_end(self, reason)
+
+    # --- going live ---
+
+    def _go_live(self) -> None:
+        """At the first video frame that can be forwarded: what the encoder sends is known by then (FFmpeg
+        and OBS send both sequence headers first), and a refusal (B-frames show in the first frame's
+        composition offset) comes before anyone was told the channel is live."""
+        if self.ready or self._avc is None:
+            return
+        self._video = H264Cutter(VIDEO_PT)
+        self._video.parameter_sets = (*self._avc.sps, *self._avc.pps)
+        sps = self._avc.sps[0] if self._avc.sps else b""
+        profile = sps[1:4].hex() if len(sps) >= 4 else "42e01f"
+        self.formats = {"video": MediaFormat("video", "H264", VIDEO_CLOCK, None, {
+            "packetization-mode": "1", "level-asymmetry-allowed": "1", "profile-level-id": profile})}
+        if self._audio is not None:
+            self.formats["audio"] = MediaFormat("audio", "opus", OPUS_CLOCK, 2, {"minptime": "10", "useinbandfec": "1"})
+        try:
+            self._on_ready(self)  # the node installs this publisher in the room, or raises why not
+        except SfuError as exc:
+            self.refuse(refusal(exc))
+            return
+        self.ready = True
+        self.connected = True
+
+    def refuse(self, reason: str) -> None:
+        """Tell the encoder why in its log, and end."""
+        log.info("rtmp publisher %s in %s refused: %s", self.id[:8], self.room, reason)
+        self._stop(reason)
+        self.end(reason)
+
+    # --- Publisher, for the node and the room ---
+
+    def bind(self, feeds: dict[str, Feed]) -> None:
+        self._feeds = feeds
+        for kind, feed in feeds.items():
+            cutter = self._video if kind == "video" else self._audio
+            assert cutter is not None
+            feed.attach(self._upstream, cutter.ssrc)
+            feed.mapping = self._mappings[kind] = self._time.mapping(kind)
+
+    def track_mapping(self, kind: str) -> ClockMapping | None:
+        return self._mappings.get(kind)
+
+    def _forward(self, kind: str, packets: list[bytes] | tuple[bytes, ...]) -> None:
+        feed = self._feeds.get(kind)
+        if feed is None or self.closed:
+            return
+        self.last_packet_at = self._clock()
+        self.media_seen = True
+        for packet in packets:
+            self.octets_in += len(packet)
+            feed.on_rtp(packet)
+
+    def _deliver(self, kind: str, codec: str, data: bytes, rtp_timestamp: int, rate: int, keyframe: bool) -> None:
+        frame = EncodedFrame(kind, codec, data, rtp_timestamp, rate, keyframe, self._mappings.get(kind), self.id,
+                             self.kinds, time.time())
+        self._sinks.deliver(self.room, frame)
+
+    def tick(self) -> None:
+        return None
+
+    @property
+    def keyframe_requests(self) -> int:
+        return self._upstream.keyframe_requests
+
+    def detach(self) -> None:
+        self._feeds = {}
+
+    async def close(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._stop("the stream was ended on the server")
+        await super().close()

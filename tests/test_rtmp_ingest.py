@@ -1,0 +1,139 @@
+"""RTMP into a room of an SFU node: FFmpeg publishes H.264 and AAC over RTMP to our server, the node
+takes the room once the encoder said what it sends, and a WebRTC viewer (aiortc) decodes the video and
+hears the audio (AAC transcoded once to Opus); the room's frame sinks get frames PyAV decodes. An
+encoder with B-frames, or a second one on a live room, reads why it was refused in its own log.
+
+(The node's RTMP port, stream keys and the signaling's placement are the next step; here the test
+authorizes every key for one room.)"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import av
+import pytest
+from test_rtmp_session import ffmpeg
+from webrtc_peer import Peer
+
+from sfu import aiortc_internals as internals
+from sfu.errors import SfuError
+from sfu.frame_sink import EncodedFrame
+from sfu.node import NodeSettings, SfuNode
+from sfu.rtmp.ingest import refusal
+from sfu.rtmp.session import Publisher, Refused, RtmpServer
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+ROOM = "caster"
+
+
+@dataclass
+class Events:
+    started: list[list[object]] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+
+    async def stream_started(self, room: str, stream: str, user: str | None, formats: list[object]) -> None:
+        self.started.append(formats)
+
+    async def stream_ended(self, room: str, stream: str, reason: str, peak_viewers: int) -> None:
+        self.ended.append(reason)
+
+    async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
+        return None
+
+
+class Frames:
+    def __init__(self) -> None:
+        self.got: list[EncodedFrame] = []
+
+    def on_frame(self, room: str, frame: EncodedFrame) -> None:
+        self.got.append(frame)
+
+
+@pytest.fixture
+async def rtmp() -> AsyncIterator[tuple[SfuNode, Events, int]]:
+    events = Events()
+    node = SfuNode(NodeSettings(ice=internals.IcePlan(("127.0.0.1",)), viewers_interval=0.2), events)
+    await node.start()
+
+    async def authorize(app: str, key: str) -> Publisher:
+        try:
+            return node.rtmp_publisher(ROOM, "caster", "127.0.0.1")
+        except SfuError as exc:
+            raise Refused(refusal(exc)) from None
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        yield node, events, port
+    finally:
+        await server.close()
+        await node.close()
+
+
+async def _until(condition: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_rtmp_stream_plays_to_a_webrtc_viewer_and_feeds_the_sinks(rtmp: tuple[SfuNode, Events, int]) -> None:
+    node, events, port = rtmp
+    sink = Frames()
+    node.sinks.add(ROOM, sink)
+    encoder = asyncio.ensure_future(ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=8.0, bframes=0))
+    viewer = Peer.viewer()
+    try:
+        await _until(lambda: node.is_live(ROOM) or encoder.done())
+        assert node.is_live(ROOM), encoder.result()[1][-2000:]
+        (formats,) = events.started
+        assert sorted(f.mime_type for f in formats) == ["audio/opus", "video/H264"]  # type: ignore[attr-defined]
+        session, answer = await node.subscribe(ROOM, await viewer.offer(), None)
+        await viewer.answer(answer)
+        await viewer.wait_frames(60, timeout=15)  # FFmpeg sends a keyframe every second
+        await _until(lambda: viewer.audio_samples >= 48_000)  # a second of the tone, through AAC and Opus
+        assert viewer.last_size == (320, 240)
+        code, log = await encoder
+        assert code == 0, log[-2000:]
+        await _until(lambda: bool(events.ended))
+        assert not node.is_live(ROOM) and "encoder" in events.ended[0]
+    finally:
+        encoder.cancel()
+        await asyncio.gather(encoder, return_exceptions=True)
+        await viewer.close()
+
+    video = [f for f in sink.got if f.kind == "video"]
+    audio = [f for f in sink.got if f.kind == "audio"]
+    assert video[0].keyframe and video[0].mapping is not None and len(video) >= 200
+    decoder = av.CodecContext.create("h264", "r")
+    pictures = sum(len(decoder.decode(av.Packet(f.data))) for f in video) + len(decoder.decode(None))
+    assert pictures == len(video)
+    opus = av.CodecContext.create("opus", "r")
+    samples = sum(frame.samples for f in audio for frame in opus.decode(av.Packet(f.data)))
+    assert abs(samples / 48_000 - 8.0) < 0.5, samples
+    # One clock for both: a video frame and the audio captured with it map to the same sender time.
+    assert video[0].sender_time() is not None and audio[0].sender_time() is not None
+    assert abs(video[0].sender_time() - audio[0].sender_time()) < 0.2  # type: ignore[operator]
+
+
+async def test_b_frames_and_a_second_encoder_are_refused_in_words_the_encoder_logs(
+        rtmp: tuple[SfuNode, Events, int]) -> None:
+    node, events, port = rtmp
+    code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=2.0, bframes=2)
+    assert code != 0 and "B-frames" in log and "bframes=0" in log, log[-2000:]
+    assert not node.is_live(ROOM) and not events.started
+
+    first = asyncio.ensure_future(ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=6.0, bframes=0))
+    try:
+        await _until(lambda: node.is_live(ROOM) or first.done())
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=2.0, bframes=0)
+        assert code != 0 and "already" in log.lower(), log[-2000:]
+        assert node.is_live(ROOM) and not first.done()  # the first encoder goes on
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
