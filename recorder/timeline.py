@@ -15,6 +15,7 @@ Times never go backwards within a track.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from sfu.frame_sink import EncodedFrame
@@ -22,6 +23,42 @@ from sfu.sender_reports import ClockMapping
 
 MIN_STEP = 0.001  # seconds; later frames of a track are at least this much later
 EPOCH_GAP = 0.040  # a new epoch starts at least this long after everything already written
+REPORT_WINDOW = 10.0  # seconds of a track's sender reports the least late one is taken from
+RESYNC = 0.2  # seconds a track's best report must disagree with the one its frames follow to replace it
+
+
+class _Reports:
+    """One track's sender reports, filtered. A report maps an RTP timestamp to the time it was sent,
+    which is never before that media was captured and often after it (aiortc stamps a report when it
+    goes out: up to a frame late, more when its loop is busy). Of the reports of the last
+    `REPORT_WINDOW` seconds, the one that puts the media earliest is the truest; the window lets a real
+    change of the sender's clock through."""
+
+    __slots__ = ("_seen", "_last", "best")
+
+    def __init__(self) -> None:
+        self._seen: deque[ClockMapping] = deque()
+        self._last: ClockMapping | None = None
+        self.best: ClockMapping | None = None
+
+    def add(self, mapping: ClockMapping) -> ClockMapping:
+        """Take `mapping` (again, as every frame carries its track's latest); the best report now."""
+        if mapping is not self._last:
+            self._last = mapping
+            seen = self._seen
+            seen.append(mapping)
+            while seen[0].received_at < mapping.received_at - REPORT_WINDOW:
+                seen.popleft()
+            self.best = min(seen, key=lambda m: _sender_at(m, mapping.rtp_timestamp))
+        assert self.best is not None
+        return self.best
+
+
+def _sender_at(mapping: ClockMapping, rtp_timestamp: int) -> float:
+    delta = (rtp_timestamp - mapping.rtp_timestamp) & 0xFFFFFFFF
+    if delta >= 0x80000000:
+        delta -= 0x100000000
+    return mapping.ntp_seconds + delta / mapping.clock_rate
 
 
 @dataclass(slots=True)
@@ -29,6 +66,8 @@ class _Epoch:
     source: str
     kinds: tuple[str, ...]
     pending: list[EncodedFrame] = field(default_factory=list)
+    reports: dict[str, _Reports] = field(default_factory=dict)  # by kind
+    followed: dict[str, ClockMapping] = field(default_factory=dict)  # the report each track's frames are placed by
     anchored: bool = False
     start_sender: float = 0.0  # sender time at this epoch's first frame
     offset: float = 0.0  # recording time of that frame
@@ -81,7 +120,10 @@ class Timeline:
                 self.dropped += len(pending) - len(recent)
                 epoch.pending = recent
                 return []
-        mappings = {f.kind: f.mapping for f in pending if f.mapping is not None}
+        for f in pending:  # every report that came so far, to choose the truest from
+            self._report(epoch, f)
+        epoch.followed = {kind: reports.best for kind, reports in epoch.reports.items() if reports.best is not None}
+        mappings = {f.kind: self._report(epoch, f) for f in pending if f.mapping is not None}
         waited = pending[-1].received_at - pending[0].received_at
         if not force and set(mappings) != set(epoch.kinds) and waited < self.hold:
             return []
@@ -114,7 +156,26 @@ class Timeline:
         return [(f, self._monotonic(f.kind, epoch.offset + t - start)) for f, t in kept]
 
     def _place(self, epoch: _Epoch, frames: list[EncodedFrame]) -> list[tuple[EncodedFrame, float]]:
-        return [(f, self._monotonic(f.kind, epoch.offset + self._sender(epoch, f) - epoch.start_sender)) for f in frames]
+        return [(f, self._monotonic(f.kind, epoch.offset + self._sender(epoch, f, self._report(epoch, f))
+                                    - epoch.start_sender)) for f in frames]
+
+    @staticmethod
+    def _report(epoch: _Epoch, frame: EncodedFrame) -> ClockMapping | None:
+        """The sender report the frame's track is placed by: one report for as long as it holds, so
+        the frames keep their RTP spacing exactly (taking each new report as it came moved the frames
+        after it by that report's own lateness: they bunched and juddered, two frames 1 ms apart, then
+        a gap). It changes only when the track's truest report (`_Reports`) disagrees by more than
+        `RESYNC` (the sender's clock jumped, or drifted that far)."""
+        if frame.mapping is None:
+            return None
+        reports = epoch.reports.get(frame.kind)
+        if reports is None:
+            reports = epoch.reports[frame.kind] = _Reports()
+        best = reports.add(frame.mapping)
+        followed = epoch.followed.get(frame.kind)
+        if followed is None or abs(_sender_at(best, frame.rtp_timestamp) - _sender_at(followed, frame.rtp_timestamp)) > RESYNC:
+            followed = epoch.followed[frame.kind] = best
+        return followed
 
     @staticmethod
     def _sender(epoch: _Epoch, frame: EncodedFrame, mapping: ClockMapping | None = None) -> float:

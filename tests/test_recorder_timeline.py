@@ -73,3 +73,31 @@ def test_nothing_is_placed_before_a_keyframe_and_times_never_go_backwards() -> N
     # A frame whose timestamp goes back (a bad report, a reordered frame) still moves forward.
     placed = timeline.push(frame("video", 0.02, 0.01, kinds=("video",)))
     assert placed[0][1] > 0.0
+
+
+def test_late_sender_reports_neither_bunch_the_frames_nor_split_audio_from_video() -> None:
+    """Each track's reports come every second, each sent up to 80 ms after the media it maps (as aiortc
+    stamps them when they go out under load). Taken one by one, they moved the frames after each by its
+    lateness: two frames 1 ms apart, then a gap, and FFmpeg read "non monotonically increasing dts"."""
+    import random
+
+    rng = random.Random(20261205)
+    timeline = Timeline()
+    placed = []
+    reports: dict[str, ClockMapping] = {}
+    for i in range(300):  # 6 s: audio every 20 ms, video every 40 ms (keyframe first)
+        t = i * 0.02
+        for kind in ("audio", "video") if i % 2 == 0 else ("audio",):
+            rate = 90000 if kind == "video" else 48000
+            if i % 50 == 0 or kind not in reports:  # a new report: "now" is the media of `late` seconds ago
+                late = rng.uniform(0.0, 0.08)
+                reports[kind] = ClockMapping(NTP0 + t + late, (1234 + round(t * rate)) & 0xFFFFFFFF, rate, t + late)
+            placed += timeline.push(EncodedFrame(kind, "H264" if kind == "video" else "opus", b"x",
+                                                 (1234 + round(t * rate)) & 0xFFFFFFFF, rate, kind == "video" and i == 0,
+                                                 reports[kind], "a", ("audio", "video"), WALL0 + t + 0.03))
+    video = [s for f, s in placed if f.kind == "video"]
+    audio = {round((f.rtp_timestamp - 1234) / 48000, 2): s for f, s in placed if f.kind == "audio"}
+    steps = [b - a for a, b in zip(video, video[1:])]
+    assert len(video) > 100 and all(abs(step - 0.04) < 0.0005 for step in steps), (min(steps), max(steps))
+    captured = {round((f.rtp_timestamp - 1234) / 90000, 2): s for f, s in placed if f.kind == "video"}
+    assert all(abs(audio[t] - s) <= 0.08 for t, s in captured.items() if t in audio)  # in sync within a report's lateness
