@@ -111,7 +111,11 @@ def test_a_studio_stream_is_an_hls_ladder_that_hls_js_plays(open_browser: OpenBr
     streams = probe_ladder(server, name)
     video = sorted({(s["width"], s["height"]) for s in streams if s["codec_type"] == "video"}, reverse=True)
     audio = {s["codec_name"] for s in streams if s["codec_type"] == "audio"}
-    assert video == [(640, 360), (320, 180)], streams
+    # The source passed through at the size Chromium sends (640x360, or less when the machine is busy:
+    # its CPU adaptation scales the camera down) and 180p encoded from it.
+    top = video[0]
+    assert 320 <= top[0] <= 640 and abs(top[0] / top[1] - 16 / 9) < 0.02, streams
+    assert video == ([top, (320, 180)] if top[0] > 320 else [top]), streams
     assert {s["codec_name"] for s in streams if s["codec_type"] == "video"} == {"h264"} and audio == {"aac"}
     # Chromium is asked for a keyframe just before each cut: segments of about 2 s (HLS_SEGMENT_SECONDS),
     # not its own keyframe interval (5-14 s when nothing asked in time).
