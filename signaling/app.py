@@ -53,6 +53,7 @@ from signaling.media.drain import hand_over
 from signaling.media.claiming import ClaimingPlane
 from signaling.media.plane import MediaPlane
 from signaling.media.relays import Relays
+from signaling.media.rtmp_gate import RtmpGate
 from signaling.chat.hub import ChatHub
 from signaling.chat.links import DataChannelLink
 from signaling.chat.service import ChatRules, ChatService
@@ -75,6 +76,7 @@ from signaling.streams.reaper import StreamReaper
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
+from sfu.rtmp.session import RtmpServer
 from sfu.session import Session
 from signaling.web_pages import add_web_routes, not_found_pages, security_headers
 
@@ -253,6 +255,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     control = NodeControl(local, bus, settings.resolved_node_id, relays, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
+    rtmp_gate = RtmpGate(node, local, channels, accounts)
+    rtmp = RtmpServer(rtmp_gate.authorize) if settings.media and settings.rtmp_port else None
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)
@@ -322,6 +326,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.start()
             if worker is not None:
                 worker.start()
+            if rtmp is not None:
+                await rtmp.start(settings.host, settings.rtmp_port)
+                log.info("RTMP ingest on rtmp://%s:%d/live", settings.host, settings.rtmp_port)
             if settings.media:
                 await control.start()
                 await relays.start()
@@ -336,7 +343,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 ("worker", worker.close if worker is not None else _nothing),
                 ("webhooks", notifications.webhooks.close), ("push", notifications.push.close),
                 ("reaper", reaper.close), ("keeper", keeper.close), ("control", control.close),
-                ("relays", relays.close),
+                ("relays", relays.close), ("rtmp", rtmp.close if rtmp is not None else _nothing),
+                ("rtmp claims", rtmp_gate.close),
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end
                 ("recordings", recordings.close),  # before the node: recordings are written to their end first
                 ("hls", hls.close), ("hls relay", relay.close), ("hub", hub.close), ("node", node.close),

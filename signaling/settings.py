@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,6 +106,15 @@ class Settings(BaseSettings):
     )
     max_publish_bitrate: int = Field(
         default=8_000_000, ge=0, description="Bits per second a publisher may send (told in the answer; 0: no ceiling)."
+    )
+    rtmp_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="TCP port of the RTMP ingest on a media process (rtmp://HOST:PORT/live, the stream key as the "
+                    "stream name); 0: off. Under way: off by default until RTMPS and the studio's RTMP URL land.",
+    )
+    rtmp_public_url: str = Field(
+        default="", description="The RTMP server URL encoders are told (default: rtmp://<public host>:RTMP_PORT/live "
+                                "on a process that takes RTMP; set it on front doors whose nodes do)."
     )
     publisher_timeout: float = Field(default=5.0, gt=0, description="Seconds without media that end a stream.")
     publisher_connect_timeout: float = Field(
@@ -236,3 +246,13 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_rtmp_url(self) -> str:
+        """Where encoders publish over RTMP ("" when nobody said and this process takes none)."""
+        if self.rtmp_public_url:
+            return self.rtmp_public_url.rstrip("/")
+        if not (self.media and self.rtmp_port):
+            return ""
+        host = urlsplit(self.resolved_public_url).hostname or self.host
+        return f"rtmp://{host}:{self.rtmp_port}/live"

@@ -91,7 +91,7 @@ async def test_stream_key_is_shown_once_stored_hashed_and_rotates(api: Api) -> N
     assert status == 200 and headers["Cache-Control"] == "no-store"
     key = first["key"]
     assert key.startswith("tlsk_") and len(key) > 40 and first["hint"].endswith(key[-4:])
-    assert first["whip_url"] == f"http://tally.test/whip/{name}"
+    assert first["whip_url"] == f"http://tally.test/whip/{name}" and first["rtmp_url"] is None  # RTMP is off
 
     status, again, _ = await api.call("GET", "/api/me/stream-key", token=token)
     assert again["key"] is None and again["hint"] == first["hint"]

@@ -1,22 +1,26 @@
-"""RTMP into a room of an SFU node: FFmpeg publishes H.264 and AAC over RTMP to our server, the node
-takes the room once the encoder said what it sends, and a WebRTC viewer (aiortc) decodes the video and
-hears the audio (AAC transcoded once to Opus); the room's frame sinks get frames PyAV decodes. An
-encoder with B-frames, or a second one on a live room, reads why it was refused in its own log.
-
-(The node's RTMP port, stream keys and the signaling's placement are the next step; here the test
-authorizes every key for one room.)"""
+"""RTMP ingest. In an SFU node: FFmpeg publishes H.264 and AAC over RTMP to our server, the node takes
+the room once the encoder said what it sends, and a WebRTC viewer (aiortc) decodes the video and hears
+the audio (AAC transcoded once to Opus); the room's frame sinks get frames PyAV decodes. An encoder
+with B-frames, or a second one on a live room, reads why it was refused in its own log. In the whole
+server (`RTMP_PORT`): the stream key decides the channel, the channel goes live, WHEP and HLS play it,
+and a wrong key or path is refused in words."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import av
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from support import Api, free_port
 from test_rtmp_session import ffmpeg
+from test_whip_whep import post_sdp
 from webrtc_peer import Peer
 
 from sfu import aiortc_internals as internals
@@ -25,6 +29,7 @@ from sfu.frame_sink import EncodedFrame
 from sfu.node import NodeSettings, SfuNode
 from sfu.rtmp.ingest import refusal
 from sfu.rtmp.session import Publisher, Refused, RtmpServer
+from signaling.app import SERVICES
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
@@ -137,3 +142,53 @@ async def test_b_frames_and_a_second_encoder_are_refused_in_words_the_encoder_lo
     finally:
         first.cancel()
         await asyncio.gather(first, return_exceptions=True)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_server_takes_obs_style_rtmp_by_stream_key_and_plays_it_over_whep_and_hls(
+        app_factory: Callable[..., web.Application], clock: object) -> None:
+    port = free_port()
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], rtmp_port=port)
+    async with TestClient(TestServer(app)) as client:
+        api = Api(client, app[SERVICES], clock)  # type: ignore[arg-type]
+        name, token = await api.user()
+        status, shown, _ = await api.call("GET", "/api/me/stream-key", token=token)
+        key, url = shown["key"], f"rtmp://127.0.0.1:{port}/live"
+        assert shown["rtmp_url"] == f"rtmp://tally.test:{port}/live"  # on the public host, beside the WHIP URL
+
+        code, log = await ffmpeg(f"{url}/tlsk_{'x' * 40}", seconds=1.0, bframes=0)
+        assert code != 0 and "stream key is not valid" in log, log[-2000:]
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/other/{key}", seconds=1.0, bframes=0)
+        assert code != 0 and f"rtmp://HOST/live" in log, log[-2000:]
+
+        encoder = asyncio.ensure_future(ffmpeg(f"{url}/{key}", seconds=10.0, bframes=0))
+        viewer = Peer.viewer()
+        try:
+            async def live() -> bool:
+                status, body, _ = await api.call("GET", f"/api/channels/{name}")
+                return bool(body["is_live"]) or encoder.done()
+
+            deadline = time.monotonic() + 15
+            while not await live():
+                assert time.monotonic() < deadline, "the channel did not go live"
+                await asyncio.sleep(0.1)
+            assert not encoder.done(), encoder.result()[1][-2000:]
+            status, body, _ = await post_sdp(api, f"/whep/{name}", await viewer.offer())
+            assert status == 201, body
+            await viewer.answer(body.decode())
+            await viewer.wait_frames(30, timeout=15)
+            await _until(lambda: viewer.audio_samples >= 48_000)
+            # The HLS ladder starts from the same frames (the source's H.264 passed through, AAC again).
+            probed = await asyncio.to_thread(
+                subprocess.run, ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0",
+                                 f"{api.client.make_url(f'/hls/{name}/index.m3u8')}"], capture_output=True, text=True,
+                timeout=60)
+            streams = set(probed.stdout.split())
+            assert {"h264,320", "aac"} <= streams, probed
+            code, log = await encoder
+            assert code == 0, log[-2000:]
+            await _until(lambda: not api.services.node.is_live(name))
+        finally:
+            encoder.cancel()
+            await asyncio.gather(encoder, return_exceptions=True)
+            await viewer.close()

@@ -76,6 +76,10 @@ class RtmpPublisher(Publisher):
         self._mappings: dict[str, ClockMapping] = {}  # each track's clock, as its sender reports would map it
         self.ready = False  # the room is taken; media flows into its feeds
         self.ended = False
+        # Called once, when the publisher took its room or ended before it could (the caller's claim
+        # on the channel may then go).
+        self.on_settled: Callable[[], None] = lambda: None
+        self._settled = False
 
     # --- what the RTMP connection tells (sfu.rtmp.session.Publisher) ---
 
@@ -139,6 +143,12 @@ class RtmpPublisher(Publisher):
         if not self.ended:
             self.ended = True
             self._on_end(self, reason)
+            self._settle()
+
+    def _settle(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self.on_settled()
 
     # --- going live ---
 
@@ -163,6 +173,7 @@ class RtmpPublisher(Publisher):
             return
         self.ready = True
         self.connected = True
+        self._settle()
 
     def refuse(self, reason: str) -> None:
         """Tell the encoder why in its log, and end."""

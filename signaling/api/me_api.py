@@ -52,12 +52,12 @@ class MeApi:
     async def show_stream_key(self, call: Call[None]) -> web.StreamResponse:
         await self._limit_keys(call)
         key = await self._channels.show_stream_key(call.user)
-        return json_response(stream_key_out(key, self._whip_url(call)), headers=NO_STORE)
+        return json_response(stream_key_out(key, self._whip_url(call), self._settings.resolved_rtmp_url), headers=NO_STORE)
 
     async def rotate_stream_key(self, call: Call[None]) -> web.StreamResponse:
         await self._limit_keys(call)
         key = await self._channels.rotate_stream_key(call.user)
-        return json_response(stream_key_out(key, self._whip_url(call)), status=201, headers=NO_STORE)
+        return json_response(stream_key_out(key, self._whip_url(call), self._settings.resolved_rtmp_url), status=201, headers=NO_STORE)
 
     async def following(self, call: Call[None]) -> web.StreamResponse:
         views = await self._channels.following(call.user)

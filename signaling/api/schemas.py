@@ -268,6 +268,9 @@ class StreamKeyOut(BaseModel):
     hint: str
     created_at: datetime | None
     whip_url: str
+    rtmp_url: str | None = Field(
+        default=None, description="The RTMP server for encoders (the key is the stream name); null: RTMP is off."
+    )
 
 
 class UserListOut(BaseModel):

@@ -38,7 +38,8 @@ from signaling.api.endpoint import (
 from signaling.api.schemas import LayerIn, LayersOut
 from signaling.auth import secrets
 from signaling.auth.rate_limit import RateLimiter
-from signaling.auth.roles import Principal, Role
+from signaling.streams.publishing import stream_key_owner
+from signaling.auth.roles import Role
 from signaling.channels.service import ChannelService
 from signaling.media.plane import Layers, MediaPlane, SessionState
 from signaling.errors import (
@@ -260,13 +261,9 @@ class WebRtcApi:
     async def _authorize_publisher(self, name: str, token: str) -> str:
         """The username publishing to channel `name` with `token`, or 401/403/404."""
         if token.startswith(secrets.STREAM_KEY_PREFIX):
-            channel = await self._channels.channel_for_stream_key(token)
-            if channel is None:
-                raise Unauthorized("the stream key is not valid (it may have been rotated)")
+            channel, owner = await stream_key_owner(self._channels, self._accounts, token)
             if channel.name != name:
                 raise Forbidden("this stream key belongs to another channel")
-            user = await self._accounts.get_user(channel.owner_id)
-            owner = Principal(user_id=user.id, username=user.username, role=Role.parse(user.role), session_id="stream-key")
         else:
             owner = await self._accounts.authenticate(token)
             view = await self._channels.get(name)

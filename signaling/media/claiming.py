@@ -29,6 +29,15 @@ class ClaimingPlane(LocalPlane):
     async def publish(self, channel: str, offer: str, owner: str, client: str,
                       steal_from: str | None = None) -> Ticket:
         """`steal_from`: a node known to be dead (checked by the caller) whose claim may pass here."""
+        await self.begin(channel, steal_from)
+        try:
+            return await super().publish(channel, offer, owner, client)
+        finally:
+            await self.settle(channel)
+
+    async def begin(self, channel: str, steal_from: str | None = None) -> None:
+        """Claim `channel` for a publisher about to be taken here (AlreadyPublishing when another node
+        holds it); `settle` once that publisher is in its room, or gone."""
         try:
             origin = await self._locks.claim(channel, self._node_id, steal_from)
         except RegistryError:
@@ -36,14 +45,13 @@ class ClaimingPlane(LocalPlane):
         if origin != self._node_id:
             raise AlreadyPublishing(f"{channel} is published on node {origin}")
         self._negotiating[channel] += 1
-        try:
-            return await super().publish(channel, offer, owner, client)
-        finally:
-            self._negotiating[channel] -= 1
-            if not self._negotiating[channel]:
-                del self._negotiating[channel]
-            if channel not in self.held_here():  # it failed, and nothing else of the channel is here
-                await self.release(channel)
+
+    async def settle(self, channel: str) -> None:
+        self._negotiating[channel] -= 1
+        if not self._negotiating[channel]:
+            del self._negotiating[channel]
+        if channel not in self.held_here():  # it failed, and nothing else of the channel is here
+            await self.release(channel)
 
     async def release(self, channel: str) -> None:
         try:
