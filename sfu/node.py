@@ -394,7 +394,12 @@ class SfuNode:
             else:
                 self._close_later(publisher)
 
-        return RtmpPublisher(room_name, user, self._clock, self.sinks, client, ready, ended)
+        publisher = RtmpPublisher(room_name, user, self._clock, self.sinks, client, ready, ended)
+        # An encoder that never sends video this node can forward must not hold the channel.
+        wait = self.settings.publisher_connect_timeout
+        asyncio.get_running_loop().call_later(wait, lambda: None if publisher.ready or publisher.ended else publisher.refuse(
+            f"no H.264 video arrived within {wait:g} s of publishing; send video (H.264) with the audio"))
+        return publisher
 
     def _install(self, publisher: Publisher) -> None:
         """Make `publisher` the source of its room (a new stream, or a takeover of the one there)."""

@@ -62,7 +62,8 @@ class Frames:
 @pytest.fixture
 async def rtmp() -> AsyncIterator[tuple[SfuNode, Events, int]]:
     events = Events()
-    node = SfuNode(NodeSettings(ice=internals.IcePlan(("127.0.0.1",)), viewers_interval=0.2), events)
+    node = SfuNode(NodeSettings(ice=internals.IcePlan(("127.0.0.1",)), viewers_interval=0.2,
+                                publisher_connect_timeout=2.0), events)
     await node.start()
 
     async def authorize(app: str, key: str) -> Publisher:
@@ -192,3 +193,17 @@ async def test_the_server_takes_obs_style_rtmp_by_stream_key_and_plays_it_over_w
             encoder.cancel()
             await asyncio.gather(encoder, return_exceptions=True)
             await viewer.close()
+
+
+async def test_an_encoder_without_video_is_told_and_lets_the_channel_go(rtmp: tuple[SfuNode, Events, int]) -> None:
+    node, events, port = rtmp
+    process = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-re", "-f", "lavfi", "-i", "sine=frequency=440:duration=6", "-c:a", "aac",
+        "-f", "flv", f"rtmp://127.0.0.1:{port}/live/key", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    log = err.decode(errors="replace")
+    assert process.returncode != 0 and "no H.264 video arrived within 2 s" in log, log[-2000:]
+    assert not events.started
+    # The channel is free again: a whole encoder goes live on it.
+    code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=2.0, bframes=0)
+    assert code == 0 and events.started, log[-2000:]
