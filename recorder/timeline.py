@@ -24,7 +24,9 @@ from sfu.sender_reports import ClockMapping
 MIN_STEP = 0.001  # seconds; later frames of a track are at least this much later
 EPOCH_GAP = 0.040  # a new epoch starts at least this long after everything already written
 REPORT_WINDOW = 10.0  # seconds of a track's sender reports the least late one is taken from
-RESYNC = 0.2  # seconds a track's best report must disagree with the one its frames follow to replace it
+RESYNC = 0.05  # seconds a track's best report must disagree with the one its frames follow to replace it
+REBASE = 1 << 29  # RTP ticks from a followed report's timestamp before it is carried forward (99 min at 90 kHz)
+UNRELATED = 5.0  # seconds: a report this far from the others maps another RTP timeline (a new SSRC)
 
 
 class _Reports:
@@ -46,12 +48,25 @@ class _Reports:
         if mapping is not self._last:
             self._last = mapping
             seen = self._seen
-            seen.append(mapping)
+            if any(m is mapping for m in seen):
+                pass  # a frame from before a later report (frames wait while a recording anchors)
+            elif seen and abs(_sender_at(seen[-1], mapping.rtp_timestamp) - mapping.ntp_seconds) > UNRELATED:
+                seen.clear()  # another RTP timeline (the publisher's new SSRC): the old reports mean nothing here
+                seen.append(mapping)
+            else:
+                seen.append(mapping)
             while seen[0].received_at < mapping.received_at - REPORT_WINDOW:
                 seen.popleft()
-            self.best = min(seen, key=lambda m: _sender_at(m, mapping.rtp_timestamp))
+            newest = seen[-1]
+            self.best = min(seen, key=lambda m: _sender_at(m, newest.rtp_timestamp))
         assert self.best is not None
         return self.best
+
+
+def _ticks(a: int, b: int) -> int:
+    """How far apart two RTP timestamps are, either way round (modulo 2**32)."""
+    delta = (b - a) & 0xFFFFFFFF
+    return min(delta, 0x100000000 - delta)
 
 
 def _sender_at(mapping: ClockMapping, rtp_timestamp: int) -> float:
@@ -68,6 +83,7 @@ class _Epoch:
     pending: list[EncodedFrame] = field(default_factory=list)
     reports: dict[str, _Reports] = field(default_factory=dict)  # by kind
     followed: dict[str, ClockMapping] = field(default_factory=dict)  # the report each track's frames are placed by
+    followed_from: dict[str, ClockMapping] = field(default_factory=dict)  # ...as it came (before carried forward)
     anchored: bool = False
     start_sender: float = 0.0  # sender time at this epoch's first frame
     offset: float = 0.0  # recording time of that frame
@@ -123,6 +139,7 @@ class Timeline:
         for f in pending:  # every report that came so far, to choose the truest from
             self._report(epoch, f)
         epoch.followed = {kind: reports.best for kind, reports in epoch.reports.items() if reports.best is not None}
+        epoch.followed_from = dict(epoch.followed)
         mappings = {f.kind: self._report(epoch, f) for f in pending if f.mapping is not None}
         waited = pending[-1].received_at - pending[0].received_at
         if not force and set(mappings) != set(epoch.kinds) and waited < self.hold:
@@ -165,7 +182,7 @@ class Timeline:
         the frames keep their RTP spacing exactly (taking each new report as it came moved the frames
         after it by that report's own lateness: they bunched and juddered, two frames 1 ms apart, then
         a gap). It changes only when the track's truest report (`_Reports`) disagrees by more than
-        `RESYNC` (the sender's clock jumped, or drifted that far)."""
+        `RESYNC` (the sender's clock jumped, or drifted that far: 50 ms is 17 min at 50 ppm)."""
         if frame.mapping is None:
             return None
         reports = epoch.reports.get(frame.kind)
@@ -173,8 +190,14 @@ class Timeline:
             reports = epoch.reports[frame.kind] = _Reports()
         best = reports.add(frame.mapping)
         followed = epoch.followed.get(frame.kind)
-        if followed is None or abs(_sender_at(best, frame.rtp_timestamp) - _sender_at(followed, frame.rtp_timestamp)) > RESYNC:
-            followed = epoch.followed[frame.kind] = best
+        if followed is None or (best is not epoch.followed_from.get(frame.kind)
+                                and abs(_sender_at(followed, best.rtp_timestamp) - best.ntp_seconds) > RESYNC):
+            followed = epoch.followed[frame.kind] = epoch.followed_from[frame.kind] = best
+        if _ticks(followed.rtp_timestamp, frame.rtp_timestamp) > REBASE:
+            # The same mapping, from a timestamp near this frame's: RTP differences are read as signed
+            # 32-bit numbers, which would wrap 6.6 h (at 90 kHz) past the report.
+            followed = epoch.followed[frame.kind] = ClockMapping(
+                _sender_at(followed, frame.rtp_timestamp), frame.rtp_timestamp, followed.clock_rate, followed.received_at)
         return followed
 
     @staticmethod

@@ -101,3 +101,29 @@ def test_late_sender_reports_neither_bunch_the_frames_nor_split_audio_from_video
     assert len(video) > 100 and all(abs(step - 0.04) < 0.0005 for step in steps), (min(steps), max(steps))
     captured = {round((f.rtp_timestamp - 1234) / 90000, 2): s for f, s in placed if f.kind == "video"}
     assert all(abs(audio[t] - s) <= 0.08 for t, s in captured.items() if t in audio)  # in sync within a report's lateness
+
+
+def test_a_report_keeps_placing_frames_past_the_rtp_wrap_and_a_new_ssrc_brings_its_own() -> None:
+    """An RTMP publisher's one mapping serves a whole 24/7 stream: RTP differences are signed 32-bit,
+    which wrap 6.6 h past the report at 90 kHz. And a WHIP publisher's new SSRC starts another RTP
+    timeline, whose reports must not be weighed against the old one's."""
+    timeline = Timeline()
+    mapping = ClockMapping(NTP0, 1234, 90000, 0.0)
+    times = [0.0, 0.04, 0.08] + [600.0 * k for k in range(1, 43)]  # then every 10 min for 7 h
+    placed = []
+    for i, t in enumerate(times):
+        placed += timeline.push(EncodedFrame("video", "H264", b"x", (1234 + round(t * 90000)) & 0xFFFFFFFF, 90000, i == 0,
+                                             mapping, "a", ("video",), WALL0 + t))
+    assert [round(s, 3) for _, s in placed] == [round(t, 3) for t in times]
+
+    timeline = Timeline()
+    placed = []
+    for i in range(100):  # 4 s on one SSRC, then another (its RTP base unrelated), reports every second
+        t = i * 0.04
+        base, epoch_t = (1234, t) if i < 50 else ((1234 - 900_000_000) & 0xFFFFFFFF, t - 2.0)
+        report = ClockMapping(NTP0 + (t // 1) + 0.01 if i < 50 else NTP0 + 2.0 + (epoch_t // 1) + 0.01,
+                              (base + round(((t // 1) if i < 50 else (epoch_t // 1)) * 90000)) & 0xFFFFFFFF, 90000, t)
+        placed += timeline.push(EncodedFrame("video", "H264", b"x", (base + round(epoch_t * 90000)) & 0xFFFFFFFF, 90000,
+                                             i in (0, 50), report, "a", ("video",), WALL0 + t))
+    steps = [b - a for (_, a), (_, b) in zip(placed, placed[1:])]
+    assert all(abs(step - 0.04) < 0.002 for step in steps), steps
