@@ -255,4 +255,4 @@ class Settings(BaseSettings):
         if not (self.media and self.rtmp_port):
             return ""
         host = urlsplit(self.resolved_public_url).hostname or self.host
-        return f"rtmp://{host}:{self.rtmp_port}/live"
+        return f"rtmp://{f'[{host}]' if ':' in host else host}:{self.rtmp_port}/live"

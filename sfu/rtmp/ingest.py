@@ -91,6 +91,20 @@ class RtmpPublisher(Publisher):
 
     def on_video(self, timestamp: int, payload: bytes) -> None:
         try:
+            self._video_tag(timestamp, payload)
+        except Exception as exc:  # a stream that breaks the codecs: tell the encoder, keep the node
+            log.exception("rtmp publisher %s in %s: a video tag failed", self.id[:8], self.room)
+            self.refuse(f"the server could not take this video: {type(exc).__name__}")
+
+    def on_audio(self, timestamp: int, payload: bytes) -> None:
+        try:
+            self._audio_tag(timestamp, payload)
+        except Exception as exc:
+            log.exception("rtmp publisher %s in %s: an audio tag failed", self.id[:8], self.room)
+            self.refuse(f"the server could not take this audio: {type(exc).__name__}")
+
+    def _video_tag(self, timestamp: int, payload: bytes) -> None:
+        try:
             tag = video_tag(payload)
             if tag.codec != AVC:
                 name = tag.fourcc or f"codec {tag.codec}"
@@ -120,7 +134,7 @@ class RtmpPublisher(Publisher):
             data = prefix + b"".join(_START_CODE + bytes(u) for u in units)
             self._deliver("video", "H264", data, rtp_timestamp, VIDEO_CLOCK, tag.keyframe)
 
-    def on_audio(self, timestamp: int, payload: bytes) -> None:
+    def _audio_tag(self, timestamp: int, payload: bytes) -> None:
         try:
             tag = audio_tag(payload)
             if tag.format != AAC:

@@ -130,7 +130,12 @@ class AacToOpus:
         for frame in frames:
             self._next_ms += frame.samples * 1000 / frame.sample_rate
             frame.pts = None
-            for chunk in self._resampler.resample(frame):
+            try:
+                chunks = self._resampler.resample(frame)
+            except ValueError:  # the decoded rate or layout changed (HE-AAC's SBR doubles it): resample anew
+                self._resampler = AudioResampler(format="s16", layout="stereo", rate=OPUS_CLOCK, frame_size=OPUS_FRAME)
+                chunks = self._resampler.resample(frame)
+            for chunk in chunks:
                 for packet in self._encoder.encode(chunk):
                     out.append(self._packet(bytes(packet)))
         return out
