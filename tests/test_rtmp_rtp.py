@@ -13,11 +13,10 @@ import av
 import pytest
 from aiortc.codecs.h264 import H264PayloadDescriptor
 from aiortc.rtp import RtpPacket
-from test_rtmp_session import Collected, ffmpeg
+from test_rtmp_session import Collected, published_by_ffmpeg
 
 from sfu.rtmp.flv import aac_config, audio_tag, avc_config, nal_units, video_tag
 from sfu.rtmp.rtp import OPUS_FRAME, AacToOpus, H264Cutter, RtmpClock
-from sfu.rtmp.session import Publisher, RtmpServer
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
@@ -26,22 +25,7 @@ SECONDS = 3.0
 
 @pytest.fixture(scope="module")
 def published() -> Collected:
-    got = Collected()
-
-    async def authorize(app: str, key: str) -> Publisher:
-        return got
-
-    async def publish() -> None:
-        server = RtmpServer(authorize)
-        port = await server.start("127.0.0.1", 0)
-        try:
-            code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", SECONDS)
-            assert code == 0, log[-2000:]
-        finally:
-            await server.close()
-
-    asyncio.run(publish())
-    return got
+    return asyncio.run(published_by_ffmpeg(SECONDS))
 
 
 def _sequence_continuous(packets: list[RtpPacket]) -> bool:

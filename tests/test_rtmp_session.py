@@ -54,6 +54,23 @@ async def ffmpeg(url: str, seconds: float = 3.0, bframes: int = 2) -> tuple[int,
     return process.returncode or 0, err.decode(errors="replace")
 
 
+async def published_by_ffmpeg(seconds: float = 3.0) -> Collected:
+    """What FFmpeg publishes (H.264 with B-frames, AAC) to a server that takes any key."""
+    got = Collected()
+
+    async def authorize(app: str, key: str) -> Publisher:
+        return got
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds)
+        assert code == 0, log[-2000:]
+    finally:
+        await server.close()
+    return got
+
+
 async def test_ffmpeg_publishes_h264_and_aac_and_everything_arrives_in_order() -> None:
     published: list[tuple[str, str, Collected]] = []
 
@@ -119,19 +136,7 @@ async def test_the_published_h264_and_aac_decode_from_what_the_flv_reader_takes_
     offsets (FFmpeg was asked for B-frames), the AAC config; PyAV decodes every frame and AAC packet."""
     import av
 
-    got = Collected()
-
-    async def authorize(app: str, key: str) -> Publisher:
-        return got
-
-    server = RtmpServer(authorize)
-    port = await server.start("127.0.0.1", 0)
-    try:
-        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key")
-        assert code == 0, log[-2000:]
-    finally:
-        await server.close()
-
+    got = await published_by_ffmpeg()
     tags = [video_tag(payload) for _, payload in got.video]
     assert tags[0].codec == AVC and tags[0].packet == 0
     config = avc_config(tags[0].data)

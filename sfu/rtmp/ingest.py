@@ -12,7 +12,7 @@ told the channel is live, and the connection closes:
 
 RTMP has no way to ask the encoder for a keyframe or for a lost packet (TCP loses none): a viewer who
 joins waits for the encoder's next keyframe (OBS sends one every 2 s by default), and keyframe
-requests are only counted.
+requests go nowhere.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.errors import AlreadyPublishing, NodeFull, SfuError
-from sfu.feed import Feed
+from sfu.feed import Feed, NoUpstream
 from sfu.frame_sink import EncodedFrame, FrameSinks
 from sfu.media_format import MediaFormat
 from sfu.publisher import Publisher
@@ -46,19 +46,6 @@ def refusal(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-class _Unasked:
-    """Feedback an RTMP encoder cannot take: keyframe requests are counted, NACKs dropped."""
-
-    def __init__(self) -> None:
-        self.keyframe_requests = 0
-
-    async def request_keyframe(self, media_ssrc: int) -> None:
-        self.keyframe_requests += 1
-
-    async def nack(self, media_ssrc: int, lost: list[int]) -> None:
-        return None
-
-
 class RtmpPublisher(Publisher):
     kind = "rtmp"
 
@@ -72,7 +59,7 @@ class RtmpPublisher(Publisher):
         self._avc: AvcConfig | None = None
         self._video: H264Cutter | None = None
         self._audio: AacToOpus | None = None
-        self._upstream = _Unasked()
+        self._upstream = NoUpstream()  # an RTMP encoder takes no PLI or NACK
         self._mappings: dict[str, ClockMapping] = {}  # each track's clock, as its sender reports would map it
         self.ready = False  # the room is taken; media flows into its feeds
         self.ended = False
@@ -222,13 +209,6 @@ class RtmpPublisher(Publisher):
         frame = EncodedFrame(kind, codec, data, rtp_timestamp, rate, keyframe, self._mappings.get(kind), self.id,
                              self.kinds, time.time())
         self._sinks.deliver(self.room, frame)
-
-    def tick(self) -> None:
-        return None
-
-    @property
-    def keyframe_requests(self) -> int:
-        return self._upstream.keyframe_requests
 
     def detach(self) -> None:
         self._feeds = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from sfu.errors import SfuError
 from sfu.node import SfuNode
@@ -55,8 +57,8 @@ class RtmpGate:
         log.info("rtmp: %s publishes to %s", owner.username, channel.name)
         return publisher
 
-    def _spawn(self, settling: object) -> None:
-        task = asyncio.ensure_future(settling)  # type: ignore[call-overload]
+    def _spawn(self, settling: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(settling)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
