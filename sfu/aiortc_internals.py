@@ -418,6 +418,11 @@ def h264_payloads(annex_b: bytes) -> list[bytes]:
     return H264Encoder._packetize(H264Encoder._split_bitstream(annex_b))
 
 
+def h264_units(annex_b: bytes) -> list[bytes]:
+    """The NAL units of an Annex B access unit, without their start codes."""
+    return list(H264Encoder._split_bitstream(annex_b))
+
+
 def h264_unit_payloads(units: list[bytes]) -> list[bytes]:
     """The same, from an access unit's NAL units (no start codes): an RTMP frame comes as those."""
     return H264Encoder._packetize(units)

@@ -6,13 +6,15 @@ sequence header (and the AAC one, if it sends audio), so the feeds get their for
 For anything this node cannot forward the encoder is told why in its log (`stop`), before anyone is
 told the channel is live, and the connection closes:
 
-- video other than H.264 (enhanced RTMP's HEVC, AV1, VP9) and audio other than AAC;
-- H.264 with B-frames (a frame shown after a later one): WebRTC receivers take frames in the order
-  they come; passing them on needs an answer from Chromium first (issue 22).
+- video other than H.264 (enhanced RTMP's HEVC, AV1, VP9) and audio other than AAC.
+
+H.264 with B-frames (a frame shown after a later one; a non-zero composition offset says so) is
+re-encoded once without them (`reencode.py` says why: Chromium shows none of them), from the first
+such frame on; viewers, the recorder and the ladder all get the re-encoded video then.
 
 RTMP has no way to ask the encoder for a keyframe or for a lost packet (TCP loses none): a viewer who
-joins waits for the encoder's next keyframe (OBS sends one every 2 s by default), and keyframe
-requests go nowhere.
+joins a passed-through stream waits for the encoder's next keyframe (OBS sends one every 2 s by
+default); a re-encoded stream makes one when asked.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sfu import aiortc_internals as internals
 from sfu.errors import AlreadyPublishing, NodeFull, SfuError
 from sfu.feed import Feed, NoUpstream
 from sfu.frame_sink import EncodedFrame, FrameSinks
 from sfu.media_format import MediaFormat
 from sfu.publisher import Publisher
 from sfu.rtmp.flv import AAC, AVC, AvcConfig, FlvError, aac_config, audio_tag, avc_config, nal_units, video_tag
+from sfu.rtmp.reencode import WithoutBFrames
 from sfu.rtmp.rtp import OPUS_CLOCK, VIDEO_CLOCK, AacToOpus, H264Cutter, RtmpClock
 from sfu.sender_reports import ClockMapping
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_PT, AUDIO_PT = 102, 111  # the feed's own numbering; every viewer's packets are renumbered on the way out
 _START_CODE = b"\x00\x00\x00\x01"
+DEFAULT_KBPS = 4000  # the re-encode's ceiling when the encoder's metadata names no video bitrate
 
 
 def refusal(exc: Exception) -> str:
@@ -60,6 +65,8 @@ class RtmpPublisher(Publisher):
         self._video: H264Cutter | None = None
         self._audio: AacToOpus | None = None
         self._upstream = NoUpstream()  # an RTMP encoder takes no PLI or NACK
+        self._reencoder: WithoutBFrames | None = None  # for H.264 with B-frames
+        self._kbps = DEFAULT_KBPS
         self._mappings: dict[str, ClockMapping] = {}  # each track's clock, as its sender reports would map it
         self.ready = False  # the room is taken; media flows into its feeds
         self.ended = False
@@ -74,7 +81,9 @@ class RtmpPublisher(Publisher):
         self._stop = stop
 
     def on_metadata(self, values: dict[str, Any]) -> None:
-        return None
+        kbps = values.get("videodatarate")
+        if isinstance(kbps, (int, float)) and 100 <= kbps <= 100_000:
+            self._kbps = int(kbps * 1.25)  # room above the encoder's average for its peaks
 
     def on_video(self, timestamp: int, payload: bytes) -> None:
         try:
@@ -103,9 +112,6 @@ class RtmpPublisher(Publisher):
                 return None
             if tag.packet != 1 or self._avc is None:
                 return None  # end of sequence, or frames before the header: nothing to show yet
-            if tag.composition:
-                return self.refuse("H.264 with B-frames cannot be forwarded to WebRTC viewers yet: set B-frames "
-                                   "to 0 in the encoder (OBS x264: bframes=0 in x264 options, or profile baseline)")
             units = nal_units(tag.data, self._avc.length_size)
         except FlvError as exc:
             return self.refuse(f"a video tag that cannot be read: {exc}")
@@ -114,12 +120,32 @@ class RtmpPublisher(Publisher):
             if not self.ready:
                 return None
         assert self._video is not None
+        if tag.composition and self._reencoder is None:
+            self._reencoder = WithoutBFrames(self._reencoded, self._avc.profile, self._kbps, self.id[:8])
+            log.info("rtmp publisher %s in %s sends B-frames: its video is re-encoded without them", self.id[:8],
+                     self.room)
+        if self._reencoder is not None:
+            self._reencoder.push(self._annex_b(units, tag.keyframe), timestamp + tag.composition, timestamp,
+                                 tag.keyframe)
+            return None
         rtp_timestamp = self._time.video(timestamp)
         self._forward("video", self._video.frame(units, rtp_timestamp, tag.keyframe))
         if self._sinks.wanted(self.room):
-            prefix = _START_CODE + _START_CODE.join(self._video.parameter_sets) if tag.keyframe else b""
-            data = prefix + b"".join(_START_CODE + bytes(u) for u in units)
-            self._deliver("video", "H264", data, rtp_timestamp, VIDEO_CLOCK, tag.keyframe)
+            self._deliver("video", "H264", self._annex_b(units, tag.keyframe), rtp_timestamp, VIDEO_CLOCK, tag.keyframe)
+
+    def _annex_b(self, units: list[memoryview], keyframe: bool) -> bytes:
+        assert self._video is not None
+        prefix = _START_CODE + _START_CODE.join(self._video.parameter_sets) if keyframe else b""
+        return prefix + b"".join(_START_CODE + bytes(u) for u in units)
+
+    def _reencoded(self, annex_b: bytes, pts_ms: int, keyframe: bool) -> None:
+        """A frame from the re-encode (on the event loop, in presentation order)."""
+        if self._video is None or self.closed:
+            return
+        rtp_timestamp = self._time.video(pts_ms)
+        self._forward("video", self._video.frame(internals.h264_units(annex_b), rtp_timestamp, keyframe))
+        if self._sinks.wanted(self.room):
+            self._deliver("video", "H264", annex_b, rtp_timestamp, VIDEO_CLOCK, keyframe)
 
     def _audio_tag(self, timestamp: int, payload: bytes) -> None:
         try:
@@ -155,8 +181,8 @@ class RtmpPublisher(Publisher):
 
     def _go_live(self) -> None:
         """At the first video frame that can be forwarded: what the encoder sends is known by then (FFmpeg
-        and OBS send both sequence headers first), and a refusal (B-frames show in the first frame's
-        composition offset) comes before anyone was told the channel is live."""
+        and OBS send both sequence headers first), and a refusal (another codec) comes before anyone was
+        told the channel is live."""
         if self.ready or self._avc is None:
             return
         self._video = H264Cutter(VIDEO_PT)
@@ -189,7 +215,7 @@ class RtmpPublisher(Publisher):
         for kind, feed in feeds.items():
             cutter = self._video if kind == "video" else self._audio
             assert cutter is not None
-            feed.attach(self._upstream, cutter.ssrc)
+            feed.attach(_Keyframes(self) if kind == "video" else self._upstream, cutter.ssrc)
             feed.mapping = self._mappings[kind] = self._time.mapping(kind)
 
     def track_mapping(self, kind: str) -> ClockMapping | None:
@@ -217,4 +243,19 @@ class RtmpPublisher(Publisher):
         if not self.ended:
             self.ended = True
             self._stop("the stream was ended on the server")
+        if self._reencoder is not None:
+            await self._reencoder.close()
         await super().close()
+
+
+class _Keyframes(NoUpstream):
+    """A viewer's keyframe request: the re-encode makes one (an RTMP encoder cannot be asked)."""
+
+    def __init__(self, publisher: RtmpPublisher) -> None:
+        self._publisher = publisher
+
+    async def request_keyframe(self, media_ssrc: int) -> None:
+        reencoder = self._publisher._reencoder
+        if reencoder is not None:
+            reencoder.request_keyframe()
+
