@@ -97,6 +97,8 @@ function showKey(result) {
   created.textContent = result.created_at ? `Made ${dateText(result.created_at)}` : "";
   created.hidden = !result.created_at;
   $("whip-url").value = result.whip_url;
+  $("rtmp-url").value = result.rtmp_url || "";
+  $("rtmp-field").hidden = !result.rtmp_url;
   $("stream-key-body").hidden = false;
 }
 
@@ -141,6 +143,10 @@ async function setUpStreamKey(user) {
   $("copy-whip").addEventListener("click", () => {
     $("whip-url").select();
     copyText($("whip-url").value, $("copy-status"), $("whip-url"));
+  });
+  $("copy-rtmp").addEventListener("click", () => {
+    $("rtmp-url").select();
+    copyText($("rtmp-url").value, $("copy-status"), $("rtmp-url"));
   });
   try {
     // The first call ever makes the key and is the only one that shows it.

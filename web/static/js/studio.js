@@ -416,6 +416,11 @@ async function setUpObs() {
   $("whip-url").value = key.whip_url;
   $("key-hint").textContent = key.hint || "none yet";
   $("copy-whip").addEventListener("click", () => copyText(key.whip_url, $("copy-status"), $("whip-url")));
+  if (key.rtmp_url) {
+    $("rtmp-url").value = key.rtmp_url;
+    $("rtmp-field").hidden = false;
+    $("copy-rtmp").addEventListener("click", () => copyText(key.rtmp_url, $("copy-status"), $("rtmp-url")));
+  }
 }
 
 /** The microphone's level, about ten times a second, on a <meter>. */

@@ -1,0 +1,139 @@
+"""RTMP into the real server, watched in Chromium: FFmpeg publishes H.264 + AAC as OBS would (once
+without B-frames, once with them), the studio and Settings show the RTMP URL, a WHEP viewer on the
+watch page shows every frame in order and hears the audio, hls.js plays the ladder, and the recording
+decodes.
+
+The source's brightness counts its frames (up by one step a frame, wrapping every 32): the page reads
+it from each frame it shows, so a frame shown out of order or skipped is seen.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.request import urlopen
+
+import pytest
+from live_pages import inbound, log_in, wait_playing
+from media_probe import decode_errors, probe
+from playwright.sync_api import expect
+from support import free_port
+from test_hls_pages import hls_frames_advance, wait_hls_mode
+from test_recording_pages import wait_ready
+
+if TYPE_CHECKING:
+    from tests.browser.conftest import Browser, Server
+
+    OpenBrowser = Callable[..., Browser]
+
+pytestmark = pytest.mark.browser
+
+RTMP_PORT = free_port()
+SERVER_SETTINGS = {"RTMP_PORT": str(RTMP_PORT)}
+
+# Each frame the WebRTC video shows: its mean brightness (8x8 samples), for `count` frames or 10 s.
+SHOWN = """(count) => new Promise((done) => {
+  const video = document.querySelector('video[aria-label="Live video"]');
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 8;
+  const context = canvas.getContext('2d', { willReadFrequently: true });
+  const seen = [];
+  const step = () => {
+    context.drawImage(video, 0, 0, 8, 8);
+    const data = context.getImageData(0, 0, 8, 8).data;
+    let sum = 0;
+    for (let i = 0; i < data.length; i += 4) sum += data[i];
+    seen.push(Math.round(sum / 64));
+    if (seen.length < count) video.requestVideoFrameCallback(step); else done(seen);
+  };
+  video.requestVideoFrameCallback(step);
+  setTimeout(() => done(seen), 10000);
+})"""
+
+
+@contextmanager
+def encoder(key: str, bframes: int, seconds: int = 60) -> Iterator[subprocess.Popen[bytes]]:
+    """FFmpeg publishing a frame-counting picture and a tone, like OBS with x264 (keyframe every 2 s)."""
+    process = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+         "-f", "lavfi", "-i", "color=c=black:size=640x360:rate=30,geq=lum='mod(N*8\\,256)':cb=128:cr=128",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-bf", str(bframes), "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", "-t", str(seconds), "-f", "flv",
+         f"rtmp://127.0.0.1:{RTMP_PORT}/live/{key}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def wait_live(server: Server, name: str, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.call("GET", f"/api/channels/{name}")[1]["is_live"]:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else "ffmpeg exited"
+        assert time.monotonic() < deadline, "the channel did not go live"
+        time.sleep(0.2)
+
+
+def backward_steps(shown: list[int]) -> list[tuple[int, int]]:
+    """Pairs of shown frames where the count went back (a wrap from bright to dark is not one)."""
+    return [(a, b) for a, b in zip(shown, shown[1:]) if (b - a) % 256 > 128 and not (a > 200 and b < 60)]
+
+
+def test_the_studio_and_settings_show_the_rtmp_url(
+        server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]) -> None:
+    name = server.unique_name("rtmpurl")
+    server.register(name)
+    page = open_browser(media=clips).page
+    log_in(page, server, name, "/studio")
+    page.locator("summary", has_text="Stream from OBS").click()
+    expect(page.locator("#rtmp-url")).to_have_value(f"rtmp://127.0.0.1:{RTMP_PORT}/live")
+    page.goto("/settings")
+    expect(page.locator("#rtmp-url")).to_have_value(f"rtmp://127.0.0.1:{RTMP_PORT}/live")
+    expect(page.locator("#whip-url")).to_have_value(f"{server.url}/whip/{name}")
+
+
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_an_rtmp_stream_plays_in_order_over_webrtc_and_hls_and_is_recorded(
+        server: Server, open_browser: OpenBrowser, bframes: int, tmp_path: Path) -> None:
+    name = server.unique_name("rtmp")
+    server.register(name)
+    token = server.token(name)
+    assert server.call("PATCH", f"/api/channels/{name}", {"record_streams": True}, token=token)[0] == 200
+    key = server.call("GET", "/api/me/stream-key", token=token)[1]["key"]
+    with encoder(key, bframes) as process:
+        wait_live(server, name, process)
+        viewer = open_browser().page
+        viewer.goto(f"/watch/{name}")
+        stats = wait_playing(viewer)
+        assert stats["video"]["codec"] == "video/H264" and stats["audio"]["codec"] == "audio/opus", stats
+        assert (stats["video"]["width"], stats["video"]["height"]) == (640, 360)
+        shown: list[int] = viewer.evaluate(SHOWN, 150)
+        assert len(shown) == 150, f"{len(shown)} frames shown in 10 s"
+        assert not backward_steps(shown), shown
+        later = inbound(viewer)
+        assert later["audio"]["totalSamplesReceived"] > stats["audio"]["totalSamplesReceived"] + 48_000  # the tone
+        viewer.close()
+
+        hls = open_browser().page
+        hls.goto(f"/watch/{name}?playback=hls")
+        wait_hls_mode(hls, timeout=30)
+        reading: dict[str, Any] = hls_frames_advance(hls)
+        assert reading["width"] > 0, reading
+        process.terminate()
+
+    recording = wait_ready(server, name)
+    target = tmp_path / "recording.mp4"
+    with urlopen(recording["playback_url"]) as response:
+        target.write_bytes(response.read())
+    info = probe(target)
+    assert info.codec("video") == "h264" and info.duration > 10, info
+    assert decode_errors(target) == ""
