@@ -256,7 +256,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
     rtmp_gate = RtmpGate(node, local, channels, accounts)
-    rtmp = RtmpServer(rtmp_gate.authorize) if settings.media and settings.rtmp_port else None
+    rtmp = RtmpServer(rtmp_gate.authorize) if settings.media and (settings.rtmp_port or settings.rtmps_port) else None
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)
@@ -326,9 +326,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.start()
             if worker is not None:
                 worker.start()
-            if rtmp is not None:
+            if rtmp is not None and settings.rtmp_port:
                 await rtmp.start(settings.host, settings.rtmp_port)
                 log.info("RTMP ingest on rtmp://%s:%d/live", settings.host, settings.rtmp_port)
+            if rtmp is not None and settings.rtmps_port:
+                await rtmp.start(settings.host, settings.rtmps_port, settings.rtmps_tls())
+                log.info("RTMPS ingest on rtmps://%s:%d/live", settings.host, settings.rtmps_port)
             if settings.media:
                 await control.start()
                 await relays.start()

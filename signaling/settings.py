@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,11 +111,21 @@ class Settings(BaseSettings):
     rtmp_port: int = Field(
         default=0, ge=0, le=65535,
         description="TCP port of the RTMP ingest on a media process (rtmp://HOST:PORT/live, the stream key as the "
-                    "stream name); 0: off. Under way: off by default until RTMPS and the studio's RTMP URL land.",
+                    "stream name); 0: off. Under way: off by default until the rest of RTMP lands.",
     )
     rtmp_public_url: str = Field(
         default="", description="The RTMP server URL encoders are told (default: rtmp://<public host>:RTMP_PORT/live "
                                 "on a process that takes RTMP; set it on front doors whose nodes do)."
+    )
+    rtmps_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="TCP port of RTMP over TLS (rtmps://HOST:PORT/live) on a media process; 0: off. Needs RTMPS_CERT "
+                    "and RTMPS_KEY.",
+    )
+    rtmps_cert: Path | None = Field(default=None, description="PEM certificate chain of the RTMPS listener.")
+    rtmps_key: Path | None = Field(default=None, description="PEM private key of the RTMPS listener.")
+    rtmps_public_url: str = Field(
+        default="", description="The RTMPS server URL encoders are told (default: rtmps://<public host>:RTMPS_PORT/live)."
     )
     publisher_timeout: float = Field(default=5.0, gt=0, description="Seconds without media that end a stream.")
     publisher_connect_timeout: float = Field(
@@ -216,6 +227,27 @@ class Settings(BaseSettings):
             raise ValueError("MEDIA off sends sessions to the cluster's nodes: set BUS_URL to the cluster's Redis")
         return self
 
+    @model_validator(mode="after")
+    def _rtmps_needs_a_certificate(self) -> Settings:
+        if self.rtmps_port and not (self.rtmps_cert and self.rtmps_key):
+            raise ValueError("RTMPS_PORT needs RTMPS_CERT and RTMPS_KEY (PEM files of the certificate and its key)")
+        if self.rtmps_port and self.rtmps_port == self.rtmp_port:
+            raise ValueError("RTMPS_PORT and RTMP_PORT must differ")
+        if self.rtmps_port:
+            self.rtmps_tls()  # a missing file or a key that does not fit says so at start
+        return self
+
+    def rtmps_tls(self) -> ssl.SSLContext:
+        """The RTMPS listener's TLS context (TLS 1.2 and later, as encoders speak it)."""
+        assert self.rtmps_cert is not None and self.rtmps_key is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.rtmps_cert, self.rtmps_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"RTMPS_CERT/RTMPS_KEY cannot be loaded: {exc}") from None
+        return context
+
     @field_validator("default_role")
     @classmethod
     def _known_role(cls, value: str) -> str:
@@ -254,5 +286,17 @@ class Settings(BaseSettings):
             return self.rtmp_public_url.rstrip("/")
         if not (self.media and self.rtmp_port):
             return ""
+        return self._ingest_url("rtmp", self.rtmp_port)
+
+    @property
+    def resolved_rtmps_url(self) -> str:
+        """Where encoders publish over RTMPS ("" when nobody said and this process takes none)."""
+        if self.rtmps_public_url:
+            return self.rtmps_public_url.rstrip("/")
+        if not (self.media and self.rtmps_port):
+            return ""
+        return self._ingest_url("rtmps", self.rtmps_port)
+
+    def _ingest_url(self, scheme: str, port: int) -> str:
         host = urlsplit(self.resolved_public_url).hostname or self.host
-        return f"rtmp://{f'[{host}]' if ':' in host else host}:{self.rtmp_port}/live"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/live"

@@ -37,3 +37,14 @@ def test_serving_leaves_start_up_objects_out_of_collections_and_collects_young_o
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_rtmps_without_a_usable_certificate_stops_the_start_with_why(tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": "", "JWT_SECRET": "x" * 40, "RTMPS_PORT": "1936"}
+    run = [sys.executable, "-m", "signaling.cli", "serve"]
+    result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "RTMPS_PORT needs RTMPS_CERT and RTMPS_KEY" in result.stderr, result.stderr
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    env |= {"RTMPS_CERT": str(tmp_path / "cert.pem"), "RTMPS_KEY": str(tmp_path / "missing.pem")}
+    result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "RTMPS_CERT/RTMPS_KEY cannot be loaded" in result.stderr, result.stderr

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import av
 import pytest
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from support import Api, free_port
 from test_rtmp_session import ffmpeg
 from test_whip_whep import post_sdp
+from tls_files import self_signed
 from webrtc_peer import Peer
 
 from sfu import aiortc_internals as internals
@@ -148,20 +150,27 @@ async def test_a_second_encoder_is_refused_in_words_the_encoder_logs(rtmp: tuple
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("scheme", ["rtmp", "rtmps"])
 async def test_the_server_takes_obs_style_rtmp_by_stream_key_and_plays_it_over_whep_and_hls(
-        app_factory: Callable[..., web.Application], clock: object) -> None:
+        app_factory: Callable[..., web.Application], clock: object, scheme: str, tmp_path: Path) -> None:
     port = free_port()
-    app = app_factory(webrtc_host_addresses=["127.0.0.1"], rtmp_port=port)
+    if scheme == "rtmps":  # TLS on its own port, with the certificate from settings
+        cert, private = self_signed(tmp_path)
+        app = app_factory(webrtc_host_addresses=["127.0.0.1"], rtmps_port=port, rtmps_cert=cert, rtmps_key=private)
+    else:
+        app = app_factory(webrtc_host_addresses=["127.0.0.1"], rtmp_port=port)
     async with TestClient(TestServer(app)) as client:
         api = Api(client, app[SERVICES], clock)  # type: ignore[arg-type]
         name, token = await api.user()
         status, shown, _ = await api.call("GET", "/api/me/stream-key", token=token)
-        key, url = shown["key"], f"rtmp://127.0.0.1:{port}/live"
-        assert shown["rtmp_url"] == f"rtmp://tally.test:{port}/live"  # on the public host, beside the WHIP URL
+        key, url = shown["key"], f"{scheme}://127.0.0.1:{port}/live"
+        # On the public host, beside the WHIP URL; null for what is off.
+        assert shown[f"{scheme}_url"] == f"{scheme}://tally.test:{port}/live"
+        assert shown["rtmps_url" if scheme == "rtmp" else "rtmp_url"] is None
 
         code, log = await ffmpeg(f"{url}/tlsk_{'x' * 40}", seconds=1.0, bframes=0)
         assert code != 0 and "stream key is not valid" in log, log[-2000:]
-        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/other/{key}", seconds=1.0, bframes=0)
+        code, log = await ffmpeg(f"{scheme}://127.0.0.1:{port}/other/{key}", seconds=1.0, bframes=0)
         assert code != 0 and f"rtmp://HOST/live" in log, log[-2000:]
 
         encoder = asyncio.ensure_future(ffmpeg(f"{url}/{key}", seconds=10.0, bframes=0))

@@ -304,13 +304,16 @@ class RtmpServer:
         self._authorize = authorize
         self._max = max_connections
         self.connections: set[RtmpConnection] = set()
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
 
     async def start(self, host: str, port: int, ssl: Any = None) -> int:
+        """Listen on `port` (0: any free one, returned); with an `ssl` context, for RTMPS. Call it once
+        per listener (RTMP and RTMPS share the connection limit)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._connection, host, port, ssl=ssl,
-                                                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl else None)
-        return int(self._server.sockets[0].getsockname()[1])
+        server = await loop.create_server(self._connection, host, port, ssl=ssl,
+                                          ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl else None)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     def _connection(self) -> RtmpConnection:
         connection = RtmpConnection(self._authorize, self.connections.discard)
@@ -320,10 +323,10 @@ class RtmpServer:
         return connection
 
     async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
+        servers, self._servers = self._servers, []
+        for server in servers:
             server.close()
         for connection in list(self.connections):
             connection.close("the server is shutting down")
-        if server is not None:
+        for server in servers:
             await server.wait_closed()

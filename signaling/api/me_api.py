@@ -10,7 +10,7 @@ from signaling.api.presenters import channel_out, stream_key_out, user_out
 from signaling.api.schemas import ChannelListOut, ProfileIn, StreamKeyOut, UserOut
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Role
-from signaling.channels.service import ChannelService
+from signaling.channels.service import ChannelService, StreamKey
 from signaling.errors import RateLimited
 from signaling.settings import Settings
 
@@ -52,12 +52,16 @@ class MeApi:
     async def show_stream_key(self, call: Call[None]) -> web.StreamResponse:
         await self._limit_keys(call)
         key = await self._channels.show_stream_key(call.user)
-        return json_response(stream_key_out(key, self._whip_url(call), self._settings.resolved_rtmp_url), headers=NO_STORE)
+        return json_response(self._key_out(key, call), headers=NO_STORE)
 
     async def rotate_stream_key(self, call: Call[None]) -> web.StreamResponse:
         await self._limit_keys(call)
         key = await self._channels.rotate_stream_key(call.user)
-        return json_response(stream_key_out(key, self._whip_url(call), self._settings.resolved_rtmp_url), status=201, headers=NO_STORE)
+        return json_response(self._key_out(key, call), status=201, headers=NO_STORE)
+
+    def _key_out(self, key: StreamKey, call: Call[None]) -> StreamKeyOut:
+        return stream_key_out(key, self._whip_url(call), self._settings.resolved_rtmp_url,
+                              self._settings.resolved_rtmps_url)
 
     async def following(self, call: Call[None]) -> web.StreamResponse:
         views = await self._channels.following(call.user)

@@ -56,5 +56,6 @@ def channel_out(view: ChannelView, base_url: str, hls_viewers: int = 0) -> Chann
     )
 
 
-def stream_key_out(key: StreamKey, whip_url: str, rtmp_url: str = "") -> StreamKeyOut:
-    return StreamKeyOut(key=key.key, hint=key.hint, created_at=key.created_at, whip_url=whip_url, rtmp_url=rtmp_url or None)
+def stream_key_out(key: StreamKey, whip_url: str, rtmp_url: str = "", rtmps_url: str = "") -> StreamKeyOut:
+    return StreamKeyOut(key=key.key, hint=key.hint, created_at=key.created_at, whip_url=whip_url,
+                        rtmp_url=rtmp_url or None, rtmps_url=rtmps_url or None)

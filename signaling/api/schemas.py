@@ -271,6 +271,7 @@ class StreamKeyOut(BaseModel):
     rtmp_url: str | None = Field(
         default=None, description="The RTMP server for encoders (the key is the stream name); null: RTMP is off."
     )
+    rtmps_url: str | None = Field(default=None, description="The same over TLS; null: RTMPS is off.")
 
 
 class UserListOut(BaseModel):

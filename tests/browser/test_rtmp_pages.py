@@ -1,5 +1,5 @@
-"""RTMP into the real server, watched in Chromium: FFmpeg publishes H.264 + AAC as OBS would (once
-without B-frames, once with them), the studio and Settings show the RTMP URL, a WHEP viewer on the
+"""RTMP into the real server, watched in Chromium: FFmpeg publishes H.264 + AAC as OBS would (over
+RTMP without B-frames, over RTMPS with them), the studio and Settings show both URLs, a WHEP viewer on the
 watch page shows every frame in order and hears the audio, hls.js plays the ladder, and the recording
 decodes.
 
@@ -10,6 +10,7 @@ it from each frame it shows, so a frame shown out of order or skipped is seen.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from playwright.sync_api import expect
 from support import free_port
 from test_hls_pages import hls_frames_advance, wait_hls_mode
 from test_recording_pages import wait_ready
+from tls_files import self_signed
 
 if TYPE_CHECKING:
     from tests.browser.conftest import Browser, Server
@@ -32,8 +34,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-RTMP_PORT = free_port()
-SERVER_SETTINGS = {"RTMP_PORT": str(RTMP_PORT)}
+RTMP_PORT, RTMPS_PORT = free_port(), free_port()
+_CERT, _KEY = self_signed(Path(tempfile.mkdtemp(prefix="rtmps-")))
+SERVER_SETTINGS = {"RTMP_PORT": str(RTMP_PORT), "RTMPS_PORT": str(RTMPS_PORT), "RTMPS_CERT": str(_CERT),
+                   "RTMPS_KEY": str(_KEY)}
+PORTS = {"rtmp": RTMP_PORT, "rtmps": RTMPS_PORT}
 
 # Each frame the WebRTC video shows: its mean brightness (8x8 samples), for `count` frames or 10 s.
 SHOWN = """(count) => new Promise((done) => {
@@ -56,7 +61,7 @@ SHOWN = """(count) => new Promise((done) => {
 
 
 @contextmanager
-def encoder(key: str, bframes: int, seconds: int = 60) -> Iterator[subprocess.Popen[bytes]]:
+def encoder(key: str, bframes: int, scheme: str = "rtmp", seconds: int = 60) -> Iterator[subprocess.Popen[bytes]]:
     """FFmpeg publishing a frame-counting picture and a tone, like OBS with x264 (keyframe every 2 s)."""
     process = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
@@ -64,7 +69,7 @@ def encoder(key: str, bframes: int, seconds: int = 60) -> Iterator[subprocess.Po
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
          "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-bf", str(bframes), "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-b:a", "128k", "-t", str(seconds), "-f", "flv",
-         f"rtmp://127.0.0.1:{RTMP_PORT}/live/{key}"],
+         f"{scheme}://127.0.0.1:{PORTS[scheme]}/live/{key}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield process
@@ -96,20 +101,22 @@ def test_the_studio_and_settings_show_the_rtmp_url(
     log_in(page, server, name, "/studio")
     page.locator("summary", has_text="Stream from OBS").click()
     expect(page.locator("#rtmp-url")).to_have_value(f"rtmp://127.0.0.1:{RTMP_PORT}/live")
+    expect(page.locator("#rtmps-url")).to_have_value(f"rtmps://127.0.0.1:{RTMPS_PORT}/live")
     page.goto("/settings")
     expect(page.locator("#rtmp-url")).to_have_value(f"rtmp://127.0.0.1:{RTMP_PORT}/live")
+    expect(page.locator("#rtmps-url")).to_have_value(f"rtmps://127.0.0.1:{RTMPS_PORT}/live")
     expect(page.locator("#whip-url")).to_have_value(f"{server.url}/whip/{name}")
 
 
-@pytest.mark.parametrize("bframes", [0, 2])
+@pytest.mark.parametrize(("scheme", "bframes"), [("rtmp", 0), ("rtmps", 2)])
 def test_an_rtmp_stream_plays_in_order_over_webrtc_and_hls_and_is_recorded(
-        server: Server, open_browser: OpenBrowser, bframes: int, tmp_path: Path) -> None:
+        server: Server, open_browser: OpenBrowser, scheme: str, bframes: int, tmp_path: Path) -> None:
     name = server.unique_name("rtmp")
     server.register(name)
     token = server.token(name)
     assert server.call("PATCH", f"/api/channels/{name}", {"record_streams": True}, token=token)[0] == 200
     key = server.call("GET", "/api/me/stream-key", token=token)[1]["key"]
-    with encoder(key, bframes) as process:
+    with encoder(key, bframes, scheme) as process:
         wait_live(server, name, process)
         viewer = open_browser().page
         viewer.goto(f"/watch/{name}")

@@ -97,8 +97,10 @@ function showKey(result) {
   created.textContent = result.created_at ? `Made ${dateText(result.created_at)}` : "";
   created.hidden = !result.created_at;
   $("whip-url").value = result.whip_url;
-  $("rtmp-url").value = result.rtmp_url || "";
-  $("rtmp-field").hidden = !result.rtmp_url;
+  for (const scheme of ["rtmp", "rtmps"]) {
+    $(`${scheme}-url`).value = result[`${scheme}_url`] || "";
+    $(`${scheme}-field`).hidden = !result[`${scheme}_url`];
+  }
   $("stream-key-body").hidden = false;
 }
 
@@ -144,10 +146,12 @@ async function setUpStreamKey(user) {
     $("whip-url").select();
     copyText($("whip-url").value, $("copy-status"), $("whip-url"));
   });
-  $("copy-rtmp").addEventListener("click", () => {
-    $("rtmp-url").select();
-    copyText($("rtmp-url").value, $("copy-status"), $("rtmp-url"));
-  });
+  for (const scheme of ["rtmp", "rtmps"]) {
+    $(`copy-${scheme}`).addEventListener("click", () => {
+      $(`${scheme}-url`).select();
+      copyText($(`${scheme}-url`).value, $("copy-status"), $(`${scheme}-url`));
+    });
+  }
   try {
     // The first call ever makes the key and is the only one that shows it.
     showKey(await api("GET", "/api/me/stream-key"));

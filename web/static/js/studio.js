@@ -416,10 +416,13 @@ async function setUpObs() {
   $("whip-url").value = key.whip_url;
   $("key-hint").textContent = key.hint || "none yet";
   $("copy-whip").addEventListener("click", () => copyText(key.whip_url, $("copy-status"), $("whip-url")));
-  if (key.rtmp_url) {
-    $("rtmp-url").value = key.rtmp_url;
-    $("rtmp-field").hidden = false;
-    $("copy-rtmp").addEventListener("click", () => copyText(key.rtmp_url, $("copy-status"), $("rtmp-url")));
+  for (const scheme of ["rtmp", "rtmps"]) {
+    const url = key[`${scheme}_url`];
+    if (!url) continue;
+    $(`${scheme}-url`).value = url;
+    $(`${scheme}-field`).hidden = false;
+    $("rtmp-help").hidden = false;
+    $(`copy-${scheme}`).addEventListener("click", () => copyText(url, $("copy-status"), $(`${scheme}-url`)));
   }
 }
 
