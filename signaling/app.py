@@ -255,7 +255,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     control = NodeControl(local, bus, settings.resolved_node_id, relays, announcer.announce_now)
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
-    rtmp_gate = RtmpGate(node, local, channels, accounts)
+    rtmp_gate = RtmpGate(node, local, channels, accounts, limiter, settings.rate_whip_per_minute)
     rtmp = RtmpServer(rtmp_gate.authorize) if settings.media and (settings.rtmp_port or settings.rtmps_port) else None
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:

@@ -69,7 +69,7 @@ async def rtmp() -> AsyncIterator[tuple[SfuNode, Events, int]]:
                                 publisher_connect_timeout=2.0), events)
     await node.start()
 
-    async def authorize(app: str, key: str) -> Publisher:
+    async def authorize(app: str, key: str, address: str) -> Publisher:
         try:
             return node.rtmp_publisher(ROOM, "caster", "127.0.0.1")
         except SfuError as exc:
@@ -218,3 +218,15 @@ async def test_an_encoder_without_video_is_told_and_lets_the_channel_go(rtmp: tu
     # The channel is free again: a whole encoder goes live on it.
     code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=2.0, bframes=0)
     assert code == 0 and events.started, log[-2000:]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_guessing_stream_keys_over_rtmp_is_limited_as_over_whip(
+        app_factory: Callable[..., web.Application]) -> None:
+    port = free_port()
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], rtmp_port=port, rate_whip_per_minute=2)
+    async with TestClient(TestServer(app)):
+        for attempt in range(3):
+            code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/tlsk_{'x' * 40}", seconds=1.0, bframes=0)
+            words = "stream key is not valid" if attempt < 2 else "too many attempts to publish from this address"
+            assert code != 0 and words in log, log[-2000:]

@@ -1,18 +1,23 @@
 """The RTMP server with FFmpeg as the encoder (a real RTMP client): it publishes H.264 + AAC; the server
 takes the handshake and the commands, and hands on metadata, the AVC and AAC sequence headers and the
-frames in order; a refused key is told to FFmpeg in words it logs; hostile bytes close only their
-own connection."""
+frames in order; a refused key is told to FFmpeg in words it logs; hostile bytes, a stalled
+handshake, a silent encoder, a 1 GB chunk size with a message to match, unreadable AMF and too many
+connections from one address close only their own connections, and leave no task behind."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import struct
+import time
 from typing import Any
 
 import pytest
 
 from sfu.rtmp.flv import AAC, AVC, FlvError, aac_config, audio_tag, avc_config, nal_units, video_tag
-from sfu.rtmp.session import Publisher, Refused, RtmpServer
+from sfu.rtmp.chunks import COMMAND_AMF0, SET_CHUNK_SIZE, VIDEO
+from sfu.rtmp.session import HANDSHAKE, Limits, Publisher, Refused, RtmpServer
+from test_rtmp_chunks import header0
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 
@@ -58,7 +63,7 @@ async def published_by_ffmpeg(seconds: float = 3.0) -> Collected:
     """What FFmpeg publishes (H.264 with B-frames, AAC) to a server that takes any key."""
     got = Collected()
 
-    async def authorize(app: str, key: str) -> Publisher:
+    async def authorize(app: str, key: str, address: str) -> Publisher:
         return got
 
     server = RtmpServer(authorize)
@@ -74,7 +79,7 @@ async def published_by_ffmpeg(seconds: float = 3.0) -> Collected:
 async def test_ffmpeg_publishes_h264_and_aac_and_everything_arrives_in_order() -> None:
     published: list[tuple[str, str, Collected]] = []
 
-    async def authorize(app: str, key: str) -> Publisher:
+    async def authorize(app: str, key: str, address: str) -> Publisher:
         if key != "tlsk_good":
             raise Refused("this stream key is not valid: copy it again from the studio")
         collected = Collected()
@@ -109,7 +114,7 @@ async def test_ffmpeg_publishes_h264_and_aac_and_everything_arrives_in_order() -
 
 
 async def test_hostile_bytes_close_their_own_connection_only() -> None:
-    async def authorize(app: str, key: str) -> Publisher:
+    async def authorize(app: str, key: str, address: str) -> Publisher:
         return Collected()
 
     server = RtmpServer(authorize)
@@ -182,3 +187,69 @@ def test_flv_reader_refuses_what_is_not_there() -> None:
             nal_units(bad, 4)
     with pytest.raises(FlvError):
         aac_config(b"\x17\x90")  # sample rate index 15: explicit
+
+
+async def _connect(port: int, shake: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client connection, through the simple handshake when `shake`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if shake:
+        writer.write(b"\x03" + bytes(HANDSHAKE))
+        await reader.readexactly(1 + 2 * HANDSHAKE)  # S0 S1 S2
+        writer.write(bytes(HANDSHAKE))  # C2
+        await writer.drain()
+    return reader, writer
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """How long until the server closes the connection (it must, within `seconds`)."""
+    started = time.monotonic()
+    while await asyncio.wait_for(reader.read(65536), timeout=seconds):
+        pass
+    return time.monotonic() - started
+
+
+def _rtmp_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("rtmp-") and not t.done()]
+
+
+async def test_stalled_silent_oversized_and_unreadable_connections_are_closed_and_leave_nothing() -> None:
+    async def authorize(app: str, key: str, address: str) -> Publisher:
+        return Collected()
+
+    server = RtmpServer(authorize, Limits(handshake_timeout=0.5, idle_timeout=1.5, max_per_address=3))
+    port = await server.start("127.0.0.1", 0)
+    try:
+        # A handshake that stops half-way, and an encoder that says nothing after it.
+        stalled, _w1 = await _connect(port, shake=False)
+        _w1.write(b"\x03" + bytes(100))
+        silent, _w2 = await _connect(port)
+        assert await _closed_within(stalled, 3) < 2.5
+        assert 1.0 < await _closed_within(silent, 4) < 3.5
+        # A Set Chunk Size of 1 GB is legal, but a message larger than any frame is not taken: the
+        # connection closes when its header comes (nothing is held for it).
+        big, writer = await _connect(port)
+        writer.write(header0(2, 0, 4, SET_CHUNK_SIZE, 0) + struct.pack(">I", 1 << 30) + header0(6, 0, 0xFFFFFF, VIDEO, 1)
+                     + bytes(4096))
+        assert await _closed_within(big, 3) < 1
+        # A command that is not AMF0.
+        garbage, writer = await _connect(port)
+        writer.write(header0(3, 0, 8, COMMAND_AMF0, 0) + b"\x11\xff\xfe\x00garb")
+        assert await _closed_within(garbage, 3) < 1
+        await asyncio.sleep(0.1)
+        assert not server.connections and not _rtmp_tasks()
+
+        # Three connections from one address are taken; a fourth is closed at once; the others go on.
+        held = [await _connect(port) for _ in range(3)]
+        fourth, _w4 = await _connect(port, shake=False)
+        assert await _closed_within(fourth, 1) < 0.5
+        assert len(server.connections) == 3
+        held[0][1].close()
+        await asyncio.sleep(0.2)
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/anything", seconds=1)
+        assert code == 0, log[-2000:]  # room for one again
+        for _, writer in held[1:]:
+            writer.close()
+        await asyncio.sleep(0.2)
+        assert not server.connections and not _rtmp_tasks()
+    finally:
+        await server.close()

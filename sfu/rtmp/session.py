@@ -15,7 +15,8 @@ The conversation OBS, FFmpeg and hardware encoders hold:
 
 `authorize(app, key)` decides a publish: it returns a `Publisher` (what the media goes to) or raises
 `Refused` with words for the encoder's log. Acknowledgements are sent as the peer's window asks, pings
-answered; a handshake must end in 10 s and a connection that sends nothing for 30 s is closed.
+answered; a handshake must end in 10 s and a connection that sends nothing for 30 s is closed
+(`Limits`, which also caps connections, in all and per address).
 Unknown commands get an `_error` and the connection stays; a broken chunk stream closes it.
 """
 
@@ -27,6 +28,7 @@ import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sfu.rtmp import amf0
@@ -37,12 +39,22 @@ from sfu.rtmp.chunks import (ACKNOWLEDGEMENT, AUDIO, COMMAND_AMF0, COMMAND_AMF3,
 log = logging.getLogger(__name__)
 
 HANDSHAKE = 1536
-HANDSHAKE_TIMEOUT = 10.0
-IDLE_TIMEOUT = 30.0
 WINDOW = 2_500_000  # bytes between acknowledgements (what we ask of the peer, and send for it)
 OUR_CHUNK_SIZE = 4096
 PUBLISH_STREAM = 1
 CONTROL_CSID, COMMAND_CSID = 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    handshake_timeout: float = 10.0  # seconds from connecting to a whole handshake (TLS's own included)
+    idle_timeout: float = 30.0  # seconds without a byte from the encoder
+    max_connections: int = 64
+    max_per_address: int = 8
+    # A message (a frame) and all half-read ones of a connection: a 4K keyframe at 50 Mbit/s is under
+    # 2 MB, and nothing is ever held for what an attacker only announces.
+    max_message: int = 4 * 1024 * 1024
+    max_buffered: int = 8 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -64,24 +76,30 @@ class Publisher(Protocol):
     def end(self, reason: str) -> None: ...
 
 
-Authorize = Callable[[str, str], Awaitable[Publisher]]
+# (app, stream key, the encoder's address) -> where its media goes, or Refused
+Authorize = Callable[[str, str, str], Awaitable[Publisher]]
 
 
 class RtmpConnection(asyncio.Protocol):
-    def __init__(self, authorize: Authorize, on_closed: Callable[[RtmpConnection], None] | None = None) -> None:
+    def __init__(self, authorize: Authorize, limits: Limits = Limits(),
+                 admit: Callable[[RtmpConnection], str | None] | None = None,
+                 on_closed: Callable[[RtmpConnection], None] | None = None) -> None:
         self._authorize = authorize
+        self._limits = limits
+        self._admit = admit
         self._on_closed = on_closed
         self._transport: asyncio.Transport | None = None
         self._handshake = bytearray()
         self._answered = False  # S0 S1 S2 sent
         self._shaken = False
-        self._reader = ChunkReader()
+        self._reader = ChunkReader(max_message=limits.max_message, max_buffered=limits.max_buffered)
         self._writer = ChunkWriter()
         self._acked = 0
         self._peer_window = 0  # the peer's Window Acknowledgement Size: ack it this often
         self.app = ""
         self.publisher: Publisher | None = None
         self.peer = ""
+        self.address = ""  # the peer's host
         self._commands: asyncio.Queue[Message] = asyncio.Queue(maxsize=64)
         self._worker: asyncio.Task[None] | None = None
         self._last_data = time.monotonic()
@@ -94,11 +112,15 @@ class RtmpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if self.closed:  # refused before it began (too many connections)
-            transport.close()
-            return
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        self.address = str(peer[0]) if isinstance(peer, tuple) else "?"
+        refusal = self._admit(self) if self._admit is not None else None
+        if refusal is not None:
+            log.info("rtmp %s: %s", self.peer, refusal)
+            self.closed = True
+            transport.close()
+            return
         self._worker = asyncio.get_running_loop().create_task(self._run_commands(), name=f"rtmp-{self.peer}")
         self._arm()
 
@@ -231,7 +253,7 @@ class RtmpConnection(asyncio.Protocol):
             self._status(stream_id, "error", "NetStream.Publish.BadName", "this connection publishes already")
             return
         try:
-            self.publisher = await self._authorize(self.app, key)
+            self.publisher = await self._authorize(self.app, key, self.address)
         except Refused as refused:
             self._status(stream_id, "error", "NetStream.Publish.BadName", str(refused))
             log.info("rtmp %s: publish refused: %s", self.peer, refused)
@@ -270,10 +292,10 @@ class RtmpConnection(asyncio.Protocol):
 
     def _check(self) -> None:
         now = time.monotonic()
-        if not self._shaken and now - self._started > HANDSHAKE_TIMEOUT:
+        if not self._shaken and now - self._started > self._limits.handshake_timeout:
             self.close("no handshake in time")
-        elif now - self._last_data > IDLE_TIMEOUT:
-            self.close(f"nothing from the encoder for {IDLE_TIMEOUT:g} s")
+        elif now - self._last_data > self._limits.idle_timeout:
+            self.close(f"nothing from the encoder for {self._limits.idle_timeout:g} s")
         elif not self.closed:
             self._arm()
 
@@ -300,9 +322,9 @@ class RtmpConnection(asyncio.Protocol):
 class RtmpServer:
     """Listens for RTMP publishers (and RTMPS, with an `ssl` context); owns their connections."""
 
-    def __init__(self, authorize: Authorize, max_connections: int = 256) -> None:
+    def __init__(self, authorize: Authorize, limits: Limits = Limits()) -> None:
         self._authorize = authorize
-        self._max = max_connections
+        self._limits = limits
         self.connections: set[RtmpConnection] = set()
         self._servers: list[asyncio.base_events.Server] = []
 
@@ -311,16 +333,21 @@ class RtmpServer:
         per listener (RTMP and RTMPS share the connection limit)."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self._connection, host, port, ssl=ssl,
-                                          ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl else None)
+                                          ssl_handshake_timeout=self._limits.handshake_timeout if ssl else None)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
     def _connection(self) -> RtmpConnection:
-        connection = RtmpConnection(self._authorize, self.connections.discard)
-        if len(self.connections) >= self._max:
-            asyncio.get_running_loop().call_soon(connection.close, "too many RTMP connections")
+        return RtmpConnection(self._authorize, self._limits, self._admit, self.connections.discard)
+
+    def _admit(self, connection: RtmpConnection) -> str | None:
+        """Why `connection` (connected, not yet counted) is turned away, or None: it counts from now."""
+        if len(self.connections) >= self._limits.max_connections:
+            return "too many RTMP connections"
+        if sum(1 for c in self.connections if c.address == connection.address) >= self._limits.max_per_address:
+            return f"too many RTMP connections from {connection.address}"
         self.connections.add(connection)
-        return connection
+        return None
 
     async def close(self) -> None:
         servers, self._servers = self._servers, []

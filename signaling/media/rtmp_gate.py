@@ -17,6 +17,7 @@ from sfu.node import SfuNode
 from sfu.rtmp.ingest import RtmpPublisher, refusal
 from sfu.rtmp.session import Refused
 from signaling.accounts.service import AccountService
+from signaling.auth.rate_limit import RateLimiter
 from signaling.channels.service import ChannelService
 from signaling.errors import AppError
 from signaling.media.claiming import ClaimingPlane
@@ -28,15 +29,22 @@ APP = "live"
 
 
 class RtmpGate:
-    def __init__(self, node: SfuNode, plane: ClaimingPlane, channels: ChannelService, accounts: AccountService) -> None:
+    def __init__(self, node: SfuNode, plane: ClaimingPlane, channels: ChannelService, accounts: AccountService,
+                 limiter: RateLimiter, per_minute: int) -> None:
         self._node = node
         self._plane = plane
         self._channels = channels
         self._accounts = accounts
+        self._limiter = limiter
+        self._per_minute = per_minute
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def authorize(self, app: str, key: str) -> RtmpPublisher:
-        """The publisher for the encoder's stream, or Refused with why."""
+    async def authorize(self, app: str, key: str, address: str) -> RtmpPublisher:
+        """The publisher for the encoder's stream, or Refused with why. Publishing attempts from one
+        address are limited as WHIP's are (a stream key cannot be guessed faster here)."""
+        wait = await self._limiter.hit(f"rtmp:ip:{address}", self._per_minute, 60)
+        if wait:
+            raise Refused(f"too many attempts to publish from this address; try again in {wait} s")
         if app.strip("/").split("?", 1)[0] != APP:
             raise Refused(f"publish to rtmp://HOST/{APP} (not /{app[:40]}) with the stream key as the stream name")
         try:
@@ -54,7 +62,7 @@ class RtmpGate:
             await self._plane.settle(channel.name)
             raise Refused(refusal(exc)) from None
         publisher.on_settled = lambda: self._spawn(self._plane.settle(channel.name))
-        log.info("rtmp: %s publishes to %s", owner.username, channel.name)
+        log.info("rtmp: %s publishes to %s from %s", owner.username, channel.name, address)
         return publisher
 
     def _spawn(self, settling: Coroutine[Any, Any, None]) -> None:
