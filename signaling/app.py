@@ -35,7 +35,7 @@ from signaling.api.openapi import build_openapi
 from signaling.api.ops_api import OpsApi
 from signaling.api.problems import problems_middleware
 from signaling.api.recordings_api import RecordingsApi
-from signaling.api.sfu_metrics import register_chat_metrics, register_sfu_metrics
+from signaling.api.sfu_metrics import register_chat_metrics, register_rtmp_metrics, register_sfu_metrics
 from signaling.api.users_api import UsersApi
 from signaling.api.webrtc_api import WebRtcApi, cors_middleware
 from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
@@ -257,6 +257,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
     rtmp_gate = RtmpGate(node, local, channels, accounts, limiter, settings.rate_whip_per_minute)
     rtmp = RtmpServer(rtmp_gate.authorize) if settings.media and (settings.rtmp_port or settings.rtmps_port) else None
+    if rtmp is not None:
+        register_rtmp_metrics(metrics.registry, rtmp, node)
 
     def offer_layer(room: str, rendition: Rendition, data: bytes, rtp_timestamp: int, keyframe: bool) -> None:
         live = hls.live(room)

@@ -190,6 +190,21 @@ async def test_the_server_takes_obs_style_rtmp_by_stream_key_and_plays_it_over_w
             await viewer.answer(body.decode())
             await viewer.wait_frames(30, timeout=15)
             await _until(lambda: viewer.audio_samples >= 48_000)
+            # /metrics: the connection, the bytes, and the stream's ingest (FFmpeg sends 30 fps: a
+            # busy machine may bunch them up, so the last seconds' average gets there in the end).
+            fps = f'tally_rtmp_ingest_frames_per_second{{channel="{name}"}}'
+            deadline = time.monotonic() + 10
+            while True:
+                _, text, _ = await api.call("GET", "/metrics")
+                series = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                          for line in text.decode().splitlines() if line.startswith("tally_rtmp_")}
+                if 28 <= series[fps] <= 32:
+                    break
+                assert time.monotonic() < deadline, series
+                await asyncio.sleep(0.5)
+            assert series["tally_rtmp_connections"] == 1 and series["tally_rtmp_received_bytes_total"] > 50_000, series
+            assert series[f'tally_rtmp_ingest_bits_per_second{{channel="{name}"}}'] > 50_000, series
+            assert series[f'tally_rtmp_reencoded{{channel="{name}"}}'] == 0, series
             # The HLS ladder starts from the same frames (the source's H.264 passed through, AAC again).
             probed = await asyncio.to_thread(
                 subprocess.run, ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0",

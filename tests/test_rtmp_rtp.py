@@ -107,3 +107,22 @@ def test_a_jump_in_the_aac_s_time_moves_the_opus_timeline_with_it(published: Col
     jumped = [ts for ms, tag in tags[40:80] for _, ts in opus.unit(tag.data, ms + 5000, clock)]
     gap = ((jumped[0] - before[-1]) & 0xFFFFFFFF) / 48_000
     assert 4.9 < gap < 5.2, gap  # the encoder's audio resumed 5 s later: so does the track
+
+
+def test_the_ingest_rate_counts_the_last_whole_seconds_and_forgets_older_ones() -> None:
+    from sfu.rtmp.ingest import IngestRate
+
+    rate = IngestRate(seconds=5)
+    assert rate.per_second(99.0) == (0, 0)
+    for i in range(300):  # 10 s at 30 frames of 1000 bytes a second
+        rate.add(100 + i / 30, 1000, True)
+    bits, frames = rate.per_second(110.0)
+    assert frames == 30 and bits == 30 * 1000 * 8
+    assert rate.per_second(113.0) == (2 * 30 * 1000 * 8 / 5, 2 * 30 / 5)  # seconds 108 and 109 left
+    assert rate.per_second(200.0) == (0, 0)  # a silence longer than the window
+    rate.add(200.5, 500, False)  # audio: bytes but no frame
+    assert rate.per_second(201.0) == (500 * 8 / 5, 0)
+    young = IngestRate(seconds=5)
+    for i in range(60):  # a stream two seconds old is averaged over those two
+        young.add(100 + i / 30, 1000, True)
+    assert young.per_second(102.5) == (30 * 1000 * 8, 30)

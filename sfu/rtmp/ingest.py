@@ -51,6 +51,49 @@ def refusal(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+class IngestRate:
+    """Bytes and video frames per second the encoder sent, over its last `seconds` whole seconds
+    (counted in place: nothing is allocated per tag)."""
+
+    def __init__(self, seconds: int = 5) -> None:
+        self._bytes = [0] * (seconds + 1)
+        self._frames = [0] * (seconds + 1)
+        self._second = 0
+        self._first: int | None = None  # the second of the first tag: a young stream is averaged over less
+
+    def _roll(self, now: float) -> int:
+        second = int(now)
+        if second != self._second:
+            size = len(self._bytes)
+            for skipped in range(self._second + 1, min(second, self._second + size) + 1):
+                self._bytes[skipped % size] = self._frames[skipped % size] = 0
+            if second - self._second > size:
+                self._bytes[second % size] = self._frames[second % size] = 0
+            self._second = second
+        return second % len(self._bytes)
+
+    def add(self, now: float, size: int, frame: bool) -> None:
+        if self._first is None:
+            self._first = int(now)
+        i = self._roll(now)
+        self._bytes[i] += size
+        self._frames[i] += frame
+
+    def per_second(self, now: float) -> tuple[float, float]:
+        """(bits, video frames) per second over the whole seconds before this one (leaving out the
+        stream's first, which it joined part-way)."""
+        self._roll(now)
+        if self._first is None:
+            return 0.0, 0.0
+        second, size = int(now), len(self._bytes)
+        seconds = range(max(self._first + 1, second - (size - 1)), second)
+        if not seconds:
+            return 0.0, 0.0
+        octets = sum(self._bytes[s % size] for s in seconds)
+        frames = sum(self._frames[s % size] for s in seconds)
+        return octets * 8 / len(seconds), frames / len(seconds)
+
+
 class RtmpPublisher(Publisher):
     kind = "rtmp"
 
@@ -66,6 +109,7 @@ class RtmpPublisher(Publisher):
         self._audio: AacToOpus | None = None
         self._upstream = NoUpstream()  # an RTMP encoder takes no PLI or NACK
         self._reencoder: WithoutBFrames | None = None  # for H.264 with B-frames
+        self.ingest = IngestRate()
         self._kbps = DEFAULT_KBPS
         self._mappings: dict[str, ClockMapping] = {}  # each track's clock, as its sender reports would map it
         self.ready = False  # the room is taken; media flows into its feeds
@@ -86,6 +130,7 @@ class RtmpPublisher(Publisher):
             self._kbps = int(kbps * 1.25)  # room above the encoder's average for its peaks
 
     def on_video(self, timestamp: int, payload: bytes) -> None:
+        self.ingest.add(self._clock(), len(payload), True)
         try:
             self._video_tag(timestamp, payload)
         except Exception as exc:  # a stream that breaks the codecs: tell the encoder, keep the node
@@ -93,6 +138,7 @@ class RtmpPublisher(Publisher):
             self.refuse(f"the server could not take this video: {type(exc).__name__}")
 
     def on_audio(self, timestamp: int, payload: bytes) -> None:
+        self.ingest.add(self._clock(), len(payload), False)
         try:
             self._audio_tag(timestamp, payload)
         except Exception as exc:
@@ -132,6 +178,18 @@ class RtmpPublisher(Publisher):
         self._forward("video", self._video.frame(units, rtp_timestamp, tag.keyframe))
         if self._sinks.wanted(self.room):
             self._deliver("video", "H264", self._annex_b(units, tag.keyframe), rtp_timestamp, VIDEO_CLOCK, tag.keyframe)
+
+    def ingest_rates(self) -> tuple[float, float]:
+        """(bits, video frames) per second the encoder sent over the last seconds."""
+        return self.ingest.per_second(self._clock())
+
+    @property
+    def reencoded(self) -> bool:
+        return self._reencoder is not None
+
+    @property
+    def reencode_dropped(self) -> int:
+        return self._reencoder.dropped if self._reencoder is not None else 0
 
     def _annex_b(self, units: list[memoryview], keyframe: bool) -> bytes:
         assert self._video is not None

@@ -124,6 +124,11 @@ class RtmpConnection(asyncio.Protocol):
         self._worker = asyncio.get_running_loop().create_task(self._run_commands(), name=f"rtmp-{self.peer}")
         self._arm()
 
+    @property
+    def received(self) -> int:
+        """Bytes the peer sent (after its handshake)."""
+        return self._reader.received
+
     def data_received(self, data: bytes) -> None:
         self._last_data = time.monotonic()
         if not self._shaken:
@@ -327,6 +332,8 @@ class RtmpServer:
         self._limits = limits
         self.connections: set[RtmpConnection] = set()
         self._servers: list[asyncio.base_events.Server] = []
+        self.refused = 0  # connections turned away by the limits
+        self._retired_bytes = 0  # received by connections that closed
 
     async def start(self, host: str, port: int, ssl: Any = None) -> int:
         """Listen on `port` (0: any free one, returned); with an `ssl` context, for RTMPS. Call it once
@@ -338,13 +345,24 @@ class RtmpServer:
         return int(server.sockets[0].getsockname()[1])
 
     def _connection(self) -> RtmpConnection:
-        return RtmpConnection(self._authorize, self._limits, self._admit, self.connections.discard)
+        return RtmpConnection(self._authorize, self._limits, self._admit, self._closed)
+
+    def _closed(self, connection: RtmpConnection) -> None:
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self._retired_bytes += connection.received
+
+    @property
+    def received_bytes(self) -> int:
+        return self._retired_bytes + sum(c.received for c in self.connections)
 
     def _admit(self, connection: RtmpConnection) -> str | None:
         """Why `connection` (connected, not yet counted) is turned away, or None: it counts from now."""
         if len(self.connections) >= self._limits.max_connections:
+            self.refused += 1
             return "too many RTMP connections"
         if sum(1 for c in self.connections if c.address == connection.address) >= self._limits.max_per_address:
+            self.refused += 1
             return f"too many RTMP connections from {connection.address}"
         self.connections.add(connection)
         return None

@@ -11,6 +11,8 @@ from prometheus_client.registry import Collector
 from sfu.aiortc_internals import DatagramGuard
 from sfu.node import SfuNode
 from sfu.output import DROP_REASONS
+from sfu.rtmp.ingest import RtmpPublisher
+from sfu.rtmp.session import RtmpServer
 from signaling.chat.hub import FANOUT_BUCKETS, ChatHub
 
 _GAUGES = {
@@ -60,6 +62,44 @@ class SfuCollector(Collector):
 
 def register_sfu_metrics(registry: CollectorRegistry, node: SfuNode) -> None:
     registry.register(SfuCollector(node))
+
+
+class RtmpCollector(Collector):
+    """RTMP ingest: connections and bytes on this process, and each live RTMP stream's health (labelled
+    by channel: at most one series per live stream, gone when it ends)."""
+
+    def __init__(self, server: RtmpServer, node: SfuNode) -> None:
+        self._server = server
+        self._node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        server = self._server
+        yield GaugeMetricFamily("tally_rtmp_connections", "RTMP(S) connections open on this process",
+                                value=len(server.connections))
+        yield CounterMetricFamily("tally_rtmp_received_bytes", "bytes RTMP(S) encoders sent", value=server.received_bytes)
+        yield CounterMetricFamily("tally_rtmp_connections_refused", "RTMP(S) connections turned away (too many, in all "
+                                  "or from one address)", value=server.refused)
+        bitrate = GaugeMetricFamily("tally_rtmp_ingest_bits_per_second", "what a live RTMP stream's encoder sends, "
+                                    "over the last 5 s", labels=["channel"])
+        fps = GaugeMetricFamily("tally_rtmp_ingest_frames_per_second", "video frames a live RTMP stream's encoder "
+                                "sends, over the last 5 s", labels=["channel"])
+        reencoded = GaugeMetricFamily("tally_rtmp_reencoded", "1 when a live RTMP stream's video is re-encoded "
+                                      "(it has B-frames)", labels=["channel"])
+        dropped = CounterMetricFamily("tally_rtmp_reencode_dropped_frames", "frames the re-encode of a live RTMP "
+                                      "stream had no time for", labels=["channel"])
+        for name, room in list(self._node.rooms.items()):
+            publisher = room.publisher
+            if isinstance(publisher, RtmpPublisher) and publisher.ready:
+                bits, frames = publisher.ingest_rates()
+                bitrate.add_metric([name], bits)
+                fps.add_metric([name], frames)
+                reencoded.add_metric([name], float(publisher.reencoded))
+                dropped.add_metric([name], publisher.reencode_dropped)
+        yield from (bitrate, fps, reencoded, dropped)
+
+
+def register_rtmp_metrics(registry: CollectorRegistry, server: RtmpServer, node: SfuNode) -> None:
+    registry.register(RtmpCollector(server, node))
 
 
 class ChatCollector(Collector):
