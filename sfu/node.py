@@ -669,6 +669,7 @@ class SfuNode:
         room.publisher = None
         if publisher is not None:
             publisher.detach()
+            publisher.ending("the server is shutting down" if reason == "shutdown" else reason)
             self._forget(publisher)
             self._close_later(publisher)
         for subscriber in list(room.subscribers.values()):

@@ -214,3 +214,8 @@ class Publisher(Session):
     def detach(self) -> None:
         """Stop feeding (a takeover by a newer connection, or the end)."""
         self._routes = {}
+
+    def ending(self, reason: str) -> None:
+        """The node ends this publisher's stream for `reason`, and closes it next (a WebRTC peer has
+        nobody to tell; an RTMP encoder's log shows it)."""
+        return None

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from support import Api, free_port
-from test_rtmp_session import ffmpeg
+from test_rtmp_session import ffmpeg, published_by_ffmpeg
 from test_whip_whep import post_sdp
 from tls_files import self_signed
 from webrtc_peer import Peer
@@ -136,7 +136,7 @@ async def test_an_rtmp_stream_plays_to_a_webrtc_viewer_and_feeds_the_sinks(
     assert abs(video[0].sender_time() - audio[0].sender_time()) < 0.2  # type: ignore[operator]
 
 
-async def test_a_second_encoder_is_refused_in_words_the_encoder_logs(rtmp: tuple[SfuNode, Events, int]) -> None:
+async def test_a_second_encoder_and_the_end_of_a_stream_are_told_in_words_the_encoder_logs(rtmp: tuple[SfuNode, Events, int]) -> None:
     node, events, port = rtmp
     first = asyncio.ensure_future(ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=6.0, bframes=0))
     try:
@@ -144,6 +144,10 @@ async def test_a_second_encoder_is_refused_in_words_the_encoder_logs(rtmp: tuple
         code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=2.0, bframes=0)
         assert code != 0 and "already" in log.lower(), log[-2000:]
         assert node.is_live(ROOM) and not first.done()  # the first encoder goes on
+        # The node ends the stream: the encoder's log says why.
+        node.end_room(ROOM, "its channel went live on another node")
+        code, log = await asyncio.wait_for(first, 10)
+        assert code != 0 and "the server ended the stream: its channel went live on another node" in log, log[-2000:]
     finally:
         first.cancel()
         await asyncio.gather(first, return_exceptions=True)
@@ -245,3 +249,25 @@ async def test_guessing_stream_keys_over_rtmp_is_limited_as_over_whip(
             code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/tlsk_{'x' * 40}", seconds=1.0, bframes=0)
             words = "stream key is not valid" if attempt < 2 else "too many attempts to publish from this address"
             assert code != 0 and words in log, log[-2000:]
+
+
+async def test_audio_announced_in_the_metadata_is_waited_for_when_its_header_comes_late(
+        rtmp: tuple[SfuNode, Events, int]) -> None:
+    node, events, _ = rtmp
+    got = await published_by_ffmpeg(3.0)
+    assert got.metadata.get("audiocodecid")
+    header, *audio = got.audio
+    publisher = node.rtmp_publisher(ROOM, "caster", "127.0.0.1")
+    publisher.started(lambda why: None)
+    publisher.on_metadata(got.metadata)
+    late = [(t, p) for t, p in got.video if t <= 500]  # half a second of video before the AAC header
+    for timestamp, payload in late:
+        publisher.on_video(timestamp, payload)
+    assert not node.is_live(ROOM)
+    publisher.on_audio(*header)
+    for timestamp, payload in got.video[len(late):len(late) + 5]:
+        publisher.on_video(timestamp, payload)
+    assert node.is_live(ROOM)
+    await _until(lambda: bool(events.started))
+    assert sorted(f.mime_type for f in events.started[0]) == ["audio/opus", "video/H264"]  # type: ignore[attr-defined]
+    publisher.end("the encoder stopped")

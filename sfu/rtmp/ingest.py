@@ -3,6 +3,8 @@ WebRTC viewers get) and the frames of its sinks (the recorder, the HLS ladder), 
 
 The room is taken at the first video frame that can be forwarded: by then the encoder sent its AVC
 sequence header (and the AAC one, if it sends audio), so the feeds get their formats from the start.
+When the metadata announces audio whose header is not there yet, the room waits for it through up to
+2 s of video; audio whose header comes later still is left out.
 For anything this node cannot forward the encoder is told why in its log (`stop`), before anyone is
 told the channel is live, and the connection closes:
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 VIDEO_PT, AUDIO_PT = 102, 111  # the feed's own numbering; every viewer's packets are renumbered on the way out
 _START_CODE = b"\x00\x00\x00\x01"
 DEFAULT_KBPS = 4000  # the re-encode's ceiling when the encoder's metadata names no video bitrate
+AUDIO_WAIT_MS = 2000  # video the room waits through for an AAC header the metadata announced
 
 
 def refusal(exc: Exception) -> str:
@@ -110,7 +113,10 @@ class RtmpPublisher(Publisher):
         self._upstream = NoUpstream()  # an RTMP encoder takes no PLI or NACK
         self._reencoder: WithoutBFrames | None = None  # for H.264 with B-frames
         self.ingest = IngestRate()
+        self._end_reason = ""  # why the node ends the stream, for the encoder's log
         self._kbps = DEFAULT_KBPS
+        self._audio_announced = False  # the metadata names an audio codec
+        self._first_video_ms: int | None = None
         self._mappings: dict[str, ClockMapping] = {}  # each track's clock, as its sender reports would map it
         self.ready = False  # the room is taken; media flows into its feeds
         self.ended = False
@@ -125,6 +131,7 @@ class RtmpPublisher(Publisher):
         self._stop = stop
 
     def on_metadata(self, values: dict[str, Any]) -> None:
+        self._audio_announced = bool(values.get("audiocodecid"))
         kbps = values.get("videodatarate")
         if isinstance(kbps, (int, float)) and 100 <= kbps <= 100_000:
             self._kbps = int(kbps * 1.25)  # room above the encoder's average for its peaks
@@ -162,6 +169,10 @@ class RtmpPublisher(Publisher):
         except FlvError as exc:
             return self.refuse(f"a video tag that cannot be read: {exc}")
         if not self.ready:
+            if self._first_video_ms is None:
+                self._first_video_ms = timestamp
+            if self._audio is None and self._audio_announced and timestamp - self._first_video_ms < AUDIO_WAIT_MS:
+                return None  # its audio header is still to come: the room's formats are fixed once it is live
             self._go_live()
             if not self.ready:
                 return None
@@ -297,10 +308,14 @@ class RtmpPublisher(Publisher):
     def detach(self) -> None:
         self._feeds = {}
 
+    def ending(self, reason: str) -> None:
+        self._end_reason = reason
+
     async def close(self) -> None:
         if not self.ended:
             self.ended = True
-            self._stop("the stream was ended on the server")
+            self._stop(f"the server ended the stream: {self._end_reason}" if self._end_reason
+                       else "the server ended the stream")
         if self._reencoder is not None:
             await self._reencoder.close()
         await super().close()
