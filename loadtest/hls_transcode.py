@@ -29,7 +29,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests"), str(HERE)]
 from media_clips import encode_audio, encode_video  # noqa: E402
 from recorder.hls.ladder import DEFAULT_LADDER, parse_ladder, plan  # noqa: E402
 from recorder.hls.transcoder import AAC_KBPS, LadderOptions, LadderTranscoder, Output, x264_options  # noqa: E402
-from recorder.mp4 import FragmentedMp4  # noqa: E402
+from recorder.mp4 import OPUS, FragmentedMp4  # noqa: E402
 from recorder.timeline import Timeline  # noqa: E402
 from recording_cost import FPS, GOP, frame_source  # noqa: E402
 
@@ -59,7 +59,7 @@ def ours(seconds: float, video: list[bytes], audio: list[bytes]) -> tuple[float,
 def source_file(seconds: float, video: list[bytes], audio: list[bytes], folder: Path) -> Path:
     """The same H.264 and Opus packets in an MP4, for ffmpeg to read."""
     path = folder / "source.mp4"
-    writer = FragmentedMp4(path, (WIDTH, HEIGHT), True)
+    writer = FragmentedMp4(path, (WIDTH, HEIGHT), OPUS)
     timeline = Timeline()
     for frame in frame_source("h264", seconds, video, audio):
         for placed, at in timeline.push(frame):

@@ -3,8 +3,9 @@
 The spool is fragmented MP4 (an empty `moov`, then a `moof`+`mdat` every `fragment` seconds, each
 flushed to disk as it is cut), so a process killed at any moment leaves a file that plays up to its
 last complete fragment. H.264 arrives in Annex B; the muxer takes its parameter sets from the first
-keyframe (`delay_moov`) and stores length-prefixed NAL units. Opus needs an `OpusHead`, written here.
-Nothing is decoded or encoded on this path.
+keyframe (`delay_moov`) and stores length-prefixed NAL units. Opus needs an `OpusHead`, written here;
+AAC (from RTMP encoders) its AudioSpecificConfig, which comes with its frames. Nothing is decoded or
+encoded on this path.
 """
 
 from __future__ import annotations
@@ -27,10 +28,21 @@ def opus_head(channels: int = 2, pre_skip: int = 0) -> bytes:
     return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, pre_skip, AUDIO_RATE, 0, 0)
 
 
-class FragmentedMp4:
-    """Writes H.264 video and Opus audio, timed in seconds, to a fragmented MP4 file."""
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    codec: str  # "opus" (WebRTC) or "aac" (RTMP)
+    rate: int = AUDIO_RATE
+    config: bytes = b""  # AAC's AudioSpecificConfig
 
-    def __init__(self, path: Path, video: tuple[int, int] | None, audio: bool, fragment: float = 1.0) -> None:
+
+OPUS = AudioFormat("opus")
+
+
+class FragmentedMp4:
+    """Writes H.264 video and Opus or AAC audio, timed in seconds, to a fragmented MP4 file."""
+
+    def __init__(self, path: Path, video: tuple[int, int] | None, audio: AudioFormat | None,
+                 fragment: float = 1.0) -> None:
         """`video`: the picture size (from the first keyframe), None for audio only."""
         options = {
             "movflags": "empty_moov+default_base_moof+delay_moov",
@@ -44,13 +56,16 @@ class FragmentedMp4:
         if video is not None:
             self.video = self._out.add_mux_stream("h264", width=video[0], height=video[1])
             self.video.time_base = fractions.Fraction(1, VIDEO_RATE)
-        if audio:
-            self.audio = self._out.add_stream("libopus", rate=AUDIO_RATE, layout="stereo")
-            self.audio.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self._audio_rate = audio.rate if audio is not None else AUDIO_RATE
+        if audio is not None:
+            aac = audio.codec == "aac"
+            layout = "mono" if aac and len(audio.config) >= 2 and (audio.config[1] >> 3) & 0x0F == 1 else "stereo"
+            self.audio = self._out.add_stream("aac" if aac else "libopus", rate=audio.rate, layout=layout)
+            self.audio.time_base = fractions.Fraction(1, audio.rate)
             ctx = self.audio.codec_context
             ctx.time_base = self.audio.time_base
-            ctx.open()  # never fed: opened so the muxer gets its parameters, then given WebRTC's
-            ctx.extradata = opus_head()
+            ctx.open()  # never fed: opened so the muxer gets its parameters, then given the publisher's
+            ctx.extradata = audio.config if aac else opus_head()
         self._last_video: int | None = None
 
     def write_video(self, data: bytes, seconds: float, keyframe: bool) -> None:
@@ -66,7 +81,7 @@ class FragmentedMp4:
 
     def write_audio(self, data: bytes, seconds: float) -> None:
         if self.audio is not None:
-            self._mux(self.audio, data, round(seconds * AUDIO_RATE), True)
+            self._mux(self.audio, data, round(seconds * self._audio_rate), True)
 
     def _mux(self, stream: Any, data: bytes, pts: int, keyframe: bool) -> None:
         packet = av.Packet(data)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import av
 
-from recorder.mp4 import VIDEO_RATE, FragmentedMp4, MediaInfo, finalize, picture_size, thumbnail
+from recorder.mp4 import OPUS, VIDEO_RATE, AudioFormat, FragmentedMp4, MediaInfo, finalize, picture_size, thumbnail
 from recorder.priority import run_in_background
 from recorder.storage import Storage, StorageError, Upload, put_file
 from recorder.timeline import Timeline
@@ -37,6 +37,7 @@ LIVE_OBJECT = "live.mp4"
 MEDIA_OBJECT = "recording.mp4"
 THUMBNAIL_OBJECT = "thumbnail.jpg"
 UPLOAD_CHUNK = 4 * 1024 * 1024
+MAX_WAITING = 300  # frames placed while the writer waits to learn the audio's format
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +149,20 @@ class Recording:
         timeline = Timeline()
         writer: FragmentedMp4 | None = None
         transcoder: Vp8ToH264 | None = None
+        waiting: list[tuple[EncodedFrame, float]] = []  # placed before the writer could open
         try:
             while True:
                 item = self._queue.get()
                 placed = timeline.flush() if item is None else timeline.push(item)
                 if writer is None and placed:
-                    writer = self._open_writer(placed)
+                    waiting += placed
+                    # An audio track that never sends leaves its format unknown: Opus, as WebRTC's.
+                    writer = self._open_writer(waiting, final=item is None or len(waiting) > MAX_WAITING)
+                    if writer is None:
+                        if len(waiting) > MAX_WAITING:
+                            waiting.clear()  # no picture size either: start again at a later keyframe
+                        continue
+                    placed, waiting = waiting, []
                 if writer is None:
                     continue
                 for frame, seconds in placed:
@@ -180,7 +189,9 @@ class Recording:
                 log.info("recording %s: %d frames before the first keyframe or of a replaced connection skipped",
                          self.room, timeline_dropped)
 
-    def _open_writer(self, placed: list[tuple[EncodedFrame, float]]) -> FragmentedMp4 | None:
+    def _open_writer(self, placed: list[tuple[EncodedFrame, float]], final: bool) -> FragmentedMp4 | None:
+        """The spool's writer, once `placed` shows what it holds: the picture size from the first keyframe,
+        the audio's format from its first frame (None to wait for more, unless `final`)."""
         kinds = placed[0][0].kinds
         size = None
         if "video" in kinds:
@@ -188,7 +199,16 @@ class Recording:
             size = None if start is None else picture_size(start.codec, start.data)
             if size is None:
                 return None
-        return FragmentedMp4(self.spool, size, "audio" in kinds, self._options.fragment)
+        audio = None
+        if "audio" in kinds:
+            first = next((f for f, _ in placed if f.kind == "audio"), None)
+            if first is None and not final:
+                return None
+            if first is not None and first.codec == "aac":
+                audio = AudioFormat("aac", first.clock_rate, first.config)
+            else:
+                audio = OPUS
+        return FragmentedMp4(self.spool, size, audio, self._options.fragment)
 
     def _guarded(self, write: Callable[..., None], *args: object) -> None:
         try:

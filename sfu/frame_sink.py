@@ -1,9 +1,10 @@
 """The encoded-frame sink interface: depacketised frames of a room's tracks, for in-process consumers.
 
 The recorder, the HLS transcoder and the live thumbnails are such consumers, like any participant of
-the room. A frame is what the publisher encoded (H.264 in Annex B, VP8, Opus), never a decoded
-picture, and always whole: `sfu.frame_assembler` hands on no frame with a packet missing, nor one
-after such a frame until the next keyframe. It comes with what a consumer needs to place it in time:
+the room. A frame is what the publisher encoded (H.264 in Annex B, VP8, Opus; an RTMP encoder's AAC
+as AAC, its AudioSpecificConfig in `config`), never a decoded picture, and always whole:
+`sfu.frame_assembler` hands on no frame with a packet missing, nor one after such a frame until the
+next keyframe. It comes with what a consumer needs to place it in time:
 its RTP timestamp and the publisher's latest RTCP sender-report mapping for the track (shared by
 audio and video, so lip sync survives), and which publisher connection it came from (`source`; a
 takeover starts a new one).
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
     kind: str  # "audio" | "video"
-    codec: str  # "H264", "VP8", "opus"
+    codec: str  # "H264", "VP8", "opus", "aac"
     data: bytes
     rtp_timestamp: int
     clock_rate: int
@@ -33,6 +34,7 @@ class EncodedFrame:
     source: str  # the publisher connection (its session id); a new one means timestamps start afresh
     kinds: tuple[str, ...]  # every kind this publisher sends
     received_at: float  # this server's wall clock (time.time()) when the frame was complete
+    config: bytes = b""  # the codec's configuration where it is not in the frames (AAC's AudioSpecificConfig)
 
     def sender_time(self, mapping: ClockMapping | None = None) -> float | None:
         """The publisher's capture time of this frame in NTP seconds, from its sender report (or

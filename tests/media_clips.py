@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import os
+import struct
 import time
 from typing import Any
 
@@ -138,3 +139,22 @@ class EncodedAudioTrack(MediaStreamTrack):
         packet.time_base = fractions.Fraction(1, AUDIO_RATE)
         self._index += 1
         return packet
+
+
+def encode_aac(seconds: float, rate: int, layout: str) -> tuple[bytes, list[bytes]]:
+    """(AudioSpecificConfig, AAC-LC access units of 1024 samples) of a sine tone, as an RTMP encoder sends."""
+    import math
+
+    ctx: Any = av.CodecContext.create("aac", "w")
+    ctx.sample_rate, ctx.layout, ctx.format, ctx.bit_rate = rate, layout, "fltp", 128_000
+    ctx.time_base = fractions.Fraction(1, rate)
+    channels = 1 if layout == "mono" else 2
+    out: list[bytes] = []
+    for i in range(int(seconds * rate / 1024)):
+        frame = av.AudioFrame(format="fltp", layout=layout, samples=1024)
+        tone = struct.pack(f"<{1024}f", *(0.2 * math.sin(2 * math.pi * 440 * (i * 1024 + n) / rate) for n in range(1024)))
+        for plane in range(channels):
+            frame.planes[plane].update(tone)
+        frame.sample_rate, frame.pts, frame.time_base = rate, i * 1024, ctx.time_base
+        out.extend(bytes(p) for p in ctx.encode(frame))
+    return bytes(ctx.extradata), out

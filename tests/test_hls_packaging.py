@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from media_clips import encode_audio, encode_video
+from media_clips import encode_aac, encode_audio, encode_video
 
 from recorder.hls.boundaries import SegmentBoundaries
 from recorder.hls.cmaf import VIDEO_TIMESCALE
@@ -198,3 +198,36 @@ def test_a_rung_names_the_short_side_so_a_portrait_camera_gets_a_portrait_ladder
     assert portrait == [("source", 720, 1280), ("360p", 360, 640), ("180p", 180, 320)]
     small = [(r.name, r.width, r.height) for r in plan(parse_ladder("720p@2500,360p@800"), "VP8", 360, 640)]
     assert small == [("source", 360, 640)]  # nothing below the source: the source itself
+
+
+@pytest.mark.parametrize(("rate", "layout"), [(48_000, "stereo"), (44_100, "mono")])
+def test_an_rtmp_encoders_aac_is_kept_when_it_is_48_khz_stereo_and_resampled_once_otherwise(
+        rate: int, layout: str, tmp_path: Path) -> None:
+    video = encode_video("h264", frames=4 * FPS, gop=2 * FPS)
+    config, units = encode_aac(4.5, rate, layout)
+    timed = [(i / FPS, EncodedFrame("video", "H264", d, i * FRAME, VIDEO_TIMESCALE, is_keyframe_frame("H264", d), None,
+                                    "test", ("audio", "video"), 0.0)) for i, d in enumerate(video)]
+    timed += [(j * 1024 / rate, EncodedFrame("audio", "aac", d, j * 1024, rate, False, None, "test", ("audio", "video"),
+                                             0.0, config)) for j, d in enumerate(units)]
+    timed.sort(key=lambda t: t[0])
+    parts: list[Part] = []
+    inits: list[Init] = []
+
+    def collect(index: int, outputs: list[Output]) -> None:
+        for item in outputs:
+            (inits if isinstance(item, Init) else parts).append(item)  # type: ignore[arg-type]
+
+    transcoder = LadderTranscoder(parse_ladder("source"), LadderOptions(), collect, lambda: None)
+    for pts, frame in timed:
+        transcoder.push(frame, pts)
+    transcoder.finish()
+    media = b"".join(p.data for p in parts)
+    kept = sum(1 for unit in units[5:-20] if unit in media)
+    if rate == 48_000:  # the encoder's own frames, byte for byte
+        assert kept == len(units[5:-20]), kept
+    else:
+        assert kept == 0
+    whole = tmp_path / "all.mp4"
+    whole.write_bytes(inits[0].data + media)
+    audio = ffprobe_packets(whole)["audio"]
+    assert 3.9 <= sum(duration for _, duration in audio) <= 4.6  # the tone, all of it (the last part takes the rest)

@@ -1,6 +1,7 @@
 """RTMP ingest. In an SFU node: FFmpeg publishes H.264 and AAC over RTMP to our server, the node takes
 the room once the encoder said what it sends, and a WebRTC viewer (aiortc) decodes the video and hears
-the audio (AAC transcoded once to Opus); the room's frame sinks get frames PyAV decodes, in the order
+the audio (AAC transcoded once to Opus); the room's frame sinks get frames PyAV decodes (the AAC as
+it came), in the order
 sent, also from an encoder that sends B-frames (re-encoded without them). A second encoder on a live
 room reads why it was refused in its own log. In the whole
 server (`RTMP_PORT`): the stream key decides the channel, the channel goes live, WHEP and HLS play it,
@@ -128,9 +129,13 @@ async def test_an_rtmp_stream_plays_to_a_webrtc_viewer_and_feeds_the_sinks(
     pictures = [p for f in video for p in decoder.decode(av.Packet(f.data))]
     assert len(pictures) == len(video)  # each frame decodes as it comes: nothing held back to reorder
     assert all(p.pict_type != av.video.frame.PictureType.B for p in pictures)
-    opus = av.CodecContext.create("opus", "r")
-    samples = sum(frame.samples for f in audio for frame in opus.decode(av.Packet(f.data)))
-    assert abs(samples / 48_000 - 8.0) < 0.5, samples
+    # The AAC as the encoder sent it (for HLS and recordings), one frame of samples apart.
+    assert audio[0].codec == "aac" and audio[0].clock_rate == 44_100 and audio[0].config
+    assert {(b.rtp_timestamp - a.rtp_timestamp) & 0xFFFFFFFF for a, b in zip(audio, audio[1:])} == {1024}
+    aac = av.CodecContext.create("aac", "r")
+    aac.extradata = audio[0].config
+    samples = sum(frame.samples for f in audio for frame in aac.decode(av.Packet(f.data)))
+    assert abs(samples / 44_100 - 8.0) < 0.5, samples
     # One clock for both: a video frame and the audio captured with it map to the same sender time.
     assert video[0].sender_time() is not None and audio[0].sender_time() is not None
     assert abs(video[0].sender_time() - audio[0].sender_time()) < 0.2  # type: ignore[operator]

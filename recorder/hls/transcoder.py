@@ -3,7 +3,8 @@
 One decoder per stream, one scaler and one libx264 encoder per encoded rendition (tuned for live:
 zerolatency, no B-frames, constrained baseline so WebRTC viewers can take the same packets), and one
 AAC encoder whose output every rendition shares. The source's H.264 is passed through as the top
-rendition when the source is H.264.
+rendition when the source is H.264, and so is an RTMP encoder's AAC when it is 48 kHz stereo AAC-LC
+(other AAC is decoded and resampled for the one encoder, as WebRTC's Opus is).
 
 Segment boundaries are decided here, for all renditions at once (`boundaries.py`: at a publisher's
 keyframe asked for just in time when the source is passed through, every `segment` seconds
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import av
+from av.audio.resampler import AudioResampler
 from av.video.reformatter import VideoReformatter
 
 from recorder.hls.boundaries import SegmentBoundaries
@@ -122,7 +124,8 @@ class LadderTranscoder:
         self._boundaries: SegmentBoundaries | None = None
         self._broken = False  # a frame failed to decode: wait for the next keyframe
         self._force_key = False
-        self._opus: Any = None
+        self._audio_decoder: Any = None  # of the first audio frame's codec
+        self._resampler: AudioResampler | None = None  # to 48 kHz stereo, for audio that is not
         self._aac: Any = None
         self._audio_track: AudioTrack | None = None
         self.codec_errors = 0
@@ -135,7 +138,6 @@ class LadderTranscoder:
         self._has_video = "video" in kinds
         if "audio" in kinds:
             self._audio_track = AudioTrack(AAC_LC_48K_STEREO, bitrate=AAC_KBPS * 1000)
-            self._opus = av.CodecContext.create("opus", "r")
             aac: Any = av.CodecContext.create("aac", "w")
             aac.sample_rate, aac.layout, aac.format = AUDIO_TIMESCALE, "stereo", "fltp"
             aac.bit_rate = AAC_KBPS * 1000
@@ -215,11 +217,24 @@ class LadderTranscoder:
                     self._emit(index, packager.video(data, out_pts, key, boundary and key, size))
 
     def _audio(self, frame: EncodedFrame, pts: int) -> None:
+        if frame.codec == "aac" and frame.clock_rate == AUDIO_TIMESCALE and frame.config[:2] == AAC_LC_48K_STEREO:
+            for index, packager in enumerate(self._packagers):  # an RTMP encoder's AAC as it is
+                self._emit(index, packager.audio(frame.data, pts))
+            return
+        if self._audio_decoder is None:
+            self._audio_decoder = av.CodecContext.create("aac" if frame.codec == "aac" else "opus", "r")
+            if frame.codec == "aac":
+                self._audio_decoder.extradata = frame.config
         try:
-            pcm = list(self._opus.decode(av.Packet(frame.data)))
+            pcm = list(self._audio_decoder.decode(av.Packet(frame.data)))
         except av.FFmpegError:
             self.codec_errors += 1
             return
+        if pcm and (pcm[0].sample_rate != AUDIO_TIMESCALE or pcm[0].layout.name != "stereo"):
+            self._resampler = self._resampler or AudioResampler(format="fltp", layout="stereo", rate=AUDIO_TIMESCALE)
+            for decoded in list(pcm):
+                decoded.pts = None
+            pcm = [out for decoded in pcm for out in self._resampler.resample(decoded)]
         for chunk in pcm:
             chunk.pts = pts
             chunk.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)

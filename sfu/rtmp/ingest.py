@@ -34,7 +34,7 @@ from sfu.media_format import MediaFormat
 from sfu.publisher import Publisher
 from sfu.rtmp.flv import AAC, AVC, AvcConfig, FlvError, aac_config, audio_tag, avc_config, nal_units, video_tag
 from sfu.rtmp.reencode import WithoutBFrames
-from sfu.rtmp.rtp import OPUS_CLOCK, VIDEO_CLOCK, AacToOpus, H264Cutter, RtmpClock
+from sfu.rtmp.rtp import OPUS_CLOCK, VIDEO_CLOCK, AacTimes, AacToOpus, H264Cutter, RtmpClock
 from sfu.sender_reports import ClockMapping
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,10 @@ class RtmpPublisher(Publisher):
         self._time = RtmpClock()
         self._avc: AvcConfig | None = None
         self._video: H264Cutter | None = None
-        self._audio: AacToOpus | None = None
+        self._audio: AacToOpus | None = None  # for WebRTC viewers
+        self._aac: AacTimes | None = None  # the AAC as it came, for the sinks
+        self._aac_config = b""
+        self._aac_mapping: ClockMapping | None = None
         self._upstream = NoUpstream()  # an RTMP encoder takes no PLI or NACK
         self._reencoder: WithoutBFrames | None = None  # for H.264 with B-frames
         self.ingest = IngestRate()
@@ -223,16 +226,21 @@ class RtmpPublisher(Publisher):
                 return self.refuse(f"audio format {tag.format} cannot be forwarded; send AAC")
             if tag.packet == 0:
                 if self._audio is None and not self.ready:  # (audio that starts later than the video is left out)
-                    self._audio = AacToOpus(aac_config(tag.data), bytes(tag.data), AUDIO_PT)
+                    config = aac_config(tag.data)
+                    self._audio = AacToOpus(config, bytes(tag.data), AUDIO_PT)
+                    self._aac = AacTimes(self._time, config.sample_rate)
+                    self._aac_config = bytes(tag.data)
                 return None
         except FlvError as exc:
             return self.refuse(f"an audio tag that cannot be read: {exc}")
         if not self.ready or self._audio is None:
             return None
-        for packet, rtp_timestamp in self._audio.unit(tag.data, timestamp, self._time):
+        for packet, _ in self._audio.unit(tag.data, timestamp, self._time):
             self._forward("audio", (packet,))
-            if self._sinks.wanted(self.room):
-                self._deliver("audio", "opus", packet[12:], rtp_timestamp, OPUS_CLOCK, False)
+        if self._sinks.wanted(self.room) and self._aac is not None:  # the AAC itself, for HLS and recordings
+            frame = EncodedFrame("audio", "aac", bytes(tag.data), self._aac.stamp(timestamp), self._aac.rate, False,
+                                 self._aac_mapping, self.id, self.kinds, time.time(), self._aac_config)
+            self._sinks.deliver(self.room, frame)
 
     def end(self, reason: str) -> None:
         """The RTMP connection ended (the encoder stopped, or it was closed)."""
@@ -286,6 +294,8 @@ class RtmpPublisher(Publisher):
             assert cutter is not None
             feed.attach(_Keyframes(self) if kind == "video" else self._upstream, cutter.ssrc)
             feed.mapping = self._mappings[kind] = self._time.mapping(kind)
+        if self._aac is not None:
+            self._aac_mapping = self._aac.mapping()
 
     def track_mapping(self, kind: str) -> ClockMapping | None:
         return self._mappings.get(kind)

@@ -59,10 +59,43 @@ class RtmpClock:
     def audio(self, ms: int) -> int:
         return (self.audio_base + self._since_start(ms) * (OPUS_CLOCK // 1000)) & 0xFFFFFFFF
 
+    def ticks(self, ms: int, rate: int) -> int:
+        """RTMP time `ms` as ticks of a `rate` Hz clock from the stream's first tag."""
+        return round(self._since_start(ms) * rate / 1000)
+
     def mapping(self, kind: str) -> ClockMapping:
         """The track's clock at the stream's first tag, as if a sender report had said it then."""
         base, rate = (self.video_base, VIDEO_CLOCK) if kind == "video" else (self.audio_base, OPUS_CLOCK)
+        return self.mapping_at(base, rate)
+
+    def mapping_at(self, base: int, rate: int) -> ClockMapping:
         return ClockMapping(self._wall + NTP_EPOCH_OFFSET, base, rate, self._monotonic)
+
+
+class AacTimes:
+    """Each AAC access unit's timestamp at the AAC's own sample rate (how the recorder and the HLS
+    ladder take it, unchanged): one frame after the last, started again at the RTMP time whenever
+    that is more than `RESYNC_MS` away (RTMP's milliseconds alone would make frames 23 and 24 ms long)."""
+
+    def __init__(self, clock: RtmpClock, rate: int, frame: int = 1024) -> None:
+        self._clock = clock
+        self.rate = rate
+        self._frame = frame
+        self.base = random.getrandbits(32)
+        self._ticks = 0
+        self._next_ms: float | None = None
+
+    def stamp(self, ms: int) -> int:
+        if self._next_ms is None or abs(ms - self._next_ms) > RESYNC_MS:
+            self._ticks = self._clock.ticks(ms, self.rate)
+            self._next_ms = ms
+        timestamp = (self.base + self._ticks) & 0xFFFFFFFF
+        self._ticks += self._frame
+        self._next_ms += self._frame * 1000 / self.rate
+        return timestamp
+
+    def mapping(self) -> ClockMapping:
+        return self._clock.mapping_at(self.base, self.rate)
 
 
 class H264Cutter:

@@ -1,7 +1,7 @@
 """RTMP into the real server, watched in Chromium: FFmpeg publishes H.264 + AAC as OBS would (over
 RTMP without B-frames, over RTMPS with them), the studio and Settings show both URLs, a WHEP viewer on the
 watch page shows every frame in order and hears the audio, hls.js plays the ladder, and the recording
-decodes.
+(H.264 and the encoder's own AAC) decodes.
 
 The source's brightness counts its frames (up by one step a frame, wrapping every 32): the page reads
 it from each frame it shows, so a frame shown out of order or skipped is seen.
@@ -62,13 +62,14 @@ SHOWN = """(count) => new Promise((done) => {
 
 @contextmanager
 def encoder(key: str, bframes: int, scheme: str = "rtmp", seconds: int = 60) -> Iterator[subprocess.Popen[bytes]]:
-    """FFmpeg publishing a frame-counting picture and a tone, like OBS with x264 (keyframe every 2 s)."""
+    """FFmpeg publishing a frame-counting picture and a tone, like OBS with x264 (keyframe every 2 s) and
+    48 kHz stereo AAC."""
     process = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
          "-f", "lavfi", "-i", "color=c=black:size=640x360:rate=30,geq=lum='mod(N*8\\,256)':cb=128:cr=128",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
          "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-bf", str(bframes), "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-b:a", "128k", "-t", str(seconds), "-f", "flv",
+         "-c:a", "aac", "-ac", "2", "-b:a", "128k", "-t", str(seconds), "-f", "flv",
          f"{scheme}://127.0.0.1:{PORTS[scheme]}/live/{key}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -142,5 +143,6 @@ def test_an_rtmp_stream_plays_in_order_over_webrtc_and_hls_and_is_recorded(
     with urlopen(recording["playback_url"]) as response:
         target.write_bytes(response.read())
     info = probe(target)
-    assert info.codec("video") == "h264" and info.duration > 10, info
+    assert info.codec("video") == "h264" and info.codec("audio") == "aac" and info.duration > 10, info
+    assert abs(info.start("video") - info.start("audio")) < 0.1, info.streams
     assert decode_errors(target) == ""
