@@ -97,7 +97,7 @@ def server(**settings: str) -> Iterator[Running]:
     data = Path(tempfile.mkdtemp(prefix="tally-bench-"))
     env = {**os.environ, "DATA_DIR": str(data), "PORT": str(port), "HOST": "127.0.0.1", "DATABASE_URL": "",
            "BUS_URL": "memory://", "WEBRTC_HOST_ADDRESSES": "127.0.0.1", "JWT_SECRET": secrets.token_hex(32),
-           "LOG_LEVEL": "WARNING", "PUBLIC_URL": "", **settings}
+           "LOG_LEVEL": "WARNING", "PUBLIC_URL": "", "RTMP_PORT": "0", **settings}
     process = subprocess.Popen([sys.executable, "-m", "signaling.cli", "serve"], cwd=REPO, env=env,
                                stdout=open(data / "server.log", "wb"), stderr=subprocess.STDOUT)
     try:

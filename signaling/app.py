@@ -115,6 +115,29 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 
 
+class PortTaken(Exception):
+    """A port the settings name cannot be listened on (the words say which and why)."""
+
+
+async def _start_rtmp(rtmp: RtmpServer, settings: Settings) -> None:
+    """RTMP and RTMPS listeners. The default RTMP port may be taken by another program on a laptop:
+    then RTMP stays off, said in the log; a port the operator chose must be had."""
+    if settings.rtmp_port:
+        try:
+            await rtmp.start(settings.host, settings.rtmp_port, reuse_port=settings.rtmp_reuse_port)
+            log.info("RTMP ingest on rtmp://%s:%d/live", settings.host, settings.rtmp_port)
+        except OSError as exc:
+            if "rtmp_port" in settings.model_fields_set:
+                raise PortTaken(f"RTMP_PORT {settings.rtmp_port} cannot be listened on: {exc.strerror}") from None
+            log.warning("RTMP ingest is off: port %d cannot be had (%s); set RTMP_PORT", settings.rtmp_port, exc)
+    if settings.rtmps_port:
+        try:
+            await rtmp.start(settings.host, settings.rtmps_port, settings.rtmps_tls(), settings.rtmp_reuse_port)
+        except OSError as exc:
+            raise PortTaken(f"RTMPS_PORT {settings.rtmps_port} cannot be listened on: {exc.strerror}") from None
+        log.info("RTMPS ingest on rtmps://%s:%d/live", settings.host, settings.rtmps_port)
+
+
 async def _nothing() -> None:
     return None
 
@@ -328,12 +351,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.start()
             if worker is not None:
                 worker.start()
-            if rtmp is not None and settings.rtmp_port:
-                await rtmp.start(settings.host, settings.rtmp_port)
-                log.info("RTMP ingest on rtmp://%s:%d/live", settings.host, settings.rtmp_port)
-            if rtmp is not None and settings.rtmps_port:
-                await rtmp.start(settings.host, settings.rtmps_port, settings.rtmps_tls())
-                log.info("RTMPS ingest on rtmps://%s:%d/live", settings.host, settings.rtmps_port)
+            if rtmp is not None:
+                await _start_rtmp(rtmp, settings)
             if settings.media:
                 await control.start()
                 await relays.start()

@@ -117,12 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in ("serve", "node"):
         from cluster import NodeIdTaken
+        from signaling.app import PortTaken
 
         try:
             _serve(settings)
         except NodeIdTaken as exc:
             print(f"tally: {exc}", file=sys.stderr)
             return 3  # it would fail the same way again: supervisors do not start it again
+        except PortTaken as exc:
+            print(f"tally: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "cluster":
         import os
 

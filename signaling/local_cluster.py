@@ -3,7 +3,7 @@ own process, meeting on the machine's Redis and PostgreSQL.
 
 The supervisor applies migrations once, then runs `tally serve --media off` on PORT and `tally node`s on
 the ports after it (NODE_ID node-1, node-2, …, each with its own recording spool; one JWT key and one
-storage for all). A child that dies is started again after a pause that grows while it keeps dying;
+storage for all). The nodes share the RTMP(S) ports: the kernel hands each encoder to one of them. A child that dies is started again after a pause that grows while it keeps dying;
 SIGTERM or Ctrl-C stops every child with SIGTERM (each drains and exits) and then the supervisor.
 """
 
@@ -48,13 +48,20 @@ def plan(settings: Settings, nodes: int) -> list[Child]:
         "DATA_DIR": str(settings.data_dir),
         "AUTO_MIGRATE": "false",
     }
-    children = [Child("door", ("serve", "--media", "off"), {**shared, "PORT": str(settings.port), "NODE_ID": "door"})]
+    # The nodes share the RTMP port (the kernel gives each encoder to one of them); the door names it.
+    ingest = {"RTMP_PUBLIC_URL": settings.rtmp_public_url or (settings.ingest_url("rtmp", settings.rtmp_port)
+                                                               if settings.rtmp_port else ""),
+              "RTMPS_PUBLIC_URL": settings.rtmps_public_url or (settings.ingest_url("rtmps", settings.rtmps_port)
+                                                                 if settings.rtmps_port else "")}
+    children = [Child("door", ("serve", "--media", "off"),
+                      {**shared, **ingest, "PORT": str(settings.port), "NODE_ID": "door"})]
     for n in range(1, nodes + 1):
         children.append(Child(f"node-{n}", ("node",), {
             **shared,
             "PORT": str(settings.port + n),
             "NODE_ID": f"node-{n}",
             "RECORDING_SPOOL_DIR": str(settings.resolved_spool_dir / f"node-{n}"),
+            "RTMP_REUSE_PORT": "true",
         }))
     children.append(Child("worker", ("worker",), {**shared, "NODE_ID": "worker"}))
     return children

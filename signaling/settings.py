@@ -109,9 +109,13 @@ class Settings(BaseSettings):
         default=8_000_000, ge=0, description="Bits per second a publisher may send (told in the answer; 0: no ceiling)."
     )
     rtmp_port: int = Field(
-        default=0, ge=0, le=65535,
+        default=1935, ge=0, le=65535,
         description="TCP port of the RTMP ingest on a media process (rtmp://HOST:PORT/live, the stream key as the "
-                    "stream name); 0: off. Under way: off by default until the rest of RTMP lands.",
+                    "stream name); 0: off. Left at its default and taken by another program, RTMP is off (logged).",
+    )
+    rtmp_reuse_port: bool = Field(
+        default=False, description="Several media processes on one host share the RTMP(S) ports (SO_REUSEPORT: the "
+                                   "kernel spreads encoders over them); `tally cluster` sets it for its nodes.",
     )
     rtmp_public_url: str = Field(
         default="", description="The RTMP server URL encoders are told (default: rtmp://<public host>:RTMP_PORT/live "
@@ -286,7 +290,7 @@ class Settings(BaseSettings):
             return self.rtmp_public_url.rstrip("/")
         if not (self.media and self.rtmp_port):
             return ""
-        return self._ingest_url("rtmp", self.rtmp_port)
+        return self.ingest_url("rtmp", self.rtmp_port)
 
     @property
     def resolved_rtmps_url(self) -> str:
@@ -295,8 +299,9 @@ class Settings(BaseSettings):
             return self.rtmps_public_url.rstrip("/")
         if not (self.media and self.rtmps_port):
             return ""
-        return self._ingest_url("rtmps", self.rtmps_port)
+        return self.ingest_url("rtmps", self.rtmps_port)
 
-    def _ingest_url(self, scheme: str, port: int) -> str:
+    def ingest_url(self, scheme: str, port: int) -> str:
+        """`scheme://<public host>:port/live`, where encoders publish."""
         host = urlsplit(self.resolved_public_url).hostname or self.host
         return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}/live"

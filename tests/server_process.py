@@ -65,6 +65,7 @@ def server_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
         "BUS_URL": "memory://",
         "WEBRTC_HOST_ADDRESSES": "127.0.0.1",  # aioice skips loopback unless told (TESTING.md)
         "PUBLISHER_TIMEOUT": "3",
+        "RTMP_PORT": "0",  # servers that take RTMP are given a free port
         **settings,
     }
 

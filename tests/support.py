@@ -77,6 +77,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         argon2_time_cost=1,
         argon2_memory_cost=8,
         public_url="http://tally.test",
+        rtmp_port=0,  # tests that want RTMP pick a free port
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

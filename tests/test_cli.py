@@ -48,3 +48,36 @@ def test_rtmps_without_a_usable_certificate_stops_the_start_with_why(tmp_path: P
     env |= {"RTMPS_CERT": str(tmp_path / "cert.pem"), "RTMPS_KEY": str(tmp_path / "missing.pem")}
     result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "RTMPS_CERT/RTMPS_KEY cannot be loaded" in result.stderr, result.stderr
+
+
+def test_rtmp_is_on_by_default_and_a_taken_default_port_only_turns_it_off(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from server_process import server_env, tally as tally_command
+    from support import free_port, wait_ready
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("127.0.0.1", 1935))
+        except OSError:
+            pass  # another program has it: the same case
+        taken.listen()
+        port = free_port()
+        env = server_env(tmp_path, port)
+        del env["RTMP_PORT"]  # the default, 1935
+        log = tmp_path / "server.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(tally_command("serve"), env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", process, log)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0, log.read_text()
+        assert "RTMP ingest is off: port 1935 cannot be had" in log.read_text()
+        # Asked for by name, the port must be had.
+        env["RTMP_PORT"] = "1935"
+        result = subprocess.run(tally_command("serve"), env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "tally: RTMP_PORT 1935 cannot be listened on" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

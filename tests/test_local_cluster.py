@@ -1,5 +1,6 @@
 """`tally cluster`: one command runs a front door and media nodes on this machine, keeps them running
-and stops them all on SIGTERM."""
+and stops them all on SIGTERM. The nodes share one RTMP port: an encoder goes live on one of them, and
+the door tells encoders the URL."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from http_client import Client
 from redis_server import redis_server
 from server_process import REPO_ROOT, server_env, tally
 from support import free_port, wait_ready
+from test_rtmp_session import ffmpeg
 
 
 def children(pid: int) -> dict[str, int]:
@@ -44,8 +46,9 @@ def test_a_cluster_needs_redis_and_postgresql() -> None:
 async def test_one_command_runs_a_door_and_nodes_restarts_a_dead_node_and_stops_them_all(
         tmp_path: Path, database_url: str) -> None:
     with redis_server(tmp_path) as redis:
-        port = _three_free_ports()
-        env = server_env(tmp_path / "var", port, BUS_URL=redis.url, DATABASE_URL=database_url, JWT_SECRET="")
+        port, rtmp = _three_free_ports(), free_port()
+        env = server_env(tmp_path / "var", port, BUS_URL=redis.url, DATABASE_URL=database_url, JWT_SECRET="",
+                         RTMP_PORT=str(rtmp))
         log = tmp_path / "cluster.log"
         with log.open("wb") as out:
             supervisor = subprocess.Popen(tally("cluster", "--nodes", "2"), cwd=REPO_ROOT, env=env,
@@ -66,6 +69,20 @@ async def test_one_command_runs_a_door_and_nodes_restarts_a_dead_node_and_stops_
                     return sorted(await started()) == ["node-1", "node-2"]
 
                 await _until(both, 30, "both nodes in the registry")
+                # RTMP: the door names the nodes' shared port; FFmpeg goes live through it.
+                stream_key = await door.broadcaster("caster")
+                _, login = await door.call("POST", "/api/auth/login", {"username": "caster", "password": "correct horse"})
+                _, shown = await door.call("GET", "/api/me/stream-key", token=login["access_token"])
+                assert shown["rtmp_url"] == f"rtmp://127.0.0.1:{rtmp}/live", shown
+                encoder = asyncio.ensure_future(ffmpeg(f"{shown['rtmp_url']}/{stream_key}", seconds=4.0, bframes=0))
+
+                async def live() -> bool:
+                    assert not encoder.done(), encoder.result()[1][-2000:]
+                    return bool((await door.call("GET", "/api/channels/caster"))[1]["is_live"])
+
+                await _until(live, 20, "the RTMP stream live")
+                code, encoded = await encoder
+                assert code == 0, encoded[-2000:]
                 first = await started()
                 processes = children(supervisor.pid)
                 assert set(processes) == {"door", "node-1", "node-2", "worker"}, processes

@@ -335,11 +335,12 @@ class RtmpServer:
         self.refused = 0  # connections turned away by the limits
         self._retired_bytes = 0  # received by connections that closed
 
-    async def start(self, host: str, port: int, ssl: Any = None) -> int:
-        """Listen on `port` (0: any free one, returned); with an `ssl` context, for RTMPS. Call it once
-        per listener (RTMP and RTMPS share the connection limit)."""
+    async def start(self, host: str, port: int, ssl: Any = None, reuse_port: bool = False) -> int:
+        """Listen on `port` (0: any free one, returned); with an `ssl` context, for RTMPS; with
+        `reuse_port`, beside other processes on the same port. Call it once per listener (RTMP and RTMPS
+        share the connection limit)."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self._connection, host, port, ssl=ssl,
+        server = await loop.create_server(self._connection, host, port, ssl=ssl, reuse_port=reuse_port or None,
                                           ssl_handshake_timeout=self._limits.handshake_timeout if ssl else None)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
