@@ -276,3 +276,60 @@ async def test_audio_announced_in_the_metadata_is_waited_for_when_its_header_com
     await _until(lambda: bool(events.started))
     assert sorted(f.mime_type for f in events.started[0]) == ["audio/opus", "video/H264"]  # type: ignore[attr-defined]
     publisher.end("the encoder stopped")
+
+
+async def test_an_encoder_that_drops_and_comes_back_takes_its_stream_over_and_the_viewers_stay(
+        rtmp: tuple[SfuNode, Events, int]) -> None:
+    node, events, port = rtmp
+    url = f"rtmp://127.0.0.1:{port}/live/key"
+    first = asyncio.ensure_future(ffmpeg(url, seconds=30.0, bframes=0))
+    viewer = Peer.viewer()
+    second: asyncio.Future[tuple[int, str]] | None = None
+    try:
+        await _until(lambda: node.is_live(ROOM) or first.done())
+        session, answer = await node.subscribe(ROOM, await viewer.offer(), None)
+        await viewer.answer(answer)
+        await viewer.wait_frames(30, timeout=15)
+        first.cancel()  # the encoder is killed: its connection drops without a word
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.sleep(2.2)  # OBS reconnects after 2 s by default
+        assert node.is_live(ROOM) and not events.ended  # the stream waits for it
+        before = viewer.frames
+        second = asyncio.ensure_future(ffmpeg(url, seconds=4.0, bframes=0))
+        await _until(lambda: viewer.frames >= before + 60 or second.done())  # the same viewer session
+        assert viewer.frames >= before + 60, (second.result()[1][-2000:] if second.done() else "")
+        assert len(events.started) == 1 and not events.ended  # one stream all along
+        code, log = await second
+        assert code == 0, log[-2000:]
+        await _until(lambda: bool(events.ended))  # it stopped with a word: the stream ends at once
+    finally:
+        for encoder in (first, second):
+            if encoder is not None:
+                encoder.cancel()
+                await asyncio.gather(encoder, return_exceptions=True)
+        await viewer.close()
+
+
+async def test_an_encoder_that_drops_and_does_not_come_back_ends_its_stream_after_the_publisher_timeout() -> None:
+    events = Events()
+    node = SfuNode(NodeSettings(ice=internals.IcePlan(("127.0.0.1",)), publisher_timeout=1.0), events)
+    await node.start()
+
+    async def authorize(app: str, key: str, address: str) -> Publisher:
+        return node.rtmp_publisher(ROOM, "caster", address)
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    encoder = asyncio.ensure_future(ffmpeg(f"rtmp://127.0.0.1:{port}/live/key", seconds=30.0, bframes=0))
+    try:
+        await _until(lambda: node.is_live(ROOM) or encoder.done())
+        encoder.cancel()
+        await asyncio.gather(encoder, return_exceptions=True)
+        dropped = time.monotonic()
+        await _until(lambda: bool(events.ended), timeout=5)
+        assert 0.8 < time.monotonic() - dropped < 3.0 and not node.is_live(ROOM)
+    finally:
+        encoder.cancel()
+        await asyncio.gather(encoder, return_exceptions=True)
+        await server.close()
+        await node.close()

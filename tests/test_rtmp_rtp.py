@@ -126,3 +126,11 @@ def test_the_ingest_rate_counts_the_last_whole_seconds_and_forgets_older_ones() 
     for i in range(60):  # a stream two seconds old is averaged over those two
         young.add(100 + i / 30, 1000, True)
     assert young.per_second(102.5) == (30 * 1000 * 8, 30)
+
+
+def test_audio_the_server_cannot_forward_is_named_in_words() -> None:
+    from sfu.rtmp.ingest import audio_name
+
+    assert audio_name(2, b"\xff\xfb\x90\x00") == "MP3"
+    assert audio_name(9, b"Opus") == "enhanced RTMP 'Opus'"
+    assert audio_name(12, b"") == "format 12"

@@ -41,7 +41,7 @@ class Collected:
     def on_video(self, timestamp: int, payload: bytes) -> None:
         self.video.append((timestamp, payload))
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: str, lost: bool = False) -> None:
         self.ended = reason
 
 

@@ -45,6 +45,17 @@ DEFAULT_KBPS = 4000  # the re-encode's ceiling when the encoder's metadata names
 AUDIO_WAIT_MS = 2000  # video the room waits through for an AAC header the metadata announced
 
 
+_AUDIO_FORMATS = {0: "linear PCM", 1: "ADPCM", 2: "MP3", 3: "linear PCM", 4: "Nellymoser", 5: "Nellymoser",
+                  6: "Nellymoser", 7: "G.711 A-law", 8: "G.711 mu-law", 11: "Speex", 14: "MP3"}
+
+
+def audio_name(sound_format: int, after: bytes) -> str:
+    """An FLV audio tag's format in words; enhanced RTMP's (format 9) by the FourCC that follows."""
+    if sound_format == 9 and len(after) == 4:
+        return f"enhanced RTMP {after.decode('ascii', 'replace')!r}"
+    return _AUDIO_FORMATS.get(sound_format, f"format {sound_format}")
+
+
 def refusal(exc: Exception) -> str:
     """Words for an encoder's log about why the node will not take its stream."""
     if isinstance(exc, AlreadyPublishing):
@@ -223,7 +234,8 @@ class RtmpPublisher(Publisher):
         try:
             tag = audio_tag(payload)
             if tag.format != AAC:
-                return self.refuse(f"audio format {tag.format} cannot be forwarded; send AAC")
+                return self.refuse(f"audio in {audio_name(tag.format, bytes(tag.data[:4]))} cannot be forwarded; "
+                                   "send AAC")
             if tag.packet == 0:
                 if self._audio is None and not self.ready:  # (audio that starts later than the video is left out)
                     config = aac_config(tag.data)
@@ -242,12 +254,19 @@ class RtmpPublisher(Publisher):
                                  self._aac_mapping, self.id, self.kinds, time.time(), self._aac_config)
             self._sinks.deliver(self.room, frame)
 
-    def end(self, reason: str) -> None:
-        """The RTMP connection ended (the encoder stopped, or it was closed)."""
-        if not self.ended:
-            self.ended = True
+    def end(self, reason: str, lost: bool = False) -> None:
+        """The RTMP connection ended: the encoder stopped, or it was closed, or (`lost`) it dropped.
+        A live stream whose encoder dropped stays, silent, as a WebRTC publisher's would: an encoder
+        that connects again after `takeover_after` takes it over and the viewers stay; nobody coming
+        back ends it after `publisher_timeout` (the node's timer)."""
+        if self.ended:
+            return
+        self.ended = True
+        if lost and self.ready:
+            log.info("rtmp publisher %s in %s: %s; the stream waits for it", self.id[:8], self.room, reason)
+        else:
             self._on_end(self, reason)
-            self._settle()
+        self._settle()
 
     def _settle(self) -> None:
         if not self._settled:

@@ -73,7 +73,9 @@ class Publisher(Protocol):
 
     def on_video(self, timestamp: int, payload: bytes) -> None: ...
 
-    def end(self, reason: str) -> None: ...
+    def end(self, reason: str, lost: bool = False) -> None:
+        """The publishing is over; `lost`: the connection dropped without the encoder saying it stopped
+        (it may come back)."""
 
 
 # (app, stream key, the encoder's address) -> where its media goes, or Refused
@@ -148,7 +150,7 @@ class RtmpConnection(asyncio.Protocol):
             self._send(CONTROL_CSID, Message(ACKNOWLEDGEMENT, 0, 0, struct.pack(">I", self._reader.received & 0xFFFFFFFF)))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._finish("the encoder disconnected")
+        self._finish("the encoder disconnected", lost=True)
 
     # --- the handshake ---
 
@@ -309,10 +311,10 @@ class RtmpConnection(asyncio.Protocol):
             self._transport.close()
         self._finish(reason)
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, lost: bool = False) -> None:
         publisher, self.publisher = self.publisher, None
         if publisher is not None:
-            publisher.end(reason)
+            publisher.end(reason, lost)
         if self.closed:
             return
         self.closed = True
