@@ -333,3 +333,20 @@ async def test_an_encoder_that_drops_and_does_not_come_back_ends_its_stream_afte
         await asyncio.gather(encoder, return_exceptions=True)
         await server.close()
         await node.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_account_no_longer_allowed_to_broadcast_is_refused_in_words(
+        app_factory: Callable[..., web.Application], clock: object) -> None:
+    from signaling.auth.roles import Role
+
+    port = free_port()
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], rtmp_port=port)
+    async with TestClient(TestServer(app)) as client:
+        api = Api(client, app[SERVICES], clock)  # type: ignore[arg-type]
+        name, token = await api.user()
+        _, shown, _ = await api.call("GET", "/api/me/stream-key", token=token)
+        await api.services.accounts.set_role(name, Role.parse("viewer"))  # an admin took the role away
+        code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/{shown['key']}", seconds=1.0, bframes=0)
+        assert code != 0 and "publishing needs the broadcaster role" in log, log[-2000:]
+        assert not api.services.node.is_live(name)
