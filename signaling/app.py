@@ -29,7 +29,7 @@ from signaling.api.chat_api import ChatApi
 from signaling.api.hls_api import HlsApi
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
-from signaling.api.metrics import HttpMetrics
+from signaling.api.metrics import HttpMetrics, register_spool_metrics
 from signaling.api.oidc_api import OidcApi
 from signaling.api.openapi import build_openapi
 from signaling.api.ops_api import OpsApi
@@ -216,6 +216,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         streams,
     )
     register_sfu_metrics(metrics.registry, node)
+    register_spool_metrics(metrics.registry, settings.resolved_spool_dir)
     chat = ChatService(
         db, bus, limiter, ChatRules(max_length=settings.chat_max_length, posts_per_period=settings.chat_posts_per_10s), clock
     )

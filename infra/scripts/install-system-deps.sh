@@ -10,6 +10,7 @@ command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)  # the CDN edge in tests
 command -v npm >/dev/null || need+=(npm)  # hls.js for the watch page
+command -v promtool >/dev/null || need+=(prometheus)  # the shipped monitoring config, checked and run
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

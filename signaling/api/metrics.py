@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -51,3 +53,22 @@ class HttpMetrics:
         response = web.Response(body=generate_latest(self.registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+
+def register_spool_metrics(registry: CollectorRegistry, spool: Path) -> None:
+    """The disk under the recording spool, read when scraped (recordings stop when it fills)."""
+
+    def usage() -> tuple[int, int]:
+        folder = spool
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # not made yet: the disk it will be on
+        try:
+            total, _, free = shutil.disk_usage(folder)
+        except OSError:
+            return 0, 0
+        return total, free
+
+    Gauge("tally_recording_spool_size_bytes", "size of the disk under the recording spool",
+          registry=registry).set_function(lambda: usage()[0])
+    Gauge("tally_recording_spool_free_bytes", "free space on the disk under the recording spool",
+          registry=registry).set_function(lambda: usage()[1])
