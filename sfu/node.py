@@ -53,6 +53,7 @@ from sfu.room import Room
 from sfu.sdp_fragment import SdpFragment
 from sfu.session import Session
 from sfu.subscriber import Subscriber
+from telemetry.context import SESSION, STREAM
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +359,7 @@ class SfuNode:
         self._refuse_if_held(room_name)
         self._admit(client, viewer=False)
         publisher = Publisher(room_name, user, self._clock, self.sinks, client)
+        SESSION.set(publisher.id)
         try:
             answer = await publisher.negotiate(offer, self.gathering, self.settings.max_publish_bitrate)
             if self._closing or self._draining:
@@ -422,6 +424,9 @@ class SfuNode:
             room = self.rooms[room_name] = Room(room_name, secrets.token_hex(8), self._clock)
             stream, formats = room.stream, list(publisher.formats.values())
             self._emit(lambda: self.events.stream_started(room_name, stream, user, formats))
+            STREAM.set(room.stream)
+            log.info("room %s: stream %s starts (%s publisher %s)", room_name, room.stream, publisher.kind,
+                     publisher.id[:8])
         room.install(publisher)
         self.sessions[publisher.id] = publisher
         if previous is not None:
@@ -443,6 +448,8 @@ class SfuNode:
         self._admit(client, viewer=viewer, relay=relay)
         feeds = room.feeds
         subscriber = Subscriber(room_name, user, self._clock, client, relay=relay)
+        SESSION.set(subscriber.id)
+        STREAM.set(room.stream)
         subscriber.on_layer_step = self._step_layer
         room.joining += 1  # a relay's room does not end for want of viewers while one joins
         self._relays_joining += relay

@@ -30,6 +30,7 @@ from signaling.api.hls_api import HlsApi
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.api.metrics import HttpMetrics, register_spool_metrics
+from signaling.api.request_ids import answer_with_request_id, request_ids
 from signaling.api.oidc_api import OidcApi
 from signaling.api.openapi import build_openapi
 from signaling.api.ops_api import OpsApi
@@ -175,10 +176,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     metrics = HttpMetrics(CollectorRegistry())
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[metrics.middleware, cors_middleware, not_found_pages(settings.web_root, _media_origins(settings)),
+        middlewares=[request_ids, metrics.middleware, cors_middleware, not_found_pages(settings.web_root, _media_origins(settings)),
                      problems_middleware, security_headers],
     )
     app[MAX_BODY] = settings.max_body_bytes
+    app.on_response_prepare.append(answer_with_request_id)
     db = Database(settings.resolved_database_url)
     bus = open_bus(settings.bus_url)
     limiter = open_rate_limiter(settings.bus_url, clock)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bus import is_shared
 from signaling.settings import Settings
+from telemetry.logs import configure as configure_logging
 
 
 def _raise_open_file_limit() -> None:
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # say which setting is wrong, without a traceback
         print(f"tally: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, settings.resolved_node_id)
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin start-up lines are noise
     if args.command == "node" and not is_shared(settings.bus_url):

@@ -168,6 +168,8 @@ class Settings(BaseSettings):
         description="Run a media node in this process; off, WHIP/WHEP sessions go to the cluster's nodes (BUS_URL).",
     )
     log_level: str = "INFO"
+    log_format: str = Field(default="text", description="text, or json: one JSON object per line with the "
+                                                        "request, user, channel, stream, session and node ids")
 
     @field_validator("hls_ladder")
     @classmethod
@@ -251,6 +253,13 @@ class Settings(BaseSettings):
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"RTMPS_CERT/RTMPS_KEY cannot be loaded: {exc}") from None
         return context
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
+        return value
 
     @field_validator("default_role")
     @classmethod

@@ -26,6 +26,7 @@ from signaling.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from telemetry.context import USER
 
 B = TypeVar("B")
 MAX_BODY = web.AppKey("max_body_bytes", int)
@@ -178,6 +179,8 @@ def route(endpoint: Endpoint, authenticator: Authenticator) -> Callable[[web.Req
     async def handle(request: web.Request) -> web.StreamResponse:
         # Endpoints with their own credentials (a WHIP stream key, a session URL) read them themselves.
         principal = None if own_auth else await authenticator.principal(request)
+        if principal is not None:
+            USER.set(principal.username)
         minimum = endpoint.access.min_role
         if minimum is not None:
             if principal is None:

@@ -10,6 +10,7 @@ WHEP is open for public channels, and a bearer access token binds the viewer to 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -56,14 +57,17 @@ from signaling.errors import (
     UnsupportedMediaType,
 )
 from signaling.settings import Settings
+from telemetry.context import CHANNEL, SESSION, USER
+
+log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match, X-Request-Id",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After, X-Request-Id",
     "Access-Control-Max-Age": "600",
 }
 STREAM_KEY_OR_OWNER = Access(None, "bearer stream key of the channel, or an access token of its owner")
@@ -195,18 +199,25 @@ class WebRtcApi:
         await self._limit(request, "whip", self._settings.rate_whip_per_minute)
         if token is None:
             raise Unauthorized("WHIP needs 'Authorization: Bearer <stream key or access token>'")
+        CHANNEL.set(name)
         owner = await self._authorize_publisher(name, token)
+        USER.set(owner)
         offer = await _read_body(request, SDP)
         ticket = await self._media.publish(name, offer, owner, self._client(request))
+        SESSION.set(ticket.session)
+        log.info("whip: %s publishes to %s", owner, name)
         return self._created("whip", name, ticket.session, ticket.etag, ticket.answer)
 
     async def play(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
         name = name_param(request, "channel")
+        CHANNEL.set(name)
         await self._limit(request, "whep", self._settings.rate_whep_per_minute)
         await self._channels.get(name)  # 404 for a channel that does not exist
         offer = await _read_body(request, SDP)
         ticket = await self._media.subscribe(name, offer, call.principal, self._client(request))
+        SESSION.set(ticket.session)
+        log.info("whep: a viewer of %s", name)
         return self._created("whep", name, ticket.session, ticket.etag, ticket.answer)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:
