@@ -14,6 +14,7 @@ from aiohttp import web
 from telemetry.context import FIELDS, REQUEST_ID
 
 HEADER = "X-Request-Id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -22,7 +23,7 @@ async def request_ids(request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     given = request.headers.get(HEADER, "")
     request_id = given if _SANE.fullmatch(given) else uuid.uuid4().hex
-    request[HEADER] = request_id
+    request[REQUEST_ID_KEY] = request_id
     # A keep-alive connection handles its requests in one task: nothing of the last request's ids stays.
     tokens: list[tuple[object, Token[str]]] = [(variable, variable.set("")) for variable in FIELDS.values()]
     REQUEST_ID.set(request_id)
@@ -35,6 +36,6 @@ async def request_ids(request: web.Request,
 
 async def answer_with_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every answer, errors and files included, names its request."""
-    request_id = request.get(HEADER)
+    request_id = request.get(REQUEST_ID_KEY)
     if request_id:
         response.headers[HEADER] = request_id
