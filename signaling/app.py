@@ -29,6 +29,9 @@ from signaling.api.chat_api import ChatApi
 from signaling.api.hls_api import HlsApi
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
+from signaling.analytics.audience import AudienceRollup
+from signaling.analytics.report import ChannelAnalytics
+from signaling.api.analytics_api import AnalyticsApi
 from signaling.api.metrics import HttpMetrics, register_spool_metrics
 from signaling.api.request_ids import answer_with_request_id, request_ids
 from signaling.api.oidc_api import OidcApi
@@ -111,6 +114,7 @@ class Services:
     hls: HlsService
     notifications: NotificationService
     worker: Worker | None
+    audience: AudienceRollup
 
 
 SERVICES = web.AppKey("services", Services)
@@ -199,6 +203,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     worker = notifications.worker(clock, name=f"{settings.resolved_node_id}:worker") if settings.resolved_run_worker else None
     streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock),
                             notifications.rules)
+    audience = AudienceRollup(db, streams.hls_audience, clock)
+    if settings.media:  # a stream's origin rolls its audience up
+        streams.watchers.append(audience)
+        streams.on_viewers = audience.observe
     ice = aiortc_internals.IcePlan(
         tuple(settings.webrtc_host_addresses), tuple(settings.webrtc_announced_addresses), settings.udp_port_range
     )
@@ -315,6 +323,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         WebRtcApi(media, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
+        AnalyticsApi(ChannelAnalytics(db, clock)),
         HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
         ScheduleApi(ScheduleService(db, clock, notifications.rules), settings),
         NotificationsApi(notifications.service, notifications.webhooks, notifications.push, notifications.email),
@@ -329,7 +338,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     add_web_routes(app, settings.web_root, _media_origins(settings), channels.exists)
     app[SERVICES] = Services(
         settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings,
-        hls, notifications.service, worker,
+        hls, notifications.service, worker, audience,
     )
 
     steps = ShutdownSteps()
@@ -357,6 +366,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             if rtmp is not None:
                 await _start_rtmp(rtmp, settings)
             if settings.media:
+                audience.start()
                 await control.start()
                 await relays.start()
                 announcer.start()
@@ -373,6 +383,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 ("relays", relays.close), ("rtmp", rtmp.close if rtmp is not None else _nothing),
                 ("rtmp claims", rtmp_gate.close),
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end
+                ("audience", audience.close),  # its last minutes written while the database is there
                 ("recordings", recordings.close),  # before the node: recordings are written to their end first
                 ("hls", hls.close), ("hls relay", relay.close), ("hub", hub.close), ("node", node.close),
                 ("storage", storage.close),  # after the node: its last stream events still remove live pictures

@@ -92,6 +92,8 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/me/notification-settings"): SIGNED_IN,
     ("PUT", "/api/me/notification-settings"): SIGNED_IN,
     ("GET", "/api/channels/{name}/webhooks"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("GET", "/api/channels/{name}/analytics"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("GET", "/api/channels/{name}/analytics.csv"): BROADCASTER_UP,
     ("POST", "/api/channels/{name}/webhooks"): BROADCASTER_UP,
     ("DELETE", "/api/channels/{name}/webhooks/{id}"): BROADCASTER_UP,
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,

@@ -522,3 +522,31 @@ class PushSubscribedOut(BaseModel):
 
 class PushKeyOut(BaseModel):
     public_key: str = Field(description="The VAPID public key (base64url, uncompressed P-256 point): PushManager.subscribe's applicationServerKey.")
+
+
+class AudienceMinuteOut(BaseModel):
+    minute: datetime
+    webrtc: int = Field(description="Peak WebRTC viewers in the minute.")
+    hls: int = Field(description="Peak HLS viewers in the minute.")
+
+
+class WatchTimeOut(BaseModel):
+    total: float = Field(description="Seconds watched, all viewers together.")
+    webrtc: float
+    hls: float
+
+
+class AnalyticsOut(BaseModel):
+    channel: str
+    days: int
+    since: datetime
+    streams: int = Field(description="Streams live at some time in the period.")
+    live_seconds: float
+    peak_concurrent: int = Field(description="The largest minute's viewers (WebRTC and HLS peaks added).")
+    average_concurrent: float = Field(description="Seconds watched over seconds live.")
+    watch_seconds: WatchTimeOut
+    average_watch_per_live_minute: float = Field(description="Seconds watched per minute live.")
+    chat_messages: int
+    chatters: int
+    new_followers: int
+    minutes: list[AudienceMinuteOut] = Field(description="Concurrent viewers per minute live, oldest first.")

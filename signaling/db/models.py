@@ -137,6 +137,22 @@ class StreamSession(Base):
     peak_viewers: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class AudienceMinute(Base):
+    """How many watched a stream in one minute over one transport (webrtc, hls): the minute's peak and
+    its viewer-seconds. Analytics read these rollups, one row per stream, minute and transport, never a
+    row per viewer."""
+
+    __tablename__ = "audience_minutes"
+    __table_args__ = (Index("ix_audience_minutes_channel_minute", "channel_id", "minute"),)
+
+    stream_id: Mapped[str] = mapped_column(ForeignKey("stream_sessions.id", ondelete="CASCADE"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    transport: Mapped[str] = mapped_column(String(8), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    peak: Mapped[int] = mapped_column(Integer, default=0)
+    viewer_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
 class ChatMessage(Base):
     """One chat post. The id orders a channel's conversation; deleted posts keep their row."""
 

@@ -46,6 +46,8 @@ class StreamService:
         self._told_at: dict[str, float] = {}  # channel -> when HLS newcomers were last told (bounded)
         # Is the channel claimed by another node (its stream went on there)? Set in a cluster.
         self.claimed_elsewhere: Callable[[str], Awaitable[bool]] | None = None
+        # Told every WebRTC count of a stream live here (the analytics' per-minute rollup).
+        self.on_viewers: Callable[[str, str, int], None] | None = None
         self._db = db
         self._bus = bus
         self._node = node_id
@@ -193,6 +195,8 @@ class StreamService:
     async def viewers_changed(self, room: str, stream: str, viewers: int) -> None:
         """The node tells at most one count per stream per second, however many come and go. The channel
         keeps its WebRTC viewers; its pages hear them with the HLS viewers added."""
+        if self.on_viewers is not None:
+            self.on_viewers(stream, "webrtc", viewers)
         hls = await self.hls_audience.count(room)
         async with self._db.session() as session:
             record = await session.get(StreamSession, stream)

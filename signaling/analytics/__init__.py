@@ -1,0 +1,1 @@
+"""What broadcasters and operators learn about their audience: rollups and reports."""

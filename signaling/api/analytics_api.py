@@ -1,0 +1,61 @@
+"""A channel's analytics for its owner (or an admin): JSON for its page, CSV for a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from aiohttp import web
+
+from signaling.analytics.report import PERIODS, ChannelAnalytics, Report
+from signaling.api.endpoint import Access, Call, Endpoint, int_query, json_response, name_param
+from signaling.api.schemas import AnalyticsOut, AudienceMinuteOut, WatchTimeOut
+from signaling.auth.roles import Role
+from signaling.errors import Invalid
+
+OWNER = Access(Role.BROADCASTER, "the channel's owner, or an admin")
+DAYS = (("days", "integer", "7, 28 or 90 (default 7): the period, up to now"),)
+
+
+class AnalyticsApi:
+    def __init__(self, analytics: ChannelAnalytics) -> None:
+        self._analytics = analytics
+
+    async def _report(self, call: Call[None]) -> Report:
+        days = int_query(call.request, "days", 7, 1, 90)
+        if days not in PERIODS:
+            raise Invalid("days must be 7, 28 or 90", errors=[{"field": "days", "message": "not 7, 28 or 90"}])
+        return await self._analytics.report(name_param(call.request, "name"), call.user, days)
+
+    async def show(self, call: Call[None]) -> web.StreamResponse:
+        report = await self._report(call)
+        live_minutes = report.live_seconds / 60
+        return json_response(AnalyticsOut(
+            channel=report.channel, days=report.days, since=report.since, streams=report.streams,
+            live_seconds=report.live_seconds, peak_concurrent=report.peak_concurrent,
+            average_concurrent=report.average_concurrent, watch_seconds=WatchTimeOut(**report.watch_seconds),
+            average_watch_per_live_minute=round(report.watch_seconds["total"] / live_minutes, 1) if live_minutes else 0.0,
+            chat_messages=report.chat_messages, chatters=report.chatters, new_followers=report.new_followers,
+            minutes=[AudienceMinuteOut(minute=m.minute, webrtc=m.webrtc, hls=m.hls) for m in report.minutes]),
+            headers={"Cache-Control": "private, no-store"})
+
+    async def csv(self, call: Call[None]) -> web.StreamResponse:
+        report = await self._report(call)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["minute", "webrtc_viewers", "hls_viewers", "webrtc_seconds_watched", "hls_seconds_watched"])
+        for m in report.minutes:
+            writer.writerow([m.minute.isoformat(), m.webrtc, m.hls, round(m.webrtc_seconds, 1), round(m.hls_seconds, 1)])
+        filename = f"{report.channel}-analytics-{report.days}d.csv"
+        return web.Response(text=out.getvalue(), content_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "private, no-store"})
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint("GET", "/api/channels/{name}/analytics", self.show,
+                     "The channel's audience, streams, chat and followers over the last 7, 28 or 90 days", OWNER,
+                     "analytics", response=AnalyticsOut, errors=(401, 403, 404, 422), query=DAYS),
+            Endpoint("GET", "/api/channels/{name}/analytics.csv", self.csv,
+                     "The same period's concurrent viewers and watch time per minute, as CSV", OWNER, "analytics",
+                     errors=(401, 403, 404, 422), query=DAYS, extra={"produces": "text/csv"}),
+        ]

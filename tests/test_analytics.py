@@ -1,0 +1,90 @@
+"""A channel's analytics: the audience rolled up per minute from the counts a stream's node tells (WebRTC)
+and the HLS players' beats, with the stream's chat and new followers, reported to its owner as JSON and
+CSV over 7, 28 or 90 days. Time is the test's own clock, so every figure is exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support import Api
+
+START = 1_800_000_000.0  # the FakeClock's start: a whole minute
+
+
+async def _call(api: Api, path: str, token: str) -> tuple[int, Any, Any]:
+    return await api.call("GET", path, token=token)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_the_audience_is_rolled_up_per_minute_and_reported_to_the_owner(api: Api, database_url: str) -> None:
+    name, token = await api.user("broadcaster")
+    fan, fan_token = await api.user("viewer")
+    other, other_token = await api.user("broadcaster")
+    streams, audience, clock = api.services.streams, api.services.audience, api.clock
+    assert clock() == START
+
+    await streams.stream_started(name, "s1", name, [])
+    clock.advance(10)
+    await streams.viewers_changed(name, "s1", 3)  # three WebRTC viewers from 0:10
+    for n in range(2):  # two HLS players from 0:20
+        status, _, _ = await api.call("POST", f"/api/channels/{name}/watching", {"session": f"player-{n}-0123456789ab"})
+        assert status == 200
+    clock.advance(10)
+    await audience.sample_hls()
+    assert (await api.call("PUT", f"/api/channels/{name}/follow", token=fan_token))[0] == 200
+    await api.services.chat.post(name, await api.services.accounts.authenticate(fan_token), "hello")
+    clock.advance(50)
+    await streams.viewers_changed(name, "s1", 1)  # one left at 1:10
+    clock.advance(60)
+    await streams.stream_ended(name, "s1", "the publisher left", 3)  # at 2:10
+
+    status, report, _ = await _call(api, f"/api/channels/{name}/analytics", token)
+    assert status == 200, report
+    # WebRTC: 3 x 50 s in the first minute, 3 x 10 + 1 x 50 in the second, 1 x 10 in the third.
+    # HLS: 2 x 40 s, 2 x 60 s (the players' beats hold for 25 s: the rollup took 2 until the end), 2 x 10 s.
+    assert [(m["webrtc"], m["hls"]) for m in report["minutes"]] == [(3, 2), (3, 2), (1, 2)]
+    assert report["watch_seconds"] == {"webrtc": 240.0, "hls": 220.0, "total": 460.0}
+    assert report["streams"] == 1 and report["live_seconds"] == 130.0
+    assert report["peak_concurrent"] == 5 and report["average_concurrent"] == round(460 / 130, 2)
+    assert report["chat_messages"] == 1 and report["chatters"] == 1 and report["new_followers"] == 1
+    assert report["days"] == 7
+
+    status, text, headers = await api.call("GET", f"/api/channels/{name}/analytics.csv?days=28", token=token)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    lines = text.decode().splitlines()
+    assert lines[0] == "minute,webrtc_viewers,hls_viewers,webrtc_seconds_watched,hls_seconds_watched"
+    assert lines[1] == "2027-01-15T08:00:00+00:00,3,2,150.0,80.0" and len(lines) == 4
+
+    # Only the owner (or an admin); 7, 28 or 90 days.
+    assert (await _call(api, f"/api/channels/{name}/analytics", other_token))[0] == 403
+    assert (await api.call("GET", f"/api/channels/{name}/analytics"))[0] == 401
+    assert (await _call(api, f"/api/channels/{name}/analytics?days=5", token))[0] == 422
+    assert (await _call(api, f"/api/channels/{name}/analytics?days=lots", token))[0] == 422
+    assert (await _call(api, "/api/channels/nobody_here/analytics", token))[0] == 404
+    # A stream older than the period is left out.
+    clock.advance(8 * 86400)
+    _, login, _ = await api.call("POST", "/api/auth/login", {"username": name, "password": "correct horse"})
+    token = login["access_token"]  # the old one ran out meanwhile
+    status, report, _ = await _call(api, f"/api/channels/{name}/analytics", token)
+    assert report["minutes"] == [] and report["streams"] == 0 and report["watch_seconds"]["total"] == 0
+    status, report, _ = await _call(api, f"/api/channels/{name}/analytics?days=28", token)
+    assert report["watch_seconds"]["total"] == 460.0
+    del fan, other
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_minute_under_way_is_written_as_it_grows_and_a_database_outage_keeps_what_is_over(api: Api) -> None:
+    name, token = await api.user("broadcaster")
+    streams, audience, clock = api.services.streams, api.services.audience, api.clock
+    await streams.stream_started(name, "s2", name, [])
+    await streams.viewers_changed(name, "s2", 4)
+    clock.advance(30)
+    await audience.flush()
+    report = (await _call(api, f"/api/channels/{name}/analytics", token))[1]
+    assert report["watch_seconds"]["webrtc"] == 120.0  # live: half a minute so far
+    clock.advance(15)
+    await audience.flush()
+    report = (await _call(api, f"/api/channels/{name}/analytics", token))[1]
+    assert report["watch_seconds"]["webrtc"] == 180.0 and len(report["minutes"]) == 1  # the same row, replaced
+    await streams.stream_ended(name, "s2", "over", 4)
