@@ -19,6 +19,7 @@ PAGES = {
     "/settings": "settings.html",
     "/auth/complete": "auth-complete.html",
     "/recordings/{id}": "recording.html",
+    "/analytics/{channel}": "analytics.html",
     "/studio": "studio.html",
     "/admin": "admin.html",
     "/notifications": "notifications.html",
@@ -62,6 +63,11 @@ def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, .
         app.router.add_static("/vendor/hls.js/", hls_js, name="vendor-hls", append_version=False)
     else:
         log.warning("hls.js is not installed (run `make web-deps`): the watch page cannot fall back to HLS")
+    uplot = root / "node_modules" / "uplot" / "dist"
+    if uplot.is_dir():
+        app.router.add_static("/vendor/uplot/", uplot, name="vendor-uplot", append_version=False)
+    else:
+        log.warning("uPlot is not installed (run `make web-deps`): the analytics page draws no chart")
 
 
 def _page(file: Path, headers: dict[str, str], status: int = 200) -> Handler:

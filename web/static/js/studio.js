@@ -483,6 +483,7 @@ async function main() {
   if (params.get("codec")) $("codec").value = params.get("codec");
   $("channel-link").href = `/watch/${encodeURIComponent(user.username)}`;
   $("channel-link").textContent = `/watch/${user.username}`;
+  $("analytics-link").href = `/analytics/${encodeURIComponent(user.username)}`;
   try {
     await openDevices();
     await listDevices();

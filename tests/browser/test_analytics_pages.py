@@ -1,0 +1,96 @@
+"""A channel's analytics page in Chromium: a broadcaster goes live from the studio, viewers watch over
+WebRTC (two tabs) and over HLS (one) and leave; the owner's analytics page shows the stream, its peak,
+the watch time by transport (WebRTC within 10 % of what the viewers watched) and draws the audience
+with uPlot; the CSV downloads; another user is told the page is not theirs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from live_pages import end_stream, go_live, log_in, ready, wait_playing
+from page_checks import artifact, check_page
+from playwright.sync_api import expect
+from test_hls_pages import wait_hls_mode
+
+if TYPE_CHECKING:
+    from tests.browser.conftest import Browser, Server
+
+    OpenBrowser = Callable[..., Browser]
+
+pytestmark = pytest.mark.browser
+
+# Pixels of the chart in a series' colour (WebRTC red, HLS blue): the series were drawn, not just the axes.
+CHART_INK = """() => {
+  const canvas = document.querySelector('#audience-chart canvas');
+  if (!canvas || !canvas.width) return {};
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const ink = { webrtc: 0, hls: 0, width: canvas.width };
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] < 128) continue;
+    if (data[i] > 150 && data[i + 1] < 90 && data[i + 2] < 90) ink.webrtc += 1;
+    if (data[i] < 60 && data[i + 1] < 140 && data[i + 2] > 150) ink.hls += 1;
+  }
+  return ink;
+}"""
+
+
+def test_the_analytics_page_shows_who_watched_and_draws_it(
+        server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]) -> None:
+    name = server.unique_name("stats")
+    server.register(name)
+    studio = open_browser(media=clips).page
+    go_live(studio, server, name)
+
+    audience = open_browser()
+    watched = []  # (seconds watched at least, at most) per WebRTC viewer
+    tabs = []
+    for _ in range(2):
+        tab = audience.context.new_page()
+        opened = time.monotonic()
+        tab.goto(f"/watch/{name}")
+        wait_playing(tab)
+        tabs.append((tab, opened, time.monotonic()))
+    hls = audience.context.new_page()
+    hls.goto(f"/watch/{name}?playback=hls")
+    wait_hls_mode(hls, timeout=30)
+    time.sleep(12)
+    for tab, opened, playing in tabs:
+        tab.close()
+        closed = time.monotonic()
+        watched.append((closed - playing, closed - opened))
+    hls.close()
+    time.sleep(1.5)  # the node tells the count at most once a second
+    end_stream(studio)
+    expect(studio.locator("#summary")).to_be_visible(timeout=15_000)
+
+    studio.goto(f"/analytics/{name}")
+    ready(studio)
+    expect(studio.locator("#analytics")).to_be_visible()
+    status, report = server.call("GET", f"/api/channels/{name}/analytics", token=server.token(name))
+    assert status == 200, report
+    least, most = sum(w[0] for w in watched), sum(w[1] for w in watched)
+    assert 0.9 * least <= report["watch_seconds"]["webrtc"] <= 1.1 * most, (report["watch_seconds"], watched)
+    assert report["watch_seconds"]["hls"] > 0 and report["streams"] == 1, report
+    assert report["peak_concurrent"] >= 3, report
+    expect(studio.locator("#streams")).to_have_text("1")
+    expect(studio.locator("#peak-concurrent")).to_have_text(str(report["peak_concurrent"]))
+    studio.wait_for_function(f"() => {{ const ink = ({CHART_INK})(); return ink.webrtc > 20 && ink.hls > 20; }}")
+    assert studio.evaluate(CHART_INK)["width"] > 600  # the chart takes the page's width
+    studio.screenshot(path=str(artifact("analytics-desktop.png")), full_page=True)
+    problems = check_page(studio, "analytics-desktop")
+
+    with studio.expect_download() as download:
+        studio.click("#download-csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("minute,webrtc_viewers,hls_viewers") and len(lines) >= 2
+
+    stranger = server.unique_name("nosy")
+    server.register(stranger)
+    other = open_browser().page
+    log_in(other, server, stranger, f"/analytics/{name}")
+    expect(other.locator("#analytics-status")).to_contain_text("Only the channel's owner")
+    assert not problems, problems

@@ -1,0 +1,95 @@
+// A channel's analytics for its owner: the figures of a period and its concurrent viewers drawn with uPlot.
+
+import uPlot from "/vendor/uplot/uPlot.esm.js";
+import { api, tokens } from "./api.js";
+import { clock } from "./format.js";
+import { renderNav, say } from "./nav.js";
+
+const $ = (id) => document.getElementById(id);
+const channel = decodeURIComponent(location.pathname.split("/")[2] || "");
+let chart = null;
+
+/** Seconds as "3 h 20 min" (long) or "m:ss" (short). */
+function watchTime(seconds) {
+  if (seconds < 3600) return clock(seconds);
+  const hours = Math.floor(seconds / 3600);
+  return `${hours} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
+function draw(report) {
+  $("analytics-heading").textContent = `Analytics · @${report.channel}`;
+  $("peak-concurrent").textContent = String(report.peak_concurrent);
+  $("average-concurrent").textContent = report.average_concurrent.toFixed(1);
+  $("watch-total").textContent = watchTime(report.watch_seconds.total);
+  $("watch-webrtc").textContent = watchTime(report.watch_seconds.webrtc);
+  $("watch-hls").textContent = watchTime(report.watch_seconds.hls);
+  $("streams").textContent = String(report.streams);
+  $("live-time").textContent = watchTime(report.live_seconds);
+  $("chat-messages").textContent = String(report.chat_messages);
+  $("chatters").textContent = String(report.chatters);
+  $("new-followers").textContent = String(report.new_followers);
+
+  const box = $("audience-chart");
+  chart?.destroy();
+  chart = null;
+  $("chart-empty").hidden = report.minutes.length > 0;
+  if (!report.minutes.length) return;
+  const times = report.minutes.map((m) => Date.parse(m.minute) / 1000);
+  const data = [times, report.minutes.map((m) => m.webrtc), report.minutes.map((m) => m.hls)];
+  const style = getComputedStyle(document.documentElement);
+  chart = new uPlot({
+    width: Math.max(280, box.clientWidth),
+    height: 280,
+    scales: {
+      // A few minutes' stream must not stretch over years: a minute either side of what there is.
+      x: { time: true, range: () => [times[0] - 60, times[times.length - 1] + 60] },
+      y: { range: (u, min, max) => [0, Math.max(1, max)] },
+    },
+    axes: [{ stroke: style.color }, { stroke: style.color, label: "viewers" }],
+    series: [
+      {},
+      { label: "WebRTC", stroke: "#c62828", width: 2 },
+      { label: "HLS", stroke: "#1565c0", width: 2 },
+    ],
+  }, data, box);
+}
+
+async function load() {
+  const days = $("period").value;
+  try {
+    const report = await api("GET", `/api/channels/${encodeURIComponent(channel)}/analytics?days=${days}`);
+    $("analytics").hidden = false; // first: the chart takes the width the page gives it
+    draw(report);
+    $("analytics-status").hidden = true;
+  } catch (error) {
+    $("analytics").hidden = true;
+    say($("analytics-status"), error.status === 403 ? "Only the channel's owner (or an admin) sees its analytics."
+      : error.status === 401 ? "Sign in to see your channel's analytics." : error.message);
+  }
+}
+
+async function downloadCsv() {
+  const days = $("period").value;
+  const response = await fetch(`/api/channels/${encodeURIComponent(channel)}/analytics.csv?days=${days}`,
+    { headers: { Authorization: `Bearer ${tokens().access}` } });
+  if (!response.ok) {
+    say($("analytics-status"), "The CSV could not be made; reload the page and try again.");
+    return;
+  }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `${channel}-analytics-${days}d.csv`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+async function main() {
+  await renderNav();
+  $("period").addEventListener("change", load);
+  $("download-csv").addEventListener("click", downloadCsv);
+  window.addEventListener("resize", () => chart?.setSize({ width: Math.max(280, $("audience-chart").clientWidth), height: 280 }));
+  await load();
+}
+
+await main();
+document.body.dataset.ready = "true";
