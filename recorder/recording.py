@@ -153,19 +153,20 @@ class Recording:
         try:
             while True:
                 item = self._queue.get()
+                final = item is None  # the end: whatever happens below, the loop stops after it
                 placed = timeline.flush() if item is None else timeline.push(item)
-                if writer is None and placed:
+                if writer is None and (placed or (final and waiting)):
                     waiting += placed
                     # An audio track that never sends leaves its format unknown: Opus, as WebRTC's.
-                    writer = self._open_writer(waiting, final=item is None or len(waiting) > MAX_WAITING)
+                    writer = self._open_writer(waiting, final=final or len(waiting) > MAX_WAITING)
                     if writer is None:
                         if len(waiting) > MAX_WAITING:
                             waiting.clear()  # no picture size either: start again at a later keyframe
-                        continue
-                    placed, waiting = waiting, []
-                if writer is None:
-                    continue
-                for frame, seconds in placed:
+                        placed = []
+                    else:
+                        placed, waiting = waiting, []
+                for frame, seconds in placed if writer is not None else ():
+                    assert writer is not None
                     if frame.kind == "audio":
                         self._guarded(writer.write_audio, frame.data, seconds)
                     elif frame.codec == "VP8":
@@ -174,7 +175,7 @@ class Recording:
                             self._guarded(writer.write_video, data, pts / VIDEO_RATE, key)
                     else:
                         self._guarded(writer.write_video, frame.data, seconds, frame.keyframe)
-                if item is None:
+                if final:
                     break
             if writer is not None and transcoder is not None:
                 for data, pts, key in transcoder.close():

@@ -31,10 +31,9 @@ class Vp8ToH264:
             "preset": self._preset,
             "tune": "zerolatency",
             "crf": str(self._crf),
-            "bframes": "0",
-            "repeat-headers": "1",  # parameter sets in every keyframe, like a WebRTC H.264 stream
-            "scenecut": "0",
-            "keyint": "600",
+            # x264's own settings (FFmpeg ignores them as options of their own): no B-frames, parameter
+            # sets in every keyframe like a WebRTC H.264 stream, keyframes only where the source has them.
+            "x264-params": "bframes=0:repeat-headers=1:scenecut=0:keyint=600",
         }
         self._encoder = encoder
         self.size = (width, height)

@@ -408,7 +408,8 @@ class SfuNode:
         room_name, user = publisher.room, publisher.user
         room = self.rooms.get(room_name)
         previous = room.publisher if room is not None else None
-        if room is not None and not room.formats_match(publisher.formats):
+        if room is not None and (not room.formats_match(publisher.formats)
+                                 or (previous is not None and previous.sink_audio != publisher.sink_audio)):
             log.info("room %s: the publisher is back in another format; a new stream starts", room_name)
             self._end_stream(room, "the publisher reconnected with another format")  # its viewers cannot follow
             room = previous = None

@@ -58,6 +58,9 @@ class _Route:
 
 class Publisher(Session):
     kind = "publish"
+    # The audio the frame sinks get (the recorder and the ladder fix theirs at a stream's start): a
+    # publisher taking over a stream must hand them the same, or a new stream starts.
+    sink_audio = "opus"
 
     def __init__(self, room: str, user: str | None, clock: Callable[[], float], sinks: FrameSinks, client: str = "") -> None:
         super().__init__(room, user, clock, client)

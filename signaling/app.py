@@ -124,9 +124,10 @@ class PortTaken(Exception):
     """A port the settings name cannot be listened on (the words say which and why)."""
 
 
-async def _start_rtmp(rtmp: RtmpServer, settings: Settings) -> None:
+async def _start_rtmp(rtmp: RtmpServer, settings: Settings) -> bool:
     """RTMP and RTMPS listeners. The default RTMP port may be taken by another program on a laptop:
-    then RTMP stays off, said in the log; a port the operator chose must be had."""
+    then RTMP stays off, said in the log (False); a port the operator chose must be had."""
+    listening = True
     if settings.rtmp_port:
         try:
             await rtmp.start(settings.host, settings.rtmp_port, reuse_port=settings.rtmp_reuse_port)
@@ -135,12 +136,14 @@ async def _start_rtmp(rtmp: RtmpServer, settings: Settings) -> None:
             if "rtmp_port" in settings.model_fields_set:
                 raise PortTaken(f"RTMP_PORT {settings.rtmp_port} cannot be listened on: {exc.strerror}") from None
             log.warning("RTMP ingest is off: port %d cannot be had (%s); set RTMP_PORT", settings.rtmp_port, exc)
+            listening = False
     if settings.rtmps_port:
         try:
             await rtmp.start(settings.host, settings.rtmps_port, settings.rtmps_tls(), settings.rtmp_reuse_port)
         except OSError as exc:
             raise PortTaken(f"RTMPS_PORT {settings.rtmps_port} cannot be listened on: {exc.strerror}") from None
         log.info("RTMPS ingest on rtmps://%s:%d/live", settings.host, settings.rtmps_port)
+    return listening
 
 
 async def _nothing() -> None:
@@ -313,11 +316,12 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
 
     node.on_data_channel = on_data_channel
 
+    me_api = MeApi(accounts, channels, limiter, settings)
     endpoints: list[Endpoint] = []
     apis: list[Api] = [
         AuthApi(accounts, limiter, settings),
         OidcApi(oidc, FlowSealer(secret, clock), accounts, secure=settings.resolved_public_url.startswith("https")),
-        MeApi(accounts, channels, limiter, settings),
+        me_api,
         ChannelsApi(channels, streams, limiter, settings),
         UsersApi(accounts),
         WebRtcApi(media, channels, accounts, limiter, settings),
@@ -363,8 +367,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             await recordings.start()
             if worker is not None:
                 worker.start()
-            if rtmp is not None:
-                await _start_rtmp(rtmp, settings)
+            if rtmp is not None and not await _start_rtmp(rtmp, settings) and not settings.rtmp_public_url:
+                me_api.rtmp_url = ""  # nobody is told a port another program holds
             if settings.media:
                 audience.start()
                 await control.start()

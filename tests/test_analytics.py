@@ -4,6 +4,7 @@ CSV over 7, 28 or 90 days. Time is the test's own clock, so every figure is exac
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -74,7 +75,7 @@ async def test_the_audience_is_rolled_up_per_minute_and_reported_to_the_owner(ap
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_the_minute_under_way_is_written_as_it_grows_and_a_database_outage_keeps_what_is_over(api: Api) -> None:
+async def test_the_minute_under_way_is_written_as_it_grows(api: Api) -> None:
     name, token = await api.user("broadcaster")
     streams, audience, clock = api.services.streams, api.services.audience, api.clock
     await streams.stream_started(name, "s2", name, [])
@@ -88,3 +89,23 @@ async def test_the_minute_under_way_is_written_as_it_grows_and_a_database_outage
     report = (await _call(api, f"/api/channels/{name}/analytics", token))[1]
     assert report["watch_seconds"]["webrtc"] == 180.0 and len(report["minutes"]) == 1  # the same row, replaced
     await streams.stream_ended(name, "s2", "over", 4)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_steady_audience_across_minutes_counts_every_second_of_each(api: Api) -> None:
+    """No count changes at the minute's end: the flush that crosses it closes the minute whole."""
+    name, token = await api.user("broadcaster")
+    streams, audience, clock = api.services.streams, api.services.audience, api.clock
+    await streams.stream_started(name, "s3", name, [])
+    await streams.viewers_changed(name, "s3", 4)
+    for _ in range(5):
+        clock.advance(10)
+        await audience.flush()  # :10 … :50
+    clock.advance(15)
+    await audience.flush()  # 1:05
+    clock.advance(10)
+    await asyncio.gather(audience.flush(), audience.flush())  # 1:15, twice at once
+    report = (await _call(api, f"/api/channels/{name}/analytics", token))[1]
+    assert [m["webrtc"] for m in report["minutes"]] == [4, 4]
+    assert report["watch_seconds"]["webrtc"] == 4 * 75.0
+    await streams.stream_ended(name, "s3", "over", 4)

@@ -72,6 +72,21 @@ def test_rtmp_is_on_by_default_and_a_taken_default_port_only_turns_it_off(tmp_pa
             process = subprocess.Popen(tally_command("serve"), env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_ready(f"http://127.0.0.1:{port}", process, log)
+            # Encoders are not told a port another program holds.
+            import json
+            import urllib.request
+
+            def call(path: str, body: dict[str, str] | None = None, token: str = "") -> dict[str, object]:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body else "GET",
+                                                 data=json.dumps(body).encode() if body else None,
+                                                 headers={"Content-Type": "application/json",
+                                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return dict(json.loads(response.read()))
+
+            call("/api/auth/register", {"username": "caster", "email": "c@example.com", "password": "correct horse"})
+            token = str(call("/api/auth/login", {"username": "caster", "password": "correct horse"})["access_token"])
+            assert call("/api/me/stream-key", token=token)["rtmp_url"] is None
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=15) == 0, log.read_text()

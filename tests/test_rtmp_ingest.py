@@ -350,3 +350,24 @@ async def test_an_account_no_longer_allowed_to_broadcast_is_refused_in_words(
         code, log = await ffmpeg(f"rtmp://127.0.0.1:{port}/live/{shown['key']}", seconds=1.0, bframes=0)
         assert code != 0 and "publishing needs the broadcaster role" in log, log[-2000:]
         assert not api.services.node.is_live(name)
+
+
+async def test_an_encoder_back_with_other_audio_starts_a_new_stream(rtmp: tuple[SfuNode, Events, int]) -> None:
+    """The recorder and the ladder keep the AAC they started with: a takeover must not change it under them."""
+    node, events, port = rtmp
+    url = f"rtmp://127.0.0.1:{port}/live/key"
+    first = asyncio.ensure_future(ffmpeg(url, seconds=30.0, bframes=0, audio_rate=44_100))
+    second: asyncio.Future[tuple[int, str]] | None = None
+    try:
+        await _until(lambda: node.is_live(ROOM) or first.done())
+        first.cancel()  # dropped without a word
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.sleep(2.2)
+        second = asyncio.ensure_future(ffmpeg(url, seconds=3.0, bframes=0, audio_rate=48_000))
+        await _until(lambda: len(events.started) == 2 or second.done())
+        assert len(events.started) == 2 and events.ended == ["the publisher reconnected with another format"], events
+    finally:
+        for encoder in (first, second):
+            if encoder is not None:
+                encoder.cancel()
+                await asyncio.gather(encoder, return_exceptions=True)

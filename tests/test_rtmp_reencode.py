@@ -64,6 +64,7 @@ async def test_b_frames_come_out_as_a_stream_without_them_in_presentation_order(
     keyframes = [i for i, (_, _, key) in enumerate(got) if key]
     assert keyframes[0] == 0  # the source's
     assert any(asked_at <= i <= asked_at + 10 for i in keyframes), (asked_at, keyframes)  # the one asked for
+    assert len(keyframes) == 2, keyframes  # and no others (no scene cuts, no x264 default interval)
 
     decoder = av.CodecContext.create("h264", "r")
     pictures = []
@@ -85,3 +86,20 @@ async def test_a_stream_joined_between_keyframes_starts_at_the_next_one(tmp_path
         assert not got and reencoder.dropped == len(source) - 5 and reencoder.errors == 0
     finally:
         await reencoder.close()
+
+
+def test_every_x264_setting_of_the_re_encode_is_taken_by_the_encoder() -> None:
+    """FFmpeg ignores (and leaves in the dict) options that are not its own: none may be left over."""
+    import fractions
+
+    from sfu.rtmp.reencode import x264_options
+
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+    encoder.time_base, encoder.framerate = fractions.Fraction(1, 1000), fractions.Fraction(30)
+    encoder.options = x264_options(100, 1000)
+    picture = av.VideoFrame(320, 240, "yuv420p")
+    picture.pts, picture.time_base = 0, encoder.time_base
+    encoder.encode(picture)
+    assert dict(encoder.options) == {}
+

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sfu.rtmp.flv import AAC, AVC, FlvError, aac_config, audio_tag, avc_config, nal_units, video_tag
-from sfu.rtmp.chunks import COMMAND_AMF0, SET_CHUNK_SIZE, VIDEO
+from sfu.rtmp.chunks import ACKNOWLEDGEMENT, COMMAND_AMF0, SET_CHUNK_SIZE, VIDEO
 from sfu.rtmp.session import HANDSHAKE, Limits, Publisher, Refused, RtmpServer
 from test_rtmp_chunks import header0
 
@@ -45,11 +45,11 @@ class Collected:
         self.ended = reason
 
 
-async def ffmpeg(url: str, seconds: float = 3.0, bframes: int = 2) -> tuple[int, str]:
+async def ffmpeg(url: str, seconds: float = 3.0, bframes: int = 2, audio_rate: int = 44_100) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         "ffmpeg", "-hide_banner", "-loglevel", "info", "-re", "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=30:duration={seconds}",
         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30",
-        "-bf", str(bframes), "-c:a", "aac", "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        "-bf", str(bframes), "-c:a", "aac", "-ar", str(audio_rate), "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:  # cancelled or timed out: the encoder stops with the test
@@ -216,7 +216,8 @@ async def test_stalled_silent_oversized_and_unreadable_connections_are_closed_an
     async def authorize(app: str, key: str, address: str) -> Publisher:
         return Collected()
 
-    server = RtmpServer(authorize, Limits(handshake_timeout=0.5, idle_timeout=1.5, max_per_address=3))
+    server = RtmpServer(authorize, Limits(handshake_timeout=0.5, idle_timeout=1.5, publish_timeout=2.5,
+                                          max_per_address=3))
     port = await server.start("127.0.0.1", 0)
     try:
         # A handshake that stops half-way, and an encoder that says nothing after it.
@@ -237,6 +238,16 @@ async def test_stalled_silent_oversized_and_unreadable_connections_are_closed_an
         assert await _closed_within(garbage, 3) < 1
         await asyncio.sleep(0.1)
         assert not server.connections and not _rtmp_tasks()
+
+        # A connection that keeps talking (acknowledgements) but never publishes holds no place for long.
+        idler, writer = await _connect(port)
+        connected = time.monotonic()
+        closing = asyncio.ensure_future(_closed_within(idler, 6))
+        while not closing.done() and time.monotonic() - connected < 5:
+            writer.write(header0(2, 0, 4, ACKNOWLEDGEMENT, 0) + struct.pack(">I", 0))
+            await asyncio.sleep(0.25)  # never silent for the 1.5 s that closes a silent one
+        await closing
+        assert 2.5 <= time.monotonic() - connected < 4.0
 
         # Three connections from one address are taken; a fourth is closed at once; the others go on.
         held = [await _connect(port) for _ in range(3)]

@@ -192,7 +192,8 @@ class RtmpPublisher(Publisher):
                 return None
         assert self._video is not None
         if tag.composition and self._reencoder is None:
-            self._reencoder = WithoutBFrames(self._reencoded, self._avc.profile, self._kbps, self.id[:8])
+            self._reencoder = WithoutBFrames(self._reencoded, self._avc.profile, self._kbps, self.id[:8],
+                                             self._reencode_failed)
             log.info("rtmp publisher %s in %s sends B-frames: its video is re-encoded without them", self.id[:8],
                      self.room)
         if self._reencoder is not None:
@@ -221,6 +222,10 @@ class RtmpPublisher(Publisher):
         prefix = _START_CODE + _START_CODE.join(self._video.parameter_sets) if keyframe else b""
         return prefix + b"".join(_START_CODE + bytes(u) for u in units)
 
+    def _reencode_failed(self, why: str) -> None:
+        """The re-encode stopped: without it viewers would see a frozen picture while the audio plays on."""
+        self.refuse(f"the server could not re-encode this video ({why}); set B-frames to 0 in the encoder")
+
     def _reencoded(self, annex_b: bytes, pts_ms: int, keyframe: bool) -> None:
         """A frame from the re-encode (on the event loop, in presentation order)."""
         if self._video is None or self.closed:
@@ -242,6 +247,7 @@ class RtmpPublisher(Publisher):
                     self._audio = AacToOpus(config, bytes(tag.data), AUDIO_PT)
                     self._aac = AacTimes(self._time, config.sample_rate)
                     self._aac_config = bytes(tag.data)
+                    self.sink_audio = f"aac:{config.sample_rate}:{self._aac_config.hex()}"
                 return None
         except FlvError as exc:
             return self.refuse(f"an audio tag that cannot be read: {exc}")

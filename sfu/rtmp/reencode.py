@@ -46,17 +46,19 @@ def x264_options(profile_idc: int, kbps: int) -> dict[str, str]:
         "crf": "23",
         "maxrate": f"{ceiling}k",
         "bufsize": f"{ceiling}k",  # a second of it: no keyframe spike a viewer's link cannot take
-        "bframes": "0",
-        "repeat-headers": "1",  # parameter sets in every keyframe, as a WebRTC H.264 stream has them
-        "scenecut": "0",
-        "keyint": "1200",  # keyframes follow the source's and the viewers' requests
+        # x264's own settings (FFmpeg ignores them as options of their own): no B-frames; parameter sets in
+        # every keyframe, as a WebRTC H.264 stream has them; keyframes only where the source has them or a
+        # viewer asks, never at a scene cut or every 250 frames.
+        "x264-params": "bframes=0:repeat-headers=1:scenecut=0:keyint=1200",
         "threads": "1",
     }
 
 
 class WithoutBFrames:
-    def __init__(self, on_output: Output, profile_idc: int, kbps: int, name: str = "") -> None:
+    def __init__(self, on_output: Output, profile_idc: int, kbps: int, name: str = "",
+                 on_failed: Callable[[str], None] | None = None) -> None:
         self._on_output = on_output
+        self._on_failed = on_failed  # called on the event loop if the thread stops on an error
         self._options = x264_options(profile_idc, kbps)
         self._loop = asyncio.get_running_loop()
         self._queue: queue.Queue[tuple[bytes, int, int, bool] | None] = queue.Queue(MAX_QUEUE)
@@ -127,8 +129,13 @@ class WithoutBFrames:
                     picture.pict_type = _I if (picture.key_frame or wanted) else _AUTO
                     picture.time_base = MS
                     self._emit(encoder, picture)
-        except Exception:
+        except Exception as exc:
             log.exception("%s failed; the stream's video stops here", self._thread.name)
+            if self._on_failed is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._on_failed, f"{type(exc).__name__}: {exc}"[:200])
+                except RuntimeError:
+                    pass  # the loop is gone
 
     def _open(self, width: int, height: int) -> Any:
         encoder: Any = av.CodecContext.create("libx264", "w")

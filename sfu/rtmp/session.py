@@ -49,6 +49,7 @@ CONTROL_CSID, COMMAND_CSID = 2, 3
 class Limits:
     handshake_timeout: float = 10.0  # seconds from connecting to a whole handshake (TLS's own included)
     idle_timeout: float = 30.0  # seconds without a byte from the encoder
+    publish_timeout: float = 10.0  # seconds from the handshake to a publish (a place held by nobody publishing)
     max_connections: int = 64
     max_per_address: int = 8
     # A message (a frame) and all half-read ones of a connection: a 4K keyframe at 50 Mbit/s is under
@@ -107,6 +108,8 @@ class RtmpConnection(asyncio.Protocol):
         self._last_data = time.monotonic()
         self._watch: asyncio.TimerHandle | None = None
         self._started = time.monotonic()
+        self._shaken_at = 0.0
+        self._publishing = False  # a publish came (it may still be being authorised)
         self.closed = False
 
     # --- asyncio.Protocol ---
@@ -169,6 +172,7 @@ class RtmpConnection(asyncio.Protocol):
             rest = bytes(self._handshake[1 + 2 * HANDSHAKE:])
             self._handshake = bytearray()
             self._shaken = True
+            self._shaken_at = time.monotonic()
             if rest:
                 self.data_received(rest)
 
@@ -256,6 +260,7 @@ class RtmpConnection(asyncio.Protocol):
                                                          "description": f"unknown command {name[:64]}"})
 
     async def _publish(self, key: str, stream_id: int) -> None:
+        self._publishing = True
         if self.publisher is not None:
             self._status(stream_id, "error", "NetStream.Publish.BadName", "this connection publishes already")
             return
@@ -303,6 +308,9 @@ class RtmpConnection(asyncio.Protocol):
             self.close("no handshake in time")
         elif now - self._last_data > self._limits.idle_timeout:
             self.close(f"nothing from the encoder for {self._limits.idle_timeout:g} s")
+        elif (self._shaken and self.publisher is None and not self._publishing
+              and now - self._shaken_at > self._limits.publish_timeout):
+            self.close(f"no publish within {self._limits.publish_timeout:g} s of connecting")
         elif not self.closed:
             self._arm()
 

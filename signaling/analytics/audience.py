@@ -58,6 +58,7 @@ class AudienceRollup:
         self._tracks: dict[tuple[str, str], _Track] = {}
         self._done: list[tuple[str, str, _Track, _Minute]] = []  # minutes over, not written yet
         self._task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
 
     # --- what the streams tell (StreamWatcher, and the StreamService's counts) ---
 
@@ -112,12 +113,17 @@ class AudienceRollup:
 
     async def flush(self) -> None:
         """Write the minutes that are over and the ones under way (replacing what an earlier flush wrote)."""
+        async with self._writing:  # one flush at a time (the tick, a stream's end, the close)
+            await self._flush()
+
+    async def _flush(self) -> None:
         now = self._clock()
-        rows = [(stream, transport, track.channel_id, minute) for stream, transport, track, minute in self._done]
         for (stream, transport), track in self._tracks.items():
-            self._advance(stream, transport, track, now)
-            if track.minute.seconds or track.minute.peak:
-                rows.append((stream, transport, track.channel_id, track.minute))
+            self._advance(stream, transport, track, now)  # first: it closes minutes into `_done`
+        done, self._done = self._done, []  # minutes that close while this writes wait for the next flush
+        rows = [(stream, transport, track.channel_id, minute) for stream, transport, track, minute in done]
+        rows += [(stream, transport, track.channel_id, track.minute) for (stream, transport), track in self._tracks.items()
+                 if track.minute.seconds or track.minute.peak]
         if not rows:
             return
         try:
@@ -129,10 +135,9 @@ class AudienceRollup:
                                                        viewer_seconds=round(minute.seconds, 3)))
         except Exception as exc:  # the database is away: keep what is over for the next flush
             log.warning("audience rollup: %d minute rows not written: %s", len(rows), exc)
+            self._done = done + self._done
             if len(self._done) > MAX_PENDING:
                 del self._done[:len(self._done) - MAX_PENDING]
-            return
-        self._done.clear()
 
     async def sample_hls(self) -> None:
         """Take the HLS counts of the streams live here (the players' beats, shared by every door)."""

@@ -25,6 +25,8 @@ class MeApi:
         self._channels = channels
         self._limiter = limiter
         self._settings = settings
+        # The RTMP URL told to encoders; cleared when this process's listener could not be had.
+        self.rtmp_url = settings.resolved_rtmp_url
 
     async def show(self, call: Call[None]) -> web.StreamResponse:
         return json_response(user_out(await self._accounts.get_user(call.user.user_id), private=True))
@@ -60,8 +62,7 @@ class MeApi:
         return json_response(self._key_out(key, call), status=201, headers=NO_STORE)
 
     def _key_out(self, key: StreamKey, call: Call[None]) -> StreamKeyOut:
-        return stream_key_out(key, self._whip_url(call), self._settings.resolved_rtmp_url,
-                              self._settings.resolved_rtmps_url)
+        return stream_key_out(key, self._whip_url(call), self.rtmp_url, self._settings.resolved_rtmps_url)
 
     async def following(self, call: Call[None]) -> web.StreamResponse:
         views = await self._channels.following(call.user)

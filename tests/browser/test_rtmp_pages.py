@@ -4,7 +4,8 @@ watch page shows every frame in order and hears the audio, hls.js plays the ladd
 (H.264 and the encoder's own AAC) decodes.
 
 The source's brightness counts its frames (up by one step a frame, wrapping every 32): the page reads
-it from each frame it shows, so a frame shown out of order or skipped is seen.
+it from each frame it shows, so a frame shown out of order is seen (frames the page skips while it is
+busy are not counted against the server).
 """
 
 from __future__ import annotations
