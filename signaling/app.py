@@ -229,7 +229,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         streams,
     )
     register_sfu_metrics(metrics.registry, node)
-    register_spool_metrics(metrics.registry, settings.resolved_spool_dir)
+    if settings.media:  # a front door writes no recordings
+        register_spool_metrics(metrics.registry, settings.resolved_spool_dir)
     chat = ChatService(
         db, bus, limiter, ChatRules(max_length=settings.chat_max_length, posts_per_period=settings.chat_posts_per_10s), clock
     )

@@ -109,3 +109,16 @@ async def test_a_steady_audience_across_minutes_counts_every_second_of_each(api:
     assert [m["webrtc"] for m in report["minutes"]] == [4, 4]
     assert report["watch_seconds"]["webrtc"] == 4 * 75.0
     await streams.stream_ended(name, "s3", "over", 4)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_count_told_before_the_stream_is_known_here_is_kept_for_it(api: Api) -> None:
+    """A node tells a moved stream's audience at once, maybe before the rollup has looked the stream up."""
+    name, token = await api.user("broadcaster")
+    streams, audience, clock = api.services.streams, api.services.audience, api.clock
+    audience.observe("s4", "webrtc", 5)
+    await streams.stream_started(name, "s4", name, [])
+    clock.advance(30)
+    await streams.stream_ended(name, "s4", "over", 5)
+    report = (await _call(api, f"/api/channels/{name}/analytics", token))[1]
+    assert report["watch_seconds"]["webrtc"] == 150.0 and report["peak_concurrent"] == 5

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 TRANSPORTS = ("webrtc", "hls")
 MAX_PENDING = 100_000  # minute rows waiting for the database (a long outage loses the oldest, says so)
+MAX_EARLY = 1_000  # counts of streams not known yet, kept for when they are
 
 
 @dataclass
@@ -57,6 +58,9 @@ class AudienceRollup:
         self._streams: dict[str, tuple[str, int]] = {}  # stream id -> (channel name, channel id), live here
         self._tracks: dict[tuple[str, str], _Track] = {}
         self._done: list[tuple[str, str, _Track, _Minute]] = []  # minutes over, not written yet
+        # A count can come before the stream's start is known here (the node tells a moved stream's
+        # audience at once): the last one of each such stream, applied when the start comes.
+        self._early: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
 
@@ -68,7 +72,7 @@ class AudienceRollup:
         if channel_id is not None:
             self._streams[stream] = (room, channel_id)
             for transport in TRANSPORTS:
-                self.observe(stream, transport, 0)
+                self.observe(stream, transport, self._early.pop((stream, transport), 0))
 
     async def stream_ended(self, room: str, stream: str) -> None:
         if self._streams.pop(stream, None) is None:
@@ -84,8 +88,11 @@ class AudienceRollup:
     def observe(self, stream: str, transport: str, viewers: int) -> None:
         """The stream's audience over `transport` is `viewers` from now on."""
         known = self._streams.get(stream)
-        if known is None:
-            return  # not live here (a relay's room, or over)
+        if known is None:  # not known yet (or not live here: a relay's room, or over)
+            if len(self._early) >= MAX_EARLY:
+                self._early.clear()
+            self._early[(stream, transport)] = viewers
+            return
         now = self._clock()
         key = (stream, transport)
         track = self._tracks.get(key)
