@@ -20,6 +20,7 @@ PAGES = {
     "/auth/complete": "auth-complete.html",
     "/recordings/{id}": "recording.html",
     "/analytics/{channel}": "analytics.html",
+    "/analytics": "analytics.html",  # the whole site's, for admins
     "/studio": "studio.html",
     "/admin": "admin.html",
     "/notifications": "notifications.html",
@@ -45,9 +46,12 @@ ChannelExists = Callable[[str], Awaitable[bool]]
 def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, ...] = (),
                    channel_exists: ChannelExists | None = None) -> None:
     headers = security_headers_for(media_origins)
+    named: set[str] = set()
     for path, name in PAGES.items():
         if (root / name).exists():
-            app.router.add_get(path, _page(root / name, headers), name=f"page:{name}")
+            # A page served on two paths is named once (route names are unique).
+            app.router.add_get(path, _page(root / name, headers), name=None if name in named else f"page:{name}")
+            named.add(name)
     if (root / "watch.html").exists():
         app.router.add_get("/watch/{channel}", _watch_page(root, headers, channel_exists), name="page:watch.html")
     # The installable app: its manifest, and the service worker at the root so its scope is every page.

@@ -93,6 +93,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("PUT", "/api/me/notification-settings"): SIGNED_IN,
     ("GET", "/api/channels/{name}/webhooks"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/channels/{name}/analytics"): BROADCASTER_UP,  # and then the owner, or an admin
+    ("GET", "/api/analytics"): ADMIN,
     ("GET", "/api/channels/{name}/analytics.csv"): BROADCASTER_UP,
     ("POST", "/api/channels/{name}/webhooks"): BROADCASTER_UP,
     ("DELETE", "/api/channels/{name}/webhooks/{id}"): BROADCASTER_UP,

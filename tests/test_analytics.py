@@ -122,3 +122,26 @@ async def test_a_count_told_before_the_stream_is_known_here_is_kept_for_it(api: 
     await streams.stream_ended(name, "s4", "over", 5)
     report = (await _call(api, f"/api/channels/{name}/analytics", token))[1]
     assert report["watch_seconds"]["webrtc"] == 150.0 and report["peak_concurrent"] == 5
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_admins_see_the_whole_site_and_its_busiest_channels(api: Api) -> None:
+    _, admin = await api.user("admin")
+    first, token = await api.user("broadcaster")
+    second, _ = await api.user("broadcaster")
+    streams, clock = api.services.streams, api.clock
+    await streams.stream_started(first, "a1", first, [])
+    await streams.stream_started(second, "b1", second, [])
+    await streams.viewers_changed(first, "a1", 2)
+    await streams.viewers_changed(second, "b1", 6)
+    clock.advance(30)
+    await streams.stream_ended(first, "a1", "over", 2)
+    await streams.stream_ended(second, "b1", "over", 6)
+
+    status, site, _ = await api.call("GET", "/api/analytics?days=28", token=admin)
+    assert status == 200, site
+    assert site["streams"] == 2 and site["watch_seconds"]["webrtc"] == 240.0 and site["peak_concurrent"] == 8
+    assert [(b["channel"], b["watch_seconds"], b["peak_concurrent"]) for b in site["busiest"]] == [
+        (second, 180.0, 6), (first, 60.0, 2)]
+    assert (await api.call("GET", "/api/analytics", token=token))[0] == 403  # a broadcaster sees only their own
+    assert (await api.call("GET", "/api/analytics?days=3", token=admin))[0] == 422

@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, select, true
 
 from signaling.auth.roles import Principal
 from signaling.channels.service import managed_channel
 from signaling.db.database import Database
-from signaling.db.models import AudienceMinute, ChatMessage, Follow, StreamSession
+from signaling.db.models import AudienceMinute, Channel, ChatMessage, Follow, StreamSession
 
 PERIODS = (7, 28, 90)
 
@@ -57,25 +58,51 @@ class ChannelAnalytics:
         self._clock = clock
 
     async def report(self, name: str, by: Principal, days: int) -> Report:
-        now = datetime.fromtimestamp(self._clock(), timezone.utc)
-        since = now - timedelta(days=days)
+        """Channel `name`'s report, for its owner or an admin (404, 403 otherwise)."""
         async with self._db.session() as session:
             channel = await managed_channel(session, name, by, "see its analytics")
+        return await self._report(channel.name, channel.id, days)
+
+    async def site(self, days: int, busiest: int = 10) -> tuple[Report, list[tuple[str, float, int]]]:
+        """The whole site's report (for admins), and its busiest channels: (name, seconds watched, peak)."""
+        report = await self._report("", None, days)
+        async with self._db.session() as session:
+            per_minute = (select(AudienceMinute.channel_id, AudienceMinute.minute,
+                                 func.sum(AudienceMinute.peak).label("peak"),
+                                 func.sum(AudienceMinute.viewer_seconds).label("seconds"))
+                          .where(AudienceMinute.minute >= report.since)
+                          .group_by(AudienceMinute.channel_id, AudienceMinute.minute).subquery())
+            rows = (await session.execute(
+                select(Channel.name, func.sum(per_minute.c.seconds), func.max(per_minute.c.peak))
+                .join(per_minute, per_minute.c.channel_id == Channel.id)
+                .group_by(Channel.name)
+                .order_by(func.sum(per_minute.c.seconds).desc(), Channel.name)
+                .limit(busiest))).all()
+        return report, [(name, round(float(seconds or 0.0), 1), int(peak or 0)) for name, seconds, peak in rows]
+
+    async def _report(self, name: str, channel_id: int | None, days: int) -> Report:
+        now = datetime.fromtimestamp(self._clock(), timezone.utc)
+        since = now - timedelta(days=days)
+
+        def of_channel(column: Any) -> Any:
+            return column == channel_id if channel_id is not None else true()
+
+        async with self._db.session() as session:
             rows = (await session.execute(
                 select(AudienceMinute.minute, AudienceMinute.transport, func.sum(AudienceMinute.peak),
                        func.sum(AudienceMinute.viewer_seconds))
-                .where(AudienceMinute.channel_id == channel.id, AudienceMinute.minute >= since)
+                .where(of_channel(AudienceMinute.channel_id), AudienceMinute.minute >= since)
                 .group_by(AudienceMinute.minute, AudienceMinute.transport)
                 .order_by(AudienceMinute.minute))).all()
             streams = (await session.execute(
                 select(StreamSession.started_at, StreamSession.ended_at)
-                .where(StreamSession.channel_id == channel.id,
+                .where(of_channel(StreamSession.channel_id),
                        (StreamSession.ended_at.is_(None)) | (StreamSession.ended_at >= since)))).all()
             chat = (await session.execute(
                 select(func.count(ChatMessage.id), func.count(distinct(ChatMessage.user_id)))
-                .where(ChatMessage.channel_id == channel.id, ChatMessage.created_at >= since))).one()
+                .where(of_channel(ChatMessage.channel_id), ChatMessage.created_at >= since))).one()
             followers = await session.scalar(
-                select(func.count()).select_from(Follow).where(Follow.channel_id == channel.id, Follow.created_at >= since))
+                select(func.count()).select_from(Follow).where(of_channel(Follow.channel_id), Follow.created_at >= since))
         by_minute: dict[datetime, dict[str, tuple[int, float]]] = {}
         for minute, transport, peak, seconds in rows:
             by_minute.setdefault(minute, {})[transport] = (int(peak or 0), float(seconds or 0.0))
@@ -86,7 +113,7 @@ class ChannelAnalytics:
         watch = {"webrtc": sum(m.webrtc_seconds for m in minutes), "hls": sum(m.hls_seconds for m in minutes)}
         watch["total"] = watch["webrtc"] + watch["hls"]
         return Report(
-            channel=channel.name, days=days, since=since, streams=len(streams), live_seconds=round(live, 1),
+            channel=name, days=days, since=since, streams=len(streams), live_seconds=round(live, 1),
             peak_concurrent=max((m.webrtc + m.hls for m in minutes), default=0),
             average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
             watch_seconds={k: round(v, 1) for k, v in watch.items()},

@@ -4,17 +4,40 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from aiohttp import web
 
 from signaling.analytics.report import PERIODS, ChannelAnalytics, Report
 from signaling.api.endpoint import Access, Call, Endpoint, int_query, json_response, name_param
-from signaling.api.schemas import AnalyticsOut, AudienceMinuteOut, WatchTimeOut
+from signaling.api.schemas import AnalyticsOut, AudienceMinuteOut, BusyChannelOut, SiteAnalyticsOut, WatchTimeOut
 from signaling.auth.roles import Role
 from signaling.errors import Invalid
 
 OWNER = Access(Role.BROADCASTER, "the channel's owner, or an admin")
+ADMIN = Access(Role.ADMIN)
 DAYS = (("days", "integer", "7, 28 or 90 (default 7): the period, up to now"),)
+
+
+PRIVATE = {"Cache-Control": "private, no-store"}
+
+
+def _days(call: Call[None]) -> int:
+    days = int_query(call.request, "days", 7, 1, 90)
+    if days not in PERIODS:
+        raise Invalid("days must be 7, 28 or 90", errors=[{"field": "days", "message": "not 7, 28 or 90"}])
+    return days
+
+
+def _fields(report: Report) -> dict[str, Any]:
+    live_minutes = report.live_seconds / 60
+    return dict(
+        channel=report.channel, days=report.days, since=report.since, streams=report.streams,
+        live_seconds=report.live_seconds, peak_concurrent=report.peak_concurrent,
+        average_concurrent=report.average_concurrent, watch_seconds=WatchTimeOut(**report.watch_seconds),
+        average_watch_per_live_minute=round(report.watch_seconds["total"] / live_minutes, 1) if live_minutes else 0.0,
+        chat_messages=report.chat_messages, chatters=report.chatters, new_followers=report.new_followers,
+        minutes=[AudienceMinuteOut(minute=m.minute, webrtc=m.webrtc, hls=m.hls) for m in report.minutes])
 
 
 class AnalyticsApi:
@@ -22,22 +45,16 @@ class AnalyticsApi:
         self._analytics = analytics
 
     async def _report(self, call: Call[None]) -> Report:
-        days = int_query(call.request, "days", 7, 1, 90)
-        if days not in PERIODS:
-            raise Invalid("days must be 7, 28 or 90", errors=[{"field": "days", "message": "not 7, 28 or 90"}])
-        return await self._analytics.report(name_param(call.request, "name"), call.user, days)
+        return await self._analytics.report(name_param(call.request, "name"), call.user, _days(call))
 
     async def show(self, call: Call[None]) -> web.StreamResponse:
-        report = await self._report(call)
-        live_minutes = report.live_seconds / 60
-        return json_response(AnalyticsOut(
-            channel=report.channel, days=report.days, since=report.since, streams=report.streams,
-            live_seconds=report.live_seconds, peak_concurrent=report.peak_concurrent,
-            average_concurrent=report.average_concurrent, watch_seconds=WatchTimeOut(**report.watch_seconds),
-            average_watch_per_live_minute=round(report.watch_seconds["total"] / live_minutes, 1) if live_minutes else 0.0,
-            chat_messages=report.chat_messages, chatters=report.chatters, new_followers=report.new_followers,
-            minutes=[AudienceMinuteOut(minute=m.minute, webrtc=m.webrtc, hls=m.hls) for m in report.minutes]),
-            headers={"Cache-Control": "private, no-store"})
+        return json_response(AnalyticsOut(**_fields(await self._report(call))), headers=PRIVATE)
+
+    async def site(self, call: Call[None]) -> web.StreamResponse:
+        report, busiest = await self._analytics.site(_days(call))
+        return json_response(SiteAnalyticsOut(
+            **_fields(report), busiest=[BusyChannelOut(channel=name, watch_seconds=seconds, peak_concurrent=peak)
+                                        for name, seconds, peak in busiest]), headers=PRIVATE)
 
     async def csv(self, call: Call[None]) -> web.StreamResponse:
         report = await self._report(call)
@@ -48,13 +65,16 @@ class AnalyticsApi:
             writer.writerow([m.minute.isoformat(), m.webrtc, m.hls, round(m.webrtc_seconds, 1), round(m.hls_seconds, 1)])
         filename = f"{report.channel}-analytics-{report.days}d.csv"
         return web.Response(text=out.getvalue(), content_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "private, no-store"})
+            "Content-Disposition": f'attachment; filename="{filename}"', **PRIVATE})
 
     def endpoints(self) -> list[Endpoint]:
         return [
             Endpoint("GET", "/api/channels/{name}/analytics", self.show,
                      "The channel's audience, streams, chat and followers over the last 7, 28 or 90 days", OWNER,
                      "analytics", response=AnalyticsOut, errors=(401, 403, 404, 422), query=DAYS),
+            Endpoint("GET", "/api/analytics", self.site,
+                     "The whole site's audience, streams, chat and followers, with its busiest channels", ADMIN,
+                     "analytics", response=SiteAnalyticsOut, errors=(401, 403, 422), query=DAYS),
             Endpoint("GET", "/api/channels/{name}/analytics.csv", self.csv,
                      "The same period's concurrent viewers and watch time per minute, as CSV", OWNER, "analytics",
                      errors=(401, 403, 404, 422), query=DAYS, extra={"produces": "text/csv"}),

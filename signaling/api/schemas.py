@@ -550,3 +550,13 @@ class AnalyticsOut(BaseModel):
     chatters: int
     new_followers: int
     minutes: list[AudienceMinuteOut] = Field(description="Concurrent viewers per minute live, oldest first.")
+
+
+class BusyChannelOut(BaseModel):
+    channel: str
+    watch_seconds: float
+    peak_concurrent: int
+
+
+class SiteAnalyticsOut(AnalyticsOut):
+    busiest: list[BusyChannelOut] = Field(description="The channels watched most in the period (up to 10).")

@@ -1,7 +1,8 @@
 """A channel's analytics page in Chromium: a broadcaster goes live from the studio, viewers watch over
 WebRTC (two tabs) and over HLS (one) and leave; the owner's analytics page shows the stream, its peak,
 the watch time by transport (WebRTC within 10 % of what the viewers watched) and draws the audience
-with uPlot; the CSV downloads; another user is told the page is not theirs."""
+with uPlot; the CSV downloads; another user is told the page is not theirs; an admin finds the channel
+among the site's busiest."""
 
 from __future__ import annotations
 
@@ -93,4 +94,18 @@ def test_the_analytics_page_shows_who_watched_and_draws_it(
     other = open_browser().page
     log_in(other, server, stranger, f"/analytics/{name}")
     expect(other.locator("#analytics-status")).to_contain_text("Only the channel's owner")
+    other.goto("/analytics")
+    expect(other.locator("#analytics-status")).to_contain_text("Only admins")
+    other.close()
+
+    # The admin's view of the whole site: the channel among the busiest, its page a click away.
+    admin = open_browser().page
+    log_in(admin, server, server.admin, "/admin")
+    admin.click("text=Site analytics")
+    expect(admin.locator("#analytics-heading")).to_have_text("Site analytics")
+    expect(admin.locator("#busiest")).to_contain_text(f"@{name}")
+    assert admin.locator("#download-csv").is_hidden()
+    problems += check_page(admin, "analytics-site")
+    admin.click(f"#busiest >> text=@{name}")
+    expect(admin.locator("#analytics-heading")).to_have_text(f"Analytics · @{name}")
     assert not problems, problems

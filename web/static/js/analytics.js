@@ -3,7 +3,7 @@
 import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { api, tokens } from "./api.js";
 import { clock } from "./format.js";
-import { renderNav, say } from "./nav.js";
+import { el, renderNav, say } from "./nav.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -16,8 +16,18 @@ function watchTime(seconds) {
   return `${hours} h ${Math.round((seconds % 3600) / 60)} min`;
 }
 
+/** The site's busiest channels (the admins' view). */
+function drawBusiest(busiest) {
+  $("busiest-panel").hidden = false;
+  $("busiest").tBodies[0].replaceChildren(...busiest.map((b) => el("tr", {},
+    el("td", {}, el("a", { href: `/analytics/${encodeURIComponent(b.channel)}` }, `@${b.channel}`)),
+    el("td", {}, watchTime(b.watch_seconds)),
+    el("td", {}, String(b.peak_concurrent)))));
+}
+
 function draw(report) {
-  $("analytics-heading").textContent = `Analytics · @${report.channel}`;
+  $("analytics-heading").textContent = channel ? `Analytics · @${report.channel}` : "Site analytics";
+  if (report.busiest) drawBusiest(report.busiest);
   $("peak-concurrent").textContent = String(report.peak_concurrent);
   $("average-concurrent").textContent = report.average_concurrent.toFixed(1);
   $("watch-total").textContent = watchTime(report.watch_seconds.total);
@@ -57,13 +67,15 @@ function draw(report) {
 async function load() {
   const days = $("period").value;
   try {
-    const report = await api("GET", `/api/channels/${encodeURIComponent(channel)}/analytics?days=${days}`);
+    const path = channel ? `/api/channels/${encodeURIComponent(channel)}/analytics` : "/api/analytics";
+    const report = await api("GET", `${path}?days=${days}`);
     $("analytics").hidden = false; // first: the chart takes the width the page gives it
     draw(report);
     $("analytics-status").hidden = true;
   } catch (error) {
     $("analytics").hidden = true;
-    say($("analytics-status"), error.status === 403 ? "Only the channel's owner (or an admin) sees its analytics."
+    const whose = channel ? "the channel's owner (or an admin)" : "admins";
+    say($("analytics-status"), error.status === 403 ? `Only ${whose} can see these analytics.`
       : error.status === 401 ? "Sign in to see your channel's analytics." : error.message);
   }
 }
@@ -87,6 +99,7 @@ async function main() {
   await renderNav();
   $("period").addEventListener("change", load);
   $("download-csv").addEventListener("click", downloadCsv);
+  $("download-csv").hidden = !channel; // the minutes of one channel
   window.addEventListener("resize", () => chart?.setSize({ width: Math.max(280, $("audience-chart").clientWidth), height: 280 }));
   await load();
 }
