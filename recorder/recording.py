@@ -165,16 +165,17 @@ class Recording:
                         placed = []
                     else:
                         placed, waiting = waiting, []
-                for frame, seconds in placed if writer is not None else ():
-                    assert writer is not None
-                    if frame.kind == "audio":
-                        self._guarded(writer.write_audio, frame.data, seconds)
-                    elif frame.codec == "VP8":
-                        transcoder = transcoder or Vp8ToH264()
-                        for data, pts, key in transcoder.convert(frame.data, round(seconds * VIDEO_RATE), frame.keyframe):
-                            self._guarded(writer.write_video, data, pts / VIDEO_RATE, key)
-                    else:
-                        self._guarded(writer.write_video, frame.data, seconds, frame.keyframe)
+                if writer is not None:
+                    for frame, seconds in placed:
+                        if frame.kind == "audio":
+                            self._guarded(writer.write_audio, frame.data, seconds)
+                        elif frame.codec == "VP8":
+                            transcoder = transcoder or Vp8ToH264()
+                            for data, pts, key in transcoder.convert(frame.data, round(seconds * VIDEO_RATE),
+                                                                     frame.keyframe):
+                                self._guarded(writer.write_video, data, pts / VIDEO_RATE, key)
+                        else:
+                            self._guarded(writer.write_video, frame.data, seconds, frame.keyframe)
                 if final:
                     break
             if writer is not None and transcoder is not None:

@@ -114,6 +114,18 @@ def frames_of(video: list[bytes], audio: list[bytes], audio_lag: float) -> list[
     return [(pts, f) for _, pts, f in timed]
 
 
+def source_ladder() -> tuple[list[Init], list[Part], LadderTranscoder]:
+    """A one-rendition ladder ("source") and the init segments and parts it emits, as it emits them."""
+    parts: list[Part] = []
+    inits: list[Init] = []
+
+    def collect(index: int, outputs: list[Output]) -> None:
+        for item in outputs:
+            (inits if isinstance(item, Init) else parts).append(item)  # type: ignore[arg-type]
+
+    return inits, parts, LadderTranscoder(parse_ladder("source"), LadderOptions(), collect, lambda: None)
+
+
 def ffprobe_packets(path: Path) -> dict[str, list[tuple[float, float]]]:
     out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_entries",
                           "packet=codec_type,pts_time,duration_time", "-show_entries", "stream=codec_type", str(path)],
@@ -131,14 +143,7 @@ def test_each_part_holds_the_audio_of_its_own_time_span_and_the_playlist_never_o
     seconds = 6
     video = encode_video("h264", frames=seconds * FPS, gop=2 * FPS)
     audio = encode_audio(seconds + 1)
-    parts: list[Part] = []
-    inits: list[Init] = []
-
-    def collect(index: int, outputs: list[Output]) -> None:
-        for item in outputs:
-            (inits if isinstance(item, Init) else parts).append(item)  # type: ignore[arg-type]
-
-    transcoder = LadderTranscoder(parse_ladder("source"), LadderOptions(), collect, lambda: None)
+    inits, parts, transcoder = source_ladder()
     for pts, frame in frames_of(video, audio, audio_lag):
         transcoder.push(frame, pts)
     transcoder.finish()
@@ -210,14 +215,7 @@ def test_an_rtmp_encoders_aac_is_kept_when_it_is_48_khz_stereo_and_resampled_onc
     timed += [(j * 1024 / rate, EncodedFrame("audio", "aac", d, j * 1024, rate, False, None, "test", ("audio", "video"),
                                              0.0, config)) for j, d in enumerate(units)]
     timed.sort(key=lambda t: t[0])
-    parts: list[Part] = []
-    inits: list[Init] = []
-
-    def collect(index: int, outputs: list[Output]) -> None:
-        for item in outputs:
-            (inits if isinstance(item, Init) else parts).append(item)  # type: ignore[arg-type]
-
-    transcoder = LadderTranscoder(parse_ladder("source"), LadderOptions(), collect, lambda: None)
+    inits, parts, transcoder = source_ladder()
     for pts, frame in timed:
         transcoder.push(frame, pts)
     transcoder.finish()
