@@ -27,9 +27,13 @@ from signaling.api.channels_api import ChannelsApi
 from signaling.api.cluster_api import ClusterApi
 from signaling.api.chat_api import ChatApi
 from signaling.api.hls_api import HlsApi
+from signaling.api.client_address import client_address
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.analytics.audience import AudienceRollup
+from signaling.analytics.hls_requests import HlsRequestViewers
+from signaling.analytics.node_viewings import NodeViewings
+from signaling.analytics.viewing import ViewingBook
 from signaling.analytics.report import ChannelAnalytics
 from signaling.api.analytics_api import AnalyticsApi
 from signaling.api.metrics import HttpMetrics, register_spool_metrics
@@ -115,6 +119,9 @@ class Services:
     notifications: NotificationService
     worker: Worker | None
     audience: AudienceRollup
+    viewing: ViewingBook
+    node_viewings: NodeViewings | None
+    hls_requests: HlsRequestViewers
 
 
 SERVICES = web.AppKey("services", Services)
@@ -207,6 +214,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock),
                             notifications.rules)
     audience = AudienceRollup(db, streams.hls_audience, clock)
+    viewing = ViewingBook(db, settings.viewer_session_retention_days, clock)
+    hls_requests = HlsRequestViewers(viewing, streams.hls_audience, db, clock)
     if settings.media:  # a stream's origin rolls its audience up
         streams.watchers.append(audience)
         streams.on_viewers = audience.observe
@@ -229,6 +238,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         streams,
     )
     register_sfu_metrics(metrics.registry, node)
+    node_viewings = NodeViewings(node, viewing, db, clock) if settings.media else None
     if settings.media:  # a front door writes no recordings
         register_spool_metrics(metrics.registry, settings.resolved_spool_dir)
     chat = ChatService(
@@ -323,13 +333,15 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         AuthApi(accounts, limiter, settings),
         OidcApi(oidc, FlowSealer(secret, clock), accounts, secure=settings.resolved_public_url.startswith("https")),
         me_api,
-        ChannelsApi(channels, streams, limiter, settings),
+        ChannelsApi(channels, streams, limiter, settings, viewing, hls_requests),
         UsersApi(accounts),
         WebRtcApi(media, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         AnalyticsApi(ChannelAnalytics(db, clock)),
-        HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None),
+        HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None,
+               seen=lambda name, request: hls_requests.request(
+                   name, client_address(request, settings.trust_forwarded_for), request.headers.get("User-Agent", ""))),
         ScheduleApi(ScheduleService(db, clock, notifications.rules), settings),
         NotificationsApi(notifications.service, notifications.webhooks, notifications.push, notifications.email),
         ClusterApi(registry),
@@ -343,7 +355,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     add_web_routes(app, settings.web_root, _media_origins(settings), channels.exists)
     app[SERVICES] = Services(
         settings, db, bus, limiter, accounts, channels, oidc, metrics, endpoints, node, streams, chat, hub, recordings,
-        hls, notifications.service, worker, audience,
+        hls, notifications.service, worker, audience, viewing, node_viewings, hls_requests,
     )
 
     steps = ShutdownSteps()
@@ -370,6 +382,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 worker.start()
             if rtmp is not None and not await _start_rtmp(rtmp, settings) and not settings.rtmp_public_url:
                 me_api.rtmp_url = ""  # nobody is told a port another program holds
+            viewing.start()
+            hls_requests.start()
+            if node_viewings is not None:
+                node_viewings.start()
             if settings.media:
                 audience.start()
                 await control.start()
@@ -389,6 +405,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 ("rtmp claims", rtmp_gate.close),
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end
                 ("audience", audience.close),  # its last minutes written while the database is there
+                ("hls request viewers", hls_requests.close),
+                ("node viewings", node_viewings.close if node_viewings is not None else _nothing),
+                ("viewing sessions", viewing.close),  # ...and the sessions' last rows
                 ("recordings", recordings.close),  # before the node: recordings are written to their end first
                 ("hls", hls.close), ("hls relay", relay.close), ("hub", hub.close), ("node", node.close),
                 ("storage", storage.close),  # after the node: its last stream events still remove live pictures

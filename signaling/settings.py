@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     recording_keyframe_interval: float = Field(default=2.0, gt=0, description="Seconds between keyframes asked for while recording (seek points).")
     recording_fragment_seconds: float = Field(default=1.0, gt=0, le=10, description="MP4 fragment length: the most a crash can lose.")
     live_thumbnail_interval: float = Field(default=10.0, gt=0, description="Seconds between live thumbnails of a stream.")
+    viewer_session_retention_days: int = Field(
+        default=90, ge=1, le=3650,
+        description="Days viewing sessions are kept; analytics of older days read their daily sums.")
 
     hls_ladder: str = Field(
         default=DEFAULT_LADDER, description="HLS renditions: 'source' and '<height>p@<kbit/s>', comma-separated."

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
+from signaling.analytics.periodic import Periodic
 from signaling.db.database import Database
 from signaling.db.models import AudienceMinute, Channel
 from signaling.streams.hls_audience import HlsAudience
@@ -61,7 +62,7 @@ class AudienceRollup:
         # A count can come before the stream's start is known here (the node tells a moved stream's
         # audience at once): the last one of each such stream, applied when the start comes.
         self._early: dict[tuple[str, str], int] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("audience-rollup", tick, self._turn)
         self._writing = asyncio.Lock()
 
     # --- what the streams tell (StreamWatcher, and the StreamService's counts) ---
@@ -153,21 +154,13 @@ class AudienceRollup:
             for stream, (room, _) in list(self._streams.items()):
                 self.observe(stream, "hls", counts.get(room, 0))
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick)
-            try:
-                await self.sample_hls()
-                await self.flush()
-            except Exception:  # one bad tick must not end the rollup
-                log.exception("audience rollup: a tick failed")
+    async def _turn(self) -> None:
+        await self.sample_hls()
+        await self.flush()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="audience-rollup")
+        self._periodic.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._periodic.close()
         await self.flush()

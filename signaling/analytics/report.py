@@ -22,7 +22,8 @@ from sqlalchemy import distinct, func, select, true
 from signaling.auth.roles import Principal
 from signaling.channels.service import managed_channel
 from signaling.db.database import Database
-from signaling.db.models import AudienceMinute, Channel, ChatMessage, Follow, StreamSession
+from signaling.analytics.viewing import DAY, add_renditions, day_of, day_sums
+from signaling.db.models import AudienceMinute, Channel, ChatMessage, Follow, StreamSession, ViewerSession, ViewingDay
 
 PERIODS = (7, 28, 90)
 
@@ -34,6 +35,20 @@ class MinuteAudience:
     hls: int
     webrtc_seconds: float
     hls_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Viewing:
+    """The period's viewing sessions: how many, by whom, and how they went (from the players that tell)."""
+
+    sessions: dict[str, int]  # by transport
+    viewers: int  # distinct (signed-in users, and anonymous players by their page's random id)
+    average_session_seconds: float
+    startup_ms: dict[str, float | None]  # the average time to the first frame, by transport
+    rebuffering: float | None  # the share of time spent waiting for data
+    latency_ms: dict[str, float | None]  # the average delay behind the broadcaster, by transport
+    dropped_frames: int
+    renditions: dict[str, float]  # the share of time per rendition
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +64,7 @@ class Report:
     chat_messages: int
     chatters: int
     new_followers: int
+    viewing: Viewing
     minutes: list[MinuteAudience] = field(default_factory=list)
 
 
@@ -117,4 +133,53 @@ class ChannelAnalytics:
             peak_concurrent=max((m.webrtc + m.hls for m in minutes), default=0),
             average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
             watch_seconds={k: round(v, 1) for k, v in watch.items()},
-            chat_messages=int(chat[0]), chatters=int(chat[1]), new_followers=int(followers or 0), minutes=minutes)
+            chat_messages=int(chat[0]), chatters=int(chat[1]), new_followers=int(followers or 0),
+            viewing=await self._viewing(channel_id, since, now), minutes=minutes)
+
+    async def _viewing(self, channel_id: int | None, since: datetime, now: datetime) -> Viewing:
+        """Whole days from their sums (`viewing_days`); the period's partial first day and today from
+        the sessions themselves; distinct viewers from the sessions still kept, plus each older day's
+        (then an upper bound)."""
+        first_whole, today = day_of(since) + DAY, day_of(now)
+        d, s = ViewingDay, ViewerSession
+        async with self._db.session() as session:
+            rows = [dict(row._mapping) for row in (await session.execute(
+                select(d.transport, d.sessions, d.viewers, d.session_seconds, d.player_sessions, d.watch_seconds,
+                       d.startup_ms_sum, d.startups, d.stalls, d.stall_seconds, d.latency_ms_sum, d.latencies,
+                       d.dropped_frames, d.renditions, d.day)
+                .where(*([d.channel_id == channel_id] if channel_id is not None else []),
+                       d.day >= first_whole, d.day < today))).all()]
+            whole_days = len(rows)
+            rows += await day_sums(session, since, min(first_whole, today), channel_id, whole=False)
+            rows += await day_sums(session, max(today, since), now + DAY, channel_id, whole=False)
+            oldest = await session.scalar(select(func.min(s.started_at)))  # sessions before it are gone
+            kept_day = day_of(oldest) if oldest is not None else today
+            viewers = await session.scalar(
+                select(func.count(distinct(s.viewer)))
+                .where(*([s.channel_id == channel_id] if channel_id is not None else []),
+                       s.started_at >= max(since, kept_day)))
+        # Days whose sessions are gone (past VIEWER_SESSION_RETENTION_DAYS) add their own distinct viewers: one who came on several counts on each.
+        viewers = int(viewers or 0) + sum(r["viewers"] for r in rows[:whole_days] if r["day"] < kept_day)
+        sessions: dict[str, int] = {"webrtc": 0, "hls": 0}
+        totals = dict.fromkeys(("session_seconds", "watch_seconds", "stall_seconds", "dropped_frames"), 0.0)
+        means = {t: dict.fromkeys(("startup_ms_sum", "startups", "latency_ms_sum", "latencies"), 0.0) for t in sessions}
+        shown: dict[str, float] = {}
+        for row in rows:
+            transport = row["transport"]
+            sessions[transport] = sessions.get(transport, 0) + row["sessions"]
+            for key in totals:
+                totals[key] += row[key]
+            for key, sums in means.setdefault(transport, dict.fromkeys(means["hls"], 0.0)).items():
+                means[transport][key] = sums + row[key]
+            add_renditions(shown, [row["renditions"]])
+        count = sum(sessions.values())
+        watched = totals["watch_seconds"] + totals["stall_seconds"]
+        all_shown = sum(shown.values())
+        return Viewing(
+            sessions=sessions, viewers=viewers,
+            average_session_seconds=round(totals["session_seconds"] / count, 1) if count else 0.0,
+            startup_ms={t: round(m["startup_ms_sum"] / m["startups"]) if m["startups"] else None for t, m in means.items()},
+            rebuffering=round(totals["stall_seconds"] / watched, 4) if watched else None,
+            latency_ms={t: round(m["latency_ms_sum"] / m["latencies"]) if m["latencies"] else None for t, m in means.items()},
+            dropped_frames=int(totals["dropped_frames"]),
+            renditions={name: round(sec / all_shown, 3) for name, sec in sorted(shown.items())} if all_shown else {})

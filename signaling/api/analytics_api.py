@@ -10,7 +10,9 @@ from aiohttp import web
 
 from signaling.analytics.report import PERIODS, ChannelAnalytics, Report
 from signaling.api.endpoint import Access, Call, Endpoint, int_query, json_response, name_param
-from signaling.api.schemas import AnalyticsOut, AudienceMinuteOut, BusyChannelOut, SiteAnalyticsOut, WatchTimeOut
+from signaling.api.schemas import (
+    AnalyticsOut, AudienceMinuteOut, BusyChannelOut, SiteAnalyticsOut, ViewingOut, WatchTimeOut,
+)
 from signaling.auth.roles import Role
 from signaling.errors import Invalid
 
@@ -31,12 +33,16 @@ def _days(call: Call[None]) -> int:
 
 def _fields(report: Report) -> dict[str, Any]:
     live_minutes = report.live_seconds / 60
+    v = report.viewing
     return dict(
         channel=report.channel, days=report.days, since=report.since, streams=report.streams,
         live_seconds=report.live_seconds, peak_concurrent=report.peak_concurrent,
         average_concurrent=report.average_concurrent, watch_seconds=WatchTimeOut(**report.watch_seconds),
         average_watch_per_live_minute=round(report.watch_seconds["total"] / live_minutes, 1) if live_minutes else 0.0,
         chat_messages=report.chat_messages, chatters=report.chatters, new_followers=report.new_followers,
+        viewing=ViewingOut(sessions=v.sessions, unique_viewers=v.viewers, average_session_seconds=v.average_session_seconds,
+                           startup_ms=v.startup_ms, rebuffering_ratio=v.rebuffering, latency_ms=v.latency_ms,
+                           dropped_frames=v.dropped_frames, renditions=v.renditions),
         minutes=[AudienceMinuteOut(minute=m.minute, webrtc=m.webrtc, hls=m.hls) for m in report.minutes])
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from signaling.analytics.hls_requests import HlsRequestViewers
+from signaling.analytics.viewing import Figures, ViewingBook
 from signaling.api.client_address import client_address
 from signaling.api.endpoint import ANYONE, SIGNED_IN, Access, Call, Endpoint, int_query, json_response, name_param
 from signaling.api.presenters import channel_out
@@ -18,7 +20,7 @@ from signaling.api.schemas import (
 from signaling.auth.rate_limit import RateLimiter
 from signaling.auth.roles import Role
 from signaling.channels.service import ChannelService, ChannelView
-from signaling.errors import Invalid, RateLimited
+from signaling.errors import Invalid, NotFound, RateLimited
 from signaling.settings import Settings
 from signaling.streams.service import StreamService
 
@@ -34,7 +36,10 @@ FOLLOWS_PER_HOUR = 120
 
 
 class ChannelsApi:
-    def __init__(self, channels: ChannelService, streams: StreamService, limiter: RateLimiter, settings: Settings) -> None:
+    def __init__(self, channels: ChannelService, streams: StreamService, limiter: RateLimiter, settings: Settings,
+                 viewing: ViewingBook, hls_requests: HlsRequestViewers | None = None) -> None:
+        self._viewing = viewing
+        self._hls_requests = hls_requests
         self._channels = channels
         self._streams = streams
         self._hls = streams.hls_audience
@@ -73,7 +78,23 @@ class ChannelsApi:
             wait = await self._limiter.hit(key, limit, 60)
             if wait:
                 raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
-        count = await self._streams.watching(name_param(call.request, "name"), call.body.session, call.body.leaving)
+        body = call.body
+        name = name_param(call.request, "name")
+        found = await self._viewing.stream_of(name)
+        if found is None:
+            raise NotFound(f"there is no channel {name!r}")
+        if body.transport == "hls":
+            count = await self._streams.watching(name, body.session, body.leaving)
+            if self._hls_requests is not None:  # this player is not one of those seen by their requests
+                self._hls_requests.claim(name, address, call.request.headers.get("User-Agent", ""))
+        else:
+            count = await self._hls.count(name)
+        if body.viewer is not None:  # a player that tells how its viewing goes (older ones only beat)
+            session = body.session if body.whep_session is None else body.whep_session.rsplit(".", 1)[-1]
+            self._viewing.player_session(
+                session, found[0], found[1], body.transport, f"a:{body.viewer}",
+                Figures(body.watch_seconds, body.startup_ms, body.stalls, body.stall_seconds, body.latency_ms,
+                        body.dropped_frames, body.renditions), ending=body.leaving)
         return json_response(WatchingOut(hls_viewers=count))
 
     async def directory(self, call: Call[None]) -> web.StreamResponse:

@@ -9,6 +9,7 @@ to it satisfies the same question; errors are never cached.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -17,7 +18,7 @@ from recorder.hls.live import LiveHls, multivariant
 from recorder.hls.playlist import RenditionWindow
 from signaling.api.endpoint import ANYONE, Call, Endpoint, Handler, name_param
 from signaling.errors import BadRequest, NotFound, Unavailable
-from signaling.hls.relay import HlsRelay
+from signaling.hls.relay import HOP, HlsRelay
 from signaling.hls.service import HlsService
 
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -28,8 +29,10 @@ _MAX_NUMBER = 2**31
 
 
 class HlsApi:
-    def __init__(self, hls: HlsService, registry: CollectorRegistry, relay: HlsRelay | None = None) -> None:
+    def __init__(self, hls: HlsService, registry: CollectorRegistry, relay: HlsRelay | None = None,
+                 seen: Callable[[str, web.Request], None] | None = None) -> None:
         self._hls = hls
+        self._seen = seen  # told of each media playlist asked for (players seen by their requests)
         self._relay = relay
         self.requests = Counter("tally_hls_requests", "HLS objects asked of this origin", ["object"], registry=registry)
         if relay is not None:
@@ -50,6 +53,18 @@ class HlsApi:
                     answer = await self._relay.forward(call.request, name)
                     if answer is not None:
                         return answer
+            return await handler(call)
+
+        handle.__name__ = getattr(handler, "__name__", "hls")
+        return handle
+
+    def _seeing(self, handler: Handler) -> Handler:
+        """`handler`, telling `seen` of the player's request (not of one a front door passes on: the
+        door saw it)."""
+
+        async def handle(call: Call[None]) -> web.StreamResponse:
+            if self._seen is not None and HOP not in call.request.headers:
+                self._seen(name_param(call.request, "channel"), call.request)
             return await handler(call)
 
         handle.__name__ = getattr(handler, "__name__", "hls")
@@ -155,7 +170,7 @@ class HlsApi:
             Endpoint("GET", "/hls/{channel}/index.m3u8", self._or_relay(self.master),
                      "Multivariant playlist of the channel's live HLS ladder", ANYONE, "hls",
                      errors=(404, 503), extra={"produces": PLAYLIST}),
-            Endpoint("GET", base + "/index.m3u8", self._or_relay(self.media_playlist),
+            Endpoint("GET", base + "/index.m3u8", self._seeing(self._or_relay(self.media_playlist)),
                      "A rendition's LL-HLS media playlist (blocking reload, delta updates)", ANYONE, "hls",
                      errors=(400, 404, 503), query=blocking, extra={"produces": PLAYLIST}),
             Endpoint("GET", base + "/{object}", self._or_relay(self.media),

@@ -235,10 +235,42 @@ class LayersOut(BaseModel):
     auto: bool = Field(description="Whether the server picks the layer from the viewer's loss")
 
 
+WEEK_SECONDS = 7 * 24 * 3600.0
+RENDITION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,24}$")
+
+
+def _renditions(value: dict[str, float]) -> dict[str, float]:
+    if len(value) > 12:
+        raise ValueError("at most 12 renditions")
+    for name, seconds in value.items():
+        if not RENDITION_RE.match(name):
+            raise ValueError("a rendition's name is 1-24 letters, digits, '_', '.' or '-'")
+        if not 0 <= seconds <= WEEK_SECONDS:
+            raise ValueError("a rendition's seconds are between 0 and a week")
+    return value
+
+
 class WatchingIn(Strict):
+    """A player's beacon, every 10 s while it plays and once when it stops (`navigator.sendBeacon`):
+    it counts the player among an HLS stream's viewers, and tells how the viewing goes. The figures
+    are the viewing's totals so far."""
+
     session: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                                  description="A random id the player keeps while it plays")]
+                                  description="A random id for this viewing (a new one for each HLS start)")]
     leaving: bool = Field(False, description="The player stops (or moves to WebRTC): count it no longer")
+    transport: Literal["hls", "webrtc"] = Field("hls", description="How this viewing plays")
+    whep_session: Annotated[str | None, Field(max_length=200, pattern=r"^[A-Za-z0-9_.%-]+$",
+                                              description="WebRTC: the session's id (the last part of its Location)")] = None
+    viewer: Annotated[str | None, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                        description="A random id the player keeps for the page (its viewings' viewer)")] = None
+    watch_seconds: Annotated[float, Field(ge=0, le=WEEK_SECONDS, description="Seconds the picture moved")] = 0.0
+    startup_ms: Annotated[int | None, Field(ge=0, le=600_000, description="From asking to the first frame")] = None
+    stalls: Annotated[int, Field(ge=0, le=1_000_000, description="Times playback stopped to wait for data")] = 0
+    stall_seconds: Annotated[float, Field(ge=0, le=WEEK_SECONDS, description="Seconds spent waiting")] = 0.0
+    latency_ms: Annotated[int | None, Field(ge=0, le=600_000, description="Behind the broadcaster, now")] = None
+    dropped_frames: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
+    renditions: Annotated[dict[str, float], AfterValidator(_renditions),
+                          Field(description="Seconds shown per rendition (its height, as '720p')")] = {}
 
 
 class WatchingOut(BaseModel):
@@ -536,6 +568,19 @@ class WatchTimeOut(BaseModel):
     hls: float
 
 
+class ViewingOut(BaseModel):
+    sessions: dict[str, int] = Field(description="Viewing sessions started in the period, by transport (webrtc, hls).")
+    unique_viewers: int = Field(description="Distinct viewers: signed-in users, and anonymous players by their page's random id.")
+    average_session_seconds: float
+    startup_ms: dict[str, float | None] = Field(
+        description="Average time from asking to the first frame, by transport (players that tell it).")
+    rebuffering_ratio: float | None = Field(description="Share of viewing time spent waiting for data.")
+    latency_ms: dict[str, float | None] = Field(
+        description="Average delay behind the broadcaster, by transport, as the players measured it.")
+    dropped_frames: int
+    renditions: dict[str, float] = Field(description="Share of viewing time per rendition (by picture height).")
+
+
 class AnalyticsOut(BaseModel):
     channel: str
     days: int
@@ -549,6 +594,7 @@ class AnalyticsOut(BaseModel):
     chat_messages: int
     chatters: int
     new_followers: int
+    viewing: ViewingOut
     minutes: list[AudienceMinuteOut] = Field(description="Concurrent viewers per minute live, oldest first.")
 
 

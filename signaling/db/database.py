@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -76,3 +76,17 @@ async def insert_new(session: AsyncSession, model: type[Any], values: dict[str, 
         statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
     result = await session.execute(statement)
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def upsert(session: AsyncSession, model: type[Any], update: set[str] | frozenset[str],
+           rules: Callable[[Any], dict[str, Any]] | None = None) -> Executable:
+    """An INSERT of rows (given as its parameters: one or many) that, where a row with the same primary
+    key exists, sets only the `update` columns to the new values (or as `rules(excluded)` says, for
+    the columns it names). One statement, on PostgreSQL and SQLite alike."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(model)
+    ruled = rules(insert.excluded) if rules is not None else {}
+    return insert.on_conflict_do_update(
+        index_elements=model.__table__.primary_key.columns,
+        set_={c: ruled[c] if c in ruled else insert.excluded[c] for c in sorted(update)})

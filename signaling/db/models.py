@@ -153,6 +153,63 @@ class AudienceMinute(Base):
     viewer_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class ViewerSession(Base):
+    """One viewing of a stream, from the player's start to its end, over one transport; what its player
+    said of how it went (quality of experience). Kept for `VIEWER_SESSION_RETENTION_DAYS`; the analytics
+    of days gone read `viewing_days`. No address is stored: a viewer is a user id, or the random id its
+    player made for the page (an HLS player that says nothing: a salted hash of its requests).
+
+    Its writers touch their own columns: the node that serves a WebRTC viewer writes the times, the
+    player writes the quality figures, both as upserts on the id, in whichever order they come."""
+
+    __tablename__ = "viewer_sessions"
+    __table_args__ = (Index("ix_viewer_sessions_channel_started", "channel_id", "started_at", "viewer"),
+                      Index("ix_viewer_sessions_started", "started_at"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    stream_id: Mapped[str] = mapped_column(String(32), default="")
+    transport: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(8))  # "node", "player" or "requests": who saw it
+    viewer: Mapped[str] = mapped_column(String(72))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)  # how long it lasted, as far as seen
+    # The player's figures, cumulative over the session (each beacon replaces the last one's).
+    watch_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    startup_ms: Mapped[int | None] = mapped_column(Integer)
+    stalls: Mapped[int] = mapped_column(Integer, default=0)
+    stall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    dropped_frames: Mapped[int] = mapped_column(Integer, default=0)
+    renditions: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)  # rendition -> seconds shown
+
+
+class ViewingDay(Base):
+    """A channel's viewing sessions of one day (UTC, by start) over one transport, summed: what the
+    analytics of past days read instead of the sessions. Recomputed from the sessions while they are kept."""
+
+    __tablename__ = "viewing_days"
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    transport: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sessions: Mapped[int] = mapped_column(Integer, default=0)
+    viewers: Mapped[int] = mapped_column(Integer, default=0)  # distinct that day (days do not add up)
+    session_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    player_sessions: Mapped[int] = mapped_column(Integer, default=0)  # sessions whose player told its figures
+    watch_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # ...and their figures, summed
+    startup_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    startups: Mapped[int] = mapped_column(Integer, default=0)
+    stalls: Mapped[int] = mapped_column(Integer, default=0)
+    stall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    latencies: Mapped[int] = mapped_column(Integer, default=0)
+    dropped_frames: Mapped[int] = mapped_column(Integer, default=0)
+    renditions: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+
+
 class ChatMessage(Base):
     """One chat post. The id orders a channel's conversation; deleted posts keep their row."""
 

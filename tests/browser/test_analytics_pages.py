@@ -68,11 +68,36 @@ def test_the_analytics_page_shows_who_watched_and_draws_it(
     end_stream(studio)
     expect(studio.locator("#summary")).to_be_visible(timeout=15_000)
 
+    # The viewing sessions: each tab's, written by the node (WebRTC) and told by the players' beacons,
+    # flushed every 5 s (the node looks at its sessions every 5 s: its last word on a closed tab comes
+    # within 10 s); the HLS tab's hls.js requests are not a second, silent player.
+    deadline = time.monotonic() + 30
+    while True:
+        status, report = server.call("GET", f"/api/channels/{name}/analytics", token=server.token(name))
+        assert status == 200, report
+        viewing = report["viewing"]
+        if viewing["sessions"]["webrtc"] >= 2 and viewing["sessions"]["hls"] >= 1 and viewing["latency_ms"]["hls"] is not None \
+                and viewing["average_session_seconds"] >= 8 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert viewing["sessions"] == {"webrtc": 2, "hls": 1}, viewing
+    assert viewing["unique_viewers"] == 3, viewing
+    for transport in ("webrtc", "hls"):
+        assert 0 < viewing["startup_ms"][transport] < 30_000, viewing
+    # The players' own measure: WebRTC's jitter buffer and half the round trip, hls.js's estimate.
+    assert 0 < viewing["latency_ms"]["webrtc"] < viewing["latency_ms"]["hls"] < 10_000, viewing
+    assert viewing["rebuffering_ratio"] is not None, viewing
+    assert viewing["renditions"] and abs(sum(viewing["renditions"].values()) - 1) < 0.01, viewing
+    assert 8 <= viewing["average_session_seconds"] <= 60, viewing
+
     studio.goto(f"/analytics/{name}")
     ready(studio)
     expect(studio.locator("#analytics")).to_be_visible()
-    status, report = server.call("GET", f"/api/channels/{name}/analytics", token=server.token(name))
-    assert status == 200, report
+    expect(studio.locator("#unique-viewers")).to_have_text("3")
+    expect(studio.locator("#sessions")).to_have_text("3 (WebRTC 2, HLS 1)")
+    expect(studio.locator("#renditions")).to_contain_text("p ")
+    expect(studio.locator("#latency")).to_contain_text("WebRTC")
+    expect(studio.locator("#latency")).to_contain_text("HLS")
     least, most = sum(w[0] for w in watched), sum(w[1] for w in watched)
     assert 0.9 * least <= report["watch_seconds"]["webrtc"] <= 1.1 * most, (report["watch_seconds"], watched)
     assert report["watch_seconds"]["hls"] > 0 and report["streams"] == 1, report

@@ -25,6 +25,25 @@ function drawBusiest(busiest) {
     el("td", {}, String(b.peak_concurrent)))));
 }
 
+/** Sessions, viewers and how the viewings went (the players' own figures). */
+function drawViewing(v) {
+  const none = "–";
+  $("unique-viewers").textContent = String(v.unique_viewers);
+  $("sessions").textContent = `${v.sessions.webrtc + v.sessions.hls} (WebRTC ${v.sessions.webrtc}, HLS ${v.sessions.hls})`;
+  $("average-session").textContent = watchTime(v.average_session_seconds);
+  const byTransport = (ms) => {
+    const known = [["WebRTC", ms.webrtc], ["HLS", ms.hls]].filter(([, value]) => value !== null && value !== undefined);
+    return known.length ? known.map(([label, value]) => `${label} ${(value / 1000).toFixed(2)} s`).join(" · ") : none;
+  };
+  $("startup").textContent = byTransport(v.startup_ms);
+  $("rebuffering").textContent = v.rebuffering_ratio === null ? none : `${(v.rebuffering_ratio * 100).toFixed(1)} %`;
+  $("latency").textContent = byTransport(v.latency_ms);
+  $("dropped-frames").textContent = String(v.dropped_frames);
+  const shares = Object.entries(v.renditions).sort((a, b) => b[1] - a[1]);
+  $("renditions").textContent = shares.length
+    ? shares.map(([name, share]) => `${name} ${Math.round(share * 100)} %`).join(", ") : none;
+}
+
 function draw(report) {
   $("analytics-heading").textContent = channel ? `Analytics · @${report.channel}` : "Site analytics";
   if (report.busiest) drawBusiest(report.busiest);
@@ -38,6 +57,7 @@ function draw(report) {
   $("chat-messages").textContent = String(report.chat_messages);
   $("chatters").textContent = String(report.chatters);
   $("new-followers").textContent = String(report.new_followers);
+  drawViewing(report.viewing);
 
   const box = $("audience-chart");
   chart?.destroy();

@@ -7,6 +7,7 @@
 import { api } from "./api.js";
 import { HlsPlayback } from "./hls_playback.js";
 import { PlayerControls } from "./player_controls.js";
+import { Viewing } from "./viewing.js";
 import { hangUp, negotiate, SessionError } from "./webrtc.js";
 
 const CONNECT_TIMEOUT = 6000; // ms a WebRTC session may take to show its first picture
@@ -38,8 +39,8 @@ export class Player {
     this.watchdog = null;
     this.failures = 0;
     this.hls = null; // the HlsPlayback while HLS plays
-    this.watching = null; // the timer of "still watching" while HLS plays (so HLS viewers count)
-    this.sessionId = crypto.randomUUID();
+    this.rtcViewing = null; // the Viewing of the WebRTC session, and of the HLS playback (its beacons)
+    this.hlsViewing = null;
     this.stopped = false;
     this.video = videoElement("Live video");
     this.hlsVideo = videoElement("Live video (HLS)");
@@ -197,6 +198,7 @@ export class Player {
     const probing = was === "ended" || was === "offline";
     if (!this.hls && !probing) this.setState(was === "playing" ? "reconnecting" : "connecting", "Connecting…");
     let session;
+    const asked = performance.now();
     try {
       session = await negotiate(pc, `/whep/${encodeURIComponent(this.channel)}`, this.token);
     } catch (error) {
@@ -221,6 +223,8 @@ export class Player {
       return;
     }
     this.session = session;
+    this.rtcViewing = new Viewing(this.video, { channel: this.channel, transport: "webrtc", asked,
+      whepSession: session.location.split("/").pop(), latency: () => this.latency() });
     if (chat) this.onDataChannel(chat);
     clearTimeout(this.watchdog);
     this.watchdog = setTimeout(() => this.webrtcFailed(pc, "no picture arrived over WebRTC"), CONNECT_TIMEOUT);
@@ -230,6 +234,7 @@ export class Player {
       this.failures = 0;
       this.stopHls();
       this.playedWebRtc = true;
+      this.rtcViewing?.started();
       this.setMode("webrtc");
       this.setState("playing", "");
       this.controls.setLevels([]);
@@ -279,10 +284,12 @@ export class Player {
           this.setState("playing", "");
           this.controls.apply();
           if (this.controls.paused) this.hlsVideo.pause();
-          this.sayWatching();
+          this.hlsViewing?.started(); // its beacons count this player among the HLS viewers
         },
       });
       this.hls = hls;
+      this.hlsViewing = new Viewing(this.hlsVideo, { channel: this.channel, transport: "hls",
+        latency: async () => this.hls?.latency ?? null });
       this.controls.setLevels([]); // the renditions come with the playlist
       // A quiet start behind the end or offline card; else say it is starting.
       if (was !== "ended" && was !== "offline" && was !== "playing") this.setState("connecting", "Starting HLS…");
@@ -297,27 +304,11 @@ export class Player {
     }
   }
 
-  /** Every 10 s while HLS plays: the server counts this player among the viewers (a CDN hides it). */
-  sayWatching() {
-    clearTimeout(this.watching);
-    if (!this.hls || this.stopped) return;
-    const path = `/api/channels/${encodeURIComponent(this.channel)}/watching`;
-    api("POST", path, { session: this.sessionId }, { auth: false }).catch(() => null);
-    this.watching = setTimeout(() => this.sayWatching(), 10_000);
-  }
-
   stopHls() {
-    clearTimeout(this.watching);
-    if (this.hls?.played) this.sayLeaving(); // counted no longer (as the WebRTC viewer it may become)
+    this.hlsViewing?.end(); // counted no longer (as the WebRTC viewer it may become)
+    this.hlsViewing = null;
     if (this.hls) this.hls.stop();
     this.hls = null;
-  }
-
-  /** This player stops watching over HLS: a beacon, so it goes through even as the page closes. */
-  sayLeaving() {
-    const path = `/api/channels/${encodeURIComponent(this.channel)}/watching`;
-    const body = new Blob([JSON.stringify({ session: this.sessionId, leaving: true })], { type: "application/json" });
-    if (!navigator.sendBeacon?.(path, body)) api("POST", path, { session: this.sessionId, leaving: true }, { auth: false }).catch(() => null);
   }
 
   watchConnection(pc) {
@@ -343,6 +334,8 @@ export class Player {
   }
 
   closeSession() {
+    this.rtcViewing?.end();
+    this.rtcViewing = null;
     clearTimeout(this.watchdog);
     clearTimeout(this.layerTimer);
     if (this.session) hangUp(this.session.location);

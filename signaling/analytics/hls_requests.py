@@ -1,0 +1,133 @@
+"""HLS viewing sessions of players that say nothing (Safari's own player, VLC, ffplay, a TV app), seen
+by their media playlist requests: the address, the user agent and the channel make one player.
+
+A player that tells its own session (the watch page's beacons) claims its address and agent, and is
+not seen twice. A sighting becomes a session only once it has lasted `confirm_after` seconds — the
+watch page says who it is at its first frame, well before that — and then counts as an HLS viewer too; it ends after `idle`
+seconds without a request. What is stored is a random id: the address and agent stay in memory while
+the session lasts, never in the database.
+
+Behind a CDN the origin sees the edge's requests, not the players'; there only the players that tell
+their sessions are counted. Each signaling instance sees the requests it serves: a player whose
+requests are spread over several instances (a load balancer without affinity) is seen by each.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from signaling.analytics.periodic import Periodic
+from signaling.analytics.viewing import ViewingBook
+from signaling.db.database import Database
+from signaling.db.models import Channel, StreamSession
+from signaling.streams.hls_audience import HlsAudience
+
+MAX_TRACKED = 100_000  # players seen at once; beyond it the longest-silent is forgotten
+WRITE_EVERY = 30.0  # seconds between two writes of a session that goes on
+MAX_AGENT = 256  # characters of a user agent kept to tell players apart
+MAX_PER_ADDRESS = 32  # players seen at once behind one address (a household, a small NAT); more are not
+
+
+@dataclass(slots=True)
+class _Sighting:
+    channel: str
+    first: float
+    last: float
+    session: str = ""  # the random id, once it is a session
+    written: float = float("-inf")  # when its row was last written
+
+
+class HlsRequestViewers:
+    def __init__(self, book: ViewingBook, audience: HlsAudience, db: Database, clock: Callable[[], float] = time.time,
+                 confirm_after: float = 30.0, idle: float = 30.0, every: float = 5.0) -> None:
+        self._book = book
+        self._audience = audience
+        self._db = db
+        self._clock = clock
+        self._confirm_after = confirm_after
+        self._idle = idle
+        self._seen: dict[tuple[str, str, str], _Sighting] = {}
+        self._per_address: dict[str, int] = {}
+        self._claimed: dict[tuple[str, str, str], float] = {}  # -> when it last said who it is
+        self._periodic = Periodic("hls-request-viewers", every, self.tick)
+
+    def request(self, channel: str, address: str, agent: str) -> None:
+        """A media playlist of `channel` was asked for (called per request: no I/O here)."""
+        key = (channel, address, agent[:MAX_AGENT])
+        now = self._clock()
+        if key in self._claimed:
+            return
+        seen = self._seen.get(key)
+        if seen is not None:
+            seen.last = now
+            return
+        if self._per_address.get(address, 0) >= MAX_PER_ADDRESS:
+            return  # one address making up players by their user agents: not counted
+        if len(self._seen) >= MAX_TRACKED:
+            self._forget(next(iter(self._seen)))
+        self._seen[key] = _Sighting(channel, now, now)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+
+    def _forget(self, key: tuple[str, str, str]) -> _Sighting | None:
+        seen = self._seen.pop(key, None)
+        if seen is not None:
+            left = self._per_address.pop(key[1]) - 1
+            if left:
+                self._per_address[key[1]] = left
+        return seen
+
+    def claim(self, channel: str, address: str, agent: str) -> None:
+        """A player at `address` with `agent` tells its own session of `channel`: not one of these."""
+        key = (channel, address, agent[:MAX_AGENT])
+        if key not in self._claimed and len(self._claimed) >= MAX_TRACKED:
+            self._claimed.pop(next(iter(self._claimed)))
+        self._claimed[key] = self._clock()
+        self._forget(key)  # a session already written stays: it was one until now
+
+    async def tick(self) -> None:
+        now = self._clock()
+        for key in [k for k, at in self._claimed.items() if now - at > self._idle]:
+            del self._claimed[key]
+        streams: dict[str, tuple[int, str] | None] = {}
+        for key, seen in list(self._seen.items()):
+            over = now - seen.last > self._idle
+            if not seen.session and (over or seen.last - seen.first < self._confirm_after):
+                if over:
+                    self._forget(key)
+                continue
+            if seen.channel not in streams:
+                streams[seen.channel] = await self._live_stream(seen.channel)
+            live = streams[seen.channel]
+            if live is None and not seen.session:
+                self._forget(key)
+                continue
+            if not seen.session:
+                seen.session = f"r-{secrets.token_urlsafe(16)}"
+            if live is not None and (over or now - seen.written >= WRITE_EVERY):
+                seen.written = now
+                self._book.request_session(seen.session, live[0], live[1], seen.first, seen.last, ended=over)
+            if over:
+                self._forget(key)
+                await self._audience.leave(seen.channel, seen.session)
+            else:
+                await self._audience.beat(seen.channel, seen.session)
+
+    async def _live_stream(self, channel: str) -> tuple[int, str] | None:
+        """(channel id, stream id) of `channel`'s stream now, if it is live."""
+        async with self._db.session() as session:
+            found = (await session.execute(
+                select(Channel.id, StreamSession.id).join(StreamSession, StreamSession.channel_id == Channel.id)
+                .where(Channel.name == channel, StreamSession.ended_at.is_(None))
+                .order_by(StreamSession.started_at.desc()).limit(1))).first()
+        return (found[0], found[1]) if found is not None else None
+
+    def start(self) -> None:
+        self._periodic.start()
+
+    async def close(self) -> None:
+        await self._periodic.close()

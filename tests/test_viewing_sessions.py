@@ -1,0 +1,204 @@
+"""Viewing sessions: written by the node that serves a WebRTC viewer, by the players' quality beacons,
+and for HLS players that say nothing, by their requests; summed per day; reported to the channel's
+owner as sessions, unique viewers and quality of experience. Bad beacons change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import func, select
+
+from signaling.app import SERVICES
+from signaling.db.models import ViewerSession, ViewingDay
+from support import Api
+from test_whip_whep import go_live, post_sdp, stream_key, until
+from webrtc_peer import Peer
+
+DAY = 86400.0
+
+
+@pytest.fixture
+async def rtc(app_factory: Callable[..., web.Application], clock: Any) -> AsyncIterator[Api]:
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], viewer_session_retention_days=2)
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client, app[SERVICES], clock)
+
+
+async def rows(api: Api) -> list[ViewerSession]:
+    await api.services.viewing.flush()
+    async with api.services.db.session() as session:
+        return list((await session.scalars(select(ViewerSession).order_by(ViewerSession.started_at))).all())
+
+
+def beacon(session: str, **figures: Any) -> dict[str, Any]:
+    return {"session": session, "viewer": "page-0123456789abcdef", **figures}
+
+
+async def report(api: Api, name: str, days: int = 7) -> dict[str, Any]:
+    token = (await api.login(name))["access_token"]  # the test's clock may have moved past the last one
+    status, body, _ = await api.call("GET", f"/api/channels/{name}/analytics?days={days}", token=token)
+    assert status == 200, body
+    return dict(body["viewing"])
+
+
+async def test_a_webrtc_viewing_is_written_by_its_node_and_told_by_its_player(rtc: Api) -> None:
+    name, token = await rtc.user("broadcaster")
+    fan, fan_token = await rtc.user("viewer")
+    publisher, _ = await go_live(rtc, name, await stream_key(rtc, token))
+    viewer = Peer.viewer()
+    status, answer, whep = await post_sdp(rtc, f"/whep/{name}", await viewer.offer(), fan_token)
+    assert status == 201
+    await viewer.answer(answer.decode())
+    await viewer.wait_frames(5)
+    node_viewings = rtc.services.node_viewings
+    assert node_viewings is not None
+    await node_viewings.scan()
+    await rtc.services.viewing.flush()  # the node's row first; the player's figures join it
+    whep_session = whep["Location"].rsplit("/", 1)[1]
+
+    # The watch page's player tells its figures for that session (it knows it by its Location).
+    rtc.clock.advance(10)
+    status, _, _ = await rtc.call("POST", f"/api/channels/{name}/watching", beacon(
+        "viewing-0123456789abcdef", transport="webrtc", whep_session=whep_session, watch_seconds=9.5,
+        startup_ms=420, latency_ms=180, dropped_frames=3, renditions={"360p": 9.5}))
+    assert status == 200
+    [row] = await rows(rtc)
+    assert (row.id, row.transport, row.source, row.viewer) == (whep_session, "webrtc", "node", f"u:{fan}")
+    assert (row.startup_ms, row.latency_ms, row.dropped_frames, row.renditions) == (420, 180, 3, {"360p": 9.5})
+    assert row.ended_at is None
+
+    # The viewer leaves: the node's next look ends the session (the player's figures stay).
+    status, _, _ = await rtc.call("DELETE", whep["Location"])
+    assert status == 200
+    rtc.clock.advance(5)
+    await until(lambda: _no_viewers(rtc))
+    await node_viewings.scan()
+    [row] = await rows(rtc)
+    assert row.ended_at is not None and row.seconds >= 15 and row.startup_ms == 420
+
+    viewing = await report(rtc, name)
+    assert viewing["sessions"] == {"webrtc": 1, "hls": 0} and viewing["unique_viewers"] == 1
+    assert viewing["startup_ms"] == {"webrtc": 420, "hls": None} and viewing["latency_ms"]["webrtc"] == 180
+    assert viewing["rebuffering_ratio"] == 0
+    assert viewing["renditions"] == {"360p": 1.0} and viewing["dropped_frames"] == 3
+    await viewer.close()
+    await publisher.close()
+
+
+async def _no_viewers(api: Api) -> bool:
+    return api.services.node.viewers() == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_hls_players_tell_their_viewings_and_silent_ones_are_seen_by_their_requests(api: Api) -> None:
+    name, token = await api.user("broadcaster")
+    await api.services.streams.stream_started(name, "s1", name, [])
+    requests = api.services.hls_requests
+    playlist = f"/hls/{name}/s0/720p/index.m3u8"  # seen, though answered 404 at once (no media in this test)
+    player = {"User-Agent": "Chromium (the watch page)"}
+    safari = {"User-Agent": "Safari (its own player)"}
+
+    # The watch page: beacons from its first frame, which claim its requests.
+    first = beacon("viewing-hls-0123456789", startup_ms=1500, watch_seconds=0.5)
+    assert (await api.call("POST", f"/api/channels/{name}/watching", first, headers=player))[0] == 200
+    for _ in range(7):  # ...and a player that says nothing asks for its playlist for 30 s
+        await api.call("GET", playlist, headers=player)
+        await api.call("GET", playlist, headers=safari)
+        api.clock.advance(5)
+        await requests.tick()
+    middle = beacon("viewing-hls-0123456789", watch_seconds=18, stalls=1, stall_seconds=2, latency_ms=1800,
+                    renditions={"720p": 12, "360p": 6})
+    assert (await api.call("POST", f"/api/channels/{name}/watching", middle, headers=player))[0] == 200
+    status, channel, _ = await api.call("GET", f"/api/channels/{name}")
+    assert channel["hls_viewers"] == 2  # the watch page and Safari
+
+    got = {row.source: row for row in await rows(api)}
+    assert set(got) == {"player", "requests"}  # the watch page's requests are not a third
+    told, seen = got["player"], got["requests"]
+    assert (told.watch_seconds, told.stalls, told.stall_seconds, told.latency_ms) == (18, 1, 2, 1800)
+    assert told.viewer == "a:page-0123456789abcdef" and told.stream_id == "s1" and told.ended_at is None
+    assert seen.viewer.startswith("r:r-") and seen.seconds == 30 and seen.stream_id == "s1"
+    assert "Safari" not in seen.viewer and "127.0.0.1" not in seen.viewer  # nothing of the player stored
+
+    # Both stop: the page says so; Safari's requests stop, and after 30 s it is over.
+    leave = beacon("viewing-hls-0123456789", leaving=True, watch_seconds=20, stalls=1, stall_seconds=2,
+                   renditions={"720p": 14, "360p": 6})
+    assert (await api.call("POST", f"/api/channels/{name}/watching", leave, headers=player))[0] == 200
+    api.clock.advance(31)
+    await requests.tick()
+    got = {row.source: row for row in await rows(api)}
+    assert got["player"].ended_at is not None and got["requests"].ended_at is not None
+
+    viewing = await report(api, name)
+    assert viewing["sessions"] == {"webrtc": 0, "hls": 2} and viewing["unique_viewers"] == 2
+    assert viewing["startup_ms"] == {"webrtc": None, "hls": 1500} and viewing["latency_ms"]["hls"] == 1800
+    assert viewing["rebuffering_ratio"] == round(2 / 22, 4)
+    assert viewing["renditions"] == {"360p": 0.3, "720p": 0.7}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_days_are_summed_and_sessions_past_their_retention_leave_their_sums(rtc: Api) -> None:
+    name, token = await rtc.user("broadcaster")
+    await rtc.services.streams.stream_started(name, "s1", name, [])
+    book, clock = rtc.services.viewing, rtc.clock
+    found = await book.stream_of(name)
+    assert found is not None
+    channel_id = found[0]
+    for day in range(4):  # three viewers a day, one of them every day; 300 s each
+        for who in ("regular", f"day{day}a", f"day{day}b"):
+            book.node_session(f"{day}-{who}", channel_id, "s1", f"u:{who}", clock() - 300, clock(), ended=True)
+        await book.flush()
+        assert await book.roll_days() >= 1
+        clock.advance(DAY)
+    viewing = await report(rtc, name)
+    assert viewing["sessions"]["webrtc"] == 12 and viewing["unique_viewers"] == 9
+    assert viewing["average_session_seconds"] == 300
+
+    # Sessions older than two days go; their days' sums stay (distinct viewers per day, then).
+    assert await book.purge() == 9
+    async with rtc.services.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(ViewerSession)) == 3
+        assert await session.scalar(select(func.count()).select_from(ViewingDay)) == 4
+    viewing = await report(rtc, name)
+    assert viewing["sessions"]["webrtc"] == 12 and viewing["average_session_seconds"] == 300
+    assert viewing["unique_viewers"] == 12  # an upper bound now: "regular" counts once on each summed day
+    assert (await report(rtc, name, days=28))["sessions"]["webrtc"] == 12
+
+
+async def test_bad_beacons_are_refused_and_change_nothing(api: Api) -> None:
+    name, _ = await api.user("broadcaster")
+    await api.services.streams.stream_started(name, "s1", name, [])
+    path = f"/api/channels/{name}/watching"
+    for bad in (
+        beacon("short"),
+        beacon("viewing-0123456789abcdef", watch_seconds=-1),
+        beacon("viewing-0123456789abcdef", watch_seconds="lots"),
+        beacon("viewing-0123456789abcdef", startup_ms=10**9),
+        beacon("viewing-0123456789abcdef", transport="carrier-pigeon"),
+        beacon("viewing-0123456789abcdef", renditions={"<script>": 1}),
+        beacon("viewing-0123456789abcdef", renditions={f"{n}p": 1 for n in range(13)}),
+        beacon("viewing-0123456789abcdef", renditions={"720p": 10**9}),
+        beacon("viewing-0123456789abcdef", whep_session="../../etc"),
+        beacon("viewing-0123456789abcdef", extra="field"),
+        [1, 2, 3],
+    ):
+        status, problem, _ = await api.call("POST", path, bad)
+        assert status == 422, (bad, status, problem)
+    status, _, _ = await api.call("POST", path, data=b"{not json", headers={"Content-Type": "application/json"})
+    assert status in (400, 422)
+    status, _, _ = await api.call("POST", path, data=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    assert status == 413
+    status, _, _ = await api.call("POST", "/api/channels/nobody_here/watching", beacon("viewing-0123456789abcdef"))
+    assert status == 404
+    assert await rows(api) == []
+
+    # A flood from one address: a player beats every 10 s, so 12 a minute per viewing, 600 per address.
+    statuses = [(await api.call("POST", path, beacon("viewing-flood-0123456789")))[0] for _ in range(20)]
+    assert statuses.count(200) == 12 and statuses[12:] == [429] * 8
+    await asyncio.sleep(0)
+    assert len(await rows(api)) == 1  # the twelve allowed beacons are one session
