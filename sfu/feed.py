@@ -60,6 +60,9 @@ class Feed:
         self.packets_in = 0
         self.octets_in = 0
         self.bitrate = 0.0  # bits per second the publisher sent over the last second or so
+        self.frames_in = 0  # video frames (RTP marker bits) received
+        self.last_keyframe_at = 0.0  # when the last keyframe began to arrive (0: none yet)
+        self.keyframe_interval = 0.0  # seconds between the last two (0: fewer than two yet)
         self._rate_mark = (clock(), 0)  # (when, octets_in) the bitrate was last measured from
         self._send_pli = False
 
@@ -71,7 +74,13 @@ class Feed:
         self.cache.put(seq, packet)
         self.loss.received(seq)
         keyframe = self._video and is_keyframe_start(self._codec, packet)
+        if self._video and packet[1] & 0x80:
+            self.frames_in += 1
         if keyframe:
+            now = self._clock()
+            if self.last_keyframe_at:
+                self.keyframe_interval = now - self.last_keyframe_at
+            self.last_keyframe_at = now
             self.keyframes.keyframe_arrived()
             self.loss.keyframe_arrived(seq)
             if self.switching:

@@ -40,6 +40,7 @@ class LossTracker:
         self._keyframe_needed = False
         self.lost = 0
         self.repaired = 0
+        self.gaps = 0  # packets found missing (then repaired, lost, or still awaited)
 
     def received(self, seq: int) -> None:
         previous = self._unwrap.highest
@@ -56,6 +57,7 @@ class LossTracker:
             self._keyframe_needed = True
             return
         now = self._clock()
+        self.gaps += gap
         for missing in range(previous + 1, extended):
             self._missing[missing] = _Missing(since=now, last_nack=float("-inf"), tries=0)
 

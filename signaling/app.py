@@ -32,8 +32,9 @@ from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.analytics.audience import AudienceRollup
 from signaling.analytics.hls_requests import HlsRequestViewers
+from signaling.analytics.ingest_health import IngestHistory, IngestSampler
 from signaling.analytics.node_viewings import NodeViewings
-from signaling.analytics.viewing import ViewingBook
+from signaling.analytics.viewing import ViewingBook, ViewingCollector
 from signaling.analytics.report import ChannelAnalytics
 from signaling.api.analytics_api import AnalyticsApi
 from signaling.api.metrics import HttpMetrics, register_spool_metrics
@@ -238,7 +239,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         streams,
     )
     register_sfu_metrics(metrics.registry, node)
+    metrics.registry.register(ViewingCollector(viewing))
     node_viewings = NodeViewings(node, viewing, db, clock) if settings.media else None
+    ingest_sampler = IngestSampler(node, bus, clock) if settings.media else None
+    ingest_history = IngestHistory(bus)
     if settings.media:  # a front door writes no recordings
         register_spool_metrics(metrics.registry, settings.resolved_spool_dir)
     chat = ChatService(
@@ -338,7 +342,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         WebRtcApi(media, channels, accounts, limiter, settings),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
-        AnalyticsApi(ChannelAnalytics(db, clock)),
+        AnalyticsApi(ChannelAnalytics(db, clock), ingest_history, clock),
         HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None,
                seen=lambda name, request: hls_requests.request(
                    name, client_address(request, settings.trust_forwarded_for), request.headers.get("User-Agent", ""))),
@@ -386,6 +390,9 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
             hls_requests.start()
             if node_viewings is not None:
                 node_viewings.start()
+            await ingest_history.start()
+            if ingest_sampler is not None:
+                ingest_sampler.start()
             if settings.media:
                 audience.start()
                 await control.start()
@@ -406,6 +413,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end
                 ("audience", audience.close),  # its last minutes written while the database is there
                 ("hls request viewers", hls_requests.close),
+                ("ingest sampler", ingest_sampler.close if ingest_sampler is not None else _nothing),
+                ("ingest history", ingest_history.close),
                 ("node viewings", node_viewings.close if node_viewings is not None else _nothing),
                 ("viewing sessions", viewing.close),  # ...and the sessions' last rows
                 ("recordings", recordings.close),  # before the node: recordings are written to their end first

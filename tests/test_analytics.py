@@ -49,7 +49,7 @@ async def test_the_audience_is_rolled_up_per_minute_and_reported_to_the_owner(ap
     assert report["streams"] == 1 and report["live_seconds"] == 130.0
     assert report["peak_concurrent"] == 5 and report["average_concurrent"] == round(460 / 130, 2)
     assert report["chat_messages"] == 1 and report["chatters"] == 1 and report["new_followers"] == 1
-    assert report["days"] == 7
+    assert report["days"] == 7 and report["resolution"] == "minute"
 
     status, text, headers = await api.call("GET", f"/api/channels/{name}/analytics.csv?days=28", token=token)
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
@@ -69,8 +69,12 @@ async def test_the_audience_is_rolled_up_per_minute_and_reported_to_the_owner(ap
     token = login["access_token"]  # the old one ran out meanwhile
     status, report, _ = await _call(api, f"/api/channels/{name}/analytics", token)
     assert report["minutes"] == [] and report["streams"] == 0 and report["watch_seconds"]["total"] == 0
+    assert await api.services.viewing.roll_days() == 9  # as every 10 minutes: the days summed, that one on
     status, report, _ = await _call(api, f"/api/channels/{name}/analytics?days=28", token)
     assert report["watch_seconds"]["total"] == 460.0
+    assert report["resolution"] == "day"  # longer periods are drawn per day: that day's peaks
+    assert [(m["minute"][:10], m["webrtc"], m["hls"]) for m in report["minutes"]] == [("2027-01-15", 3, 2)]
+    assert report["peak_concurrent"] == 5 and report["streams"] == 1
     del fan, other
 
 

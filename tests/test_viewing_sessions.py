@@ -46,6 +46,7 @@ async def report(api: Api, name: str, days: int = 7) -> dict[str, Any]:
     return dict(body["viewing"])
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_webrtc_viewing_is_written_by_its_node_and_told_by_its_player(rtc: Api) -> None:
     name, token = await rtc.user("broadcaster")
     fan, fan_token = await rtc.user("viewer")
@@ -170,6 +171,7 @@ async def test_days_are_summed_and_sessions_past_their_retention_leave_their_sum
     assert (await report(rtc, name, days=28))["sessions"]["webrtc"] == 12
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_bad_beacons_are_refused_and_change_nothing(api: Api) -> None:
     name, _ = await api.user("broadcaster")
     await api.services.streams.stream_started(name, "s1", name, [])

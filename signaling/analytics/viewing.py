@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import case, delete, distinct, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.analytics.periodic import Periodic
 from signaling.db.database import Database, upsert
-from signaling.db.models import Channel, StreamSession, ViewerSession, ViewingDay
+from signaling.db.models import AudienceMinute, Channel, StreamSession, ViewerSession, ViewingDay
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,10 @@ class ViewingBook:
         self._streams[channel] = (now, found)
         return found
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     # --- writing ---
 
     async def flush(self) -> None:
@@ -167,7 +172,12 @@ class ViewingBook:
         today = day_of(utc(self._clock()))
         async with self._db.session() as session:
             last = await session.scalar(select(func.max(ViewingDay.day)))
-            first = await session.scalar(select(func.min(ViewerSession.started_at))) if last is None else last - DAY
+            if last is None:
+                oldest = [await session.scalar(select(func.min(ViewerSession.started_at))),
+                          await session.scalar(select(func.min(AudienceMinute.minute)))]
+                first = min((at for at in oldest if at is not None), default=None)
+            else:
+                first = last - DAY
         if first is None:
             return 0
         start = max(day_of(first), day_of(today - self._retention))
@@ -211,6 +221,19 @@ class ViewingBook:
         await self.flush()
 
 
+class ViewingCollector:
+    """/metrics: what the book wrote and what waits (a database that falls behind shows here first)."""
+
+    def __init__(self, book: ViewingBook) -> None:
+        self._book = book
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("tally_viewing_rows_written", "Viewing-session rows upserted by this process",
+                                  value=self._book.written)
+        yield GaugeMetricFamily("tally_viewing_rows_pending", "Viewing-session rows waiting to be written",
+                                value=self._book.pending)
+
+
 def _user(viewer: str) -> bool:
     return viewer.startswith("u:")
 
@@ -227,8 +250,9 @@ def day_of(at: datetime) -> datetime:
 
 async def day_sums(session: AsyncSession, start: datetime, end: datetime, channel_id: int | None = None,
                    whole: bool = True) -> list[dict[str, Any]]:
-    """The sessions started in [start, end) summed per channel and transport, as `viewing_days` rows
-    (of the day `start`); `whole=False`: a part of a day, whose distinct viewers are not wanted."""
+    """The sessions started in [start, end) and the audience's minutes in it, summed per channel and
+    transport, as `viewing_days` rows (of the day `start`); `whole=False`: a part of a day, whose
+    distinct viewers are not wanted."""
     if start >= end:
         return []
     s = ViewerSession
@@ -244,14 +268,29 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
     for channel, transport, shown in (await session.execute(
             select(s.channel_id, s.transport, s.renditions).where(*where, s.watch_seconds > 0))).all():
         add_renditions(renditions.setdefault((channel, transport), {}), [shown])
-    return [dict(channel_id=channel, day=start, transport=transport, sessions=int(n), viewers=int(viewers),
-                 session_seconds=float(seconds or 0), player_sessions=int(players or 0),
-                 watch_seconds=float(watch or 0), startup_ms_sum=float(startup or 0), startups=int(startups or 0),
-                 stalls=int(stalls or 0), stall_seconds=float(stalled or 0), latency_ms_sum=float(latency or 0),
-                 latencies=int(latencies or 0), dropped_frames=int(dropped or 0),
-                 renditions=renditions.get((channel, transport), {}))
-            for channel, transport, n, viewers, seconds, players, watch, startup, startups, stalls, stalled, latency,
-            latencies, dropped in sums]
+    out = {(channel, transport): dict(
+        channel_id=channel, day=start, transport=transport, sessions=int(n), viewers=int(viewers),
+        session_seconds=float(seconds or 0), player_sessions=int(players or 0), watch_seconds=float(watch or 0),
+        startup_ms_sum=float(startup or 0), startups=int(startups or 0), stalls=int(stalls or 0),
+        stall_seconds=float(stalled or 0), latency_ms_sum=float(latency or 0), latencies=int(latencies or 0),
+        dropped_frames=int(dropped or 0), renditions=renditions.get((channel, transport), {}), peak=0, audience_seconds=0.0)
+        for channel, transport, n, viewers, seconds, players, watch, startup, startups, stalls, stalled, latency,
+        latencies, dropped in sums}
+    m = AudienceMinute
+    for channel, transport, peak, audience in (await session.execute(
+            select(m.channel_id, m.transport, func.max(m.peak), func.sum(m.viewer_seconds))
+            .where(m.minute >= start, m.minute < end, *([m.channel_id == channel_id] if channel_id is not None else []))
+            .group_by(m.channel_id, m.transport))).all():
+        row = out.get((channel, transport))
+        if row is None:  # watched, but by no session written (HLS players that only beat, older data)
+            row = out[(channel, transport)] = dict(_EMPTY_DAY, channel_id=channel, day=start, transport=transport, renditions={})
+        row.update(peak=int(peak or 0), audience_seconds=float(audience or 0))
+    return list(out.values())
+
+
+_EMPTY_DAY: dict[str, Any] = dict(sessions=0, viewers=0, session_seconds=0.0, player_sessions=0, watch_seconds=0.0,
+                                  startup_ms_sum=0.0, startups=0, stalls=0, stall_seconds=0.0, latency_ms_sum=0.0,
+                                  latencies=0, dropped_frames=0)
 
 
 def add_renditions(into: dict[str, float], shown: Iterable[dict[str, float] | None]) -> dict[str, float]:

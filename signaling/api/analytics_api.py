@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from signaling.analytics.ingest_health import IngestHistory, warnings
 from signaling.analytics.report import PERIODS, ChannelAnalytics, Report
 from signaling.api.endpoint import Access, Call, Endpoint, int_query, json_response, name_param
 from signaling.api.schemas import (
-    AnalyticsOut, AudienceMinuteOut, BusyChannelOut, SiteAnalyticsOut, ViewingOut, WatchTimeOut,
+    AnalyticsOut, AudienceMinuteOut, BusyChannelOut, IngestOut, IngestSampleOut, SiteAnalyticsOut, ViewingOut,
+    WatchTimeOut,
 )
 from signaling.auth.roles import Role
 from signaling.errors import Invalid
@@ -22,6 +27,7 @@ DAYS = (("days", "integer", "7, 28 or 90 (default 7): the period, up to now"),)
 
 
 PRIVATE = {"Cache-Control": "private, no-store"}
+STALE_AFTER = 6.0  # seconds without a sample: the stream is not arriving (or is over)
 
 
 def _days(call: Call[None]) -> int:
@@ -43,12 +49,26 @@ def _fields(report: Report) -> dict[str, Any]:
         viewing=ViewingOut(sessions=v.sessions, unique_viewers=v.viewers, average_session_seconds=v.average_session_seconds,
                            startup_ms=v.startup_ms, rebuffering_ratio=v.rebuffering, latency_ms=v.latency_ms,
                            dropped_frames=v.dropped_frames, renditions=v.renditions),
+        resolution="day" if report.by_day else "minute",
         minutes=[AudienceMinuteOut(minute=m.minute, webrtc=m.webrtc, hls=m.hls) for m in report.minutes])
 
 
 class AnalyticsApi:
-    def __init__(self, analytics: ChannelAnalytics) -> None:
+    def __init__(self, analytics: ChannelAnalytics, ingest: IngestHistory, clock: Callable[[], float] = time.time) -> None:
         self._analytics = analytics
+        self._ingest = ingest
+        self._clock = clock
+
+    async def ingest(self, call: Call[None]) -> web.StreamResponse:
+        channel = await self._analytics.owned(name_param(call.request, "name"), call.user)
+        samples = self._ingest.samples(channel)
+        live = bool(samples) and self._clock() - samples[-1].at < STALE_AFTER
+        return json_response(IngestOut(
+            channel=channel, live=live, warnings=warnings(samples) if live else [],
+            samples=[IngestSampleOut(at=datetime.fromtimestamp(s.at, UTC), video_kbps=s.video_kbps,
+                                     audio_kbps=s.audio_kbps, fps=s.fps, keyframe_interval=s.keyframe_interval,
+                                     loss_percent=s.loss_percent, viewers=s.viewers) for s in samples]),
+            headers=PRIVATE)
 
     async def _report(self, call: Call[None]) -> Report:
         return await self._analytics.report(name_param(call.request, "name"), call.user, _days(call))
@@ -63,13 +83,14 @@ class AnalyticsApi:
                                         for name, seconds, peak in busiest]), headers=PRIVATE)
 
     async def csv(self, call: Call[None]) -> web.StreamResponse:
-        report = await self._report(call)
+        days = _days(call)
+        channel, minutes = await self._analytics.minutes(name_param(call.request, "name"), call.user, days)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["minute", "webrtc_viewers", "hls_viewers", "webrtc_seconds_watched", "hls_seconds_watched"])
-        for m in report.minutes:
+        for m in minutes:
             writer.writerow([m.minute.isoformat(), m.webrtc, m.hls, round(m.webrtc_seconds, 1), round(m.hls_seconds, 1)])
-        filename = f"{report.channel}-analytics-{report.days}d.csv"
+        filename = f"{channel}-analytics-{days}d.csv"
         return web.Response(text=out.getvalue(), content_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="{filename}"', **PRIVATE})
 
@@ -81,6 +102,10 @@ class AnalyticsApi:
             Endpoint("GET", "/api/analytics", self.site,
                      "The whole site's audience, streams, chat and followers, with its busiest channels", ADMIN,
                      "analytics", response=SiteAnalyticsOut, errors=(401, 403, 422), query=DAYS),
+            Endpoint("GET", "/api/channels/{name}/ingest", self.ingest,
+                     "How the live stream arrives: the last minutes of bitrate, frame rate, keyframe interval, "
+                     "loss and viewers, and what looks wrong in plain words", OWNER, "analytics",
+                     response=IngestOut, errors=(401, 403, 404)),
             Endpoint("GET", "/api/channels/{name}/analytics.csv", self.csv,
                      "The same period's concurrent viewers and watch time per minute, as CSV", OWNER, "analytics",
                      errors=(401, 403, 404, 422), query=DAYS, extra={"produces": "text/csv"}),

@@ -595,7 +595,27 @@ class AnalyticsOut(BaseModel):
     chatters: int
     new_followers: int
     viewing: ViewingOut
-    minutes: list[AudienceMinuteOut] = Field(description="Concurrent viewers per minute live, oldest first.")
+    resolution: Literal["minute", "day"] = Field(
+        description="What each point of `minutes` spans: a minute (7 days), or a UTC day (28 and 90 days).")
+    minutes: list[AudienceMinuteOut] = Field(
+        description="Concurrent viewers (each point's peak) per minute live, or per day, oldest first.")
+
+
+class IngestSampleOut(BaseModel):
+    at: datetime
+    video_kbps: float
+    audio_kbps: float
+    fps: float = Field(description="Video frames per second arriving.")
+    keyframe_interval: float = Field(description="Seconds between keyframes (0: not known yet).")
+    loss_percent: float = Field(description="Packets found missing on the way, before any repair.")
+    viewers: int
+
+
+class IngestOut(BaseModel):
+    channel: str
+    live: bool = Field(description="Samples are arriving (one every 2 s while the stream is live).")
+    samples: list[IngestSampleOut] = Field(description="The last five minutes, oldest first.")
+    warnings: list[str] = Field(description="What looks wrong in the last 10 s, in plain words.")
 
 
 class BusyChannelOut(BaseModel):

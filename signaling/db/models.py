@@ -187,8 +187,9 @@ class ViewerSession(Base):
 
 
 class ViewingDay(Base):
-    """A channel's viewing sessions of one day (UTC, by start) over one transport, summed: what the
-    analytics of past days read instead of the sessions. Recomputed from the sessions while they are kept."""
+    """A channel's viewing sessions of one day (UTC, by start) over one transport, summed, and the day's
+    audience from the per-minute rollups: what the analytics of past days read instead of the sessions
+    and minutes. Recomputed while the day's sessions are kept."""
 
     __tablename__ = "viewing_days"
 
@@ -208,6 +209,9 @@ class ViewingDay(Base):
     latencies: Mapped[int] = mapped_column(Integer, default=0)
     dropped_frames: Mapped[int] = mapped_column(Integer, default=0)
     renditions: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # The day's audience from `audience_minutes`: its largest minute, and its viewer-seconds.
+    peak: Mapped[int] = mapped_column(Integer, default=0)
+    audience_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class ChatMessage(Base):

@@ -59,6 +59,12 @@ def test_the_analytics_page_shows_who_watched_and_draws_it(
     hls.goto(f"/watch/{name}?playback=hls")
     wait_hls_mode(hls, timeout=30)
     time.sleep(12)
+    # Meanwhile the studio drew how its stream arrives, its own round trip, and the two WebRTC viewers.
+    expect(studio.locator("#ingest")).to_be_visible()
+    studio.wait_for_function("""() => ['video_kbps', 'fps', 'rtt_ms', 'viewers'].every(
+        (key) => document.querySelector(`.ingest-chart[data-key="${key}"] canvas`))""")
+    expect(studio.locator('.ingest-chart[data-key="viewers"] .ingest-value')).to_have_text("2")
+    assert float(studio.locator('.ingest-chart[data-key="fps"] .ingest-value').inner_text().split()[0]) > 5
     for tab, opened, playing in tabs:
         tab.close()
         closed = time.monotonic()

@@ -21,6 +21,7 @@ from urllib.request import urlopen
 
 import pytest
 from live_pages import inbound, log_in, wait_playing
+from page_checks import artifact, check_page
 from media_probe import decode_errors, probe
 from playwright.sync_api import expect
 from support import free_port
@@ -62,14 +63,15 @@ SHOWN = """(count) => new Promise((done) => {
 
 
 @contextmanager
-def encoder(key: str, bframes: int, scheme: str = "rtmp", seconds: int = 60) -> Iterator[subprocess.Popen[bytes]]:
-    """FFmpeg publishing a frame-counting picture and a tone, like OBS with x264 (keyframe every 2 s) and
-    48 kHz stereo AAC."""
+def encoder(key: str, bframes: int, scheme: str = "rtmp", seconds: int = 60,
+            gop: int = 60) -> Iterator[subprocess.Popen[bytes]]:
+    """FFmpeg publishing a frame-counting picture and a tone, like OBS with x264 (keyframe every 2 s, or
+    every `gop` frames) and 48 kHz stereo AAC."""
     process = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
          "-f", "lavfi", "-i", "color=c=black:size=640x360:rate=30,geq=lum='mod(N*8\\,256)':cb=128:cr=128",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-bf", str(bframes), "-pix_fmt", "yuv420p",
+         "-c:v", "libx264", "-preset", "veryfast", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", str(bframes), "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-ac", "2", "-b:a", "128k", "-t", str(seconds), "-f", "flv",
          f"{scheme}://127.0.0.1:{PORTS[scheme]}/live/{key}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -147,3 +149,36 @@ def test_an_rtmp_stream_plays_in_order_over_webrtc_and_hls_and_is_recorded(
     assert info.codec("video") == "h264" and info.codec("audio") == "aac" and info.duration > 10, info
     assert abs(info.start("video") - info.start("audio")) < 0.1, info.streams
     assert decode_errors(target) == ""
+
+
+def test_the_studio_shows_how_an_rtmp_stream_arrives_and_says_what_is_wrong(
+        server: Server, open_browser: OpenBrowser, clips: tuple[Path, Path]) -> None:
+    """An encoder set to a keyframe every 10 s (300 frames at 30 fps): the studio draws the stream's
+    bitrate, frame rate, keyframe interval, loss and viewers, and tells the broadcaster to set 2 s."""
+    name = server.unique_name("health")
+    server.register(name)
+    key = server.call("GET", "/api/me/stream-key", token=server.token(name))[1]["key"]
+    studio = open_browser(media=clips).page
+    log_in(studio, server, name, "/studio")
+    assert studio.locator("#ingest").is_hidden()  # nothing arrives yet
+    with encoder(key, 0, gop=300, seconds=90) as process:
+        wait_live(server, name, process)
+        expect(studio.locator("#ingest")).to_be_visible(timeout=15_000)
+        expect(studio.locator("#ingest .ingest-warnings")).to_contain_text(
+            "Keyframes every 10 s: set 2 s in your encoder", timeout=30_000)
+        studio.wait_for_function("() => document.querySelectorAll('#ingest .ingest-chart canvas').length >= 5")
+
+        def value(key: str) -> float:
+            return float(studio.locator(f'.ingest-chart[data-key="{key}"] .ingest-value').inner_text().split()[0])
+
+        # A flat picture costs x264 next to nothing between keyframes 10 s apart: a few kbit/s, said too.
+        assert 0 < value("video_kbps") < 10_000, value("video_kbps")
+        expect(studio.locator("#ingest .ingest-warnings")).to_contain_text("Video arrives at only")
+        assert 24 <= value("fps") <= 36, value("fps")
+        assert value("loss_percent") == 0  # RTMP is TCP: nothing goes missing
+        assert studio.locator('.ingest-chart[data-key="rtt_ms"]').count() == 0  # OBS's round trip is not ours to see
+        studio.screenshot(path=str(artifact("studio-ingest-health.png")), full_page=True)
+        problems = check_page(studio, "studio-ingest-health")
+        process.terminate()
+        expect(studio.locator("#ingest")).to_be_hidden(timeout=20_000)
+    assert not problems, problems

@@ -1,4 +1,4 @@
-"""analytics: viewing sessions with their players' quality figures, and their daily sums
+"""analytics: viewing sessions with their players' quality figures, and daily sums of them and the audience
 
 Revision ID: 0009
 Revises: 0008
@@ -64,6 +64,8 @@ def upgrade() -> None:
         sa.Column("latencies", sa.Integer(), nullable=False),
         sa.Column("dropped_frames", sa.Integer(), nullable=False),
         sa.Column("renditions", sa.JSON(), nullable=False),
+        sa.Column("peak", sa.Integer(), nullable=False),
+        sa.Column("audience_seconds", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(["channel_id"], ["channels.id"], name=op.f("fk_viewing_days_channel_id_channels"),
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("channel_id", "day", "transport", name=op.f("pk_viewing_days")),

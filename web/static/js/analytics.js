@@ -64,6 +64,9 @@ function draw(report) {
   chart = null;
   $("chart-empty").hidden = report.minutes.length > 0;
   if (!report.minutes.length) return;
+  const span = report.resolution === "day" ? 86400 : 60;
+  $("chart-caption").textContent = report.resolution === "day"
+    ? "Concurrent viewers: each day's peak" : "Concurrent viewers per minute";
   const times = report.minutes.map((m) => Date.parse(m.minute) / 1000);
   const data = [times, report.minutes.map((m) => m.webrtc), report.minutes.map((m) => m.hls)];
   const style = getComputedStyle(document.documentElement);
@@ -71,8 +74,8 @@ function draw(report) {
     width: Math.max(280, box.clientWidth),
     height: 280,
     scales: {
-      // A few minutes' stream must not stretch over years: a minute either side of what there is.
-      x: { time: true, range: () => [times[0] - 60, times[times.length - 1] + 60] },
+      // A few minutes' stream must not stretch over years: a point's span either side of what there is.
+      x: { time: true, range: () => [times[0] - span, times[times.length - 1] + span] },
       y: { range: (u, min, max) => [0, Math.max(1, max)] },
     },
     axes: [{ stroke: style.color }, { stroke: style.color, label: "viewers" }],

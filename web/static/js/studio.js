@@ -2,6 +2,7 @@
 
 import { api, currentUser, hasRole, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
+import { IngestPanel } from "./ingest_panel.js";
 import { clock, copyText, parseTags, when } from "./format.js";
 import { busy, clearErrors, el, guardLeaving, renderNav, say, showErrors } from "./nav.js";
 import { hangUp, negotiate, preferCodec, SessionError } from "./webrtc.js";
@@ -16,6 +17,7 @@ let senders = null;
 let session = null;
 let statsTimer = null;
 let lastBytes = null;
+let ingestPanel = null; // the stream's health while live (from here, OBS or any encoder)
 let live = null; // while live: { since (ms), peak viewers, followers at the start }
 let meter = null; // the microphone level meter's audio graph
 let serverLive = false; // the server says the channel is live (not only that the connection is up)
@@ -259,6 +261,9 @@ async function updateStats(user) {
     if (s.type === "outbound-rtp") {
       bytes += s.bytesSent;
       at = s.timestamp;
+    }
+    if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
+      ingestPanel?.localRtt(s.currentRoundTripTime * 1000);
     }
   });
   if (lastBytes && at > lastBytes.at) {
@@ -504,6 +509,8 @@ async function main() {
   $("camera").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("microphone").addEventListener("change", () => openDevices().catch((e) => say($("studio-status"), e.message)));
   $("share-screen").addEventListener("click", () => shareScreen().catch((e) => say($("studio-status"), e.message)));
+  ingestPanel = new IngestPanel($("ingest"), user.username);
+  ingestPanel.start();
   $("chat").append(...chatMarkup());
   const chat = new ChatPanel($("chat"), user.username, {
     onViewers: (count) => {
