@@ -149,3 +149,44 @@ async def test_admins_see_the_whole_site_and_its_busiest_channels(api: Api) -> N
         (second, 180.0, 6), (first, 60.0, 2)]
     assert (await api.call("GET", "/api/analytics", token=token))[0] == 403  # a broadcaster sees only their own
     assert (await api.call("GET", "/api/analytics?days=3", token=admin))[0] == 422
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_each_past_stream_has_its_own_report(api: Api) -> None:
+    name, token = await api.user("broadcaster")
+    fan, fan_token = await api.user("viewer")
+    other, other_token = await api.user("broadcaster")
+    streams, book, clock = api.services.streams, api.services.viewing, api.clock
+    found = await book.stream_of(name)
+    assert found is not None
+    for stream, viewers, seconds in (("p1", 2, 120), ("p2", 5, 60)):
+        await streams.stream_started(name, stream, name, [])
+        await streams.viewers_changed(name, stream, viewers)
+        for n in range(viewers):
+            book.node_session(f"{stream}-{n}", found[0], stream, f"u:v{n}", clock(), clock() + seconds, ended=True)
+        if stream == "p1":
+            await api.services.chat.post(name, await api.services.accounts.authenticate(fan_token), "first!")
+            assert (await api.call("PUT", f"/api/channels/{name}/follow", token=fan_token))[0] == 200
+        clock.advance(seconds)
+        await streams.stream_ended(name, stream, "over", viewers)
+        clock.advance(120)
+    await book.flush()
+    token, other_token = (await api.login(name))["access_token"], (await api.login(other))["access_token"]
+
+    status, report, _ = await _call(api, f"/api/channels/{name}/streams/p1/analytics", token)
+    assert status == 200, report
+    assert (report["stream"], report["days"], report["streams"], report["live_seconds"]) == ("p1", 0, 1, 120.0)
+    assert report["until"] is not None and report["peak_concurrent"] == 2
+    assert report["watch_seconds"]["webrtc"] == 240.0 and report["resolution"] == "minute"
+    assert report["chat_messages"] == 1 and report["new_followers"] == 1
+    assert report["viewing"]["sessions"] == {"webrtc": 2, "hls": 0} and report["viewing"]["unique_viewers"] == 2
+    assert report["viewing"]["average_session_seconds"] == 120
+    status, report, _ = await _call(api, f"/api/channels/{name}/streams/p2/analytics", token)
+    assert report["peak_concurrent"] == 5 and report["chat_messages"] == 0 and report["new_followers"] == 0
+    assert report["viewing"]["sessions"]["webrtc"] == 5
+
+    assert (await _call(api, f"/api/channels/{name}/streams/p1/analytics", other_token))[0] == 403
+    assert (await _call(api, f"/api/channels/{other}/streams/p1/analytics", other_token))[0] == 404  # not theirs
+    assert (await _call(api, f"/api/channels/{name}/streams/{'x' * 40}/analytics", token))[0] == 404
+    assert (await api.call("GET", f"/api/channels/{name}/streams/p1/analytics"))[0] == 401
+    del fan

@@ -25,6 +25,7 @@ from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.analytics.viewing import DAY, add_renditions, day_of, day_sums
 from signaling.db.models import AudienceMinute, Channel, ChatMessage, Follow, StreamSession, ViewerSession, ViewingDay
+from signaling.errors import NotFound
 
 PERIODS = (7, 28, 90)
 MINUTES_UP_TO_DAYS = 7  # periods up to this long are drawn per minute; longer ones per day
@@ -69,6 +70,8 @@ class Report:
     viewing: Viewing
     minutes: list[MinuteAudience] = field(default_factory=list)  # per minute, or per day (`by_day`)
     by_day: bool = False
+    stream: str | None = None  # one stream's report: its id, and its end (None while live)
+    until: datetime | None = None
 
 
 class ChannelAnalytics:
@@ -209,31 +212,74 @@ class ChannelAnalytics:
                                 .where(*([s.channel_id == channel_id] if channel_id is not None else []),
                                        s.started_at >= max(since, kept_day)).subquery())
             viewers = await session.scalar(select(func.count()).select_from(distinct_viewers))
-        # Days whose sessions are gone (past VIEWER_SESSION_RETENTION_DAYS) add their own distinct viewers: one who came on several counts on each.
+        # Days whose sessions are gone (past VIEWER_SESSION_RETENTION_DAYS) add their own distinct
+        # viewers: one who came on several of them counts on each.
         viewers = int(viewers or 0) + sum(r["viewers"] for r in rows[:whole_days] if r["day"] < kept_day)
-        sessions: dict[str, int] = {"webrtc": 0, "hls": 0}
-        totals = dict.fromkeys(("session_seconds", "watch_seconds", "stall_seconds", "dropped_frames"), 0.0)
-        means = {t: dict.fromkeys(("startup_ms_sum", "startups", "latency_ms_sum", "latencies"), 0.0) for t in sessions}
-        shown: dict[str, float] = {}
-        for row in rows:
-            transport = row["transport"]
-            sessions[transport] = sessions.get(transport, 0) + row["sessions"]
-            for key in totals:
-                totals[key] += row[key]
-            for key, sums in means.setdefault(transport, dict.fromkeys(means["hls"], 0.0)).items():
-                means[transport][key] = sums + row[key]
-            add_renditions(shown, [row["renditions"]])
-        count = sum(sessions.values())
-        watched = totals["watch_seconds"] + totals["stall_seconds"]
-        all_shown = sum(shown.values())
-        return Viewing(
-            sessions=sessions, viewers=viewers,
-            average_session_seconds=round(totals["session_seconds"] / count, 1) if count else 0.0,
-            startup_ms={t: round(m["startup_ms_sum"] / m["startups"]) if m["startups"] else None for t, m in means.items()},
-            rebuffering=round(totals["stall_seconds"] / watched, 4) if watched else None,
-            latency_ms={t: round(m["latency_ms_sum"] / m["latencies"]) if m["latencies"] else None for t, m in means.items()},
-            dropped_frames=int(totals["dropped_frames"]),
-            renditions={name: round(sec / all_shown, 3) for name, sec in sorted(shown.items())} if all_shown else {})
+        return _summary(rows, viewers)
+
+    async def stream_report(self, name: str, by: Principal, stream_id: str) -> Report:
+        """One past (or live) stream of channel `name`: its audience per minute, its sessions, its chat
+        and the followers it brought, for the channel's owner or an admin."""
+        async with self._db.session() as session:
+            channel = await managed_channel(session, name, by, "see its analytics")
+            stream = await session.get(StreamSession, stream_id)
+            if stream is None or stream.channel_id != channel.id:
+                raise NotFound(f"{channel.name} has no stream {stream_id[:40]!r}")
+            now = datetime.fromtimestamp(self._clock(), timezone.utc)
+            since, until = stream.started_at, stream.ended_at or now
+            a, s = AudienceMinute, ViewerSession
+            per_minute: dict[datetime, dict[str, tuple[int, float]]] = {}
+            for minute, transport, peak, seconds in (await session.execute(
+                    select(a.minute, a.transport, a.peak, a.viewer_seconds).where(a.stream_id == stream_id))).all():
+                per_minute.setdefault(minute, {})[transport] = (int(peak), float(seconds))
+            minutes = [_point(minute, got) for minute, got in sorted(per_minute.items())]
+            rows = await day_sums(session, since - timedelta(minutes=1), until + DAY, channel.id, stream_id=stream_id)
+            viewers = await session.scalar(select(func.count()).select_from(
+                select(s.viewer).distinct().where(s.channel_id == channel.id, s.stream_id == stream_id).subquery()))
+            chat = (await session.execute(
+                select(func.count(ChatMessage.id), func.count(distinct(ChatMessage.user_id)))
+                .where(ChatMessage.channel_id == channel.id, ChatMessage.created_at >= since,
+                       ChatMessage.created_at <= until))).one()
+            followers = await session.scalar(
+                select(func.count()).select_from(Follow)
+                .where(Follow.channel_id == channel.id, Follow.created_at >= since, Follow.created_at <= until))
+        live = (until - since).total_seconds()
+        watch = {"webrtc": sum(m.webrtc_seconds for m in minutes), "hls": sum(m.hls_seconds for m in minutes)}
+        watch["total"] = watch["webrtc"] + watch["hls"]
+        return Report(
+            channel=channel.name, days=0, since=since, streams=1, live_seconds=round(live, 1),
+            peak_concurrent=max((m.webrtc + m.hls for m in minutes), default=0),
+            average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
+            watch_seconds={k: round(v, 1) for k, v in watch.items()}, chat_messages=int(chat[0]),
+            chatters=int(chat[1]), new_followers=int(followers or 0), viewing=_summary(rows, int(viewers or 0)),
+            minutes=minutes, stream=stream.id, until=stream.ended_at)
+
+
+def _summary(rows: list[dict[str, Any]], viewers: int) -> Viewing:
+    """The sessions' figures from rows summed per day and transport (`viewing_days`'s columns)."""
+    sessions: dict[str, int] = {"webrtc": 0, "hls": 0}
+    totals = dict.fromkeys(("session_seconds", "watch_seconds", "stall_seconds", "dropped_frames"), 0.0)
+    means = {t: dict.fromkeys(("startup_ms_sum", "startups", "latency_ms_sum", "latencies"), 0.0) for t in sessions}
+    shown: dict[str, float] = {}
+    for row in rows:
+        transport = row["transport"]
+        sessions[transport] = sessions.get(transport, 0) + row["sessions"]
+        for key in totals:
+            totals[key] += row[key]
+        for key, sums in means.setdefault(transport, dict.fromkeys(means["hls"], 0.0)).items():
+            means[transport][key] = sums + row[key]
+        add_renditions(shown, [row["renditions"]])
+    count = sum(sessions.values())
+    watched = totals["watch_seconds"] + totals["stall_seconds"]
+    all_shown = sum(shown.values())
+    return Viewing(
+        sessions=sessions, viewers=viewers,
+        average_session_seconds=round(totals["session_seconds"] / count, 1) if count else 0.0,
+        startup_ms={t: round(m["startup_ms_sum"] / m["startups"]) if m["startups"] else None for t, m in means.items()},
+        rebuffering=round(totals["stall_seconds"] / watched, 4) if watched else None,
+        latency_ms={t: round(m["latency_ms_sum"] / m["latencies"]) if m["latencies"] else None for t, m in means.items()},
+        dropped_frames=int(totals["dropped_frames"]),
+        renditions={name: round(sec / all_shown, 3) for name, sec in sorted(shown.items())} if all_shown else {})
 
 
 def _point(at: datetime, got: dict[str, tuple[int, float]]) -> MinuteAudience:

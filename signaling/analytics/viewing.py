@@ -249,7 +249,7 @@ def day_of(at: datetime) -> datetime:
 
 
 async def day_sums(session: AsyncSession, start: datetime, end: datetime, channel_id: int | None = None,
-                   whole: bool = True) -> list[dict[str, Any]]:
+                   whole: bool = True, stream_id: str | None = None) -> list[dict[str, Any]]:
     """The sessions started in [start, end) and the audience's minutes in it, summed per channel and
     transport, as `viewing_days` rows (of the day `start`); `whole=False`: a part of a day, whose
     distinct viewers are not wanted."""
@@ -257,6 +257,7 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
         return []
     s = ViewerSession
     where = [s.started_at >= start, s.started_at < end] + ([s.channel_id == channel_id] if channel_id is not None else [])
+    where += [s.stream_id == stream_id] if stream_id is not None else []
     sums = (await session.execute(
         select(s.channel_id, s.transport, func.count(), func.count(distinct(s.viewer)) if whole else literal(0),
                func.sum(s.seconds),
@@ -279,7 +280,8 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
     m = AudienceMinute
     for channel, transport, peak, audience in (await session.execute(
             select(m.channel_id, m.transport, func.max(m.peak), func.sum(m.viewer_seconds))
-            .where(m.minute >= start, m.minute < end, *([m.channel_id == channel_id] if channel_id is not None else []))
+            .where(m.minute >= start, m.minute < end, *([m.channel_id == channel_id] if channel_id is not None else []),
+                   *([m.stream_id == stream_id] if stream_id is not None else []))
             .group_by(m.channel_id, m.transport))).all():
         row = out.get((channel, transport))
         if row is None:  # watched, but by no session written (HLS players that only beat, older data)

@@ -19,7 +19,7 @@ from signaling.api.schemas import (
     WatchTimeOut,
 )
 from signaling.auth.roles import Role
-from signaling.errors import Invalid
+from signaling.errors import Invalid, NotFound
 
 OWNER = Access(Role.BROADCASTER, "the channel's owner, or an admin")
 ADMIN = Access(Role.ADMIN)
@@ -41,7 +41,8 @@ def _fields(report: Report) -> dict[str, Any]:
     live_minutes = report.live_seconds / 60
     v = report.viewing
     return dict(
-        channel=report.channel, days=report.days, since=report.since, streams=report.streams,
+        channel=report.channel, days=report.days, since=report.since, stream=report.stream, until=report.until,
+        streams=report.streams,
         live_seconds=report.live_seconds, peak_concurrent=report.peak_concurrent,
         average_concurrent=report.average_concurrent, watch_seconds=WatchTimeOut(**report.watch_seconds),
         average_watch_per_live_minute=round(report.watch_seconds["total"] / live_minutes, 1) if live_minutes else 0.0,
@@ -76,6 +77,13 @@ class AnalyticsApi:
     async def show(self, call: Call[None]) -> web.StreamResponse:
         return json_response(AnalyticsOut(**_fields(await self._report(call))), headers=PRIVATE)
 
+    async def stream(self, call: Call[None]) -> web.StreamResponse:
+        stream = call.request.match_info["stream"]
+        if len(stream) > 32:
+            raise NotFound("there is no such stream")
+        report = await self._analytics.stream_report(name_param(call.request, "name"), call.user, stream)
+        return json_response(AnalyticsOut(**_fields(report)), headers=PRIVATE)
+
     async def site(self, call: Call[None]) -> web.StreamResponse:
         report, busiest = await self._analytics.site(_days(call))
         return json_response(SiteAnalyticsOut(
@@ -99,6 +107,9 @@ class AnalyticsApi:
             Endpoint("GET", "/api/channels/{name}/analytics", self.show,
                      "The channel's audience, streams, chat and followers over the last 7, 28 or 90 days", OWNER,
                      "analytics", response=AnalyticsOut, errors=(401, 403, 404, 422), query=DAYS),
+            Endpoint("GET", "/api/channels/{name}/streams/{stream}/analytics", self.stream,
+                     "One stream's audience, sessions, chat and new followers (its id from the channel's streams)",
+                     OWNER, "analytics", response=AnalyticsOut, errors=(401, 403, 404)),
             Endpoint("GET", "/api/analytics", self.site,
                      "The whole site's audience, streams, chat and followers, with its busiest channels", ADMIN,
                      "analytics", response=SiteAnalyticsOut, errors=(401, 403, 422), query=DAYS),

@@ -583,8 +583,10 @@ class ViewingOut(BaseModel):
 
 class AnalyticsOut(BaseModel):
     channel: str
-    days: int
+    days: int = Field(description="The period: 7, 28 or 90 days up to now; 0 for one stream's report.")
     since: datetime
+    stream: str | None = Field(None, description="One stream's report: its id (`since` is its start).")
+    until: datetime | None = Field(None, description="One stream's report: its end (null while it is live).")
     streams: int = Field(description="Streams live at some time in the period.")
     live_seconds: float
     peak_concurrent: int = Field(description="The largest minute's viewers (WebRTC and HLS peaks added).")

@@ -120,6 +120,17 @@ def test_the_analytics_page_shows_who_watched_and_draws_it(
     lines = Path(download.value.path()).read_text().splitlines()
     assert lines[0].startswith("minute,webrtc_viewers,hls_viewers") and len(lines) >= 2
 
+    # The stream's own report, from the channel's list of streams.
+    expect(studio.locator("#stream-list tbody tr")).to_have_count(1)
+    studio.click("#stream-list tbody a")
+    expect(studio.locator("#analytics-heading")).to_contain_text("stream of")
+    expect(studio.locator("#unique-viewers")).to_have_text("3")
+    expect(studio.locator("#peak-concurrent")).to_have_text(str(report["peak_concurrent"]))
+    assert studio.locator("#period-controls").is_hidden() and studio.locator("#streams-panel").is_hidden()
+    problems += check_page(studio, "analytics-stream")
+    studio.click("#all-streams")
+    expect(studio.locator("#stream-list tbody tr")).to_have_count(1)
+
     stranger = server.unique_name("nosy")
     server.register(stranger)
     other = open_browser().page

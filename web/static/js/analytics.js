@@ -2,11 +2,12 @@
 
 import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { api, tokens } from "./api.js";
-import { clock } from "./format.js";
+import { clock, when } from "./format.js";
 import { el, renderNav, say } from "./nav.js";
 
 const $ = (id) => document.getElementById(id);
 const channel = decodeURIComponent(location.pathname.split("/")[2] || "");
+const streamId = channel ? new URLSearchParams(location.search).get("stream") : null; // one stream's report
 let chart = null;
 
 /** Seconds as "3 h 20 min" (long) or "m:ss" (short). */
@@ -44,8 +45,21 @@ function drawViewing(v) {
     ? shares.map(([name, share]) => `${name} ${Math.round(share * 100)} %`).join(", ") : none;
 }
 
+/** The channel's last streams, each a link to its own report. */
+async function drawStreams() {
+  const streams = await api("GET", `/api/channels/${encodeURIComponent(channel)}/streams?limit=20`);
+  $("streams-panel").hidden = streams.items.length === 0;
+  $("stream-list").tBodies[0].replaceChildren(...streams.items.map((s) => el("tr", {},
+    el("td", {}, when(s.started_at)),
+    el("td", {}, s.ended_at ? watchTime(s.duration) : "live now"),
+    el("td", {}, String(s.peak_viewers)),
+    el("td", {}, el("a", { href: `/analytics/${encodeURIComponent(channel)}?stream=${encodeURIComponent(s.id)}` },
+      "Details")))));
+}
+
 function draw(report) {
-  $("analytics-heading").textContent = channel ? `Analytics · @${report.channel}` : "Site analytics";
+  $("analytics-heading").textContent = !channel ? "Site analytics"
+    : report.stream ? `Analytics · @${report.channel} · stream of ${when(report.since)}` : `Analytics · @${report.channel}`;
   if (report.busiest) drawBusiest(report.busiest);
   $("peak-concurrent").textContent = String(report.peak_concurrent);
   $("average-concurrent").textContent = report.average_concurrent.toFixed(1);
@@ -90,8 +104,10 @@ function draw(report) {
 async function load() {
   const days = $("period").value;
   try {
-    const path = channel ? `/api/channels/${encodeURIComponent(channel)}/analytics` : "/api/analytics";
-    const report = await api("GET", `${path}?days=${days}`);
+    const path = !channel ? `/api/analytics?days=${days}`
+      : streamId ? `/api/channels/${encodeURIComponent(channel)}/streams/${encodeURIComponent(streamId)}/analytics`
+        : `/api/channels/${encodeURIComponent(channel)}/analytics?days=${days}`;
+    const report = await api("GET", path);
     $("analytics").hidden = false; // first: the chart takes the width the page gives it
     draw(report);
     $("analytics-status").hidden = true;
@@ -123,6 +139,13 @@ async function main() {
   $("period").addEventListener("change", load);
   $("download-csv").addEventListener("click", downloadCsv);
   $("download-csv").hidden = !channel; // the minutes of one channel
+  if (streamId) {
+    $("period-controls").hidden = true;
+    $("stream-back").hidden = false;
+    $("all-streams").href = `/analytics/${encodeURIComponent(channel)}`;
+  } else if (channel) {
+    drawStreams().catch(() => null);
+  }
   window.addEventListener("resize", () => chart?.setSize({ width: Math.max(280, $("audience-chart").clientWidth), height: 280 }));
   await load();
 }
