@@ -32,7 +32,7 @@ from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
 from signaling.analytics.audience import AudienceRollup
 from signaling.analytics.hls_requests import HlsRequestViewers
-from signaling.analytics.ingest_health import IngestHistory, IngestSampler
+from signaling.analytics.ingest_health import IngestCollector, IngestHistory, IngestSampler
 from signaling.analytics.node_viewings import NodeViewings
 from signaling.analytics.viewing import ViewingBook, ViewingCollector
 from signaling.analytics.report import ChannelAnalytics
@@ -242,6 +242,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     metrics.registry.register(ViewingCollector(viewing))
     node_viewings = NodeViewings(node, viewing, db, clock) if settings.media else None
     ingest_sampler = IngestSampler(node, bus, clock) if settings.media else None
+    if ingest_sampler is not None:
+        metrics.registry.register(IngestCollector(ingest_sampler))
     ingest_history = IngestHistory(bus)
     if settings.media:  # a front door writes no recordings
         register_spool_metrics(metrics.registry, settings.resolved_spool_dir)

@@ -44,6 +44,14 @@ async def test_the_owner_sees_how_the_stream_arrives(rtc: Api) -> None:
     assert last["loss_percent"] == 0 and last["viewers"] == 0 and last["audio_kbps"] == 0
     assert not any("Keyframes" in said or "dropping" in said for said in ingest["warnings"]), ingest["warnings"]
 
+    # The same samples on /metrics, labelled by channel (Grafana's stream health dashboard).
+    _, metrics, _ = await rtc.call("GET", "/metrics")
+    series = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.decode().splitlines()
+              if line.startswith("tally_stream_")}
+    assert 20 <= series[f'tally_stream_ingest_frames_per_second{{channel="{name}"}}'] <= 40, series
+    assert series[f'tally_stream_ingest_bits_per_second{{channel="{name}",kind="video"}}'] > 10_000, series
+    assert series[f'tally_stream_ingest_loss_ratio{{channel="{name}"}}'] == 0, series
+
     assert (await rtc.call("GET", f"/api/channels/{name}/ingest", token=other_token))[0] == 403
     assert (await rtc.call("GET", f"/api/channels/{name}/ingest"))[0] == 401
     assert (await rtc.call("GET", "/api/channels/nobody_here/ingest", token=token))[0] == 404

@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from bus.bus import Bus, Subscription
 from bus.message import Message
@@ -57,11 +60,13 @@ class IngestSampler:
         self._clock = clock
         self._monotonic = monotonic
         self._marks: dict[int, _Mark] = {}  # id(feed) -> the counts at the last sample
+        self.latest: dict[str, Sample] = {}  # channel -> its stream's last sample (streams live here now)
         self._periodic = Periodic("ingest-sampler", every, self.sample)
 
     async def sample(self) -> None:
         now, mono = self._clock(), self._monotonic()
         marks: dict[int, _Mark] = {}
+        latest: dict[str, Sample] = {}
         for room in list(self._node.rooms.values()):
             if room.relay_from is not None or room.publisher is None or not room.live:
                 continue
@@ -73,8 +78,9 @@ class IngestSampler:
                             audio_kbps=round(audio.bitrate / 1000, 1) if audio else 0.0, fps=fps,
                             keyframe_interval=_keyframe_interval(video, mono) if video else 0.0,
                             loss_percent=loss, viewers=room.audience)
+            latest[room.name] = sample
             await self._bus.publish(Message(TOPIC, {"channel": room.name, "stream": room.stream, **asdict(sample)}))
-        self._marks = marks
+        self._marks, self.latest = marks, latest
 
     def _rates(self, feed: Feed, mono: float, marks: dict[int, _Mark]) -> tuple[float, float]:
         """(frames per second, percent of packets missing) since the last sample of `feed`."""
@@ -93,6 +99,34 @@ class IngestSampler:
 
     async def close(self) -> None:
         await self._periodic.close()
+
+
+class IngestCollector(Collector):
+    """/metrics of a media process: each stream it takes in, as last sampled, labelled by channel (one
+    series per live stream here, gone when it ends). WebRTC and RTMP streams alike."""
+
+    def __init__(self, sampler: IngestSampler) -> None:
+        self._sampler = sampler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        bits = GaugeMetricFamily("tally_stream_ingest_bits_per_second", "What a live stream's publisher sends, "
+                                 "by kind (video, audio)", labels=["channel", "kind"])
+        fps = GaugeMetricFamily("tally_stream_ingest_frames_per_second", "Video frames a live stream's publisher "
+                                "sends", labels=["channel"])
+        keyframes = GaugeMetricFamily("tally_stream_keyframe_interval_seconds", "Seconds between a live stream's "
+                                      "keyframes", labels=["channel"])
+        loss = GaugeMetricFamily("tally_stream_ingest_loss_ratio", "Share of a live stream's video packets found "
+                                 "missing on the way in (before repair)", labels=["channel"])
+        viewers = GaugeMetricFamily("tally_stream_viewers", "WebRTC viewers of a live stream (its relays' "
+                                    "included), on its origin", labels=["channel"])
+        for channel, sample in list(self._sampler.latest.items()):
+            bits.add_metric([channel, "video"], sample.video_kbps * 1000)
+            bits.add_metric([channel, "audio"], sample.audio_kbps * 1000)
+            fps.add_metric([channel], sample.fps)
+            keyframes.add_metric([channel], sample.keyframe_interval)
+            loss.add_metric([channel], sample.loss_percent / 100)
+            viewers.add_metric([channel], sample.viewers)
+        yield from (bits, fps, keyframes, loss, viewers)
 
 
 def _keyframe_interval(feed: Feed, mono: float) -> float:
