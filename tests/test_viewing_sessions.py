@@ -100,16 +100,18 @@ async def test_hls_players_tell_their_viewings_and_silent_ones_are_seen_by_their
     name, token = await api.user("broadcaster")
     await api.services.streams.stream_started(name, "s1", name, [])
     requests = api.services.hls_requests
-    playlist = f"/hls/{name}/s0/720p/index.m3u8"  # seen, though answered 404 at once (no media in this test)
     player = {"User-Agent": "Chromium (the watch page)"}
-    safari = {"User-Agent": "Safari (its own player)"}
 
-    # The watch page: beacons from its first frame, which claim its requests.
+    # A playlist that is not served (no media in this test: 404) is no sighting.
+    assert (await api.call("GET", f"/hls/{name}/s0/720p/index.m3u8", headers=player))[0] == 404
+    # The watch page: beacons from its first frame, which claim its address for the channel (its
+    # requests, whatever their agent: it may fall back to the browser's own HLS player).
     first = beacon("viewing-hls-0123456789", startup_ms=1500, watch_seconds=0.5)
     assert (await api.call("POST", f"/api/channels/{name}/watching", first, headers=player))[0] == 200
-    for _ in range(7):  # ...and a player that says nothing asks for its playlist for 30 s
-        await api.call("GET", playlist, headers=player)
-        await api.call("GET", playlist, headers=safari)
+    for _ in range(7):  # playlists served for 30 s: to the page's address, and to Safari elsewhere
+        requests.request(name, "127.0.0.1", "AppleCoreMedia (the page's fallback)")
+        requests.request(name, "2001:db8:1:2::10", "Safari (its own player)")
+        requests.request(name, "2001:db8:1:2::11", "Safari (its own player)")  # the same home: one player
         api.clock.advance(5)
         await requests.tick()
     middle = beacon("viewing-hls-0123456789", watch_seconds=18, stalls=1, stall_seconds=2, latency_ms=1800,
@@ -124,12 +126,13 @@ async def test_hls_players_tell_their_viewings_and_silent_ones_are_seen_by_their
     assert (told.watch_seconds, told.stalls, told.stall_seconds, told.latency_ms) == (18, 1, 2, 1800)
     assert told.viewer == "a:page-0123456789abcdef" and told.stream_id == "s1" and told.ended_at is None
     assert seen.viewer.startswith("r:r-") and seen.seconds == 30 and seen.stream_id == "s1"
-    assert "Safari" not in seen.viewer and "127.0.0.1" not in seen.viewer  # nothing of the player stored
+    assert "Safari" not in seen.viewer and "2001" not in seen.viewer  # nothing of the player stored
 
-    # Both stop: the page says so; Safari's requests stop, and after 30 s it is over.
+    # Both stop: the page says so; Safari's requests stop, and after 30 s it is over (the stream too).
     leave = beacon("viewing-hls-0123456789", leaving=True, watch_seconds=20, stalls=1, stall_seconds=2,
                    renditions={"720p": 14, "360p": 6})
     assert (await api.call("POST", f"/api/channels/{name}/watching", leave, headers=player))[0] == 200
+    await api.services.streams.stream_ended(name, "s1", "over", 0)
     api.clock.advance(31)
     await requests.tick()
     got = {row.source: row for row in await rows(api)}
@@ -186,6 +189,9 @@ async def test_bad_beacons_are_refused_and_change_nothing(api: Api) -> None:
         beacon("viewing-0123456789abcdef", renditions={f"{n}p": 1 for n in range(13)}),
         beacon("viewing-0123456789abcdef", renditions={"720p": 10**9}),
         beacon("viewing-0123456789abcdef", whep_session="../../etc"),
+        beacon("viewing-0123456789abcdef", transport="webrtc", whep_session="a" * 100),  # longer than an id
+        beacon("viewing-0123456789abcdef", watch_seconds=10, dropped_frames=10**8),  # more than it could show
+        beacon("viewing-0123456789abcdef", watch_seconds=10, stalls=10**5),
         beacon("viewing-0123456789abcdef", extra="field"),
         [1, 2, 3],
     ):
@@ -204,3 +210,17 @@ async def test_bad_beacons_are_refused_and_change_nothing(api: Api) -> None:
     assert statuses.count(200) == 12 and statuses[12:] == [429] * 8
     await asyncio.sleep(0)
     assert len(await rows(api)) == 1  # the twelve allowed beacons are one session
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_row_the_database_refuses_does_not_hold_back_the_others(api: Api) -> None:
+    name, _ = await api.user("broadcaster")
+    await api.services.streams.stream_started(name, "s1", name, [])
+    book, clock = api.services.viewing, api.clock
+    found = await book.stream_of(name)
+    assert found is not None
+    book.node_session("x" * 100, found[0], "s1", None, clock() - 10, clock(), ended=False)  # too long for its column
+    book.node_session("good-session-0123456789", found[0], "s1", None, clock() - 10, clock(), ended=False)
+    await book.flush()
+    assert [row.id for row in await rows(api)] == ["good-session-0123456789"]
+    assert book.pending == 0 and book.dropped == 1

@@ -14,6 +14,7 @@ requests are spread over several instances (a load balancer without affinity) is
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -39,78 +40,88 @@ class _Sighting:
     first: float
     last: float
     session: str = ""  # the random id, once it is a session
+    stream: tuple[int, str] = (0, "")  # ...and its (channel id, stream id)
     written: float = float("-inf")  # when its row was last written
 
 
 class HlsRequestViewers:
     def __init__(self, book: ViewingBook, audience: HlsAudience, db: Database, clock: Callable[[], float] = time.time,
-                 confirm_after: float = 30.0, idle: float = 30.0, every: float = 5.0) -> None:
+                 confirm_after: float = 30.0, idle: float = 30.0, claim_for: float = 180.0, every: float = 5.0) -> None:
         self._book = book
         self._audience = audience
         self._db = db
         self._clock = clock
         self._confirm_after = confirm_after
         self._idle = idle
-        self._seen: dict[tuple[str, str, str], _Sighting] = {}
-        self._per_address: dict[str, int] = {}
-        self._claimed: dict[tuple[str, str, str], float] = {}  # -> when it last said who it is
+        self._claim_for = claim_for
+        self._seen: dict[tuple[str, str, str], _Sighting] = {}  # least recently asked first
+        self._by_address: dict[str, set[tuple[str, str, str]]] = {}  # the sightings behind each address
+        self._claimed: dict[tuple[str, str], float] = {}  # (channel, address) -> when a player there said who it is
         self._periodic = Periodic("hls-request-viewers", every, self.tick)
 
     def request(self, channel: str, address: str, agent: str) -> None:
-        """A media playlist of `channel` was asked for (called per request: no I/O here)."""
+        """A media playlist of `channel` was served (called per request: no I/O here)."""
+        address = _household(address)
+        if (channel, address) in self._claimed:
+            return
         key = (channel, address, agent[:MAX_AGENT])
         now = self._clock()
-        if key in self._claimed:
-            return
-        seen = self._seen.get(key)
+        seen = self._seen.pop(key, None)
         if seen is not None:
             seen.last = now
+            self._seen[key] = seen  # to the end: the least recently asked go first when full
             return
-        if self._per_address.get(address, 0) >= MAX_PER_ADDRESS:
+        behind = self._by_address.get(address)
+        if behind is not None and len(behind) >= MAX_PER_ADDRESS:
             return  # one address making up players by their user agents: not counted
         if len(self._seen) >= MAX_TRACKED:
-            self._forget(next(iter(self._seen)))
+            self._forget(next(iter(self._seen)))  # (a session it was goes uncounted from now; not ended)
         self._seen[key] = _Sighting(channel, now, now)
-        self._per_address[address] = self._per_address.get(address, 0) + 1
+        self._by_address.setdefault(address, set()).add(key)
 
     def _forget(self, key: tuple[str, str, str]) -> _Sighting | None:
         seen = self._seen.pop(key, None)
         if seen is not None:
-            left = self._per_address.pop(key[1]) - 1
-            if left:
-                self._per_address[key[1]] = left
+            behind = self._by_address[key[1]]
+            behind.discard(key)
+            if not behind:
+                del self._by_address[key[1]]
         return seen
 
-    def claim(self, channel: str, address: str, agent: str) -> None:
-        """A player at `address` with `agent` tells its own session of `channel`: not one of these."""
-        key = (channel, address, agent[:MAX_AGENT])
-        if key not in self._claimed and len(self._claimed) >= MAX_TRACKED:
+    def claim(self, channel: str, address: str) -> None:
+        """A player at `address` tells its own session of `channel`: the requests from there are not
+        counted apart for a while, whatever their agent (a watch page may fall back to the browser's
+        own HLS player, whose requests carry another agent). A silent player in the same household is
+        missed meanwhile: better than counting the page twice."""
+        address = _household(address)
+        if (channel, address) not in self._claimed and len(self._claimed) >= MAX_TRACKED:
             self._claimed.pop(next(iter(self._claimed)))
-        self._claimed[key] = self._clock()
-        self._forget(key)  # a session already written stays: it was one until now
+        self._claimed[(channel, address)] = self._clock()
+        for key in [k for k in self._by_address.get(address, ()) if k[0] == channel]:
+            self._forget(key)  # a session already written stays: it was one until now
 
     async def tick(self) -> None:
         now = self._clock()
-        for key in [k for k, at in self._claimed.items() if now - at > self._idle]:
-            del self._claimed[key]
+        for claim in [c for c, at in self._claimed.items() if now - at > self._claim_for]:
+            del self._claimed[claim]
         streams: dict[str, tuple[int, str] | None] = {}
         for key, seen in list(self._seen.items()):
             over = now - seen.last > self._idle
-            if not seen.session and (over or seen.last - seen.first < self._confirm_after):
-                if over:
-                    self._forget(key)
-                continue
-            if seen.channel not in streams:
-                streams[seen.channel] = await self._live_stream(seen.channel)
-            live = streams[seen.channel]
-            if live is None and not seen.session:
-                self._forget(key)
-                continue
             if not seen.session:
-                seen.session = f"r-{secrets.token_urlsafe(16)}"
-            if live is not None and (over or now - seen.written >= WRITE_EVERY):
+                if over or seen.last - seen.first < self._confirm_after:
+                    if over:
+                        self._forget(key)
+                    continue
+                if seen.channel not in streams:
+                    streams[seen.channel] = await self._live_stream(seen.channel)
+                live = streams[seen.channel]
+                if live is None:
+                    self._forget(key)
+                    continue
+                seen.session, seen.stream = f"r-{secrets.token_urlsafe(16)}", live
+            if over or now - seen.written >= WRITE_EVERY:
                 seen.written = now
-                self._book.request_session(seen.session, live[0], live[1], seen.first, seen.last, ended=over)
+                self._book.request_session(seen.session, *seen.stream, seen.first, seen.last, ended=over)
             if over:
                 self._forget(key)
                 await self._audience.leave(seen.channel, seen.session)
@@ -130,4 +141,21 @@ class HlsRequestViewers:
         self._periodic.start()
 
     async def close(self) -> None:
+        """Stop; the sessions under way end now (this process no longer sees their requests)."""
         await self._periodic.close()
+        now = self._clock()
+        for key, seen in list(self._seen.items()):
+            if seen.session:
+                self._book.request_session(seen.session, *seen.stream, seen.first, min(seen.last, now), ended=True)
+            self._forget(key)
+
+
+def _household(address: str) -> str:
+    """The address players behind one connection share: an IPv4 address, or an IPv6 /64 (a home's
+    whole prefix; one host can hold billions of its addresses)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address)
+    except ValueError:
+        return address

@@ -48,6 +48,7 @@ class _Mark:
     packets: int
     gaps: int
     loss: object  # the feed's loss tracker (a new one after a takeover starts its counts again)
+    feed: Feed  # (an id() may be reused by a new feed: the mark holds on to its own)
 
 
 class IngestSampler:
@@ -84,10 +85,10 @@ class IngestSampler:
 
     def _rates(self, feed: Feed, mono: float, marks: dict[int, _Mark]) -> tuple[float, float]:
         """(frames per second, percent of packets missing) since the last sample of `feed`."""
-        mark = _Mark(mono, feed.frames_in, feed.packets_in, feed.loss.gaps, feed.loss)
+        mark = _Mark(mono, feed.frames_in, feed.packets_in, feed.loss.gaps, feed.loss, feed)
         marks[id(feed)] = mark
         last = self._marks.get(id(feed))
-        if last is None or mono <= last.at:
+        if last is None or last.feed is not feed or mono <= last.at:
             return 0.0, 0.0
         gaps = mark.gaps - (last.gaps if last.loss is feed.loss else 0)
         packets = max(0, mark.packets - last.packets)

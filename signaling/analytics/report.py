@@ -38,6 +38,11 @@ class MinuteAudience:
     hls: int
     webrtc_seconds: float
     hls_seconds: float
+    peak: int = -1  # viewers at the point's busiest minute, transports together (-1: webrtc + hls)
+
+    @property
+    def concurrent(self) -> int:
+        return self.peak if self.peak >= 0 else self.webrtc + self.hls
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,7 @@ class ChannelAnalytics:
                                   .where(a.minute >= start, a.minute < end).group_by(a.channel_id, a.minute).subquery())
                     add((await session.execute(select(per_minute.c.channel_id, func.sum(per_minute.c.seconds),
                                                       func.max(per_minute.c.peak)).group_by(per_minute.c.channel_id))).all())
-            per_day = (select(d.channel_id, func.sum(d.peak).label("peak"), func.sum(d.audience_seconds).label("seconds"))
+            per_day = (select(d.channel_id, func.max(d.peak_total).label("peak"), func.sum(d.audience_seconds).label("seconds"))
                        .where(d.day >= first_whole, d.day < today).group_by(d.channel_id, d.day).subquery())
             add((await session.execute(select(per_day.c.channel_id, func.sum(per_day.c.seconds), func.max(per_day.c.peak))
                                        .group_by(per_day.c.channel_id))).all())
@@ -142,7 +147,7 @@ class ChannelAnalytics:
         watch["total"] = watch["webrtc"] + watch["hls"]
         return Report(
             channel=name, days=days, since=since, streams=len(streams), live_seconds=round(live, 1),
-            peak_concurrent=max((m.webrtc + m.hls for m in minutes), default=0),
+            peak_concurrent=max((m.concurrent for m in minutes), default=0),
             average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
             watch_seconds={k: round(v, 1) for k, v in watch.items()},
             chat_messages=int(chat[0]), chatters=int(chat[1]), new_followers=int(followers or 0),
@@ -157,11 +162,15 @@ class ChannelAnalytics:
 
     async def _audience(self, session: AsyncSession, channel_id: int | None, since: datetime, now: datetime,
                         by_day: bool) -> list[MinuteAudience]:
-        """The audience per minute from `audience_minutes`; `by_day`: per day instead, whole days from
-        their sums (`viewing_days`) and the partial first day and today from their minutes."""
+        """The audience per minute from `audience_minutes`; `by_day`: per day instead (each transport's
+        busiest minute, and the busiest minute of both together), a channel's whole days from their
+        sums (`viewing_days`) and the partial first day and today from their minutes. The site's days
+        come from its minutes: channels' daily peaks happen at different minutes and do not add up."""
         a = AudienceMinute
         where = [a.channel_id == channel_id] if channel_id is not None else []
         first_whole, today = day_of(since) + DAY, day_of(now)
+        if channel_id is None:
+            first_whole = today  # no whole day from the sums
         spans = [(since, min(first_whole, today)), (max(today, since), now + DAY)] if by_day else [(since, now + DAY)]
         per_minute: dict[datetime, dict[str, tuple[int, float]]] = {}
         for start, end in spans:
@@ -175,19 +184,23 @@ class ChannelAnalytics:
         if not by_day:
             return [_point(minute, got) for minute, got in sorted(per_minute.items())]
         per_day: dict[datetime, dict[str, tuple[int, float]]] = {}
+        peaks: dict[datetime, int] = {}
         for minute, got in per_minute.items():  # a day's peak is its largest minute
-            bucket = per_day.setdefault(day_of(minute), {})
+            day = day_of(minute)
+            bucket = per_day.setdefault(day, {})
             for transport, (peak, seconds) in got.items():
                 had = bucket.get(transport, (0, 0.0))
                 bucket[transport] = (max(had[0], peak), had[1] + seconds)
+            peaks[day] = max(peaks.get(day, 0), sum(peak for peak, _ in got.values()))
         d = ViewingDay
-        for day, transport, peak, seconds in (await session.execute(
-                select(d.day, d.transport, func.sum(d.peak), func.sum(d.audience_seconds))
-                .where(*([d.channel_id == channel_id] if channel_id is not None else []),
-                       d.day >= first_whole, d.day < today)
-                .group_by(d.day, d.transport))).all():
-            per_day.setdefault(day, {})[transport] = (int(peak or 0), float(seconds or 0.0))
-        return [_point(day, got) for day, got in sorted(per_day.items()) if any(p or s for p, s in got.values())]
+        if channel_id is not None:
+            for day, transport, peak, seconds, total in (await session.execute(
+                    select(d.day, d.transport, d.peak, d.audience_seconds, d.peak_total)
+                    .where(d.channel_id == channel_id, d.day >= first_whole, d.day < today))).all():
+                per_day.setdefault(day, {})[transport] = (int(peak or 0), float(seconds or 0.0))
+                peaks[day] = max(peaks.get(day, 0), int(total or 0))
+        return [_point(day, got, peaks.get(day, 0)) for day, got in sorted(per_day.items())
+                if any(p or s for p, s in got.values())]
 
     async def _viewing(self, channel_id: int | None, since: datetime, now: datetime) -> Viewing:
         """Whole days from their sums (`viewing_days`); the period's partial first day and today from
@@ -248,7 +261,7 @@ class ChannelAnalytics:
         watch["total"] = watch["webrtc"] + watch["hls"]
         return Report(
             channel=channel.name, days=0, since=since, streams=1, live_seconds=round(live, 1),
-            peak_concurrent=max((m.webrtc + m.hls for m in minutes), default=0),
+            peak_concurrent=max((m.concurrent for m in minutes), default=0),
             average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
             watch_seconds={k: round(v, 1) for k, v in watch.items()}, chat_messages=int(chat[0]),
             chatters=int(chat[1]), new_followers=int(followers or 0), viewing=_summary(rows, int(viewers or 0)),
@@ -282,6 +295,6 @@ def _summary(rows: list[dict[str, Any]], viewers: int) -> Viewing:
         renditions={name: round(sec / all_shown, 3) for name, sec in sorted(shown.items())} if all_shown else {})
 
 
-def _point(at: datetime, got: dict[str, tuple[int, float]]) -> MinuteAudience:
+def _point(at: datetime, got: dict[str, tuple[int, float]], peak: int = -1) -> MinuteAudience:
     webrtc, hls = got.get("webrtc", (0, 0.0)), got.get("hls", (0, 0.0))
-    return MinuteAudience(at, webrtc[0], hls[0], webrtc[1], hls[1])
+    return MinuteAudience(at, webrtc[0], hls[0], webrtc[1], hls[1], peak)

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import case, delete, distinct, func, literal, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.analytics.periodic import Periodic
@@ -63,13 +64,13 @@ class ViewingBook:
         self._db = db
         self._retention = timedelta(days=retention_days)
         self._clock = clock
-        self._roll_every = roll_every
         self._pending: dict[str, tuple[dict[str, Any], set[str]]] = {}  # id -> (values, columns an update sets)
         self._writing = asyncio.Lock()
-        self._periodic = Periodic("viewing-sessions", flush_every, self._turn)
-        self._next_roll = 0.0
+        self._periodic = Periodic("viewing-sessions", flush_every, self.flush)
+        self._days = Periodic("viewing-days", roll_every, self._roll)  # its own task: a long roll delays no flush
         self._streams: dict[str, tuple[float, tuple[int, str] | None]] = {}  # stream_of's answers
         self.written = 0  # rows upserted so far (the benchmark's "database writes")
+        self.dropped = 0  # rows dropped: the database was away too long, or refused them
 
     # --- what the writers tell ---
 
@@ -95,8 +96,8 @@ class ViewingBook:
                       latency_ms=figures.latency_ms, dropped_frames=figures.dropped_frames,
                       renditions={k: round(v, 1) for k, v in figures.renditions.items()})
         columns = {c for c in PLAYER_FIGURES if values[c] is not None}  # a figure not known yet erases none
-        if transport != "webrtc":  # a WebRTC session's times are the node's
-            columns |= {"last_seen_at", "seconds"} | ({"ended_at"} if ending else set())
+        if transport != "webrtc":  # a WebRTC session's times (and stream) are the node's
+            columns |= {"last_seen_at", "seconds", "stream_id"} | ({"ended_at"} if ending else set())
         else:  # ...its viewer the page's, unless the node knows the signed-in user
             columns.add("viewer")
         self._put(session, values, columns)
@@ -111,12 +112,14 @@ class ViewingBook:
     def _put(self, session: str, values: dict[str, Any], columns: set[str]) -> None:
         held = self._pending.get(session)
         if held is not None:  # not written yet: one upsert that does what the two would, in order
-            held[0].update({c: values[c] for c in columns if c != "viewer" or not _user(held[0]["viewer"])})
-            held[1].update(columns)
+            _merge(held, values, columns)
             return
         if len(self._pending) >= MAX_PENDING:
             self._pending.pop(next(iter(self._pending)))
-            log.warning("viewing sessions: %d rows wait for the database; the oldest is dropped", MAX_PENDING)
+            self.dropped += 1
+            if self.dropped % 1000 == 1:  # said once in a while, not for every row
+                log.warning("viewing sessions: %d rows wait for the database; %d of the oldest dropped so far",
+                            MAX_PENDING, self.dropped)
         self._pending[session] = (values, columns)
 
     async def stream_of(self, channel: str) -> tuple[int, str] | None:
@@ -148,20 +151,52 @@ class ViewingBook:
             rows, self._pending = self._pending, {}
             if not rows:
                 return
-            groups: dict[frozenset[str], list[dict[str, Any]]] = {}  # one statement per set of columns updated
-            for key, (values, columns) in rows.items():
-                groups.setdefault(frozenset(columns), []).append({**_DEFAULTS, **values, "id": key})
             try:
-                async with self._db.session() as session:
-                    for updated, params in groups.items():
-                        await session.execute(upsert(session, ViewerSession, updated, _keep_users), params)
-            except Exception as exc:  # the database is away: keep them for the next flush
-                log.warning("viewing sessions: %d rows not written: %s", len(rows), exc)
-                for key, held in rows.items():
-                    if key not in self._pending and len(self._pending) < MAX_PENDING:
-                        self._pending[key] = held
-                return
-            self.written += len(rows)
+                await self._write(rows)
+            except DBAPIError as exc:
+                if not refused(exc):
+                    log.warning("viewing sessions: %d rows not written: %s", len(rows), exc)
+                    self._restore(rows)
+                    return
+                # A row it refuses must not hold back the others.
+                log.warning("viewing sessions: the database refused a batch (%s); writing row by row", exc)
+                await self._write_each(rows)
+            except BaseException as exc:  # away (or cancelled at shutdown): keep them for the next flush
+                if isinstance(exc, Exception):
+                    log.warning("viewing sessions: %d rows not written: %s", len(rows), exc)
+                self._restore(rows)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                self.written += len(rows)
+
+    async def _write(self, rows: dict[str, tuple[dict[str, Any], set[str]]]) -> None:
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}  # one statement per set of columns updated
+        for key, (values, columns) in rows.items():
+            groups.setdefault(frozenset(columns), []).append({**_DEFAULTS, **values, "id": key})
+        async with self._db.session() as session:
+            for updated, params in groups.items():
+                await session.execute(upsert(session, ViewerSession, updated, _keep_users), params)
+
+    async def _write_each(self, rows: dict[str, tuple[dict[str, Any], set[str]]]) -> None:
+        for key, held in rows.items():
+            try:
+                await self._write({key: held})
+            except DBAPIError as exc:
+                if not refused(exc):
+                    raise
+                self.dropped += 1
+                log.warning("viewing sessions: row %.24s refused and dropped: %s", key, exc)
+            else:
+                self.written += 1
+
+    def _restore(self, rows: dict[str, tuple[dict[str, Any], set[str]]]) -> None:
+        """Put back rows a flush could not write, before what came meanwhile for the same sessions."""
+        later, self._pending = self._pending, {}
+        for key, held in list(rows.items())[-MAX_PENDING:]:
+            self._pending[key] = held
+        for key, (values, columns) in later.items():
+            self._put(key, values, columns)
 
     # --- days ---
 
@@ -183,10 +218,16 @@ class ViewingBook:
         start = max(day_of(first), day_of(today - self._retention))
         days = 0
         while start <= today:
-            async with self._db.session() as session:  # a day per transaction: a long catch-up holds no lock long
-                sums = await day_sums(session, start, start + DAY)
-                if sums:
-                    await session.execute(upsert(session, ViewingDay, set(sums[0]) - {"channel_id", "day", "transport"}), sums)
+            try:
+                async with self._db.session() as session:  # a day per transaction: a long catch-up holds no lock long
+                    sums = await day_sums(session, start, start + DAY)
+                    if sums:
+                        await session.execute(upsert(session, ViewingDay, set(sums[0]) - {"channel_id", "day", "transport"}),
+                                              sums)
+            except DBAPIError as exc:  # that day stays as it was; the next ones are summed
+                if not refused(exc):
+                    raise
+                log.warning("viewing days: %s not summed: %s", start.date(), exc)
             start += DAY
             days += 1
         return days
@@ -205,18 +246,16 @@ class ViewingBook:
             if len(ids) < PURGE_BATCH:
                 return removed
 
-    async def _turn(self) -> None:
-        await self.flush()
-        if self._clock() >= self._next_roll:
-            self._next_roll = self._clock() + self._roll_every
-            await self.roll_days()
-            await self.purge()
+    async def _roll(self) -> None:
+        await self.roll_days()
+        await self.purge()
 
     def start(self) -> None:
-        self._next_roll = self._clock()
         self._periodic.start()
+        self._days.start()
 
     async def close(self) -> None:
+        await self._days.close()
         await self._periodic.close()
         await self.flush()
 
@@ -234,8 +273,23 @@ class ViewingCollector:
                                 value=self._book.pending)
 
 
+def refused(exc: DBAPIError) -> bool:
+    """Whether the database refused the data itself (a value too long or out of range, a broken
+    constraint: SQLSTATE classes 22 and 23), rather than being away (retried later)."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(state, str) and state[:2] in ("22", "23")
+
+
 def _user(viewer: str) -> bool:
     return viewer.startswith("u:")
+
+
+def _merge(held: tuple[dict[str, Any], set[str]], values: dict[str, Any], columns: set[str]) -> None:
+    """`held` (an upsert not written yet) becomes what it and then this one would do."""
+    held[0].update({c: values[c] for c in columns if c != "viewer" or not _user(held[0]["viewer"])})
+    held[1].update(columns)
 
 
 def _keep_users(new: Any) -> dict[str, Any]:
@@ -274,7 +328,8 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
         session_seconds=float(seconds or 0), player_sessions=int(players or 0), watch_seconds=float(watch or 0),
         startup_ms_sum=float(startup or 0), startups=int(startups or 0), stalls=int(stalls or 0),
         stall_seconds=float(stalled or 0), latency_ms_sum=float(latency or 0), latencies=int(latencies or 0),
-        dropped_frames=int(dropped or 0), renditions=renditions.get((channel, transport), {}), peak=0, audience_seconds=0.0)
+        dropped_frames=int(dropped or 0), renditions=renditions.get((channel, transport), {}), peak=0, peak_total=0,
+        audience_seconds=0.0)
         for channel, transport, n, viewers, seconds, players, watch, startup, startups, stalls, stalled, latency,
         latencies, dropped in sums}
     m = AudienceMinute
@@ -287,6 +342,14 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
         if row is None:  # watched, but by no session written (HLS players that only beat, older data)
             row = out[(channel, transport)] = dict(_EMPTY_DAY, channel_id=channel, day=start, transport=transport, renditions={})
         row.update(peak=int(peak or 0), audience_seconds=float(audience or 0))
+    per_minute = (select(m.channel_id, func.sum(m.peak).label("total"))
+                  .where(m.minute >= start, m.minute < end, *([m.channel_id == channel_id] if channel_id is not None else []),
+                         *([m.stream_id == stream_id] if stream_id is not None else []))
+                  .group_by(m.channel_id, m.minute).subquery())
+    totals = dict((await session.execute(select(per_minute.c.channel_id, func.max(per_minute.c.total))
+                                         .group_by(per_minute.c.channel_id))).all())
+    for row in out.values():
+        row["peak_total"] = int(totals.get(row["channel_id"]) or 0)
     return list(out.values())
 
 

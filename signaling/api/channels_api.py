@@ -73,8 +73,10 @@ class ChannelsApi:
     async def watching(self, call: Call[WatchingIn]) -> web.StreamResponse:
         address = client_address(call.request, self._settings.trust_forwarded_for)
         # One player beats every 10 s; one address (a carrier's NAT) may have many players.
-        for key, limit in ((f"watching:ip:{address}:{call.body.session}", WATCHING_PER_SESSION_PER_MINUTE),
-                           (f"watching:ip:{address}", WATCHING_PER_MINUTE)):
+        # WebRTC players' beacons count apart: they must not use up the HLS viewers' "still watching".
+        kind = "watching" if call.body.transport == "hls" else "beacon"
+        for key, limit in ((f"{kind}:ip:{address}:{call.body.session}", WATCHING_PER_SESSION_PER_MINUTE),
+                           (f"{kind}:ip:{address}", WATCHING_PER_MINUTE)):
             wait = await self._limiter.hit(key, limit, 60)
             if wait:
                 raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
@@ -86,7 +88,7 @@ class ChannelsApi:
         if body.transport == "hls":
             count = await self._streams.watching(name, body.session, body.leaving)
             if self._hls_requests is not None:  # this player is not one of those seen by their requests
-                self._hls_requests.claim(name, address, call.request.headers.get("User-Agent", ""))
+                self._hls_requests.claim(name, address)
         else:
             count = await self._hls.count(name)
         if body.viewer is not None:  # a player that tells how its viewing goes (older ones only beat)

@@ -59,13 +59,14 @@ class HlsApi:
         return handle
 
     def _seeing(self, handler: Handler) -> Handler:
-        """`handler`, telling `seen` of the player's request (not of one a front door passes on: the
-        door saw it)."""
+        """`handler`, telling `seen` of each playlist served to a player (not of one a front door
+        passes on: the door saw it)."""
 
         async def handle(call: Call[None]) -> web.StreamResponse:
-            if self._seen is not None and HOP not in call.request.headers:
+            response = await handler(call)
+            if self._seen is not None and response.status == 200 and HOP not in call.request.headers:
                 self._seen(name_param(call.request, "channel"), call.request)
-            return await handler(call)
+            return response
 
         handle.__name__ = getattr(handler, "__name__", "hls")
         return handle

@@ -7,7 +7,7 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from signaling.accounts.names import username_problem
 from signaling.auth.roles import ROLE_LABELS
@@ -259,7 +259,7 @@ class WatchingIn(Strict):
                                   description="A random id for this viewing (a new one for each HLS start)")]
     leaving: bool = Field(False, description="The player stops (or moves to WebRTC): count it no longer")
     transport: Literal["hls", "webrtc"] = Field("hls", description="How this viewing plays")
-    whep_session: Annotated[str | None, Field(max_length=200, pattern=r"^[A-Za-z0-9_.%-]+$",
+    whep_session: Annotated[str | None, Field(max_length=200, pattern=r"^([A-Za-z0-9_.%-]+\.)?[A-Za-z0-9_-]{16,64}$",
                                               description="WebRTC: the session's id (the last part of its Location)")] = None
     viewer: Annotated[str | None, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                                         description="A random id the player keeps for the page (its viewings' viewer)")] = None
@@ -271,6 +271,16 @@ class WatchingIn(Strict):
     dropped_frames: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
     renditions: Annotated[dict[str, float], AfterValidator(_renditions),
                           Field(description="Seconds shown per rendition (its height, as '720p')")] = {}
+
+    @model_validator(mode="after")
+    def _plausible(self) -> WatchingIn:
+        # Counts the viewing's length allows: 240 frames a second, a stall every half second.
+        seconds = self.watch_seconds + self.stall_seconds + 10
+        if self.dropped_frames > 240 * seconds:
+            raise ValueError("dropped_frames is more than the viewing could have shown")
+        if self.stalls > 2 * seconds:
+            raise ValueError("stalls is more than the viewing could have had")
+        return self
 
 
 class WatchingOut(BaseModel):

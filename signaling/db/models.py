@@ -203,14 +203,15 @@ class ViewingDay(Base):
     watch_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # ...and their figures, summed
     startup_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
     startups: Mapped[int] = mapped_column(Integer, default=0)
-    stalls: Mapped[int] = mapped_column(Integer, default=0)
+    stalls: Mapped[int] = mapped_column(BigInteger, default=0)
     stall_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
     latencies: Mapped[int] = mapped_column(Integer, default=0)
-    dropped_frames: Mapped[int] = mapped_column(Integer, default=0)
+    dropped_frames: Mapped[int] = mapped_column(BigInteger, default=0)
     renditions: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     # The day's audience from `audience_minutes`: its largest minute, and its viewer-seconds.
-    peak: Mapped[int] = mapped_column(Integer, default=0)
+    peak: Mapped[int] = mapped_column(Integer, default=0)  # this transport's
+    peak_total: Mapped[int] = mapped_column(Integer, default=0)  # both transports' (the same on both rows)
     audience_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 

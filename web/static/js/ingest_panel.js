@@ -6,7 +6,8 @@
 import uPlot from "/vendor/uplot/uPlot.esm.js";
 import { api } from "./api.js";
 
-const POLL_MS = 2000;
+const POLL_MS = 2000; // while live
+const IDLE_POLL_MS = 10_000; // while nothing arrives
 const RTT_KEPT = 150;
 const CHARTS = [
   { key: "video_kbps", label: "Video", unit: "kbit/s" },
@@ -37,6 +38,12 @@ export class IngestPanel {
   start() {
     this.poll();
     window.addEventListener("resize", () => this.resize());
+    window.addEventListener("pagehide", () => this.stop());
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
   }
 
   /** This page's own round trip to the server (WebRTC's candidate pair), in ms. */
@@ -47,12 +54,16 @@ export class IngestPanel {
 
   async poll() {
     clearTimeout(this.timer);
+    if (this.stopped) return;
+    let live = false;
     try {
-      this.draw(await api("GET", `/api/channels/${encodeURIComponent(this.channel)}/ingest`));
-    } catch {
-      // the next look tries again
+      const ingest = await api("GET", `/api/channels/${encodeURIComponent(this.channel)}/ingest`);
+      live = ingest.live;
+      this.draw(ingest);
+    } catch (error) {
+      if (error.status === 401 || error.status === 403 || error.status === 404) return; // signed out: no more
     }
-    this.timer = setTimeout(() => this.poll(), POLL_MS);
+    if (!this.stopped) this.timer = setTimeout(() => this.poll(), live ? POLL_MS : IDLE_POLL_MS);
   }
 
   draw(ingest) {

@@ -297,6 +297,8 @@ export class Player {
         await hls.start();
       } catch (error) {
         if (this.hls === hls) {
+          this.hlsViewing?.end();
+          this.hlsViewing = null;
           this.hls = null;
           this.setState("error", error.message);
         }

@@ -277,6 +277,7 @@ async function updateStats(user) {
   try {
     const channel = await api("GET", `/api/channels/${encodeURIComponent(user.username)}`);
     if (!live || live !== asked) return; // ended while asking
+    if (channel.is_live && !serverLive) ingestPanel?.poll(); // its graphs now, not at its next idle look
     serverLive = channel.is_live;
     if (serverLive && $("connection").dataset.state === "starting") setConnection("live", "Live");
     $("studio-viewers").textContent = String(channel.viewer_count);
