@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import distinct, func, select, true
+from sqlalchemy import distinct, func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.auth.roles import Principal
@@ -220,6 +220,10 @@ class ChannelAnalytics:
             rows += await day_sums(session, max(today, since), now + DAY, channel_id, whole=False)
             oldest = await session.scalar(select(func.min(s.started_at)))  # sessions before it are gone
             kept_day = day_of(oldest) if oldest is not None else today
+            if session.get_bind().dialect.name == "postgresql":
+                # Room to hash a few hundred thousand viewers in memory (the default 4 MB spills to
+                # disk), for this transaction only.
+                await session.execute(text("SET LOCAL work_mem = '32MB'"))
             # COUNT(*) over a DISTINCT subquery: PostgreSQL hashes it (COUNT(DISTINCT) sorts, 2x slower).
             distinct_viewers = (select(s.viewer).distinct()
                                 .where(*([s.channel_id == channel_id] if channel_id is not None else []),
