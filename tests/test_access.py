@@ -95,6 +95,8 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/channels/{name}/analytics"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/analytics"): ADMIN,
     ("GET", "/api/channels/{name}/analytics.csv"): BROADCASTER_UP,
+    ("GET", "/api/channels/{name}/streams/{stream}/analytics"): BROADCASTER_UP,
+    ("GET", "/api/channels/{name}/ingest"): BROADCASTER_UP,
     ("POST", "/api/channels/{name}/webhooks"): BROADCASTER_UP,
     ("DELETE", "/api/channels/{name}/webhooks/{id}"): BROADCASTER_UP,
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,

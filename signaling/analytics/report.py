@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import distinct, func, select, text, true
+from sqlalchemy import distinct, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.auth.roles import Principal
 from signaling.channels.service import managed_channel
 from signaling.db.database import Database
+from signaling.analytics.viewer_sketches import count_viewers
 from signaling.analytics.viewing import DAY, add_renditions, day_of, day_sums
 from signaling.db.models import AudienceMinute, Channel, ChatMessage, Follow, StreamSession, ViewerSession, ViewingDay
 from signaling.errors import NotFound
@@ -204,35 +205,27 @@ class ChannelAnalytics:
 
     async def _viewing(self, channel_id: int | None, since: datetime, now: datetime) -> Viewing:
         """Whole days from their sums (`viewing_days`); the period's partial first day and today from
-        the sessions themselves; distinct viewers from the sessions still kept, plus each older day's
-        (then an upper bound)."""
+        the sessions themselves. Distinct viewers: the union of the whole days' sketches and the
+        partial days' viewers (see `viewer_sketches`)."""
         first_whole, today = day_of(since) + DAY, day_of(now)
         d, s = ViewingDay, ViewerSession
+        of_channel = [s.channel_id == channel_id] if channel_id is not None else []
+        partial = [(since, min(first_whole, today)), (max(today, since), now + DAY)]
         async with self._db.session() as session:
             rows = [dict(row._mapping) for row in (await session.execute(
-                select(d.transport, d.sessions, d.viewers, d.session_seconds, d.player_sessions, d.watch_seconds,
+                select(d.transport, d.sessions, d.session_seconds, d.player_sessions, d.watch_seconds,
                        d.startup_ms_sum, d.startups, d.stalls, d.stall_seconds, d.latency_ms_sum, d.latencies,
-                       d.dropped_frames, d.renditions, d.day)
+                       d.dropped_frames, d.renditions, d.viewer_sketch)
                 .where(*([d.channel_id == channel_id] if channel_id is not None else []),
                        d.day >= first_whole, d.day < today))).all()]
-            whole_days = len(rows)
-            rows += await day_sums(session, since, min(first_whole, today), channel_id, whole=False)
-            rows += await day_sums(session, max(today, since), now + DAY, channel_id, whole=False)
-            oldest = await session.scalar(select(func.min(s.started_at)))  # sessions before it are gone
-            kept_day = day_of(oldest) if oldest is not None else today
-            if session.get_bind().dialect.name == "postgresql":
-                # Room to hash a few hundred thousand viewers in memory (the default 4 MB spills to
-                # disk), for this transaction only.
-                await session.execute(text("SET LOCAL work_mem = '32MB'"))
-            # COUNT(*) over a DISTINCT subquery: PostgreSQL hashes it (COUNT(DISTINCT) sorts, 2x slower).
-            distinct_viewers = (select(s.viewer).distinct()
-                                .where(*([s.channel_id == channel_id] if channel_id is not None else []),
-                                       s.started_at >= max(since, kept_day)).subquery())
-            viewers = await session.scalar(select(func.count()).select_from(distinct_viewers))
-        # Days whose sessions are gone (past VIEWER_SESSION_RETENTION_DAYS) add their own distinct
-        # viewers: one who came on several of them counts on each.
-        viewers = int(viewers or 0) + sum(r["viewers"] for r in rows[:whole_days] if r["day"] < kept_day)
-        return _summary(rows, viewers)
+            sketches = [row["viewer_sketch"] for row in rows]
+            viewers: list[str] = []
+            for start, end in partial:
+                rows += await day_sums(session, start, end, channel_id, whole=False)
+                if start < end:
+                    viewers += (await session.scalars(select(s.viewer).distinct().where(
+                        *of_channel, s.started_at >= start, s.started_at < end))).all()
+        return _summary(rows, count_viewers(sketches, viewers))
 
     async def stream_report(self, name: str, by: Principal, stream_id: str) -> Report:
         """One past (or live) stream of channel `name`: its audience per minute, its sessions, its chat

@@ -19,11 +19,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import case, delete, distinct, func, literal, select
+from sqlalchemy import case, delete, func, literal, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.analytics.periodic import Periodic
+from signaling.analytics.viewer_sketches import sketch_of
 from signaling.db.database import Database, upsert
 from signaling.db.models import AudienceMinute, Channel, StreamSession, ViewerSession, ViewingDay
 
@@ -306,15 +307,14 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
                    whole: bool = True, stream_id: str | None = None) -> list[dict[str, Any]]:
     """The sessions started in [start, end) and the audience's minutes in it, summed per channel and
     transport, as `viewing_days` rows (of the day `start`); `whole=False`: a part of a day, whose
-    distinct viewers are not wanted."""
+    distinct viewers (and their sketch) are not wanted."""
     if start >= end:
         return []
     s = ViewerSession
     where = [s.started_at >= start, s.started_at < end] + ([s.channel_id == channel_id] if channel_id is not None else [])
     where += [s.stream_id == stream_id] if stream_id is not None else []
     sums = (await session.execute(
-        select(s.channel_id, s.transport, func.count(), func.count(distinct(s.viewer)) if whole else literal(0),
-               func.sum(s.seconds),
+        select(s.channel_id, s.transport, func.count(), literal(0), func.sum(s.seconds),
                func.sum(case((s.watch_seconds > 0, 1), else_=0)),
                func.sum(s.watch_seconds), func.sum(s.startup_ms), func.count(s.startup_ms), func.sum(s.stalls),
                func.sum(s.stall_seconds), func.sum(s.latency_ms), func.count(s.latency_ms), func.sum(s.dropped_frames))
@@ -329,9 +329,16 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
         startup_ms_sum=float(startup or 0), startups=int(startups or 0), stalls=int(stalls or 0),
         stall_seconds=float(stalled or 0), latency_ms_sum=float(latency or 0), latencies=int(latencies or 0),
         dropped_frames=int(dropped or 0), renditions=renditions.get((channel, transport), {}), peak=0, peak_total=0,
-        audience_seconds=0.0)
+        audience_seconds=0.0, viewer_sketch=None)
         for channel, transport, n, viewers, seconds, players, watch, startup, startups, stalls, stalled, latency,
         latencies, dropped in sums}
+    if whole:
+        viewers: dict[tuple[int, str], list[str]] = {}
+        for channel, transport, viewer in (await session.execute(
+                select(s.channel_id, s.transport, s.viewer).distinct().where(*where))).all():
+            viewers.setdefault((channel, transport), []).append(viewer)
+        for key, distinct_viewers in viewers.items():
+            out[key].update(viewers=len(distinct_viewers), viewer_sketch=sketch_of(distinct_viewers))
     m = AudienceMinute
     for channel, transport, peak, audience in (await session.execute(
             select(m.channel_id, m.transport, func.max(m.peak), func.sum(m.viewer_seconds))
@@ -353,7 +360,7 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
     return list(out.values())
 
 
-_EMPTY_DAY: dict[str, Any] = dict(sessions=0, viewers=0, session_seconds=0.0, player_sessions=0, watch_seconds=0.0,
+_EMPTY_DAY: dict[str, Any] = dict(sessions=0, viewers=0, viewer_sketch=None, session_seconds=0.0, player_sessions=0, watch_seconds=0.0,
                                   startup_ms_sum=0.0, startups=0, stalls=0, stall_seconds=0.0, latency_ms_sum=0.0,
                                   latencies=0, dropped_frames=0)
 

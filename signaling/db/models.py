@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from signaling.db.types import UtcDateTime, utcnow
@@ -197,7 +199,8 @@ class ViewingDay(Base):
     day: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
     transport: Mapped[str] = mapped_column(String(8), primary_key=True)
     sessions: Mapped[int] = mapped_column(Integer, default=0)
-    viewers: Mapped[int] = mapped_column(Integer, default=0)  # distinct that day (days do not add up)
+    viewers: Mapped[int] = mapped_column(Integer, default=0)  # distinct that day (days do not add up...)
+    viewer_sketch: Mapped[bytes | None] = mapped_column(LargeBinary)  # ...their HyperLogLog sketches do
     session_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     player_sessions: Mapped[int] = mapped_column(Integer, default=0)  # sessions whose player told its figures
     watch_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # ...and their figures, summed

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("transport", sa.String(length=8), nullable=False),
         sa.Column("sessions", sa.Integer(), nullable=False),
         sa.Column("viewers", sa.Integer(), nullable=False),
+        sa.Column("viewer_sketch", sa.LargeBinary(), nullable=True),
         sa.Column("session_seconds", sa.Float(), nullable=False),
         sa.Column("player_sessions", sa.Integer(), nullable=False),
         sa.Column("watch_seconds", sa.Float(), nullable=False),
