@@ -253,6 +253,29 @@ def test_sign_up_errors_show_beside_the_fields_and_create_nothing(server: Server
     assert server.call("POST", "/api/auth/login", {"username": f"another-{taken}@example.com", "password": server.password})[0] == 401
 
 
+@pytest.mark.parametrize("form", ["signup", "login"])
+def test_a_password_never_goes_into_the_address_before_the_page_is_ready(
+        server: Server, open_browser: OpenBrowser, form: str) -> None:
+    """A slow network or a busy phone: the page's script has not taken the form yet when the person
+    presses Enter. The browser must not send the form itself (a GET, the password in the address, in
+    the history and in access logs): the button waits for the script."""
+    page = open_browser().page
+    held: list[object] = []
+    page.route(f"**/static/js/{form}.js", lambda route: held.append(route))  # the script never comes
+    page.goto(f"/{form}", wait_until="commit")  # its load waits for the script: not this test
+    page.wait_for_selector("#password")
+    page.fill("#username", "someone")
+    if form == "signup":
+        page.fill("#email", "someone@example.com")
+    page.fill("#password", "hunter2 hunter2")
+    page.press("#password", "Enter")
+    page.wait_for_timeout(500)
+    assert page.url.endswith(f"/{form}"), page.url
+    expect(page.locator("button[type=submit]")).to_be_disabled()
+    assert held  # the script was asked for, and held back
+    page.unroute(f"**/static/js/{form}.js")
+
+
 def test_admin_demotes_a_user_who_then_has_no_stream_key(server: Server, open_browser: OpenBrowser) -> None:
     name = server.unique_name("eve")
     server.register(name)

@@ -29,6 +29,9 @@ form.addEventListener("submit", async (event) => {
     }
   });
 });
+// The button waits for this script (disabled in the page): submitted before it, the browser would have
+// sent the form itself, the password in the address.
+form.querySelector("button[type=submit]").disabled = false;
 
 async function showProviders() {
   let providers = [];

@@ -27,6 +27,9 @@ form.addEventListener("submit", async (event) => {
     }
   });
 });
+// The button waits for this script (disabled in the page): submitted before it, the browser would have
+// sent the form itself, the password in the address.
+form.querySelector("button[type=submit]").disabled = false;
 
 // Signed in already: nothing to sign up for.
 if (await currentUser().catch(() => null)) {
