@@ -240,7 +240,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     )
     register_sfu_metrics(metrics.registry, node)
     metrics.registry.register(ViewingCollector(viewing))
-    node_viewings = NodeViewings(node, viewing, db, clock) if settings.media else None
+    node_viewings = NodeViewings(node, viewing, clock) if settings.media else None
     ingest_sampler = IngestSampler(node, bus, clock) if settings.media else None
     if ingest_sampler is not None:
         metrics.registry.register(IngestCollector(ingest_sampler))

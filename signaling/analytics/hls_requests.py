@@ -1,10 +1,10 @@
 """HLS viewing sessions of players that say nothing (Safari's own player, VLC, ffplay, a TV app), seen
 by their media playlist requests: the address, the user agent and the channel make one player.
 
-A player that tells its own session (the watch page's beacons) claims its address and agent, and is
-not seen twice. A sighting becomes a session only once it has lasted `confirm_after` seconds — the
-watch page says who it is at its first frame, well before that — and then counts as an HLS viewer too; it ends after `idle`
-seconds without a request. What is stored is a random id: the address and agent stay in memory while
+A player that tells its own session (the watch page's beacons) claims its address for the channel,
+whatever the agent, and is not seen twice. A sighting becomes a session only once it has lasted
+`confirm_after` seconds — the watch page says who it is at its first frame, well before that — and
+then counts as an HLS viewer too; it ends after `idle` seconds without a request. What is stored is a random id: the address and agent stay in memory while
 the session lasts, never in the database.
 
 Behind a CDN the origin sees the edge's requests, not the players'; there only the players that tell

@@ -10,15 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from sfu.node import SfuNode
 from signaling.analytics.periodic import Periodic
 from signaling.analytics.viewing import ViewingBook
-from signaling.db.database import Database
-from signaling.db.models import Channel
-
-MAX_CHANNEL_IDS = 10_000
 
 
 @dataclass(slots=True)
@@ -31,16 +25,14 @@ class _Seen:
 
 
 class NodeViewings:
-    def __init__(self, node: SfuNode, book: ViewingBook, db: Database, clock: Callable[[], float] = time.time,
+    def __init__(self, node: SfuNode, book: ViewingBook, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, every: float = 5.0, refresh: float = 30.0) -> None:
         self._node = node
         self._book = book
-        self._db = db
         self._clock = clock
         self._monotonic = monotonic  # the node's clock (its sessions' created_at)
         self._refresh = refresh
         self._seen: dict[str, _Seen] = {}
-        self._channel_ids: dict[str, int] = {}
         self._periodic = Periodic("node-viewings", every, self.scan)
 
     async def scan(self) -> None:
@@ -53,10 +45,10 @@ class NodeViewings:
                 here.add(sub.id)
                 seen = self._seen.get(sub.id)
                 if seen is None:
-                    channel_id = await self._channel_id(room.name)
-                    if channel_id is None:
+                    found = await self._book.stream_of(room.name)  # (its channel id, kept a few seconds)
+                    if found is None:
                         continue
-                    seen = self._seen[sub.id] = _Seen(channel_id, room.stream, f"u:{sub.user}" if sub.user else None,
+                    seen = self._seen[sub.id] = _Seen(found[0], room.stream, f"u:{sub.user}" if sub.user else None,
                                                       now - max(0.0, mono - sub.created_at), now)
                 elif now - seen.written < self._refresh:
                     continue
@@ -65,17 +57,6 @@ class NodeViewings:
         for gone in [key for key in self._seen if key not in here]:
             seen = self._seen.pop(gone)
             self._book.node_session(gone, seen.channel_id, seen.stream, seen.viewer, seen.started, now, ended=True)
-
-    async def _channel_id(self, name: str) -> int | None:
-        found = self._channel_ids.get(name)
-        if found is None:
-            async with self._db.session() as session:
-                found = await session.scalar(select(Channel.id).where(Channel.name == name))
-            if found is not None:
-                if len(self._channel_ids) >= MAX_CHANNEL_IDS:
-                    self._channel_ids.clear()
-                self._channel_ids[name] = found
-        return found
 
     def start(self) -> None:
         self._periodic.start()

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import distinct, func, select, true
+from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from signaling.analytics.viewer_sketches import count_viewers
+from signaling.analytics.viewing import DAY, add_renditions, day_of, day_sums, of, partial_days
 from signaling.auth.roles import Principal
 from signaling.channels.service import managed_channel
 from signaling.db.database import Database
-from signaling.analytics.viewer_sketches import count_viewers
-from signaling.analytics.viewing import DAY, add_renditions, day_of, day_sums
 from signaling.db.models import AudienceMinute, Channel, ChatMessage, Follow, StreamSession, ViewerSession, ViewingDay
 from signaling.errors import NotFound
 
@@ -100,7 +100,7 @@ class ChannelAnalytics:
         """The whole site's report (for admins), and its busiest channels: (name, seconds watched, peak)."""
         report = await self._report("", None, days)
         now = datetime.fromtimestamp(self._clock(), timezone.utc)
-        first_whole, today = day_of(report.since) + DAY, day_of(now)
+        first_whole, today, partial = partial_days(report.since, now)
         a, d = AudienceMinute, ViewingDay
         totals: dict[int, tuple[float, int]] = {}  # channel id -> (seconds watched, peak)
 
@@ -110,7 +110,7 @@ class ChannelAnalytics:
                 totals[channel_id] = (had[0] + float(seconds or 0.0), max(had[1], int(peak or 0)))
 
         async with self._db.session() as session:
-            for start, end in ((report.since, min(first_whole, today)), (max(today, report.since), now + DAY)):
+            for start, end in partial:
                 if start < end:  # the partial first day and today, from their minutes
                     per_minute = (select(a.channel_id, func.sum(a.peak).label("peak"), func.sum(a.viewer_seconds).label("seconds"))
                                   .where(a.minute >= start, a.minute < end).group_by(a.channel_id, a.minute).subquery())
@@ -129,28 +129,20 @@ class ChannelAnalytics:
         now = datetime.fromtimestamp(self._clock(), timezone.utc)
         since = now - timedelta(days=days)
 
-        def of_channel(column: Any) -> Any:
-            return column == channel_id if channel_id is not None else true()
-
         async with self._db.session() as session:
             minutes = await self._audience(session, channel_id, since, now, by_day=days > MINUTES_UP_TO_DAYS)
             streams = (await session.execute(
                 select(StreamSession.started_at, StreamSession.ended_at)
-                .where(of_channel(StreamSession.channel_id),
+                .where(*of(StreamSession.channel_id, channel_id),
                        (StreamSession.ended_at.is_(None)) | (StreamSession.ended_at >= since)))).all()
             chat = (await session.execute(
                 select(func.count(ChatMessage.id), func.count(distinct(ChatMessage.user_id)))
-                .where(of_channel(ChatMessage.channel_id), ChatMessage.created_at >= since))).one()
+                .where(*of(ChatMessage.channel_id, channel_id), ChatMessage.created_at >= since))).one()
             followers = await session.scalar(
-                select(func.count()).select_from(Follow).where(of_channel(Follow.channel_id), Follow.created_at >= since))
+                select(func.count()).select_from(Follow).where(*of(Follow.channel_id, channel_id), Follow.created_at >= since))
         live = sum(((ended or now) - max(started, since)).total_seconds() for started, ended in streams)
-        watch = {"webrtc": sum(m.webrtc_seconds for m in minutes), "hls": sum(m.hls_seconds for m in minutes)}
-        watch["total"] = watch["webrtc"] + watch["hls"]
         return Report(
-            channel=name, days=days, since=since, streams=len(streams), live_seconds=round(live, 1),
-            peak_concurrent=max((m.concurrent for m in minutes), default=0),
-            average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
-            watch_seconds={k: round(v, 1) for k, v in watch.items()},
+            channel=name, days=days, since=since, streams=len(streams), **_audience_figures(minutes, live),
             chat_messages=int(chat[0]), chatters=int(chat[1]), new_followers=int(followers or 0),
             viewing=await self._viewing(channel_id, since, now), minutes=minutes, by_day=days > MINUTES_UP_TO_DAYS)
 
@@ -168,11 +160,10 @@ class ChannelAnalytics:
         sums (`viewing_days`) and the partial first day and today from their minutes. The site's days
         come from its minutes: channels' daily peaks happen at different minutes and do not add up."""
         a = AudienceMinute
-        where = [a.channel_id == channel_id] if channel_id is not None else []
-        first_whole, today = day_of(since) + DAY, day_of(now)
-        if channel_id is None:
-            first_whole = today  # no whole day from the sums
-        spans = [(since, min(first_whole, today)), (max(today, since), now + DAY)] if by_day else [(since, now + DAY)]
+        where = of(a.channel_id, channel_id)
+        first_whole, today, spans = partial_days(since, now)
+        if channel_id is None or not by_day:  # no whole day from the sums: every minute
+            first_whole, spans = today, [(since, now + DAY)]
         per_minute: dict[datetime, dict[str, tuple[int, float]]] = {}
         for start, end in spans:
             if start >= end:
@@ -207,24 +198,21 @@ class ChannelAnalytics:
         """Whole days from their sums (`viewing_days`); the period's partial first day and today from
         the sessions themselves. Distinct viewers: the union of the whole days' sketches and the
         partial days' viewers (see `viewer_sketches`)."""
-        first_whole, today = day_of(since) + DAY, day_of(now)
+        first_whole, today, partial = partial_days(since, now)
         d, s = ViewingDay, ViewerSession
-        of_channel = [s.channel_id == channel_id] if channel_id is not None else []
-        partial = [(since, min(first_whole, today)), (max(today, since), now + DAY)]
         async with self._db.session() as session:
             rows = [dict(row._mapping) for row in (await session.execute(
                 select(d.transport, d.sessions, d.session_seconds, d.player_sessions, d.watch_seconds,
                        d.startup_ms_sum, d.startups, d.stalls, d.stall_seconds, d.latency_ms_sum, d.latencies,
                        d.dropped_frames, d.renditions, d.viewer_sketch)
-                .where(*([d.channel_id == channel_id] if channel_id is not None else []),
-                       d.day >= first_whole, d.day < today))).all()]
+                .where(*of(d.channel_id, channel_id), d.day >= first_whole, d.day < today))).all()]
             sketches = [row["viewer_sketch"] for row in rows]
             viewers: list[str] = []
             for start, end in partial:
                 rows += await day_sums(session, start, end, channel_id, whole=False)
                 if start < end:
                     viewers += (await session.scalars(select(s.viewer).distinct().where(
-                        *of_channel, s.started_at >= start, s.started_at < end))).all()
+                        *of(s.channel_id, channel_id), s.started_at >= start, s.started_at < end))).all()
         return _summary(rows, count_viewers(sketches, viewers))
 
     async def stream_report(self, name: str, by: Principal, stream_id: str) -> Report:
@@ -253,31 +241,27 @@ class ChannelAnalytics:
             followers = await session.scalar(
                 select(func.count()).select_from(Follow)
                 .where(Follow.channel_id == channel.id, Follow.created_at >= since, Follow.created_at <= until))
-        live = (until - since).total_seconds()
-        watch = {"webrtc": sum(m.webrtc_seconds for m in minutes), "hls": sum(m.hls_seconds for m in minutes)}
-        watch["total"] = watch["webrtc"] + watch["hls"]
         return Report(
-            channel=channel.name, days=0, since=since, streams=1, live_seconds=round(live, 1),
-            peak_concurrent=max((m.concurrent for m in minutes), default=0),
-            average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
-            watch_seconds={k: round(v, 1) for k, v in watch.items()}, chat_messages=int(chat[0]),
-            chatters=int(chat[1]), new_followers=int(followers or 0), viewing=_summary(rows, int(viewers or 0)),
-            minutes=minutes, stream=stream.id, until=stream.ended_at)
+            channel=channel.name, days=0, since=since, streams=1, **_audience_figures(minutes, (until - since).total_seconds()),
+            chat_messages=int(chat[0]), chatters=int(chat[1]), new_followers=int(followers or 0),
+            viewing=_summary(rows, int(viewers or 0)), minutes=minutes, stream=stream.id, until=stream.ended_at)
 
 
 def _summary(rows: list[dict[str, Any]], viewers: int) -> Viewing:
     """The sessions' figures from rows summed per day and transport (`viewing_days`'s columns)."""
     sessions: dict[str, int] = {"webrtc": 0, "hls": 0}
     totals = dict.fromkeys(("session_seconds", "watch_seconds", "stall_seconds", "dropped_frames"), 0.0)
-    means = {t: dict.fromkeys(("startup_ms_sum", "startups", "latency_ms_sum", "latencies"), 0.0) for t in sessions}
+    mean_parts = ("startup_ms_sum", "startups", "latency_ms_sum", "latencies")  # averaged per transport
+    means = {t: dict.fromkeys(mean_parts, 0.0) for t in sessions}
     shown: dict[str, float] = {}
     for row in rows:
         transport = row["transport"]
         sessions[transport] = sessions.get(transport, 0) + row["sessions"]
         for key in totals:
             totals[key] += row[key]
-        for key, sums in means.setdefault(transport, dict.fromkeys(means["hls"], 0.0)).items():
-            means[transport][key] = sums + row[key]
+        sums = means.setdefault(transport, dict.fromkeys(mean_parts, 0.0))
+        for key in mean_parts:
+            sums[key] += row[key]
         add_renditions(shown, [row["renditions"]])
     count = sum(sessions.values())
     watched = totals["watch_seconds"] + totals["stall_seconds"]
@@ -290,6 +274,15 @@ def _summary(rows: list[dict[str, Any]], viewers: int) -> Viewing:
         latency_ms={t: round(m["latency_ms_sum"] / m["latencies"]) if m["latencies"] else None for t, m in means.items()},
         dropped_frames=int(totals["dropped_frames"]),
         renditions={name: round(sec / all_shown, 3) for name, sec in sorted(shown.items())} if all_shown else {})
+
+
+def _audience_figures(minutes: list[MinuteAudience], live: float) -> dict[str, Any]:
+    """A report's audience figures from its points and the seconds it was live."""
+    watch = {"webrtc": sum(m.webrtc_seconds for m in minutes), "hls": sum(m.hls_seconds for m in minutes)}
+    watch["total"] = watch["webrtc"] + watch["hls"]
+    return dict(live_seconds=round(live, 1), peak_concurrent=max((m.concurrent for m in minutes), default=0),
+                average_concurrent=round(watch["total"] / live, 2) if live > 0 else 0.0,
+                watch_seconds={k: round(v, 1) for k, v in watch.items()})
 
 
 def _point(at: datetime, got: dict[str, tuple[int, float]], peak: int = -1) -> MinuteAudience:

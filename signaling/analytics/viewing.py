@@ -303,6 +303,18 @@ def day_of(at: datetime) -> datetime:
     return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def partial_days(since: datetime, now: datetime) -> tuple[datetime, datetime, list[tuple[datetime, datetime]]]:
+    """A period up to now as the first whole day, today, and the spans read from raw rows rather than
+    daily sums: the partial first day and today (either may be empty)."""
+    first_whole, today = day_of(since) + DAY, day_of(now)
+    return first_whole, today, [(since, min(first_whole, today)), (max(today, since), now + DAY)]
+
+
+def of(column: Any, value: object | None) -> list[Any]:
+    """`column == value` as a filter, or no filter at all for None (the whole site, every stream)."""
+    return [column == value] if value is not None else []
+
+
 async def day_sums(session: AsyncSession, start: datetime, end: datetime, channel_id: int | None = None,
                    whole: bool = True, stream_id: str | None = None) -> list[dict[str, Any]]:
     """The sessions started in [start, end) and the audience's minutes in it, summed per channel and
@@ -310,9 +322,9 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
     distinct viewers (and their sketch) are not wanted."""
     if start >= end:
         return []
-    s = ViewerSession
-    where = [s.started_at >= start, s.started_at < end] + ([s.channel_id == channel_id] if channel_id is not None else [])
-    where += [s.stream_id == stream_id] if stream_id is not None else []
+    s, m = ViewerSession, AudienceMinute
+    where = [s.started_at >= start, s.started_at < end, *of(s.channel_id, channel_id), *of(s.stream_id, stream_id)]
+    minutes = [m.minute >= start, m.minute < end, *of(m.channel_id, channel_id), *of(m.stream_id, stream_id)]
     sums = (await session.execute(
         select(s.channel_id, s.transport, func.count(), literal(0), func.sum(s.seconds),
                func.sum(case((s.watch_seconds > 0, 1), else_=0)),
@@ -339,20 +351,15 @@ async def day_sums(session: AsyncSession, start: datetime, end: datetime, channe
             viewers.setdefault((channel, transport), []).append(viewer)
         for key, distinct_viewers in viewers.items():
             out[key].update(viewers=len(distinct_viewers), viewer_sketch=sketch_of(distinct_viewers))
-    m = AudienceMinute
     for channel, transport, peak, audience in (await session.execute(
             select(m.channel_id, m.transport, func.max(m.peak), func.sum(m.viewer_seconds))
-            .where(m.minute >= start, m.minute < end, *([m.channel_id == channel_id] if channel_id is not None else []),
-                   *([m.stream_id == stream_id] if stream_id is not None else []))
-            .group_by(m.channel_id, m.transport))).all():
+            .where(*minutes).group_by(m.channel_id, m.transport))).all():
         row = out.get((channel, transport))
         if row is None:  # watched, but by no session written (HLS players that only beat, older data)
             row = out[(channel, transport)] = dict(_EMPTY_DAY, channel_id=channel, day=start, transport=transport, renditions={})
         row.update(peak=int(peak or 0), audience_seconds=float(audience or 0))
     per_minute = (select(m.channel_id, func.sum(m.peak).label("total"))
-                  .where(m.minute >= start, m.minute < end, *([m.channel_id == channel_id] if channel_id is not None else []),
-                         *([m.stream_id == stream_id] if stream_id is not None else []))
-                  .group_by(m.channel_id, m.minute).subquery())
+                  .where(*minutes).group_by(m.channel_id, m.minute).subquery())
     totals = dict((await session.execute(select(per_minute.c.channel_id, func.max(per_minute.c.total))
                                          .group_by(per_minute.c.channel_id))).all())
     for row in out.values():
