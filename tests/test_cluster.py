@@ -178,6 +178,28 @@ async def test_the_announcer_beats_drains_and_withdraws() -> None:
     assert await registry.live() == []
 
 
+async def test_closing_ends_even_when_the_store_swallows_the_cancellation() -> None:
+    """A registry client that eats the task's cancellation (the shutdown of a node once waited on its
+    announcer until SIGKILL): close returns within a beat or two, and the node is withdrawn."""
+
+    class Stubborn(MemoryRegistry):
+        async def announce(self, record: NodeRecord) -> None:
+            try:
+                await asyncio.sleep(0.02)
+            except asyncio.CancelledError:
+                pass  # what a careless client does
+            await super().announce(record)
+
+    registry = Stubborn()
+    announcer = Announcer(registry, lambda: record("node-a"), interval=0.05)
+    announcer.start()
+    await asyncio.sleep(0.2)
+    began = time.monotonic()
+    await asyncio.wait_for(announcer.close(), 5)
+    assert time.monotonic() - began < 2
+    assert await registry.live() == []
+
+
 async def test_a_node_that_cannot_describe_itself_keeps_beating(caplog: pytest.LogCaptureFixture) -> None:
     registry = MemoryRegistry()
     calls = 0
