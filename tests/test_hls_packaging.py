@@ -1,10 +1,10 @@
-"""The ladder's timing, on real encoded media: where segments start (a publisher asked for keyframes
-just in time), each part's audio ending where its video ends, and playlists that never claim more
-media than there is. ffprobe reads the parts back as the checker.
+"""The ladder's timing, on real encoded media: where segments start (on a fixed grid, a publisher asked
+for keyframes just in time), the audio track's parts and segments on the same grid, and playlists that
+never claim more media than there is. ffprobe reads the parts back as the checker.
 
 Two defects these guard: segments 5-14 s long because the publisher's answer to the keyframe request
 came before the cut was due and was not taken; hls.js at the live edge reloading a segment's parts in a
-loop because the playlist (rounded up) or a part's audio (arriving late) ended short of its video."""
+loop because the playlist (rounded up) ended short of its media."""
 
 from __future__ import annotations
 
@@ -54,23 +54,31 @@ class Publisher:
         return False
 
 
-def segment_lengths(publisher: Publisher, seconds: float, passthrough: bool = True) -> list[float]:
+def segment_starts(publisher: Publisher, seconds: float, passthrough: bool = True) -> list[tuple[float, int]]:
+    """(start in seconds, grid slot) of every segment cut."""
     cuts = SegmentBoundaries(2 * VIDEO_TIMESCALE, VIDEO_TIMESCALE, passthrough, publisher.ask)
-    starts = [i * FRAME for i in range(round(seconds * FPS)) if cuts.video_frame(i * FRAME, i == 0 or publisher.next_is_keyframe())]
-    return [(b - a) / VIDEO_TIMESCALE for a, b in zip(starts, starts[1:])]
+    return [(i * FRAME / VIDEO_TIMESCALE, cuts.slot) for i in range(round(seconds * FPS))
+            if cuts.video_frame(i * FRAME, i == 0 or publisher.next_is_keyframe())]
+
+
+def off_grid(starts: list[tuple[float, int]]) -> list[float]:
+    """How far each segment started from its grid slot (2 s apart), in seconds."""
+    return [round(start - 2.0 * slot, 4) for start, slot in starts]
 
 
 @pytest.mark.parametrize("answer_frames", [1, 3, 8])
-def test_a_passed_through_source_is_cut_every_segment_at_the_keyframe_it_was_asked_for(answer_frames: int) -> None:
+def test_a_passed_through_source_is_cut_on_the_grid_at_the_keyframe_it_was_asked_for(answer_frames: int) -> None:
     publisher = Publisher(answer_frames)
-    lengths = segment_lengths(publisher, 30)
-    assert len(lengths) >= 13, lengths
-    assert all(1.5 <= length <= 2.0 + 1e-9 for length in lengths), lengths
-    # The lead learns the publisher's answer time: after the first few, segments are 2 s within two frames.
-    assert all(abs(length - 2.0) <= 2 / FPS + 1e-9 for length in lengths[5:]), lengths
+    starts = segment_starts(publisher, 30)
+    assert len(starts) >= 14, starts
+    assert [slot for _, slot in starts] == list(range(len(starts)))  # one segment per slot: none skipped
+    assert all(-0.3 <= off <= 1 / FPS + 1e-9 for off in off_grid(starts)), off_grid(starts)
+    # The lead learns the publisher's answer time: after the first few, segments start within two frames
+    # of the grid, so the stream never drifts from the wall clock (LL-DASH players count on it).
+    assert all(abs(off) <= 2 / FPS + 1e-9 for off in off_grid(starts)[6:]), off_grid(starts)
 
 
-def test_a_worker_that_lags_and_catches_up_still_cuts_two_second_segments() -> None:
+def test_a_worker_that_lags_and_catches_up_still_cuts_on_the_grid() -> None:
     """A busy machine: the ladder's worker handles frames up to half a second after they arrived, then
     catches up, then lags again. Timing requests from the frame in hand, the segments after each
     catch-up came out short by the lag (1.5-1.8 s where 2 s was due)."""
@@ -81,26 +89,28 @@ def test_a_worker_that_lags_and_catches_up_still_cuts_two_second_segments() -> N
         publisher.lag = 15 if (i // (7 * FPS)) % 2 == 0 else 0  # 0.5 s behind for 7 s, then on time for 7 s
         keyframe = i == 0 or publisher.next_is_keyframe()
         if cuts.video_frame(i * FRAME, keyframe, publisher.lag * FRAME):
-            starts.append(i * FRAME)
-    lengths = [(b - a) / VIDEO_TIMESCALE for a, b in zip(starts, starts[1:])]
-    assert len(lengths) >= 27, lengths
-    assert all(abs(length - 2.0) <= 3 / FPS + 1e-9 for length in lengths[3:]), lengths
+            starts.append((i * FRAME / VIDEO_TIMESCALE, cuts.slot))
+    assert len(starts) >= 28, starts
+    assert all(abs(off) <= 3 / FPS + 1e-9 for off in off_grid(starts)[3:]), off_grid(starts)
 
 
 def test_an_unanswered_keyframe_request_is_repeated_and_a_spontaneous_keyframe_is_taken() -> None:
     deaf = Publisher(1, own_gop=150, deaf=True)
-    lengths = segment_lengths(deaf, 30)
+    starts = segment_starts(deaf, 30)
+    lengths = [b - a for (a, _), (b, _) in zip(starts, starts[1:])]
     # Requests go unanswered: every segment waits for the publisher's own keyframe (every 5 s)...
     assert len(lengths) >= 4 and all(abs(length - 5.0) < 1e-9 for length in lengths), lengths
+    # ...each taking the slot it started nearest to, so the numbers after a long one stay on the clock.
+    assert [slot for _, slot in starts] == [round(start / 2.0 + 1e-9) for start, _ in starts], starts
     # ...and the request is repeated once a second meanwhile (the next segment's first request comes
-    # `lead` before it is due) rather than given up on.
+    # `lead` before its grid point is due) rather than given up on.
     gaps = [b - a for a, b in zip(deaf.asked_at, deaf.asked_at[1:])]
-    assert gaps.count(30) >= 3 * len(lengths) and set(gaps) <= {30, 60}, gaps
+    assert gaps.count(30) >= 2 * len(lengths) and set(gaps) <= {30, 60, 90}, gaps
 
 
 def test_an_encoded_source_is_cut_every_segment_on_the_dot() -> None:
-    lengths = segment_lengths(Publisher(1), 12, passthrough=False)
-    assert lengths == [2.0] * 5
+    starts = segment_starts(Publisher(1), 12, passthrough=False)
+    assert starts == [(2.0 * slot, slot) for slot in range(6)]
 
 
 def frames_of(video: list[bytes], audio: list[bytes], audio_lag: float) -> list[tuple[float, EncodedFrame]]:
@@ -115,7 +125,7 @@ def frames_of(video: list[bytes], audio: list[bytes], audio_lag: float) -> list[
 
 
 def source_ladder() -> tuple[list[Init], list[Part], LadderTranscoder]:
-    """A one-rendition ladder ("source") and the init segments and parts it emits, as it emits them."""
+    """A one-rendition ladder ("source"): the init segments and parts of every track, as emitted."""
     parts: list[Part] = []
     inits: list[Init] = []
 
@@ -132,65 +142,61 @@ def ffprobe_packets(path: Path) -> dict[str, list[tuple[float, float]]]:
                          capture_output=True, text=True, check=True, timeout=60)
     packets: dict[str, list[tuple[float, float]]] = {}
     for p in json.loads(out.stdout)["packets"]:
-        packets.setdefault(p["codec_type"], []).append((float(p["pts_time"]), float(p["duration_time"])))
+        packets.setdefault(p["codec_type"], []).append((float(p["pts_time"]), float(p.get("duration_time", 0))))
     return packets
 
 
+def tracks_of(inits: list[Init], parts: list[Part]) -> dict[str, tuple[Init, list[Part]]]:
+    """The video and the audio track apart (each part holds one track: 1 video, 2 audio)."""
+    video_init = next(i for i in inits if not i.codec.startswith("mp4a"))
+    audio_init = next(i for i in inits if i.codec.startswith("mp4a"))
+    return {"video": (video_init, [p for p in parts if _track(p) == 1]),
+            "audio": (audio_init, [p for p in parts if _track(p) == 2])}
+
+
+def _track(part: Part) -> int:
+    """The track id of a part's one `traf` (its `tfhd`)."""
+    at = part.data.index(b"tfhd")
+    return int.from_bytes(part.data[at + 8:at + 12], "big")
+
+
 @pytest.mark.parametrize("audio_lag", [0.0, 0.12])
-def test_each_part_holds_the_audio_of_its_own_time_span_and_the_playlist_never_outruns_the_media(
+def test_audio_is_its_own_track_on_the_video_grid_and_the_playlists_never_outrun_the_media(
     audio_lag: float, tmp_path: Path
 ) -> None:
-    seconds = 6
+    seconds = 7
     video = encode_video("h264", frames=seconds * FPS, gop=2 * FPS)
     audio = encode_audio(seconds + 1)
     inits, parts, transcoder = source_ladder()
     for pts, frame in frames_of(video, audio, audio_lag):
         transcoder.push(frame, pts)
     transcoder.finish()
-    assert len(inits) == 1 and len(parts) >= 15
-    window = RenditionWindow("source", PlaylistOptions(2, LadderOptions().part_target, window=10), 0.0)
-    window.add_init(inits[0])
-    for part in parts:
-        window.add_part(part)
-    playlist_end = 0.0
-    for line in window.media_playlist().splitlines():
-        if line.startswith("#EXT-X-PART:"):
-            playlist_end += float(line.split("DURATION=")[1].split(",")[0])
-    whole = tmp_path / "all.mp4"
-    whole.write_bytes(inits[0].data + b"".join(p.data for p in parts))
-    media = ffprobe_packets(whole)
-    video_end = max(pts + duration for pts, duration in media["video"])
-    # The playlist ends at, never after, the media (rounded down, within a hundred microseconds).
-    assert video_end - 1e-4 <= playlist_end <= video_end, (playlist_end, video_end)
-    for part in parts[:-1]:  # the last one takes whatever audio is left at the end of the stream
-        one = tmp_path / f"p{part.number}.mp4"
-        one.write_bytes(inits[0].data + part.data)
-        got = ffprobe_packets(one)
-        video_ends = max(pts + duration for pts, duration in got["video"])
-        audio_ends = max(pts + duration for pts, duration in got["audio"])
-        # A part's audio reaches its video's end, within one AAC frame (21.3 ms) either side.
-        assert abs(audio_ends - video_ends) <= 1024 / 48000 + 1e-3, (part.number, audio_ends, video_ends)
-
-
-def test_parts_stop_waiting_for_audio_that_has_stopped() -> None:
-    """A publisher that mutes (no audio frames at all) must not hold every part back by `audio_wait`."""
-    video = encode_video("h264", frames=8 * FPS, gop=2 * FPS)
-    audio = encode_audio(2)  # two seconds of audio, then none
-    emitted: list[tuple[float, Part]] = []
-    now = 0.0
-
-    def collect(index: int, outputs: list[Output]) -> None:
-        emitted.extend((now, item) for item in outputs if isinstance(item, Part))
-
-    transcoder = LadderTranscoder(parse_ladder("source"), LadderOptions(), collect, lambda: None)
-    for pts, frame in frames_of(video, audio, 0.0):
-        now = pts
-        transcoder.push(frame, pts)
-    late = [round(at - (part.start + part.duration), 3) for at, part in emitted if part.start > 3.0]
-    assert len(late) > 10
-    # Once the audio has missed one wait, parts go out with the next frames (a frame or two of hold-one),
-    # not 250 ms after their end.
-    assert max(late) <= 2.5 / FPS, late
+    assert [t.name for t in transcoder.tracks] == ["source", "audio"]
+    tracks = tracks_of(inits, parts)
+    for kind, (init, own) in tracks.items():
+        assert len(own) >= 15, (kind, len(own))
+        part_target = transcoder.part_target(0 if kind == "video" else 1)
+        window = RenditionWindow(kind, PlaylistOptions(2, part_target, window=10), 0.0)
+        window.add_init(init)
+        for part in own:
+            window.add_part(part)
+            assert part.duration <= part_target + 1e-9, (kind, part)
+        playlist_end = sum(float(line.split("DURATION=")[1].split(",")[0])
+                           for line in window.media_playlist().splitlines() if line.startswith("#EXT-X-PART:"))
+        whole = tmp_path / f"{kind}.mp4"
+        whole.write_bytes(init.data + b"".join(p.data for p in own))
+        media = ffprobe_packets(whole)
+        assert set(media) == {kind}, media.keys()  # one track per rendition: what DASH players require
+        media_end = max(pts + duration for pts, duration in media[kind])
+        # The playlist ends at, never after, the media (rounded down, within a hundred microseconds).
+        assert media_end - 1e-4 <= playlist_end <= media_end + 1e-6, (kind, playlist_end, media_end)
+        # Segments of both tracks start on the same 2 s grid: the audio within half an AAC frame.
+        slack = 1024 / 48000 / 2 if kind == "audio" else 1 / FPS
+        starts = [(s.start, s.slot) for s in window.segments]
+        assert [slot for _, slot in starts] == list(range(starts[0][1], starts[0][1] + len(starts))), starts
+        assert all(abs(start - 2.0 * slot) <= slack + 1e-6 for start, slot in starts[1:]), (kind, starts)
+    # Audio parts are whole AAC frames, 16 to a part at most (0.341 s: the audio playlist's part target).
+    assert transcoder.part_target(1) == 16 * 1024 / 48000
 
 
 def test_a_rung_names_the_short_side_so_a_portrait_camera_gets_a_portrait_ladder() -> None:
@@ -225,7 +231,8 @@ def test_an_rtmp_encoders_aac_is_kept_when_it_is_48_khz_stereo_and_resampled_onc
         assert kept == len(units[5:-20]), kept
     else:
         assert kept == 0
-    whole = tmp_path / "all.mp4"
-    whole.write_bytes(inits[0].data + media)
+    init, own = tracks_of(inits, parts)["audio"]
+    whole = tmp_path / "audio.mp4"
+    whole.write_bytes(init.data + b"".join(p.data for p in own))
     audio = ffprobe_packets(whole)["audio"]
     assert 3.9 <= sum(duration for _, duration in audio) <= 4.6  # the tone, all of it (the last part takes the rest)

@@ -15,6 +15,11 @@ answers a request in real time, not in the worker's: so the request is timed fro
 edge (the frame being handled plus how long it waited, `lag`), and the answer time is learnt the same
 way. Timed from the frame being handled, a worker that caught up after lagging asked too early by
 what it had lagged, and cut segments short by as much.
+
+Segments are due on a fixed grid of the stream's time (every `segment` from time 0), not `segment`
+after the last cut, so they never drift from the wall clock: LL-DASH players compute a segment's
+number from the clock. A segment's `slot` is the grid point it starts nearest to, its DASH number; a
+segment that had to run long (an unanswered request) leaves a slot out rather than shift the rest.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from collections.abc import Callable
 
 
 class SegmentBoundaries:
-    __slots__ = ("segment", "_ask", "_passthrough", "_tolerance", "_retry", "_lead", "_min_lead", "_max_lead",
-                 "_start", "_asked_at", "_started")
+    __slots__ = ("segment", "slot", "_ask", "_passthrough", "_tolerance", "_retry", "_lead", "_min_lead", "_max_lead",
+                 "_due", "_asked_at", "_started")
 
     def __init__(self, segment: int, timescale: int, passthrough: bool, ask_keyframe: Callable[[], None]) -> None:
         self.segment = segment  # in ticks of `timescale`
@@ -35,8 +40,9 @@ class SegmentBoundaries:
         self._lead = timescale * 3 // 10
         self._min_lead = timescale // 30
         self._max_lead = timescale // 2
-        self._start = 0
-        self._asked_at: int | None = None  # elapsed ticks at the request in flight
+        self.slot = 0  # of the segment started last: the grid point it started nearest to
+        self._due = 0  # when the next segment is due, in ticks of stream time
+        self._asked_at: int | None = None  # stream time of the live edge at the request in flight
         self._started = False
 
     def video_frame(self, pts: int, keyframe: bool, lag: int = 0) -> bool:
@@ -45,18 +51,17 @@ class SegmentBoundaries:
         if not self._started:
             self._started = True
             return self._cut(pts)
-        elapsed = pts - self._start
         if not self._passthrough:
-            return elapsed >= self.segment - self._tolerance and self._cut(pts)
+            return pts >= self._due - self._tolerance and self._cut(pts)
         asked_at = self._asked_at
-        if keyframe and elapsed >= self.segment - self._lead:  # asked for, or the publisher's own: either will do
-            if asked_at is not None:  # learn how long the publisher takes to answer (it arrived at `elapsed`)
-                answered = elapsed - asked_at
+        if keyframe and pts >= self._due - self._lead:  # asked for, or the publisher's own: either will do
+            if asked_at is not None:  # learn how long the publisher takes to answer (it arrived at `pts`)
+                answered = pts - asked_at
                 self._lead = min(self._max_lead, max(self._min_lead, self._lead + (answered - self._lead) // 4))
             return self._cut(pts)
-        live = elapsed + max(0, lag)  # where the stream is now
+        live = pts + max(0, lag)  # where the stream is now
         if asked_at is None:
-            if live >= self.segment - self._lead:
+            if live >= self._due - self._lead:
                 self._asked_at = live
                 self._ask()
         elif live - asked_at >= self._retry:
@@ -65,6 +70,12 @@ class SegmentBoundaries:
         return False
 
     def _cut(self, pts: int) -> bool:
-        self._start = pts
+        self.slot = grid_slot(pts, self.segment)
+        self._due = (self.slot + 1) * self.segment
         self._asked_at = None
         return True
+
+
+def grid_slot(time: int, segment: int) -> int:
+    """The grid point `time` is nearest to (a segment starting half a segment late takes the next)."""
+    return max(0, (2 * time + segment) // (2 * segment))

@@ -17,18 +17,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from recorder.hls.ladder import Rendition, RenditionSpec
 from recorder.hls.packager import Init, Part
 from recorder.hls.playlist import PlaylistOptions, RenditionWindow
-from recorder.hls.transcoder import AAC_KBPS, LadderOptions, LadderTranscoder, Output
+from recorder.hls.transcoder import AAC_KBPS, AUDIO, LadderOptions, LadderTranscoder, Output
 from recorder.priority import run_in_background
 from recorder.storage import Storage, StorageError
 from recorder.timeline import Timeline
 from sfu.frame_sink import EncodedFrame, FrameSinks
 
 log = logging.getLogger(__name__)
+AUDIO_GROUP = "aac"
 
 # room, rendition, H.264 access unit, the source frame's RTP timestamp, keyframe: an encoded rendition's
 # frames for the SFU (server-side simulcast).
@@ -138,20 +140,30 @@ class LiveHls:
     def ready(self) -> bool:
         return bool(self.windows) and all(w.ready for w in self.windows)
 
+    @property
+    def audio_window(self) -> RenditionWindow | None:
+        """The audio every video rendition shares (None for a stream without audio or without video)."""
+        if len(self.windows) < 2 or self.windows[-1].name != AUDIO.name:
+            return None
+        return self.windows[-1]
+
     def variants(self) -> list[tuple[RenditionWindow, int, str]]:
-        """(window, peak bandwidth, codecs) of every rendition, highest first."""
+        """(window, peak bandwidth with the audio, codecs) of every rendition, highest first: the video
+        renditions (each played with `audio_window`), or the audio of an audio-only stream."""
+        audio = self.audio_window
+        videos = [w for w in self.windows if w is not audio]
         out = []
         renditions = {r.name: r for r in self._transcoder.renditions}
-        for window in self.windows:
+        for window in videos:
             rendition = renditions.get(window.name)
             init = window.current_init
             codecs = [c for c in (init.codec if init else "",) if c]
-            audio = self._transcoder.has_audio
-            if audio:
-                codecs.append("mp4a.40.2")
             bandwidth = window.peak_bitrate
             if rendition is not None and not rendition.passthrough and rendition.kbps:
-                bandwidth = max(bandwidth, (rendition.kbps + (AAC_KBPS if audio else 0)) * 1000)
+                bandwidth = max(bandwidth, rendition.kbps * 1000)
+            if audio is not None:
+                codecs.append("mp4a.40.2")
+                bandwidth += max(audio.peak_bitrate, AAC_KBPS * 1000)
             out.append((window, max(bandwidth, 64_000), ",".join(codecs)))
         return out
 
@@ -190,8 +202,9 @@ class LiveHls:
 
     def _publish(self, index: int, outputs: list[Output]) -> None:
         while len(self.windows) <= index:
-            name = self._transcoder.renditions[len(self.windows)].name
-            self.windows.append(RenditionWindow(name, self.playlist_options, self.started_at))
+            track = len(self.windows)
+            options = replace(self.playlist_options, part_target=self._transcoder.part_target(track))
+            self.windows.append(RenditionWindow(self._transcoder.tracks[track].name, options, self.started_at))
         window = self.windows[index]
         for item in outputs:
             if isinstance(item, Init):
@@ -274,8 +287,13 @@ def plain_playlist(window: RenditionWindow) -> str:
 
 
 def multivariant(live: LiveHls, prefix: str = "") -> str:
-    """The multivariant playlist: one variant per rendition, highest first."""
+    """The multivariant playlist: one variant per video rendition, highest first, all with the one
+    audio rendition (an audio group); an audio-only stream's one variant is its audio."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    audio = live.audio_window
+    if audio is not None:
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="Audio",DEFAULT=YES,AUTOSELECT=YES,'
+                     f'CHANNELS="2",URI="{prefix}{audio.name}/index.m3u8"')
     for window, bandwidth, codecs in live.variants():
         attributes = [f"BANDWIDTH={bandwidth}"]
         init = window.current_init
@@ -283,6 +301,8 @@ def multivariant(live: LiveHls, prefix: str = "") -> str:
             attributes.append(f"RESOLUTION={init.width}x{init.height}")
         if codecs:
             attributes.append(f'CODECS="{codecs}"')
+        if audio is not None:
+            attributes.append(f'AUDIO="{AUDIO_GROUP}"')
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attributes))
         lines.append(f"{prefix}{window.name}/index.m3u8")
     return "\n".join(lines) + "\n"

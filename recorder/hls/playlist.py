@@ -24,6 +24,7 @@ class Segment:
     msn: int
     init: int
     start: float  # seconds on the stream's timeline
+    slot: int  # its place on the segment grid: its DASH number
     parts: list[Part] = field(default_factory=list)
     complete: bool = False
     data: bytes = b""  # the parts put together, once complete
@@ -59,7 +60,7 @@ class RenditionWindow:
 
     def add_part(self, part: Part) -> None:
         if not self.segments or self.segments[-1].complete:
-            self.segments.append(Segment(part.msn, part.init, part.start))
+            self.segments.append(Segment(part.msn, part.init, part.start, part.slot))
         segment = self.segments[-1]
         segment.parts.append(part)
         self.parts[part.number] = part
@@ -126,6 +127,13 @@ class RenditionWindow:
         for segment in self.segments:
             if segment.msn == msn:
                 return segment if segment.complete else None
+        return None
+
+    def at_slot(self, slot: int) -> Segment | None:
+        """The segment at grid slot `slot` (its DASH number), complete or being made."""
+        for segment in reversed(self.segments):
+            if segment.slot <= slot:
+                return segment if segment.slot == slot else None
         return None
 
     @property

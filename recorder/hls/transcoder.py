@@ -2,7 +2,8 @@
 
 One decoder per stream, one scaler and one libx264 encoder per encoded rendition (tuned for live:
 zerolatency, no B-frames, constrained baseline so WebRTC viewers can take the same packets), and one
-AAC encoder whose output every rendition shares. The source's H.264 is passed through as the top
+AAC encoder whose output is the one audio track every video rendition shares (packaged apart from the
+video: an HLS audio group, a DASH audio adaptation set). The source's H.264 is passed through as the top
 rendition when the source is H.264, and so is an RTMP encoder's AAC when it is 48 kHz stereo AAC-LC
 (other AAC is decoded and resampled for the one encoder, as WebRTC's Opus is).
 
@@ -96,6 +97,7 @@ class _Encoder:
 
 
 Output = Init | Part
+AUDIO = Rendition("audio", 0, 0, AAC_KBPS, passthrough=False)
 
 
 class LadderTranscoder:
@@ -115,8 +117,10 @@ class LadderTranscoder:
         self._request_keyframe = request_keyframe
         # Every encoded rendition's frames with the source frame's RTP timestamp (server-side simulcast).
         self._on_encoded = on_encoded
-        self.renditions: list[Rendition] = []
-        self._packagers: list[Packager] = []
+        self.renditions: list[Rendition] = []  # the video renditions, highest first
+        self.tracks: list[Rendition] = []  # every packaged track: the video renditions, then the audio
+        self._packagers: list[Packager] = []  # one per track
+        self._audio_index = -1
         self._encoders: list[_Encoder | None] = []
         self._decoder: Any = None
         self._has_video = False
@@ -154,13 +158,12 @@ class LadderTranscoder:
             if any(e is not None for e in self._encoders):
                 self._decoder = av.CodecContext.create({"H264": "h264", "VP8": "vp8"}[frame.codec], "r")
                 self._decoder.thread_count = self.options.threads
-        else:
-            self.renditions = [Rendition("audio", 0, 0, 0, passthrough=False)]
-            self._encoders = [None]
-        self._packagers = [
-            Packager(self._has_video, self._audio_track, self.options.part_target, self.options.segment_parts)
-            for _ in self.renditions
-        ]
+        self._packagers = [Packager(None, self.options.part_target, self.options.segment) for _ in self.renditions]
+        if self._audio_track is not None:  # one audio rendition, after the video ones, shared by them all
+            self._audio_index = len(self._packagers)
+            self._packagers.append(Packager(self._audio_track, self.options.part_target, self.options.segment))
+            self.tracks.append(AUDIO)
+        self.tracks[:0] = self.renditions
         self._started = True
         return True
 
@@ -178,6 +181,10 @@ class LadderTranscoder:
         elif self._aac is not None:
             self._audio(frame, round(seconds * AUDIO_TIMESCALE))
 
+    def part_target(self, index: int) -> float:
+        """The longest part of track `index` (audio parts are whole AAC frames)."""
+        return self._packagers[index].part_target
+
     @property
     def has_audio(self) -> bool:
         return self._audio_track is not None
@@ -191,6 +198,7 @@ class LadderTranscoder:
         assert self._boundaries is not None  # set up with the first video frame
         lag = round(max(0.0, time.time() - frame.received_at) * VIDEO_TIMESCALE) if frame.received_at else 0
         boundary = self._boundaries.video_frame(pts, frame.keyframe, lag)
+        slot = self._boundaries.slot if boundary else None
         pictures: list[Any] = []
         if self._decoder is not None and (frame.keyframe or not self._broken):
             try:
@@ -208,18 +216,17 @@ class LadderTranscoder:
             encoder = self._encoders[index]
             size = (rendition.width, rendition.height)
             if encoder is None:
-                self._emit(index, packager.video(frame.data, pts, frame.keyframe, boundary, size))
+                self._emit(index, packager.video(frame.data, pts, frame.keyframe, slot, size))
                 continue
             for picture in pictures:
                 for data, out_pts, key in encoder.encode(picture, pts, force):
                     if self._on_encoded is not None:
                         self._on_encoded(rendition, data, frame.rtp_timestamp, key)
-                    self._emit(index, packager.video(data, out_pts, key, boundary and key, size))
+                    self._emit(index, packager.video(data, out_pts, key, slot if key else None, size))
 
     def _audio(self, frame: EncodedFrame, pts: int) -> None:
         if frame.codec == "aac" and frame.clock_rate == AUDIO_TIMESCALE and frame.config[:2] == AAC_LC_48K_STEREO:
-            for index, packager in enumerate(self._packagers):  # an RTMP encoder's AAC as it is
-                self._emit(index, packager.audio(frame.data, pts))
+            self._emit(self._audio_index, self._packagers[self._audio_index].audio(frame.data, pts))  # as it is
             return
         if self._audio_decoder is None:
             self._audio_decoder = av.CodecContext.create("aac" if frame.codec == "aac" else "opus", "r")
@@ -245,9 +252,7 @@ class LadderTranscoder:
     def _audio_out(self, packet: Any) -> None:
         if packet.pts is None or packet.pts < 0:
             return  # the encoder's priming frame
-        data = bytes(packet)
-        for index, packager in enumerate(self._packagers):
-            self._emit(index, packager.audio(data, int(packet.pts)))
+        self._emit(self._audio_index, self._packagers[self._audio_index].audio(bytes(packet), int(packet.pts)))
 
     def finish(self) -> None:
         """The end: flush the encoders and close every rendition's last part."""

@@ -129,7 +129,9 @@ class HlsApi:
             cache = f"public, max-age={6 * target}"
         if window.ended:
             cache = "public, max-age=60"
-        reports = [(f"../{w.name}/index.m3u8", w) for w in live.windows if w is not window]
+        audio = live.audio_window  # reported are the renditions a player may switch to: the other videos
+        reports = [(f"../{w.name}/index.m3u8", w) for w in live.windows if w is not window and w is not audio
+                   and window is not audio]
         return _text(window.media_playlist(skip=skip is not None, reports=reports), PLAYLIST, cache)
 
     async def media(self, call: Call[None]) -> web.StreamResponse:
