@@ -26,7 +26,9 @@ from signaling.api.auth_api import AuthApi
 from signaling.api.channels_api import ChannelsApi
 from signaling.api.cluster_api import ClusterApi
 from signaling.api.chat_api import ChatApi
+from signaling.api.dash_api import DashApi
 from signaling.api.hls_api import HlsApi
+from signaling.api.ladder_requests import LadderRequests
 from signaling.api.client_address import client_address
 from signaling.api.endpoint import MAX_BODY, Authenticator, Endpoint, route
 from signaling.api.me_api import MeApi
@@ -291,6 +293,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     directory = NodeDirectory(registry)
     reaper = StreamReaper(streams, registry, settings.resolved_node_id)
     relay = HlsRelay(directory, settings.resolved_node_id)
+    ladders = LadderRequests(hls, relay if is_shared(settings.bus_url) else None)
     origins = open_origin_locks(settings.bus_url)
     local = ClaimingPlane(node, origins, settings.resolved_node_id)
     keeper = OriginKeeper(origins, settings.resolved_node_id, local.held_here,
@@ -345,9 +348,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         AnalyticsApi(ChannelAnalytics(db, clock), ingest_history, clock),
-        HlsApi(hls, metrics.registry, relay if is_shared(settings.bus_url) else None,
+        HlsApi(ladders, metrics.registry,
                seen=lambda name, request: hls_requests.request(
                    name, client_address(request, settings.trust_forwarded_for), request.headers.get("User-Agent", ""))),
+        DashApi(ladders, metrics.registry, settings.dash_target_latency_seconds, settings.public_url),
         ScheduleApi(ScheduleService(db, clock, notifications.rules), settings),
         NotificationsApi(notifications.service, notifications.webhooks, notifications.push, notifications.email),
         ClusterApi(registry),

@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     hls_linger_seconds: float = Field(default=60.0, ge=0, description="Seconds an ended stream's playlists stay served.")
     hls_max_ladders: int = Field(default=4, ge=0, description="HLS ladders this node encodes at once; more get 503.")
     hls_encoder_threads: int = Field(default=1, ge=1, le=16, description="Threads of each ladder's decoder and encoders.")
+    dash_target_latency_seconds: float = Field(default=1.5, ge=0.5, le=30, description="How far behind live DASH players aim to play (the MPD's ServiceDescription).")
     hls_idle_seconds: float = Field(default=60.0, ge=1, description="The ladder runs on demand: it stops after this long without HLS requests (always on with HLS_PERSIST).")
 
     auto_migrate: bool = Field(default=True, description="Apply migrations when the server starts.")

@@ -102,6 +102,9 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("GET", "/hls/{channel}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/index.m3u8"): ANYONE,
     ("GET", "/hls/{channel}/{stream}/{rendition}/{object}"): ANYONE,
+    ("GET", "/dash/time"): ANYONE,
+    ("GET", "/dash/{channel}/manifest.mpd"): ANYONE,
+    ("GET", "/dash/{channel}/{stream}/{rendition}/{object}"): ANYONE,
     ("GET", "/api/recordings/{id}"): ANYONE,
     ("DELETE", "/api/recordings/{id}"): BROADCASTER_UP,  # and then the owner, or an admin
     ("GET", "/api/recordings/{id}/media"): ANYONE,

@@ -148,24 +148,29 @@ class LiveHls:
         return self.windows[-1]
 
     def variants(self) -> list[tuple[RenditionWindow, int, str]]:
-        """(window, peak bandwidth with the audio, codecs) of every rendition, highest first: the video
-        renditions (each played with `audio_window`), or the audio of an audio-only stream."""
+        """(window, peak bandwidth, codec) of each video rendition, highest first (each is played with
+        `audio_window`); for an audio-only stream, its audio."""
         audio = self.audio_window
-        videos = [w for w in self.windows if w is not audio]
         out = []
         renditions = {r.name: r for r in self._transcoder.renditions}
-        for window in videos:
+        for window in self.windows:
+            if window is audio:
+                continue
+            if window.name == AUDIO.name:
+                out.append((window, self.audio_bandwidth, "mp4a.40.2"))
+                continue
             rendition = renditions.get(window.name)
             init = window.current_init
-            codecs = [c for c in (init.codec if init else "",) if c]
             bandwidth = window.peak_bitrate
             if rendition is not None and not rendition.passthrough and rendition.kbps:
                 bandwidth = max(bandwidth, rendition.kbps * 1000)
-            if audio is not None:
-                codecs.append("mp4a.40.2")
-                bandwidth += max(audio.peak_bitrate, AAC_KBPS * 1000)
-            out.append((window, max(bandwidth, 64_000), ",".join(codecs)))
+            out.append((window, max(bandwidth, 32_000), init.codec if init else ""))
         return out
+
+    @property
+    def audio_bandwidth(self) -> int:
+        audio = self.window(AUDIO.name)
+        return max(audio.peak_bitrate if audio is not None else 0, AAC_KBPS * 1000)
 
     # --- the worker thread ---
 
@@ -294,8 +299,9 @@ def multivariant(live: LiveHls, prefix: str = "") -> str:
     if audio is not None:
         lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="Audio",DEFAULT=YES,AUTOSELECT=YES,'
                      f'CHANNELS="2",URI="{prefix}{audio.name}/index.m3u8"')
-    for window, bandwidth, codecs in live.variants():
-        attributes = [f"BANDWIDTH={bandwidth}"]
+    for window, bandwidth, codec in live.variants():
+        codecs = ",".join(c for c in (codec, "mp4a.40.2" if audio is not None else "") if c)
+        attributes = [f"BANDWIDTH={bandwidth + (live.audio_bandwidth if audio is not None else 0)}"]
         init = window.current_init
         if init is not None and init.width:
             attributes.append(f"RESOLUTION={init.width}x{init.height}")

@@ -14,49 +14,30 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from recorder.hls.live import LiveHls, multivariant
-from recorder.hls.playlist import RenditionWindow
+from recorder.hls.live import multivariant
 from signaling.api.endpoint import ANYONE, Call, Endpoint, Handler, name_param
+from signaling.api.ladder_requests import NO_STORE, LadderRequests
 from signaling.errors import BadRequest, NotFound, Unavailable
-from signaling.hls.relay import HOP, HlsRelay
-from signaling.hls.service import HlsService
+from signaling.hls.relay import HOP
 
 PLAYLIST = "application/vnd.apple.mpegurl"
 IMMUTABLE = "public, max-age=31536000, immutable"
-NO_STORE = {"Cache-Control": "no-store"}
 _OBJECT = re.compile(r"^(init|s|p)(\d{1,10})\.(mp4|m4s)$")
 _MAX_NUMBER = 2**31
 
 
 class HlsApi:
-    def __init__(self, hls: HlsService, registry: CollectorRegistry, relay: HlsRelay | None = None,
+    def __init__(self, ladders: LadderRequests, registry: CollectorRegistry,
                  seen: Callable[[str, web.Request], None] | None = None) -> None:
-        self._hls = hls
+        self._ladders = ladders
         self._seen = seen  # told of each media playlist asked for (players seen by their requests)
-        self._relay = relay
+        hls, relay = ladders.hls, ladders.relay
         self.requests = Counter("tally_hls_requests", "HLS objects asked of this origin", ["object"], registry=registry)
         if relay is not None:
             Gauge("tally_hls_relayed", "HLS requests passed on to the stream's origin node",
                   registry=registry).set_function(lambda: relay.relayed)
         Gauge("tally_hls_ladders", "HLS ladders encoding on this node (HLS_MAX_LADDERS at most)",
               registry=registry).set_function(lambda: hls.running)
-
-    # --- lookups ---
-
-    def _or_relay(self, handler: Handler) -> Handler:
-        """`handler`, for channels this process serves; the origin's answer for the others."""
-
-        async def handle(call: Call[None]) -> web.StreamResponse:
-            if self._relay is not None:
-                name = name_param(call.request, "channel")
-                if not self._hls.serves(name):
-                    answer = await self._relay.forward(call.request, name)
-                    if answer is not None:
-                        return answer
-            return await handler(call)
-
-        handle.__name__ = getattr(handler, "__name__", "hls")
-        return handle
 
     def _seeing(self, handler: Handler) -> Handler:
         """`handler`, telling `seen` of each playlist served to a player (not of one a front door
@@ -71,44 +52,18 @@ class HlsApi:
         handle.__name__ = getattr(handler, "__name__", "hls")
         return handle
 
-    def _live(self, request: web.Request) -> LiveHls:
-        name = name_param(request, "channel")
-        live = self._hls.ensure(name)  # starts the ladder on the first HLS request
-        if live is None:
-            raise NotFound(f"{name} is not live", headers=NO_STORE)
-        stream = request.match_info.get("stream")
-        if stream is not None and stream != live.ladder_id:
-            raise NotFound(f"stream {stream[:40]!r} of {name} is over", headers=NO_STORE)
-        return live
-
-    async def _window(self, request: web.Request) -> tuple[LiveHls, RenditionWindow]:
-        live = self._live(request)
-        name = request.match_info["rendition"]
-        window = live.window(name)
-        if window is None and not live.ready:  # a ladder (re)started by this request: its renditions come
-            await live.wait(lambda: live.window(name) is not None or live.ready, 3 * live.playlist_options.target_duration)
-            window = live.window(name)
-        if window is None:
-            if not live.ready and not live.ended:
-                raise Unavailable("the stream's first segment is not ready yet", retry_after=1, headers=NO_STORE)
-            raise NotFound(f"there is no rendition {name[:40]!r}", headers=NO_STORE)
-        return live, window
-
     # --- handlers ---
 
     async def master(self, call: Call[None]) -> web.StreamResponse:
         self.requests.labels("multivariant").inc()
-        live = self._live(call.request)
-        wait = live.playlist_options.target_duration * 3 + 3  # the first segment, after the first sender reports
-        if not await live.wait(lambda: live.ready, wait):
-            raise Unavailable("the stream's first segment is not ready yet", retry_after=1, headers=NO_STORE)
+        live = await self._ladders.ready(call.request)
         text = multivariant(live, f"{live.ladder_id}/")
-        return _text(text, PLAYLIST, "public, max-age=2")
+        return text_response(text, PLAYLIST, "public, max-age=2")
 
     async def media_playlist(self, call: Call[None]) -> web.StreamResponse:
         self.requests.labels("playlist").inc()
         request = call.request
-        live, window = await self._window(request)
+        live, window = await self._ladders.window(request)
         msn = _number(request, "_HLS_msn")
         part = _number(request, "_HLS_part")
         skip = request.query.get("_HLS_skip")
@@ -132,11 +87,11 @@ class HlsApi:
         audio = live.audio_window  # reported are the renditions a player may switch to: the other videos
         reports = [(f"../{w.name}/index.m3u8", w) for w in live.windows if w is not window and w is not audio
                    and window is not audio]
-        return _text(window.media_playlist(skip=skip is not None, reports=reports), PLAYLIST, cache)
+        return text_response(window.media_playlist(skip=skip is not None, reports=reports), PLAYLIST, cache)
 
     async def media(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
-        live, window = await self._window(request)
+        live, window = await self._ladders.window(request)
         raw = request.match_info["object"]
         match = _OBJECT.match(raw)
         if match is None or (match[1] == "init") != (match[3] == "mp4") or int(match[2]) >= _MAX_NUMBER:
@@ -147,20 +102,20 @@ class HlsApi:
             init = window.inits.get(number)
             if init is None:
                 raise NotFound(f"there is no init segment {number}", headers=NO_STORE)
-            return _media(init.data, "video/mp4")
+            return media_response(init.data, "video/mp4")
         if kind == "s":
             self.requests.labels("segment").inc()
             segment = window.segment(number)
             if segment is None:
                 raise NotFound(f"segment {number} is not in the window", headers=NO_STORE)
-            return _media(segment.data, "video/mp4")
+            return media_response(segment.data, "video/mp4")
         self.requests.labels("part").inc()
         if number == window.next_part and not window.ended:  # the preload hint: answered once it exists
             await live.wait(lambda: number in window.parts, 3 * live.playlist_options.target_duration)
         found = window.parts.get(number)
         if found is None:
             raise NotFound(f"part {number} is not in the window", headers=NO_STORE)
-        return _media(found.data, "video/mp4")
+        return media_response(found.data, "video/mp4")
 
     def endpoints(self) -> list[Endpoint]:
         base = "/hls/{channel}/{stream}/{rendition}"
@@ -170,13 +125,13 @@ class HlsApi:
             ("_HLS_skip", "string", "YES (or v2): a delta update that skips old segments"),
         )
         return [
-            Endpoint("GET", "/hls/{channel}/index.m3u8", self._or_relay(self.master),
+            Endpoint("GET", "/hls/{channel}/index.m3u8", self._ladders.or_relay(self.master),
                      "Multivariant playlist of the channel's live HLS ladder", ANYONE, "hls",
                      errors=(404, 503), extra={"produces": PLAYLIST}),
-            Endpoint("GET", base + "/index.m3u8", self._seeing(self._or_relay(self.media_playlist)),
+            Endpoint("GET", base + "/index.m3u8", self._seeing(self._ladders.or_relay(self.media_playlist)),
                      "A rendition's LL-HLS media playlist (blocking reload, delta updates)", ANYONE, "hls",
                      errors=(400, 404, 503), query=blocking, extra={"produces": PLAYLIST}),
-            Endpoint("GET", base + "/{object}", self._or_relay(self.media),
+            Endpoint("GET", base + "/{object}", self._ladders.or_relay(self.media),
                      "Init segment (initN.mp4), segment (sN.m4s) or part (pN.m4s) of a rendition", ANYONE, "hls",
                      errors=(404, 503), extra={"produces": "video/mp4"}),
         ]
@@ -191,14 +146,14 @@ def _number(request: web.Request, name: str) -> int | None:
     return int(raw)
 
 
-def _text(text: str, content_type: str, cache: str) -> web.Response:
+def text_response(text: str, content_type: str, cache: str) -> web.Response:
     return web.Response(
         body=text.encode(),
         headers={"Content-Type": content_type, "Cache-Control": cache, "Access-Control-Allow-Origin": "*"},
     )
 
 
-def _media(data: bytes, content_type: str) -> web.Response:
+def media_response(data: bytes, content_type: str) -> web.Response:
     return web.Response(
         body=data, headers={"Content-Type": content_type, "Cache-Control": IMMUTABLE, "Access-Control-Allow-Origin": "*"}
     )

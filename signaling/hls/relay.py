@@ -1,8 +1,9 @@
-"""HLS of a stream another node originates: the request goes on to that node's HTTP service.
+"""HLS and DASH of a stream another node originates: the request goes on to that node's HTTP service.
 
 Any process serves `/hls/…` for any stream: a front door (or a node) that does not carry the channel
 finds the node that does in the registry and passes the request on, blocking playlist reloads
-included, with the origin's status, type and cache headers; the CDN edge in front sees one origin. A
+included, with the origin's status, type and cache headers (a DASH segment being made is passed on
+chunk by chunk as it comes); the CDN edge in front sees one origin. A
 passed-on request carries X-Tally-Hop and is never passed on again (a stale registry cannot make a loop).
 """
 
@@ -19,7 +20,7 @@ from signaling.errors import Unavailable
 log = logging.getLogger(__name__)
 
 HOP = "X-Tally-Hop"
-PASSED_HEADERS = ("Content-Type", "Cache-Control", "Retry-After")
+PASSED_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "Access-Control-Allow-Origin")
 TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)  # a blocking reload waits up to three target durations
 MAX_BODY = 32 * 1024 * 1024  # bytes: a segment of the top rendition is a few MB at most
 
@@ -43,12 +44,14 @@ class HlsRelay:
             self._http = aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False)
         try:
             async with self._http.get(node.http_url + request.path_qs, headers={HOP: self._node_id}) as answer:
+                headers = {name: answer.headers[name] for name in PASSED_HEADERS if name in answer.headers}
+                if answer.status == 200 and answer.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    return await self._stream(request, answer, headers)  # a DASH segment being made
                 if answer.content_length is not None and answer.content_length > MAX_BODY:
                     raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
                 body = await answer.content.read(MAX_BODY + 1)
                 if len(body) > MAX_BODY:
                     raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
-                headers = {name: answer.headers[name] for name in PASSED_HEADERS if name in answer.headers}
                 status = answer.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("hls %s: origin %s did not answer %s: %s", channel, node.id, request.path, exc)
@@ -56,6 +59,31 @@ class HlsRelay:
                               headers={"Cache-Control": "no-store"}) from None
         self.relayed += 1
         return web.Response(status=status, body=body, headers=headers)
+
+    async def _stream(self, request: web.Request, answer: aiohttp.ClientResponse,
+                      headers: dict[str, str]) -> web.StreamResponse:
+        """Pass a chunked answer on chunk by chunk, as the origin sends it (up to MAX_BODY)."""
+        self.relayed += 1
+        response = web.StreamResponse(headers={**headers, "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        passed = 0
+        try:
+            async for chunk in answer.content.iter_any():
+                passed += len(chunk)
+                if passed > MAX_BODY:
+                    break
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the player went away
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The headers are sent: closing the connection short of the last chunk is all that is left
+            # (the player, or a cache, sees an incomplete answer, not a short segment).
+            log.warning("dash: the origin's answer to %s broke off: %s", request.path, exc)
+            if request.transport is not None:
+                request.transport.close()
+        return response
 
     async def close(self) -> None:
         if self._http is not None:
