@@ -20,7 +20,7 @@ $(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Browser libraries the pages load as files (hls.js), pinned in web/package-lock.json.
+# Browser libraries the pages load as files (hls.js, dash.js, uPlot), pinned in web/package-lock.json.
 # Without npm the platform still runs; the watch page then has no HLS fallback (it says so).
 web/node_modules/.installed: web/package.json web/package-lock.json
 	@if command -v npm >/dev/null; then \

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     hls_linger_seconds: float = Field(default=60.0, ge=0, description="Seconds an ended stream's playlists stay served.")
     hls_max_ladders: int = Field(default=4, ge=0, description="HLS ladders this node encodes at once; more get 503.")
     hls_encoder_threads: int = Field(default=1, ge=1, le=16, description="Threads of each ladder's decoder and encoders.")
+    playback_order: str = Field(default="webrtc,hls", description="What the watch page plays: WebRTC, then the first of "
+                                "hls or dash when WebRTC cannot connect (comma-separated; starting with hls or dash, "
+                                "that alone).")
     dash_target_latency_seconds: float = Field(default=1.5, ge=0.5, le=30, description="How far behind live DASH players aim to play (the MPD's ServiceDescription).")
     hls_idle_seconds: float = Field(default=60.0, ge=1, description="The ladder runs on demand: it stops after this long without HLS requests (always on with HLS_PERSIST).")
 
@@ -180,6 +183,14 @@ class Settings(BaseSettings):
     def _check_ladder(cls, value: str) -> str:
         parse_ladder(value)  # a LadderError (a ValueError) says what is wrong
         return value
+
+    @field_validator("playback_order")
+    @classmethod
+    def _check_playback_order(cls, value: str) -> str:
+        kinds = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if not kinds or not set(kinds) <= {"webrtc", "hls", "dash"} or len(set(kinds)) != len(kinds):
+            raise ValueError("a comma-separated list of webrtc, hls and dash, each at most once (like webrtc,hls)")
+        return ",".join(kinds)
 
     @field_validator("oidc_providers", mode="before")
     @classmethod

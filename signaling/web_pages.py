@@ -67,6 +67,11 @@ def add_web_routes(app: web.Application, root: Path, media_origins: tuple[str, .
         app.router.add_static("/vendor/hls.js/", hls_js, name="vendor-hls", append_version=False)
     else:
         log.warning("hls.js is not installed (run `make web-deps`): the watch page cannot fall back to HLS")
+    dashjs = root / "node_modules" / "dashjs" / "dist" / "modern" / "esm"
+    if dashjs.is_dir():
+        app.router.add_static("/vendor/dashjs/", dashjs, name="vendor-dashjs", append_version=False)
+    else:
+        log.warning("dash.js is not installed (run `make web-deps`): the watch page cannot play DASH")
     uplot = root / "node_modules" / "uplot" / "dist"
     if uplot.is_dir():
         app.router.add_static("/vendor/uplot/", uplot, name="vendor-uplot", append_version=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from support import Api
 
 
@@ -16,11 +18,24 @@ async def test_every_user_owns_a_channel_named_after_them(api: Api) -> None:
         "watch": f"http://tally.test/watch/{name}",
         "whep": f"http://tally.test/whep/{name}",
         "hls": f"http://tally.test/hls/{name}/index.m3u8",
+        "dash": f"http://tally.test/dash/{name}/manifest.mpd",
         "recordings": f"http://tally.test/api/channels/{name}/recordings",
         "thumbnail": f"http://tally.test/api/channels/{name}/thumbnail.jpg",
     }
+    assert channel["playback"] == ["webrtc", "hls"]  # PLAYBACK_ORDER: what the watch page plays, in order
     assert channel["record_streams"] is False and channel["recording_retention_days"] == 0
     assert (await api.call("GET", "/api/channels/nobody_here"))[0] == 404
+
+
+def test_the_playback_order_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from signaling.settings import Settings
+
+    assert Settings(playback_order=" DASH , webrtc").playback_order == "dash,webrtc"
+    for bad in ("", "webrtc,webrtc", "rtmp", "hls,,flv"):
+        with pytest.raises(ValidationError, match="webrtc, hls and dash"):
+            Settings(playback_order=bad)
 
 
 async def test_owner_edits_channel_others_cannot_admin_can(api: Api) -> None:

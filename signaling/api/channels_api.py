@@ -46,6 +46,7 @@ class ChannelsApi:
         self._limiter = limiter
         self._settings = settings
         self._base = settings.resolved_public_url
+        self._playback = settings.playback_order
 
     async def _out(self, views: list[ChannelView]) -> list[ChannelOut]:
         live = [v.channel.name for v in views if v.channel.is_live]
@@ -56,7 +57,7 @@ class ChannelsApi:
                     hls = await self._hls.counts(live)
             except Exception as exc:  # noqa: BLE001 - a courtesy count: the channels show without it
                 log.warning("could not count HLS viewers: %s", exc)
-        return [channel_out(v, self._base, hls.get(v.channel.name, 0)) for v in views]
+        return [channel_out(v, self._base, hls.get(v.channel.name, 0), self._playback) for v in views]
 
     async def streams(self, call: Call[None]) -> web.StreamResponse:
         view = await self._channels.get(name_param(call.request, "name"))

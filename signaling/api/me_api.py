@@ -67,7 +67,7 @@ class MeApi:
     async def following(self, call: Call[None]) -> web.StreamResponse:
         views = await self._channels.following(call.user)
         base = self._settings.resolved_public_url
-        return json_response(ChannelListOut(items=[channel_out(v, base) for v in views], next_cursor=None))
+        return json_response(ChannelListOut(items=[channel_out(v, base, playback=self._settings.playback_order) for v in views], next_cursor=None))
 
     def endpoints(self) -> list[Endpoint]:
         broadcaster = Access(Role.BROADCASTER, "own channel only")

@@ -26,7 +26,7 @@ def tokens_out(tokens: Tokens) -> TokensOut:
     return TokensOut(access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_in=tokens.expires_in)
 
 
-def channel_out(view: ChannelView, base_url: str, hls_viewers: int = 0) -> ChannelOut:
+def channel_out(view: ChannelView, base_url: str, hls_viewers: int = 0, playback: str = "webrtc,hls") -> ChannelOut:
     channel = view.channel
     name = quote(channel.name)
     return ChannelOut(
@@ -50,9 +50,11 @@ def channel_out(view: ChannelView, base_url: str, hls_viewers: int = 0) -> Chann
             watch=f"{base_url}/watch/{name}",
             whep=f"{base_url}/whep/{name}",
             hls=f"{base_url}/hls/{name}/index.m3u8",
+            dash=f"{base_url}/dash/{name}/manifest.mpd",
             recordings=f"{base_url}/api/channels/{name}/recordings",
             thumbnail=f"{base_url}/api/channels/{name}/thumbnail.jpg",
         ),
+        playback=playback.split(","),  # type: ignore[arg-type]  # checked by the setting's validator
     )
 
 

@@ -158,6 +158,7 @@ class ChannelUrls(BaseModel):
     watch: str
     whep: str
     hls: str
+    dash: str = Field(description="The same live ladder as low-latency DASH.")
     recordings: str
     thumbnail: str = Field(description="A picture of the live stream, refreshed every few seconds while live.")
 
@@ -181,6 +182,8 @@ class ChannelOut(BaseModel):
     record_streams: bool
     recording_retention_days: int
     urls: ChannelUrls
+    playback: list[Literal["webrtc", "hls", "dash"]] = Field(
+        ["webrtc", "hls"], description="What the watch page plays, in order (the server's PLAYBACK_ORDER).")
 
 
 class ScheduledIn(Strict):

@@ -5,13 +5,15 @@
 // broadcaster comes back.
 
 import { api } from "./api.js";
+import { DashPlayback } from "./dash_playback.js";
 import { HlsPlayback } from "./hls_playback.js";
 import { PlayerControls } from "./player_controls.js";
 import { Viewing } from "./viewing.js";
 import { hangUp, negotiate, SessionError } from "./webrtc.js";
 
 const CONNECT_TIMEOUT = 6000; // ms a WebRTC session may take to show its first picture
-const MODES = { webrtc: "WebRTC · real time", hls: "HLS · low latency" };
+const MODES = { webrtc: "WebRTC · real time", hls: "HLS · low latency", dash: "DASH · low latency" };
+const HTTP = { hls: HlsPlayback, dash: DashPlayback };
 
 function videoElement(label) {
   const video = document.createElement("video");
@@ -24,13 +26,19 @@ function videoElement(label) {
 }
 
 export class Player {
-  constructor(box, channel, { token = null, hlsUrl = null, prefer = "webrtc", onState = () => {}, onDataChannel = null,
-    theaterRoot = box } = {}) {
+  constructor(box, channel, { token = null, hlsUrl = null, dashUrl = null, order = ["webrtc", "hls"], onState = () => {},
+    onDataChannel = null, theaterRoot = box } = {}) {
     this.box = box;
     this.channel = channel;
     this.token = token;
-    this.hlsUrl = hlsUrl || `/hls/${encodeURIComponent(channel)}/index.m3u8`;
-    this.prefer = prefer; // "hls": HLS only (the ?playback=hls choice)
+    this.urls = {
+      hls: hlsUrl || `/hls/${encodeURIComponent(channel)}/index.m3u8`,
+      dash: dashUrl || `/dash/${encodeURIComponent(channel)}/manifest.mpd`,
+    };
+    // What plays: WebRTC first, then the first HTTP protocol of `order` when it cannot; an order that
+    // starts with HLS or DASH (the ?playback= choice) plays that alone.
+    this.prefer = order[0] === "webrtc" ? "webrtc" : "http";
+    this.httpKind = order.find((kind) => kind in HTTP) || "hls";
     this.onState = onState;
     this.onDataChannel = onDataChannel; // gets each session's "chat" data channel
     this.pc = null;
@@ -131,7 +139,7 @@ export class Player {
   }
 
   get playing() {
-    return this.hls ? "hls" : this.box.dataset.state === "playing" ? "webrtc" : null;
+    return this.hls ? this.httpKind : this.box.dataset.state === "playing" ? "webrtc" : null;
   }
 
   setState(state, text) {
@@ -174,7 +182,7 @@ export class Player {
 
   async start() {
     this.stopped = false;
-    if (this.prefer === "hls") await this.fallBack("HLS was asked for");
+    if (this.prefer === "http") await this.fallBack(`${this.httpKind.toUpperCase()} was asked for`);
     else await this.connect();
   }
 
@@ -261,7 +269,7 @@ export class Player {
     if (!this.hls) {
       const was = this.box.dataset.state;
       this.video.srcObject = null;
-      const hls = new HlsPlayback(this.hlsVideo, this.hlsUrl, {
+      const hls = new HTTP[this.httpKind](this.hlsVideo, this.urls[this.httpKind], {
         onError: (detail) => {
           if (this.hls !== hls) return;
           const played = hls.played; // this playback showed frames before it stopped
@@ -273,14 +281,14 @@ export class Player {
             if (played) this.setState("ended", "");
             else if (state !== "ended" && state !== "offline") this.setState("offline", "");
           } else {
-            this.setState("error", `HLS stopped (${detail}). Retrying…`);
+            this.setState("error", `${this.httpKind.toUpperCase()} stopped (${detail}). Retrying…`);
           }
           this.retry(3000);
         },
         onLevels: (levels) => this.controls.setLevels(levels),
         onPlaying: () => {
           if (this.hls !== hls) return;
-          this.setMode("hls", why);
+          this.setMode(this.httpKind, why);
           this.setState("playing", "");
           this.controls.apply();
           if (this.controls.paused) this.hlsVideo.pause();
@@ -292,7 +300,9 @@ export class Player {
         latency: async () => this.hls?.latency ?? null });
       this.controls.setLevels([]); // the renditions come with the playlist
       // A quiet start behind the end or offline card; else say it is starting.
-      if (was !== "ended" && was !== "offline" && was !== "playing") this.setState("connecting", "Starting HLS…");
+      if (was !== "ended" && was !== "offline" && was !== "playing") {
+        this.setState("connecting", `Starting ${this.httpKind.toUpperCase()}…`);
+      }
       try {
         await hls.start();
       } catch (error) {
@@ -331,8 +341,8 @@ export class Player {
 
   retry(ms) {
     clearTimeout(this.timer);
-    // HLS only (?playback=hls): try the playlist again (the channel may have gone live since).
-    this.timer = setTimeout(() => (this.prefer === "hls" ? this.fallBack("HLS was asked for") : this.connect()), ms);
+    // HTTP only (?playback=hls or dash): try the manifest again (the channel may have gone live since).
+    this.timer = setTimeout(() => (this.prefer === "http" ? this.start() : this.connect()), ms);
   }
 
   closeSession() {

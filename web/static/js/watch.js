@@ -232,8 +232,9 @@ async function main() {
     theaterRoot: $("channel"),
     token: user ? tokens().access : null,
     hlsUrl: channel.urls?.hls,
-    // ?playback=hls watches over HLS only (what the page falls back to by itself when WebRTC fails).
-    prefer: new URLSearchParams(location.search).get("playback") === "hls" ? "hls" : "webrtc",
+    dashUrl: channel.urls?.dash,
+    // The server's PLAYBACK_ORDER (WebRTC, then HLS by default); ?playback=hls or dash plays that alone.
+    order: playbackOrder(channel),
     onState: (state) => {
       if (state === shown) return; // retries repeat a state: draw on changes only
       shown = state;
@@ -294,3 +295,9 @@ async function main() {
 
 await main();
 document.body.dataset.ready = "true";
+
+function playbackOrder(channel) {
+  const asked = new URLSearchParams(location.search).get("playback");
+  if (asked === "hls" || asked === "dash" || asked === "webrtc") return [asked];
+  return channel.playback?.length ? channel.playback : ["webrtc", "hls"];
+}
