@@ -1,10 +1,12 @@
 """The nginx edge of infra/cdn in front of the real origin on loopback: many LL-HLS clients cost the
-origin about one request per object, and blocking playlist reloads work through it."""
+origin about one request per object, blocking playlist reloads work through it, and a DASH segment
+being made reaches the player chunk by chunk through it."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import importlib.util
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from dash_checker import LiveMpdChecker, fragments
 from hls_validator import parse
 from signaling.app import SERVICES
 from signaling.settings import REPO_ROOT
@@ -133,3 +136,55 @@ async def test_fifty_ll_hls_clients_through_the_edge_cost_the_origin_one_request
     assert playlist_requests <= (len(queries) + 1) * 1.5 + 4, (playlist_requests, len(queries))
     print(f"\n50 clients: {sum(fetched)} part fetches, {len(parts)} distinct parts, {part_requests:.0f} at the origin; "
           f"{len(queries)} distinct blocking reloads, {playlist_requests:.0f} playlist requests at the origin")
+
+
+async def test_a_dash_segment_being_made_reaches_the_player_through_the_edge_chunk_by_chunk(
+    origin: Api, edge: str
+) -> None:
+    name, token, peer, _ = await live_channel(origin)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async with session.get(f"{edge}/dash/{name}/manifest.mpd") as response:
+            assert response.status == 200
+            mpd = LiveMpdChecker().check(await response.text())
+        track = mpd.tracks[0]
+        streamed = 0
+        for _ in range(3):
+            # The newest segment, asked for when the MPD makes it available: a part after it starts.
+            number = mpd.available(time.time(), track)[-1]
+            while mpd.available(time.time(), track)[-1] == number:
+                await asyncio.sleep(0.02)
+            number += 1
+            # Two players ask for it at once: each gets its chunks as they are made (neither waits for
+            # the other's answer to end, as a cache lock would make it).
+            first, second = await asyncio.gather(*(timed(session, f"{edge}/dash/{name}/{track.url(number)}")
+                                                   for _ in range(2)))
+            for body, arrivals, status in (first, second):
+                assert status == "MISS", status
+                # The first chunks came at once, the last with the segment's end: not all at the end.
+                assert fragments(body) >= 5 and arrivals[0] < 0.6 and arrivals[-1] - arrivals[0] > 0.8, arrivals
+            assert first[0] == second[0]
+            body = first[0]
+            streamed += 1
+            # Once complete, the segment is cached: the next player of it gets it from the edge.
+            async with session.get(f"{edge}/dash/{name}/{track.url(number)}") as response:
+                assert await response.read() == body
+                cached = response.headers["X-Cache"]
+            async with session.get(f"{edge}/dash/{name}/{track.url(number)}") as response:
+                assert await response.read() == body and response.headers["X-Cache"] == "HIT", cached
+        assert streamed == 3
+        async with session.get(f"{edge}/dash/time") as response:
+            assert response.status == 200 and "T" in await response.text()
+    await peer.close()
+
+
+async def timed(session: aiohttp.ClientSession, url: str) -> tuple[bytes, list[float], str]:
+    """The body, when each chunk of it arrived (seconds after asking), and the edge's X-Cache."""
+    asked = time.monotonic()
+    arrivals = []
+    body = b""
+    async with session.get(url) as response:
+        assert response.status == 200
+        async for chunk in response.content.iter_any():
+            arrivals.append(time.monotonic() - asked)
+            body += chunk
+        return body, arrivals, response.headers["X-Cache"]
