@@ -236,3 +236,37 @@ def test_an_rtmp_encoders_aac_is_kept_when_it_is_48_khz_stereo_and_resampled_onc
     whole.write_bytes(init.data + b"".join(p.data for p in own))
     audio = ffprobe_packets(whole)["audio"]
     assert 3.9 <= sum(duration for _, duration in audio) <= 4.6  # the tone, all of it (the last part takes the rest)
+
+
+def test_an_encoded_rendition_keeps_the_picture_at_its_bit_rate(tmp_path: Path) -> None:
+    """A VP8 source is encoded to H.264 for the whole ladder. Without a frame rate, x264 (forced to a
+    constant rate by zerolatency) took the 90 kHz time base as 90,000 frames a second and gave each
+    frame 1/3000 of its bits: every encoded rendition came out a flat grey picture."""
+    import fractions
+
+    import av
+    import numpy as np
+
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 640, 360, "yuv420p"
+    encoder.time_base, encoder.bit_rate = fractions.Fraction(1, FPS), 2_000_000
+    half = np.zeros((360, 640, 3), dtype=np.uint8)
+    half[:, :320] = 255  # the left half white, the right half black
+    packets = []
+    for i in range(2 * FPS):
+        picture = av.VideoFrame.from_ndarray(half, format="rgb24").reformat(format="yuv420p")
+        picture.pts = i
+        packets += [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(picture)]
+    inits, parts, transcoder = source_ladder()
+    for i, (data, key) in enumerate(packets):
+        transcoder.push(EncodedFrame("video", "VP8", data, i * FRAME, VIDEO_TIMESCALE, key, None, "test", ("video",),
+                                     0.0), i / FPS)
+    transcoder.finish()
+    assert not transcoder.renditions[0].passthrough
+    whole = tmp_path / "source.mp4"
+    whole.write_bytes(inits[0].data + b"".join(p.data for p in parts))
+    with av.open(str(whole)) as container:
+        rows = [f.to_ndarray(format="gray")[180] for f in container.decode(video=0)]
+    assert len(rows) >= 50
+    for row in rows[5:]:
+        assert row[:300].min() > 200 and row[340:].max() < 50, row[::40]

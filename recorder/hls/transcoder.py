@@ -82,6 +82,9 @@ class _Encoder:
         ctx: Any = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height, ctx.pix_fmt = rendition.width, rendition.height, "yuv420p"
         ctx.time_base = fractions.Fraction(1, VIDEO_TIMESCALE)
+        # The nominal frame rate: zerolatency forces constant frame rate, and without one x264 takes the
+        # time base's 90,000 frames a second and gives each frame 1/3000 of its share of the bit rate.
+        ctx.framerate = fractions.Fraction(30)
         ctx.bit_rate = rendition.kbps * 1000
         ctx.options = x264_options(rendition, options)
         self.context = ctx
