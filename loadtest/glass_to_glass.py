@@ -1,5 +1,5 @@
-"""Benchmark: glass-to-glass latency in Chromium, through the SFU, through LL-HLS (hls.js), and, as a
-baseline, browser to browser.
+"""Benchmark: glass-to-glass latency in Chromium, through the SFU, through LL-HLS (hls.js), through
+LL-DASH (dash.js), and, as a baseline, browser to browser.
 
     .venv/bin/python loadtest/glass_to_glass.py --rounds 3 --seconds 10 [--load 50]
 
@@ -74,15 +74,27 @@ DIRECT_ANSWER_JS = """async (offer) => {
 MEASURE_JS = """async ([selector, seconds]) => {
   const video = selector === "direct" ? window.directVideo : document.querySelector(selector);
   for (let i = 0; i < 100 && !(video && video.videoWidth); i += 1) await new Promise((r) => setTimeout(r, 100));
+  // The HTTP players pick a rendition by bandwidth: ask for the top one (the barcode needs the pixels).
+  const playback = selector !== "direct" && window.tallyPlayer.hls;
+  for (let i = 0; playback && i < 100; i += 1) {
+    const levels = playback.hls ? playback.hls.levels : playback.player ? playback.player.getRepresentationsByType("video") : [];
+    if (levels.length) {
+      const heights = levels.map((level) => level.height || 0);
+      playback.setLevel(heights.indexOf(Math.max(...heights)));
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
   // Chromium starts at a low bitrate and a small picture and ramps up: measure once it is at full size.
   const settle = performance.now() + 20000;
   while (video.videoWidth < 1280 && performance.now() < settle) await new Promise((r) => setTimeout(r, 250));
   await new Promise((r) => setTimeout(r, 1000));
   const result = await window.barcode.measure(video, seconds);
   const pc = selector === "direct" ? window.direct : window.tallyPlayer.pc;
-  if (!pc) {  // HLS: what hls.js itself thinks its latency is, and the picture size
-    const hls = window.tallyPlayer.hls && window.tallyPlayer.hls.hls;
-    result.hlsJsLatencyMs = hls ? Math.round(1000 * hls.latency) : null;
+  if (!pc) {  // HLS or DASH: what the player itself thinks its latency is, and the picture size
+    const playback = window.tallyPlayer.hls;
+    result.playerLatencyMs = playback && playback.latency ? Math.round(1000 * playback.latency) : null;
+    const hls = playback && playback.hls;
     if (hls) {
       const d = hls.levels[hls.currentLevel]?.details;
       result.hlsJs = { level: hls.currentLevel, live: d?.live, partTarget: d?.partTarget, edge: d?.edge,
@@ -118,8 +130,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float, load: Callable[[], None],
-                hls: bool = False) -> dict[str, Any]:
-    """Through the server: the watch page on WebRTC (WHEP), or with `hls` on its LL-HLS player (hls.js)."""
+                over: str = "") -> dict[str, Any]:
+    """Through the server: the watch page on WebRTC (WHEP), or `over` ("hls", "dash") on its LL-HLS
+    (hls.js) or LL-DASH (dash.js) player."""
     sender, viewer = launch(playwright, url), launch(playwright, url)
     try:
         page = sender.new_page()
@@ -128,10 +141,10 @@ def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float,
         page.evaluate(PUBLISH_JS, [key, codec])
         load()  # other viewers join once the stream is live
         watch = viewer.new_page()
-        watch.goto("/watch/bench?playback=hls" if hls else "/watch/bench")
+        watch.goto(f"/watch/bench?playback={over}" if over else "/watch/bench")
         watch.evaluate(BARCODE_JS)
         watch.wait_for_selector('#player[data-state="playing"]', timeout=20_000)
-        selector = '#player video[aria-label="Live video (HLS)"]' if hls else "#player video"
+        selector = '#player video[aria-label="Live video (HLS)"]' if over else "#player video"
         result = summarise(watch.evaluate(MEASURE_JS, [selector, seconds]))
         _, channel, _ = http("GET", url + "/api/channels/bench")
         result["viewers"] = json.loads(channel)["viewer_count"]  # the load's viewers and this one
@@ -164,7 +177,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--codecs", default="video/H264,video/VP8")
     parser.add_argument("--load", type=int, default=0, help="lean subscribers watching at the same time")
-    parser.add_argument("--paths", default="direct,sfu,hls", help="direct (browser to browser), sfu (WHEP), hls (hls.js LL-HLS)")
+    parser.add_argument("--paths", default="direct,sfu,hls,dash",
+                        help="direct (browser to browser), sfu (WHEP), hls (hls.js LL-HLS), dash (dash.js LL-DASH)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -185,12 +199,10 @@ def main() -> None:
                         time.sleep(3)  # let them join
 
                 for path in args.paths.split(","):
-                    if path == "hls" and codec != "video/H264":
-                        continue  # one HLS row: the ladder is H.264 whatever the source
                     try:
                         result = (direct(playwright, running.url, codec, args.seconds) if path == "direct"
                                   else through_sfu(playwright, running.url, key, codec, args.seconds, start_load,
-                                                   hls=path == "hls"))
+                                                   over=path if path in ("hls", "dash") else ""))
                     finally:
                         for loader in loaders:
                             loader.kill()
@@ -200,15 +212,19 @@ def main() -> None:
                     rows.setdefault((codec, path), []).append(result)
     print()
     print(f"glass-to-glass, {args.rounds} rounds of {args.seconds:.0f} s, load {args.load} lean subscribers")
-    print("| codec | path | p50 ms (median of rounds) | p95 ms (median) | frames read / invalid | jitter buffer ms | size |")
-    print("|---|---|---|---|---|---|---|")
+    print("| codec | path | p50 ms (median of rounds) | p95 ms (median) | frames read / invalid | jitter buffer ms "
+          "| player's own latency ms | size |")
+    print("|---|---|---|---|---|---|---|---|")
     for (codec, path), results in rows.items():
         p50 = statistics.median(r["p50_ms"] for r in results)
         p95 = statistics.median(r["p95_ms"] for r in results)
         jitter = statistics.median(r.get("jitterBufferMs") or 0 for r in results)
-        label = {"sfu": "SFU (WHIP → WHEP)", "hls": "LL-HLS (hls.js, WHIP → HLS)", "direct": "browser to browser"}[path]
+        own = [r["playerLatencyMs"] for r in results if r.get("playerLatencyMs")]
+        label = {"sfu": "SFU (WHIP → WHEP)", "hls": "LL-HLS (hls.js)", "dash": "LL-DASH (dash.js)",
+                 "direct": "browser to browser"}[path]
         print(f"| {codec} | {label} | {p50:.0f} | {p95:.0f} | "
-              f"{sum(r['samples'] for r in results)} / {sum(r['invalid'] for r in results)} | {jitter:.0f} | {results[-1].get('size')} |")
+              f"{sum(r['samples'] for r in results)} / {sum(r['invalid'] for r in results)} | {jitter:.0f} | "
+              f"{statistics.median(own) if own else '—'} | {results[-1].get('size')} |")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ export class HlsPlayback {
 
   /** Play rendition `index`; -1 for automatic (hls.js only). */
   setLevel(index) {
-    if (this.hls) this.hls.currentLevel = index; // at once (the buffer ahead is dropped)
+    // From the next part on, keeping what is buffered: switching at once (currentLevel) empties the
+    // buffer, stalls, and hls.js then adds a second to its target latency for good.
+    if (this.hls) this.hls.nextLevel = index;
   }
 
   /** The rendition playing: {index, height} (hls.js only). */
