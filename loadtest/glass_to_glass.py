@@ -11,6 +11,10 @@ time, so it covers capture, encode, pacing, the network, the SFU, the jitter buf
 render. The baseline sends the same canvas straight from one page to another over a loopback peer
 connection, with no SFU, in the same run: the difference is what the SFU adds. `--load N` adds N lean
 subscribers (sfu_forwarding.py) so the SFU is busy while we measure.
+
+`--publisher aiortc` publishes from a third-party WHIP client instead of Chromium: aiortc (VP8 or
+H.264 by `--codecs`) in a child process, painting the same barcode into 1280x720 frames
+(rtmp_glass_to_glass.py's painter) and a tone.
 """
 
 from __future__ import annotations
@@ -130,15 +134,19 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float, load: Callable[[], None],
-                over: str = "") -> dict[str, Any]:
+                over: str = "", publisher: str = "chromium") -> dict[str, Any]:
     """Through the server: the watch page on WebRTC (WHEP), or `over` ("hls", "dash") on its LL-HLS
     (hls.js) or LL-DASH (dash.js) player."""
     sender, viewer = launch(playwright, url), launch(playwright, url)
+    child = None
     try:
-        page = sender.new_page()
-        page.goto("/")
-        page.evaluate(BARCODE_JS)
-        page.evaluate(PUBLISH_JS, [key, codec])
+        if publisher == "aiortc":
+            child = subprocess.Popen([sys.executable, __file__, "aiortc-publish", url, key, codec, str(seconds + 60)])
+        else:
+            page = sender.new_page()
+            page.goto("/")
+            page.evaluate(BARCODE_JS)
+            page.evaluate(PUBLISH_JS, [key, codec])
         load()  # other viewers join once the stream is live
         watch = viewer.new_page()
         watch.goto(f"/watch/bench?playback={over}" if over else "/watch/bench")
@@ -150,9 +158,66 @@ def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float,
         result["viewers"] = json.loads(channel)["viewer_count"]  # the load's viewers and this one
         return result
     finally:
+        if child is not None:
+            child.kill()
+            child.wait(timeout=30)
         sender.close()
         viewer.close()
         time.sleep(4)  # the publisher went without DELETE: let the stream end before the next round
+
+
+def aiortc_publish(url: str, key: str, codec: str, seconds: float) -> None:
+    """A third-party WHIP client (a child process): aiortc sending the barcode and a tone until killed."""
+    import asyncio
+    import math
+
+    import av
+    import numpy as np
+    from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+    from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+    from rtmp_glass_to_glass import H, W, barcode_rows, picture  # its painter (it imports this module)
+
+    chroma = b"\x80" * (W // 2 * H // 2)
+
+    class Barcode(VideoStreamTrack):
+        frame = 0
+
+        async def recv(self) -> Any:
+            pts, time_base = await self.next_timestamp()
+            image = av.VideoFrame(W, H, "yuv420p")
+            image.planes[0].update(barcode_rows(round(time.time() * 1000)) + picture(self.frame))
+            image.planes[1].update(chroma)
+            image.planes[2].update(chroma)
+            image.pts, image.time_base = pts, time_base
+            self.frame += 1
+            return image
+
+    class Tone(AudioStreamTrack):
+        samples = 0
+
+        async def recv(self) -> Any:
+            frame = await super().recv()  # silence, paced in real time
+            t = (np.arange(frame.samples) + self.samples) / frame.sample_rate
+            self.samples += frame.samples
+            wave = (0.1 * 32767 * np.sin(2 * math.pi * 440 * t)).astype(np.int16)
+            frame.planes[0].update(np.repeat(wave, len(frame.layout.channels)).tobytes())
+            return frame
+
+    async def run() -> None:
+        pc = RTCPeerConnection()
+        video = pc.addTransceiver(Barcode(), direction="sendonly")
+        mime = codec.lower()
+        video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == mime])
+        pc.addTransceiver(Tone(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        status, answer, _ = await asyncio.to_thread(http, "POST", url + "/whip/bench", None, key,
+                                                    pc.localDescription.sdp.encode(), "application/sdp")
+        assert status == 201, answer
+        await pc.setRemoteDescription(RTCSessionDescription(answer.decode(), "answer"))
+        await asyncio.sleep(seconds)
+        await pc.close()
+
+    asyncio.run(run())
 
 
 def direct(playwright: Any, url: str, codec: str, seconds: float) -> dict[str, Any]:
@@ -172,10 +237,16 @@ def direct(playwright: Any, url: str, codec: str, seconds: float) -> dict[str, A
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["aiortc-publish"]:
+        url, key, codec, seconds = sys.argv[2:6]
+        aiortc_publish(url, key, codec, float(seconds))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--codecs", default="video/H264,video/VP8")
+    parser.add_argument("--publisher", default="chromium", choices=("chromium", "aiortc"),
+                        help="who publishes over WHIP: Chromium's canvas, or aiortc (a third-party client)")
     parser.add_argument("--load", type=int, default=0, help="lean subscribers watching at the same time")
     parser.add_argument("--paths", default="direct,sfu,hls,dash",
                         help="direct (browser to browser), sfu (WHEP), hls (hls.js LL-HLS), dash (dash.js LL-DASH)")
@@ -202,7 +273,8 @@ def main() -> None:
                     try:
                         result = (direct(playwright, running.url, codec, args.seconds) if path == "direct"
                                   else through_sfu(playwright, running.url, key, codec, args.seconds, start_load,
-                                                   over=path if path in ("hls", "dash") else ""))
+                                                   over=path if path in ("hls", "dash") else "",
+                                                   publisher=args.publisher))
                     finally:
                         for loader in loaders:
                             loader.kill()
@@ -211,7 +283,8 @@ def main() -> None:
                     print(json.dumps({"round": round_ + 1, "path": path, **result}), flush=True)
                     rows.setdefault((codec, path), []).append(result)
     print()
-    print(f"glass-to-glass, {args.rounds} rounds of {args.seconds:.0f} s, load {args.load} lean subscribers")
+    print(f"glass-to-glass, {args.rounds} rounds of {args.seconds:.0f} s, load {args.load} lean subscribers, "
+          f"published by {args.publisher}")
     print("| codec | path | p50 ms (median of rounds) | p95 ms (median) | frames read / invalid | jitter buffer ms "
           "| player's own latency ms | size |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,6 +1,7 @@
-"""Benchmark: LL-HLS viewers one origin core serves, directly and through the nginx edge of infra/cdn.
+"""Benchmark: LL-HLS (or LL-DASH) viewers one origin core serves, directly and through the nginx edge of
+infra/cdn.
 
-    .venv/bin/python loadtest/hls_viewers.py --viewers 200 --seconds 20 --rounds 3
+    .venv/bin/python loadtest/hls_viewers.py --viewers 200 --seconds 20 --rounds 3 [--protocol dash]
 
 The real server runs as a subprocess with one stream published into it (an aiortc publisher sending
 pre-encoded 720p H.264 + Opus, so the transcoder runs as it does live). N viewers, lean asyncio HTTP
@@ -9,6 +10,11 @@ for the next part, then each new part. The origin's CPU is read from /proc for t
 minus what it spends with no viewers at all (the transcoder, the SFU), measured in the same round; the
 edge's from its nginx processes. Viewers per origin core = N / (extra origin CPU share). The client's
 own CPU is printed beside it: on two cores it limits N.
+
+With `--protocol dash` the viewers are LL-DASH players instead: each reloads the MPD every
+`minimumUpdatePeriod` and fetches, on the MPD's clock, each new segment of the top video
+representation and of the audio the moment it becomes available (a part after it starts), reading
+it chunk by chunk as the origin sends it while it is being made.
 """
 
 from __future__ import annotations
@@ -78,9 +84,50 @@ async def viewer(session: aiohttp.ClientSession, media: str, until: float, count
             await asyncio.sleep(0.2)
 
 
-async def watch(base: str, channel: str, viewers: int, seconds: float) -> dict[str, int]:
+async def dash_viewer(session: aiohttp.ClientSession, mpd_url: str, until: float, counts: dict[str, int]) -> None:
+    from dash_checker import LiveMpdChecker
+
+    folder = mpd_url.rsplit("/", 1)[0] + "/"
+    loop = asyncio.get_running_loop()
+    fetched: dict[str, int] = {}
+    reload_at = 0.0
+    mpd = None
+    while loop.time() < until:
+        if loop.time() >= reload_at:
+            async with session.get(mpd_url) as response:
+                text = await response.text()
+            counts["playlists"] += 1
+            mpd = LiveMpdChecker().check(text)
+            reload_at = loop.time() + 2.0
+        assert mpd is not None
+        tracks = [mpd.tracks[0]] + [t for t in mpd.tracks if t.kind == "audio"]  # the top video and the audio
+        wake = reload_at
+        for track in tracks:
+            newest = mpd.available(time.time(), track)[-1]
+            if fetched.get(track.id, -1) < newest:
+                fetched[track.id] = newest
+                try:
+                    async with session.get(folder + track.url(newest)) as response:
+                        async for chunk in response.content.iter_any():
+                            counts["bytes"] += len(chunk)
+                        counts["parts"] += 1
+                        if response.status != 200:
+                            counts["errors"] += 1
+                except aiohttp.ClientError:
+                    counts["errors"] += 1
+            due = mpd.start + (fetched[track.id] + 2) * track.seconds - track.offset  # when the next one is
+            wake = min(wake, loop.time() + max(0.0, due - time.time()))
+        await asyncio.sleep(max(0.01, wake - loop.time()))
+
+
+async def watch(base: str, channel: str, viewers: int, seconds: float, protocol: str = "hls") -> dict[str, int]:
     counts = {"parts": 0, "playlists": 0, "bytes": 0, "errors": 0}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        if protocol == "dash":
+            until = asyncio.get_running_loop().time() + seconds
+            mpd_url = f"{base}/dash/{channel}/manifest.mpd"
+            await asyncio.gather(*(dash_viewer(session, mpd_url, until, counts) for _ in range(viewers)))
+            return counts
         async with session.get(f"{base}/hls/{channel}/index.m3u8") as response:
             master = await response.text()
         uri = next(line for line in master.splitlines() if line and not line.startswith("#"))
@@ -106,7 +153,7 @@ async def publish(url: str, key: str) -> Peer:
     return peer
 
 
-async def run(viewers: int, seconds: float, rounds: int) -> None:
+async def run(viewers: int, seconds: float, rounds: int, protocol: str) -> None:
     rows: dict[str, list[dict[str, float]]] = {"origin": [], "edge": []}
     with server(PUBLISHER_TIMEOUT="5", RATE_WHIP_PER_MINUTE="1000") as running:
         key = running.stream_key()
@@ -121,6 +168,10 @@ async def run(viewers: int, seconds: float, rounds: int) -> None:
         try:
             await asyncio.sleep(6)  # the first segments
             for _ in range(rounds):
+                # The ladder runs on demand: one request starts it (it runs 60 s past the last one), so the
+                # no-viewer share below includes the transcoder.
+                manifest = "/dash/bench/manifest.mpd" if protocol == "dash" else "/hls/bench/index.m3u8"
+                assert (await asyncio.to_thread(http, "GET", running.url + manifest))[0] == 200
                 idle0 = cpu_seconds(running.pid)
                 await asyncio.sleep(seconds / 2)
                 idle = (cpu_seconds(running.pid) - idle0) / (seconds / 2)  # transcoder + SFU, no viewers
@@ -128,7 +179,7 @@ async def run(viewers: int, seconds: float, rounds: int) -> None:
                     origin0, client0 = cpu_seconds(running.pid), time.process_time()
                     edge0 = nginx_cpu(prefix)
                     started = time.monotonic()
-                    counts = await watch(base, "bench", viewers, seconds)
+                    counts = await watch(base, "bench", viewers, seconds, protocol)
                     wall = time.monotonic() - started
                     origin_share = (cpu_seconds(running.pid) - origin0) / wall
                     extra = origin_share - idle
@@ -152,6 +203,7 @@ async def run(viewers: int, seconds: float, rounds: int) -> None:
             edge.wait(10)
             await peer.close()
     print()
+    print(f"{protocol}: parts are LL-HLS parts (video), or DASH segments (video and audio)")
     print(f"| path | viewers | parts/s served | origin core share (idle) | viewers per origin core | edge core share | client core share |")
     print("|---|---|---|---|---|---|---|")
     for path, results in rows.items():
@@ -166,8 +218,9 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--protocol", choices=("hls", "dash"), default="hls")
     args = parser.parse_args()
-    asyncio.run(run(args.viewers, args.seconds, args.rounds))
+    asyncio.run(run(args.viewers, args.seconds, args.rounds, args.protocol))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class Checked:
     window: float  # timeShiftBufferDepth
     clock_url: str
     target_latency: float
+    first: int  # startNumber (the same in every representation)
+    period_start: float
 
     def available(self, now: float, track: Track) -> range:
         """The numbers of the segments a player may ask for at `now` (UTCTiming clock)."""
@@ -107,6 +109,8 @@ class LiveMpdChecker:
             duration = seconds(mpd.media_presentation_duration)
             assert duration > 0
         tracks = []
+        firsts = set()
+        period_start = seconds(period.start)
         kinds = [a.content_type for a in period.adaptation_sets]
         assert kinds in (["video", "audio"], ["video"], ["audio"]), kinds
         for element, adaptation in zip(root.findall("d:Period/d:AdaptationSet", NS), period.adaptation_sets):
@@ -115,7 +119,11 @@ class LiveMpdChecker:
                 raw = rep_element.find("d:SegmentTemplate", NS)
                 assert raw is not None
                 assert template.media and "$Number$" in template.media and template.initialization
-                assert template.timescale and template.duration and template.start_number == 0
+                assert template.timescale and template.duration and template.start_number is not None
+                firsts.add(template.start_number)
+                # The period starts where its first segment does: the numbers map to the same times.
+                assert template.presentation_time_offset == template.start_number * template.duration
+                assert abs(period_start - template.start_number * template.duration / template.timescale) < 1e-3
                 assert rep.bandwidth and rep.codecs and rep.id
                 offset = 0.0
                 if dynamic:
@@ -128,9 +136,11 @@ class LiveMpdChecker:
                     assert rep.codecs == "mp4a.40.2"
                 tracks.append(Track(rep.id, adaptation.content_type, template.timescale, template.duration, offset,
                                     template.media, template.initialization, rep.codecs, rep.bandwidth))
-        assert tracks
+        assert tracks and len(firsts) == 1, firsts
+        if dynamic:
+            assert firsts == {0}
         self.checked += 1
-        return Checked(dynamic, tracks, start, duration, window, clock, target)
+        return Checked(dynamic, tracks, start, duration, window, clock, target, firsts.pop(), period_start)
 
 
 def decode_time(segment: bytes) -> int:

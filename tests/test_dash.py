@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from dash_checker import LiveMpdChecker, decode_time, fragments
 from hls_validator import parse
-from support import Api
+from signaling.app import SERVICES
+from support import Api, FakeClock
 from test_hls import get, hls, live_channel, run, variants  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -97,32 +101,47 @@ async def test_a_live_stream_is_ll_dash_from_the_same_cmaf_as_its_ll_hls(hls: Ap
     await peer.close()
 
 
-async def test_an_ended_stream_is_a_static_mpd_that_plays_to_its_end(hls: Api) -> None:  # noqa: F811
-    name, token, peer, headers = await live_channel(hls)
-    status, body, _ = await get(hls, f"/dash/{name}/manifest.mpd")
-    assert status == 200, body
-    checker = LiveMpdChecker()
-    live = checker.check(body.decode())
-    await asyncio.sleep(4)
-    await peer.close()
-    for _ in range(100):
-        status, body, head = await get(hls, f"/dash/{name}/manifest.mpd")
-        if b'type="static"' in body:
-            break
-        await asyncio.sleep(0.1)
-    ended = checker.check(body.decode())
-    assert not ended.dynamic and head["Cache-Control"] == "public, max-age=60"
-    assert [t.id for t in ended.tracks] == [t.id for t in live.tracks]
-    assert 4 <= ended.duration <= 12, ended.duration
-    # Past the end, nothing is waited for.
-    track = ended.tracks[0]
-    last = int(ended.duration // track.seconds)
-    status, _, _ = await get(hls, f"/dash/{name}/" + track.url(last + 1))
-    assert status == 404
-    # ffmpeg plays the whole ended stream from the MPD without a decoding error.
-    out = await run("ffmpeg", "-v", "error", "-i", str(hls.client.make_url(f"/dash/{name}/manifest.mpd")),
-                    "-f", "null", "-")
-    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+async def test_an_ended_stream_is_a_static_mpd_of_its_window_that_plays_to_its_end(
+    app_factory: Callable[..., web.Application], clock: FakeClock
+) -> None:
+    app = app_factory(webrtc_host_addresses=["127.0.0.1"], publisher_timeout=3.0, hls_linger_seconds=30,
+                      hls_window_segments=3)  # 6 s kept: the stream outlasts its window
+    async with TestClient(TestServer(app)) as client:
+        api = Api(client, app[SERVICES], clock)
+        name, token, peer, headers = await live_channel(api)
+        status, body, _ = await get(api, f"/dash/{name}/manifest.mpd")
+        assert status == 200, body
+        checker = LiveMpdChecker()
+        live = checker.check(body.decode())
+        assert live.window == 4  # two segments short of the window: what is there to the end
+        await asyncio.sleep(10)
+        await peer.close()
+        for _ in range(100):
+            status, body, head = await get(api, f"/dash/{name}/manifest.mpd")
+            if b'type="static"' in body:
+                break
+            await asyncio.sleep(0.1)
+        ended = checker.check(body.decode())
+        # Cached briefly: the channel's next stream will have the same MPD URL.
+        assert not ended.dynamic and head["Cache-Control"] == "public, max-age=2"
+        assert [t.id for t in ended.tracks] == [t.id for t in live.tracks]
+        assert 10 <= ended.duration <= 20, ended.duration
+        # It describes the window only: its first number is the oldest segment kept, and its period
+        # starts at that segment's time, so the numbers and media times are the live MPD's.
+        track = ended.tracks[0]
+        assert ended.first >= 2 and ended.period_start == ended.first * track.seconds, ended
+        status, first, _ = await get(api, f"/dash/{name}/" + track.url(ended.first))
+        assert status == 200 and abs(decode_time(first) / track.timescale - ended.first * track.seconds) < 0.1
+        status, _, _ = await get(api, f"/dash/{name}/" + track.url(ended.first - 1))
+        assert status == 404  # out of the window, as the MPD says
+        # Past the end, nothing is waited for.
+        last = int(ended.duration // track.seconds)
+        status, _, _ = await get(api, f"/dash/{name}/" + track.url(last + 1))
+        assert status == 404
+        # ffmpeg, opening the ended MPD, plays the whole window without a decoding error.
+        out = await run("ffmpeg", "-v", "error", "-i", str(client.make_url(f"/dash/{name}/manifest.mpd")),
+                        "-f", "null", "-")
+        assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
 
 
 async def test_bad_dash_requests_get_clear_errors(hls: Api) -> None:  # noqa: F811

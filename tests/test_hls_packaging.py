@@ -270,3 +270,50 @@ def test_an_encoded_rendition_keeps_the_picture_at_its_bit_rate(tmp_path: Path) 
     assert len(rows) >= 50
     for row in rows[5:]:
         assert row[:300].min() > 200 and row[340:].max() < 50, row[::40]
+
+
+def test_audio_that_stops_is_filled_with_silence_so_players_do_not_stall(tmp_path: Path) -> None:
+    """A publisher that mutes (no audio frames for seconds), then speaks again. Audio is a track of its
+    own, and a browser's media buffer only plays while both tracks hold data: a gap in the audio
+    stalled HLS and DASH players until the audio came back."""
+    video = encode_video("h264", frames=8 * FPS, gop=2 * FPS)
+    audio = encode_audio(8)
+    spoken = [(pts, f) for pts, f in frames_of(video, audio, 0.0) if f.kind == "video" or not 2.0 <= pts < 5.0]
+    inits, parts, transcoder = source_ladder()
+    for pts, frame in spoken:
+        transcoder.push(frame, pts)
+    transcoder.finish()
+    init, own = tracks_of(inits, parts)["audio"]
+    whole = tmp_path / "audio.mp4"
+    whole.write_bytes(init.data + b"".join(p.data for p in own))
+    packets = ffprobe_packets(whole)["audio"]
+    starts = [pts for pts, _ in packets]
+    steps = [round((b - a) * 48000) for a, b in zip(starts, starts[1:])]
+    assert set(steps) == {1024}, sorted(set(steps))  # one frame after another: no gap, no overlap
+    assert starts[-1] + 1024 / 48000 >= 7.5, starts[-1]  # up to the end of the video
+    assert 125 <= transcoder.silent_frames <= 145, transcoder.silent_frames  # the 3 s muted (140 frames)
+    # At most the encoder's last frames from before the pause, which come out only when the audio
+    # resumes, after silence took their place (~20 ms each).
+    assert transcoder.late_audio <= 3, transcoder.late_audio
+
+
+def test_a_new_picture_size_mid_segment_keeps_the_grid_and_dash_gets_both_halves() -> None:
+    """Chromium changes its picture size under load: a new init segment, so a new HLS segment, mid-way
+    through a slot. It keeps that slot, and the next grid point the next one: numbering the new
+    segment as the next slot put every later DASH number a segment off its media."""
+    first = encode_video("h264", frames=FPS, gop=FPS)  # 1 s at 640x360
+    second = encode_video("h264", frames=4 * FPS, width=320, height=180, gop=FPS)  # from 1 s on, 320x180
+    frames = [(i / FPS, EncodedFrame("video", "H264", d, i * FRAME, VIDEO_TIMESCALE, is_keyframe_frame("H264", d),
+                                     None, "test", ("video",), 0.0)) for i, d in enumerate(first + second)]
+    inits, parts, transcoder = source_ladder()
+    for pts, frame in frames:
+        transcoder.push(frame, pts)
+    transcoder.finish()
+    assert [i.version for i in inits] == [0, 1]  # new parameter sets: a new init segment
+    window = RenditionWindow("source", PlaylistOptions(2, transcoder.part_target(0), window=10), 0.0)
+    for part in parts:
+        window.add_part(part)
+    assert [(s.slot, round(s.start, 2), s.init) for s in window.segments][:3] == [(0, 0.0, 0), (0, 1.0, 1), (1, 2.0, 1)]
+    halves = window.at_slot(0, 2.0)
+    assert len(halves) == 2 and not halves[0].parts[-1].ends_slot and window.slot_complete(halves)
+    assert [s.start for s in window.at_slot(1, 2.0)] == [2.0] and window.slot_complete(window.at_slot(1, 2.0))

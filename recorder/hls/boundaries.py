@@ -37,10 +37,10 @@ class SegmentBoundaries:
         self._passthrough = passthrough
         self._tolerance = timescale // 60  # a frame's worth of rounding in the source's timing
         self._retry = timescale  # ask again when a request goes unanswered this long
-        self._lead = timescale * 3 // 10
-        self._min_lead = timescale // 30
-        self._max_lead = timescale // 2
-        self.slot = 0  # of the segment started last: the grid point it started nearest to
+        self._max_lead = min(timescale // 2, segment // 3)  # a keyframe asked for stays nearer its own slot
+        self._lead = min(timescale * 3 // 10, self._max_lead)
+        self._min_lead = min(timescale // 30, self._max_lead)
+        self.slot = -1  # of the segment started last: the grid point it started nearest to
         self._due = 0  # when the next segment is due, in ticks of stream time
         self._asked_at: int | None = None  # stream time of the live edge at the request in flight
         self._started = False
@@ -70,7 +70,7 @@ class SegmentBoundaries:
         return False
 
     def _cut(self, pts: int) -> bool:
-        self.slot = grid_slot(pts, self.segment)
+        self.slot = max(grid_slot(pts, self.segment), self.slot + 1)  # never a slot twice
         self._due = (self.slot + 1) * self.segment
         self._asked_at = None
         return True

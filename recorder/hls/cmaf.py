@@ -1,7 +1,8 @@
 """CMAF (fragmented MP4) for HLS: init segments and fragments, built box by box.
 
-A part of an LL-HLS playlist is one fragment (`moof` + `mdat`) holding a third of a second of a
-rendition's video and its audio; a segment is its parts one after the other. Building the boxes here
+A part of an LL-HLS playlist is one fragment (`moof` + `mdat`) holding a third of a second of one
+track (a rendition's video, or the audio all renditions share); a segment is its parts one after the
+other, and the same bytes are a DASH segment of CMAF chunks. Building the boxes here
 (rather than through a muxer that decides by itself when to cut) puts every cut exactly where the
 packager wants it, with nothing buffered in between.
 

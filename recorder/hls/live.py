@@ -138,7 +138,8 @@ class LiveHls:
 
     @property
     def ready(self) -> bool:
-        return bool(self.windows) and all(w.ready for w in self.windows)
+        tracks = len(self._transcoder.tracks)  # every track, the audio included, before any manifest
+        return tracks > 0 and len(self.windows) >= tracks and all(w.ready for w in self.windows)
 
     @property
     def audio_window(self) -> RenditionWindow | None:

@@ -4,14 +4,20 @@ One packaging, two manifests: the CMAF parts of a rendition's LL-HLS playlist ar
 DASH segments, and a DASH segment's number is its grid slot (`boundaries.py`), so segment N starts at
 N × `segment` seconds of stream time, which is `availabilityStartTime` + N × `segment` on the wall
 clock. That is what `SegmentTemplate@duration` with `$Number$` promises a player, and the grid keeps it
-true however long the stream runs.
+true (within a frame or two) however long the stream runs.
 
 Low latency (DASH-IF low-latency modes): `availabilityTimeOffset` lets a player ask for a segment a
 part after it starts, and `availabilityTimeComplete="false"` says it then arrives chunk by chunk (the
 origin answers with chunked transfer as parts are made); `ServiceDescription` gives the target
 latency and the catch-up rates; `UTCTiming` points at the origin's clock. The time-shift buffer is
-the HLS window. An ended stream's manifest becomes `type="static"` with the same periods and
-numbers, so players watching it play to its end.
+the HLS window. An ended stream's manifest becomes `type="static"` and describes what the window
+still holds (its period starts at the first slot kept, with that slot's media time as its
+presentation time offset), with the same numbers and media times, so players watching it play to
+its end and a player that opens it then starts at the oldest segment there is.
+
+A slot a segment ran over (its keyframe came late) has no segment of its own: the origin answers it
+with the segment that covers it. Stream time follows the publisher's clock (sender reports), so it
+drifts from the origin's wall clock by the two clocks' difference in rate: parts per million.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ CHANNELS_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
 @dataclass(frozen=True, slots=True)
 class DashOptions:
     segment: float  # seconds: the grid
-    part: float  # seconds: the longest video part (a chunk)
     window: int  # complete segments a rendition's window keeps
     target_latency: float = 1.5  # seconds behind live a player aims at
 
@@ -57,8 +62,10 @@ def manifest(videos: list[Video], audio: RenditionWindow | None, audio_bandwidth
     })
     windows = [v.window for v in videos] + ([audio] if audio is not None else [])
     if ended:
-        end = max((w.segments[-1].start + w.segments[-1].duration for w in windows if w.segments), default=0.0)
-        mpd.set("mediaPresentationDuration", _duration(end))
+        # Where every track still has media (the shorter track's end): a player that reaches it ends,
+        # rather than waiting at the end of the shorter one for media that never comes.
+        end = min((w.segments[-1].start + w.segments[-1].duration for w in windows if w.segments), default=0.0)
+        mpd.set("mediaPresentationDuration", _duration(end))  # from 0: the period starts at the first slot kept
     else:
         mpd.set("availabilityStartTime", _instant(started_at))
         mpd.set("publishTime", _instant(now))
@@ -66,10 +73,13 @@ def manifest(videos: list[Video], audio: RenditionWindow | None, audio_bandwidth
         mpd.set("timeShiftBufferDepth", _duration(max(1, o.window - 1) * o.segment))
         service = ET.SubElement(mpd, "ServiceDescription", id="0")
         latency = round(o.target_latency * 1000)
-        ET.SubElement(service, "Latency", referenceId="0", target=str(latency), min=str(latency * 2 // 3),
+        ET.SubElement(service, "Latency", target=str(latency), min=str(latency * 2 // 3),
                       max=str(latency * 3))
         ET.SubElement(service, "PlaybackRate", min="0.96", max="1.04")
-    period = ET.SubElement(mpd, "Period", id="0", start="PT0S")
+    # Ended, only what the window still holds is described, from its first slot on; the numbers and
+    # the media times stay those of the live MPD (period start = that slot's time = its PTO).
+    first = min((w.segments[0].slot for w in windows if w.segments), default=0) if ended else 0
+    period = ET.SubElement(mpd, "Period", id="0", start=_duration(first * o.segment))
     if videos:
         sizes = [(v.window.current_init.width, v.window.current_init.height) for v in videos if v.window.current_init]
         video_set = ET.SubElement(period, "AdaptationSet", {
@@ -88,7 +98,7 @@ def manifest(videos: list[Video], audio: RenditionWindow | None, audio_bandwidth
                 representation.set("width", str(init.width))
                 representation.set("height", str(init.height))
                 representation.set("sar", "1:1")
-            _template(representation, video.window, VIDEO_TIMESCALE, o, ended, prefix)
+            _template(representation, video.window, VIDEO_TIMESCALE, o, ended, prefix, first)
     if audio is not None:
         audio_set = ET.SubElement(period, "AdaptationSet", {
             "id": "1", "contentType": "audio", "mimeType": "audio/mp4", "lang": "und", "segmentAlignment": "true",
@@ -99,7 +109,7 @@ def manifest(videos: list[Video], audio: RenditionWindow | None, audio_bandwidth
             "id": audio.name, "bandwidth": str(audio_bandwidth), "codecs": "mp4a.40.2",
             "audioSamplingRate": str(AUDIO_TIMESCALE),
         })
-        _template(representation, audio, AUDIO_TIMESCALE, o, ended, prefix)
+        _template(representation, audio, AUDIO_TIMESCALE, o, ended, prefix, first)
     if not ended:
         ET.SubElement(mpd, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
     ET.indent(mpd)
@@ -107,13 +117,14 @@ def manifest(videos: list[Video], audio: RenditionWindow | None, audio_bandwidth
 
 
 def _template(parent: ET.Element, window: RenditionWindow, timescale: int, o: DashOptions, ended: bool,
-              prefix: str) -> None:
+              prefix: str, first: int) -> None:
     init = window.current_init
+    duration = round(o.segment * timescale)
     attributes = {
         "timescale": str(timescale),
-        "duration": str(round(o.segment * timescale)),
-        "startNumber": "0",
-        "presentationTimeOffset": "0",
+        "duration": str(duration),
+        "startNumber": str(first),
+        "presentationTimeOffset": str(first * duration),
         "initialization": f"{prefix}{window.name}/init{init.version if init else 0}.mp4",
         "media": f"{prefix}{window.name}/$Number$.m4s",
     }

@@ -49,6 +49,7 @@ class Part:
     init: int  # init segment version the part needs
     start: float  # seconds on the stream's timeline
     slot: int  # its segment's place on the segment grid (the DASH segment number)
+    ends_slot: bool = False  # the last part of its slot: the next segment starts the next slot (or none follows)
 
 
 @dataclass(slots=True)
@@ -106,7 +107,9 @@ class Packager:
             params = cmaf.parameter_sets(units)
             if params is not None and (params != self._params or size != self._size):
                 if self._params is not None and slot is None:
-                    slot = grid_slot(pts, self._segment_ticks)  # a new init segment needs a new segment
+                    # A new init segment needs a new segment (HLS changes EXT-X-MAP only there); it keeps
+                    # its slot, so the grid goes on undisturbed: a DASH segment is every segment of its slot.
+                    slot = self._slot
                 self._params, self._size = params, size
                 out.append(self._new_init())
         self._held = Sample(cmaf.length_prefixed(units), pts, 0, keyframe)
@@ -127,8 +130,9 @@ class Packager:
                 out.append(self._cut(end, False))
         if self._open is None:
             if not self.started or self._index == 0:
+                slot = grid_slot(pts, self._segment_ticks)
+                self._slot = slot if not self.started else max(slot, self._slot + 1)
                 self.started = True
-                self._slot = grid_slot(pts, self._segment_ticks)
                 self._due = (self._slot + 1) * self._segment_ticks
             self._open = _Open(start=pts, independent=True, init=self._init_version)
         self._open.samples.append(Sample(access_unit, pts, AAC_FRAME, True))
@@ -166,7 +170,7 @@ class Packager:
                     if elapsed > self._part_ticks:  # a frame came late: the part keeps its promised length
                         current.samples[-1].duration -= elapsed - self._part_ticks
                         elapsed = self._part_ticks
-                    out.append(self._cut(current.start + elapsed, slot is not None))
+                    out.append(self._cut(current.start + elapsed, slot is not None, slot is not None and slot != self._slot))
                     current = None
         if current is None:
             if slot is not None:
@@ -174,8 +178,9 @@ class Packager:
             current = self._open = _Open(start=held.time, independent=held.sync, init=self._init_version)
         current.samples.append(held)
 
-    def _cut(self, end: int, ends_segment: bool) -> Part:
-        """The open part ends at `end` and goes out."""
+    def _cut(self, end: int, ends_segment: bool, ends_slot: bool | None = None) -> Part:
+        """The open part ends at `end` and goes out; `ends_slot` (by default `ends_segment`): the next
+        segment, if any, has the next slot."""
         current = self._open
         assert current is not None
         self._open = None
@@ -192,6 +197,7 @@ class Packager:
             init=current.init,
             start=current.start / self._scale,
             slot=self._slot,
+            ends_slot=ends_segment if ends_slot is None else ends_slot,
         )
         if ends_segment:
             self._msn += 1

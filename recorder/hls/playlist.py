@@ -4,14 +4,14 @@ The window holds the last `window` complete segments (their parts, and the segme
 together) and the segment being made; older media falls out. Playlists follow RFC 8216bis with the
 low-latency extensions: parts with `EXT-X-PART-INF`, `EXT-X-SERVER-CONTROL` (blocking reload,
 `PART-HOLD-BACK` of three parts, `CAN-SKIP-UNTIL` six target durations), `EXT-X-PRELOAD-HINT` for the
-next part, delta updates (`EXT-X-SKIP`), `EXT-X-RENDITION-REPORT` for the other renditions and
+next part, delta updates (`EXT-X-SKIP`), `EXT-X-RENDITION-REPORT` for the other video renditions and
 `EXT-X-ENDLIST` once the stream is over. Parts are listed for the last three target durations only.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from recorder.hls.packager import Init, Part
@@ -84,6 +84,9 @@ class RenditionWindow:
 
     def end(self) -> None:
         self.ended = True
+        if self.segments and self.segments[-1].parts and not self.segments[-1].parts[-1].ends_slot:
+            last_part = self.segments[-1].parts[-1]
+            self.segments[-1].parts[-1] = replace(last_part, ends_slot=True)  # nothing follows it
         if self.segments and not self.segments[-1].complete:
             # A part cut short by the end without closing its segment: close it as it is.
             last = self.segments[-1]
@@ -129,12 +132,24 @@ class RenditionWindow:
                 return segment if segment.complete else None
         return None
 
-    def at_slot(self, slot: int) -> Segment | None:
-        """The segment at grid slot `slot` (its DASH number), complete or being made."""
-        for segment in reversed(self.segments):
-            if segment.slot <= slot:
-                return segment if segment.slot == slot else None
-        return None
+    def at_slot(self, slot: int, segment_seconds: float) -> list[Segment]:
+        """The segments of grid slot `slot` (its DASH number), complete or being made: those that
+        started there (two when the publisher's picture changed size: a new init segment needs a new
+        segment), or, for a slot left out, the one that ran long over it (a keyframe came late). A
+        segment starting half a segment or more after its grid point takes the next slot
+        (`grid_slot`), so one that has run that far past slot `slot`'s time leaves it out for good."""
+        found = [s for s in self.segments if s.slot == slot]
+        if found:
+            return found
+        earlier = [s for s in self.segments if s.slot < slot]
+        if earlier and earlier[-1].start + earlier[-1].duration >= (slot + 0.5) * segment_seconds:
+            return [earlier[-1]]
+        return []
+
+    @staticmethod
+    def slot_complete(segments: list[Segment]) -> bool:
+        """Whether no more media of these segments' slot is to come."""
+        return bool(segments) and segments[-1].complete and segments[-1].parts[-1].ends_slot
 
     @property
     def ready(self) -> bool:

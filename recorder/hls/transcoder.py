@@ -7,9 +7,11 @@ video: an HLS audio group, a DASH audio adaptation set). The source's H.264 is p
 rendition when the source is H.264, and so is an RTMP encoder's AAC when it is 48 kHz stereo AAC-LC
 (other AAC is decoded and resampled for the one encoder, as WebRTC's Opus is).
 
-Segment boundaries are decided here, for all renditions at once (`boundaries.py`: at a publisher's
-keyframe asked for just in time when the source is passed through, every `segment` seconds
-otherwise). Encoded renditions are forced to a keyframe on exactly
+Segment boundaries are decided here, for all renditions at once (`boundaries.py`: on a fixed grid of
+stream time, at a publisher's keyframe asked for just in time when the source is passed through, on
+the grid points otherwise). Audio that stops (a muted or paused publisher) is filled with silent AAC
+frames once it is half a second behind the video, so the audio track never has a gap players stall
+on. Encoded renditions are forced to a keyframe on exactly
 those frames, so every segment of every rendition starts with a keyframe at the same instant.
 """
 
@@ -100,6 +102,25 @@ class _Encoder:
 
 
 Output = Init | Part
+AAC_FRAME = 1024
+AUDIO_BEHIND = AUDIO_TIMESCALE // 2  # audio this far behind the video has stopped: silence fills it
+
+
+def silent_aac_frame() -> bytes:
+    """One AAC-LC frame (48 kHz stereo) of silence, taken from the middle of an encoded run of it."""
+    encoder: Any = av.CodecContext.create("aac", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = AUDIO_TIMESCALE, "stereo", "fltp"
+    encoder.bit_rate = AAC_KBPS * 1000
+    encoder.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)
+    packets = []
+    for i in range(4):
+        frame = av.AudioFrame(format="fltp", layout="stereo", samples=AAC_FRAME)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_TIMESCALE, i * AAC_FRAME, encoder.time_base
+        packets += [bytes(p) for p in encoder.encode(frame)]
+    packets += [bytes(p) for p in encoder.encode(None)]
+    return packets[2]
 AUDIO = Rendition("audio", 0, 0, AAC_KBPS, passthrough=False)
 
 
@@ -134,6 +155,10 @@ class LadderTranscoder:
         self._audio_decoder: Any = None  # of the first audio frame's codec
         self._resampler: AudioResampler | None = None  # to 48 kHz stereo, for audio that is not
         self._aac: Any = None
+        self._audio_next: int | None = None  # 48 kHz ticks where the audio track's next frame is due
+        self._silence = b""  # one AAC frame of silence, for gaps in the audio
+        self.silent_frames = 0
+        self.late_audio = 0
         self._audio_track: AudioTrack | None = None
         self.codec_errors = 0
         self.frames = 0
@@ -150,6 +175,7 @@ class LadderTranscoder:
             aac.bit_rate = AAC_KBPS * 1000
             aac.time_base = fractions.Fraction(1, AUDIO_TIMESCALE)
             self._aac = aac
+            self._silence = silent_aac_frame()
         if self._has_video:
             picture = decode_keyframe(frame.codec, frame.data)
             if picture is None:
@@ -188,10 +214,6 @@ class LadderTranscoder:
         """The longest part of track `index` (audio parts are whole AAC frames)."""
         return self._packagers[index].part_target
 
-    @property
-    def has_audio(self) -> bool:
-        return self._audio_track is not None
-
     def request_layer_keyframe(self) -> None:
         """A WebRTC viewer switching to an encoded rendition needs a keyframe of it."""
         self._force_key = True
@@ -214,6 +236,12 @@ class LadderTranscoder:
                     self._request_keyframe()
         force = boundary or self._force_key
         self._force_key = False
+        if self._audio_index >= 0:  # audio that stopped (or never came) is filled with silence
+            video_at = pts * AUDIO_TIMESCALE // VIDEO_TIMESCALE
+            if self._audio_next is None:
+                self._audio_next = video_at  # the audio track starts with the video
+            if video_at - self._audio_next > AUDIO_BEHIND:
+                self._fill_silence(video_at - AUDIO_BEHIND // 2)
         for index, rendition in enumerate(self.renditions):
             packager = self._packagers[index]
             encoder = self._encoders[index]
@@ -229,7 +257,7 @@ class LadderTranscoder:
 
     def _audio(self, frame: EncodedFrame, pts: int) -> None:
         if frame.codec == "aac" and frame.clock_rate == AUDIO_TIMESCALE and frame.config[:2] == AAC_LC_48K_STEREO:
-            self._emit(self._audio_index, self._packagers[self._audio_index].audio(frame.data, pts))  # as it is
+            self._audio_unit(frame.data, pts)  # as it is
             return
         if self._audio_decoder is None:
             self._audio_decoder = av.CodecContext.create("aac" if frame.codec == "aac" else "opus", "r")
@@ -255,7 +283,35 @@ class LadderTranscoder:
     def _audio_out(self, packet: Any) -> None:
         if packet.pts is None or packet.pts < 0:
             return  # the encoder's priming frame
-        self._emit(self._audio_index, self._packagers[self._audio_index].audio(bytes(packet), int(packet.pts)))
+        self._audio_unit(bytes(packet), int(packet.pts))
+
+    def _audio_unit(self, data: bytes, pts: int) -> None:
+        """One AAC frame for the audio track, after silence for any gap before it (players stall on
+        a gap in either track). A frame that starts before what the track already holds (it came
+        after the gap was filled) is dropped."""
+        due = self._audio_next
+        if due is not None:
+            if pts + AAC_FRAME // 2 < due:
+                self.late_audio += 1
+                return
+            if pts - due >= AAC_FRAME // 2:
+                self._fill_silence(pts)
+                due = self._audio_next if self._audio_next is not None else due
+            if abs(pts - due) < AAC_FRAME // 2:
+                pts = due  # within half a frame: right after the last one, so the track has no seam
+        self._emit(self._audio_index, self._packagers[self._audio_index].audio(data, pts))
+        self._audio_next = pts + AAC_FRAME
+
+    def _fill_silence(self, until: int) -> None:
+        """Silent frames from where the audio track ends up to `until` (48 kHz ticks)."""
+        due = self._audio_next
+        assert due is not None
+        packager = self._packagers[self._audio_index]
+        while due + AAC_FRAME <= until + AAC_FRAME // 2:
+            self._emit(self._audio_index, packager.audio(self._silence, due))
+            self.silent_frames += 1
+            due += AAC_FRAME
+        self._audio_next = due
 
     def finish(self) -> None:
         """The end: flush the encoders and close every rendition's last part."""

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from recorder.hls.mpd import DashOptions, Video, manifest
+from recorder.hls.packager import Part
 from recorder.hls.transcoder import AUDIO
 from signaling.api.endpoint import ANYONE, Call, Endpoint
 from signaling.api.hls_api import IMMUTABLE, media_response, text_response
@@ -43,13 +44,14 @@ class DashApi:
         self.requests.labels("mpd").inc()
         live = await self._ladders.ready(call.request)
         audio = live.window(AUDIO.name)  # of a stream with video, or of an audio-only one
-        options = DashOptions(live.options.segment, live.options.part_target, live.playlist_options.window,
-                              self._target_latency)
+        options = DashOptions(live.options.segment, live.playlist_options.window, self._target_latency)
         videos = [Video(window, bandwidth, codec) for window, bandwidth, codec in live.variants() if window is not audio]
-        origin = self._public_url or f"{call.request.scheme}://{call.request.host}"
+        # The clock's URL from settings, never from the request's Host (a cached MPD would carry a forged
+        # one to every viewer); without PUBLIC_URL, the path: players on the origin's own pages resolve it.
         text = manifest(videos, audio, live.audio_bandwidth, options, live.started_at, time.time(), live.ended,
-                        f"{live.ladder_id}/", f"{origin}/dash/time")
-        return text_response(text, MPD, "public, max-age=60" if live.ended else "public, max-age=1")
+                        f"{live.ladder_id}/", f"{self._public_url}/dash/time")
+        # An ended stream's MPD is cached briefly: the channel's next stream has the same MPD URL.
+        return text_response(text, MPD, "public, max-age=2" if live.ended else "public, max-age=1")
 
     async def media(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
@@ -66,19 +68,19 @@ class DashApi:
             return media_response(init.data, "video/mp4")
         self.requests.labels("segment").inc()
         number = int(match[2])
+        step = live.options.segment
         newest = window.segments[-1].slot if window.segments else -1
         if number > newest:
             if number > newest + AHEAD or live.ended:
                 raise NotFound(f"segment {number} is not made yet", headers=NO_STORE)
-            wait = (number - newest + 1) * live.options.segment + 1
-            await live.wait(lambda: bool(window.segments) and window.segments[-1].slot >= number, wait)
-        segment = window.at_slot(number)
-        if segment is None:
-            if window.segments and window.segments[-1].slot < number:
+            await live.wait(lambda: bool(window.at_slot(number, step)), (number - newest + 1) * step + 1)
+        segments = window.at_slot(number, step)
+        if not segments:
+            if window.segments and window.segments[-1].slot < number and not live.ended:
                 raise Unavailable(f"segment {number} did not start in time", retry_after=1, headers=NO_STORE)
             raise NotFound(f"segment {number} is not in the window", headers=NO_STORE)
-        if segment.complete:
-            return media_response(segment.data, "video/mp4")
+        if window.slot_complete(segments) or (live.ended and all(s.complete for s in segments)):
+            return media_response(b"".join(s.data for s in segments), "video/mp4")
         # Being made: what there is now, then each part as it comes (chunked transfer).
         response = web.StreamResponse(headers={"Content-Type": "video/mp4", "Cache-Control": IMMUTABLE,
                                                "Access-Control-Allow-Origin": "*", "X-Accel-Buffering": "no",
@@ -86,17 +88,23 @@ class DashApi:
         response.enable_chunked_encoding()
         await response.prepare(request)
         self.chunked.inc()
-        sent = 0
-        deadline = time.monotonic() + 3 * live.options.segment + 2  # longer: a stalled stream, end the answer
+        sent = 0  # parts of the slot sent, over its segments
+        deadline = time.monotonic() + 3 * step + 2  # longer: a stalled stream, end the answer
+
+        def parts() -> list[Part]:
+            return [part for segment in window.at_slot(number, step) for part in segment.parts]
+
         try:
             while True:
-                for part in segment.parts[sent:]:
+                for part in parts()[sent:]:
                     await response.write(part.data)
-                sent = len(segment.parts)
-                if segment.complete or live.ended or time.monotonic() > deadline:
+                    sent += 1
+                done = window.slot_complete(window.at_slot(number, step))
+                if done or live.ended or time.monotonic() > deadline:
                     break
-                await live.wait(lambda: len(segment.parts) > sent or segment.complete, deadline - time.monotonic())
-            if segment.complete:
+                await live.wait(lambda: len(parts()) > sent or window.slot_complete(window.at_slot(number, step)),
+                                deadline - time.monotonic())
+            if window.slot_complete(window.at_slot(number, step)) or live.ended:
                 await response.write_eof()
             elif request.transport is not None:  # stalled: an incomplete answer, never a short segment in a cache
                 request.transport.close()

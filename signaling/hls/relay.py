@@ -41,7 +41,10 @@ class HlsRelay:
         if node is None or node.id == self._node_id:
             return None
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False)
+            # No connection limit: each DASH player at the live edge holds one answer open for about a
+            # segment (they are streamed, not collapsed), beside the HLS blocking reloads.
+            self._http = aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False,
+                                               connector=aiohttp.TCPConnector(limit=0))
         try:
             async with self._http.get(node.http_url + request.path_qs, headers={HOP: self._node_id}) as answer:
                 headers = {name: answer.headers[name] for name in PASSED_HEADERS if name in answer.headers}
@@ -72,7 +75,7 @@ class HlsRelay:
             async for chunk in answer.content.iter_any():
                 passed += len(chunk)
                 if passed > MAX_BODY:
-                    break
+                    raise aiohttp.ClientPayloadError(f"more than {MAX_BODY} bytes")
                 await response.write(chunk)
             await response.write_eof()
         except ConnectionResetError:

@@ -2,6 +2,9 @@
 // ?playback=dash and a PLAYBACK_ORDER that names DASH. The same interface as HlsPlayback. Loaded only
 // when a viewer needs it.
 
+const MANIFEST_ERRORS = new Set([10, 11, 25, 31, 32]); // loading, parsing, downloading it; nothing in it
+const SEGMENT_ERRORS = new Set([17, 18, 27]); // a media segment that could not be loaded
+
 export class DashPlayback {
   constructor(video, url, { onError = () => {}, onLevels = () => {}, onPlaying = () => {} } = {}) {
     this.video = video;
@@ -11,6 +14,7 @@ export class DashPlayback {
     this.onPlaying = onPlaying; // the first frame is showing
     this.player = null;
     this.dashjs = null;
+    this.levels = []; // representation ids, in the order of the quality menu
     this.played = false;
     this.stopped = false;
     this.errors = []; // the last errors dash.js reported, [seconds since start, details, fatal]
@@ -33,8 +37,8 @@ export class DashPlayback {
     player.updateSettings({
       debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
       streaming: {
-        // The MPD's ServiceDescription sets the target latency; catching up plays at most 20 % faster.
-        liveCatchup: { enabled: true, maxDrift: 2, playbackRate: { min: -0.2, max: 0.2 } },
+        // The MPD's ServiceDescription sets the target latency and the catch-up rates.
+        liveCatchup: { enabled: true },
         buffer: { bufferTimeAtTopQuality: 4, bufferTimeDefault: 4, bufferToKeep: 20 },
         retryAttempts: { MPD: 8 }, // the ladder starts on the first request: the MPD can take a few seconds
         retryIntervals: { MPD: 1000 },
@@ -42,7 +46,10 @@ export class DashPlayback {
     });
     const events = dashjs.MediaPlayer.events;
     player.on(events.STREAM_INITIALIZED, () => {
-      this.onLevels(player.getRepresentationsByType("video").map((r, index) => ({
+      const representations = player.getRepresentationsByType("video");
+      // The menu's values index this list of ids: dash.js's own list can change order later.
+      this.levels = representations.map((r) => r.id);
+      this.onLevels(representations.map((r, index) => ({
         value: String(index),
         label: r.height ? `${Math.min(r.width || r.height, r.height)}p` : `${Math.round(r.bandwidth / 1000)} kbit/s`,
       })));
@@ -50,10 +57,15 @@ export class DashPlayback {
     player.on(events.ERROR, (event) => {
       const error = event.error || {};
       const detail = error.message || String(error.code || "error");
-      this.errors.push([Math.round(performance.now() - this.startedAt) / 1000, detail, true]);
+      // A segment that failed to load (after dash.js's own retries) costs a skip, not the playback:
+      // dash.js goes on with the next. The manifest, the init segment or the media source failing
+      // does end it.
+      const fatal = !SEGMENT_ERRORS.has(error.code);
+      this.errors.push([Math.round(performance.now() - this.startedAt) / 1000, detail, fatal]);
       if (this.errors.length > 20) this.errors.shift();
+      if (!fatal) return;
       // A manifest that cannot be loaded: the channel is not live (the player says "offline").
-      const manifest = error.code === 10 || error.code === 25 || /manifest/i.test(detail);
+      const manifest = MANIFEST_ERRORS.has(error.code);
       this.onError(manifest ? `manifestLoadError: ${detail}` : detail);
     });
     player.on(events.PLAYBACK_ENDED, () => {
@@ -62,17 +74,25 @@ export class DashPlayback {
     player.initialize(this.video, this.url, true);
   }
 
-  /** Play rendition `index`; -1 for automatic. */
+  /** Play rendition `index`; -1 for automatic. Done by bounding dash.js's ABR to that rendition's
+   * bit rate, which it applies from the next segment it loads (a manual switch was not always taken
+   * under load). */
   setLevel(index) {
     if (!this.player) return;
-    this.player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: index < 0 } } } });
-    if (index >= 0) this.player.setRepresentationForTypeByIndex("video", index, true);
+    const id = this.levels[index];
+    const chosen = index >= 0 ? this.player.getRepresentationsByType("video").find((r) => r.id === id) : null;
+    const kbps = chosen ? chosen.bandwidth / 1000 : -1;
+    this.player.updateSettings({ streaming: { abr: {
+      minBitrate: { video: chosen ? kbps * 0.999 : -1 },
+      maxBitrate: { video: chosen ? kbps * 1.001 : -1 },
+    } } });
   }
 
-  /** The rendition playing: {index, height}. */
+  /** The rendition playing: {index, height}, `index` in the list the quality menu was made from. */
   get level() {
     const current = this.player?.getCurrentRepresentationForType("video");
-    return current ? { index: current.index, height: current.height || 0 } : null;
+    if (!current) return null;
+    return { index: this.levels.indexOf(current.id), height: current.height || 0 };
   }
 
   /** Seconds between the newest media and what is shown (dash.js's own figure, on the UTCTiming clock). */

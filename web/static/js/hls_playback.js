@@ -68,9 +68,10 @@ export class HlsPlayback {
 
   /** Play rendition `index`; -1 for automatic (hls.js only). */
   setLevel(index) {
-    // From the next part on, keeping what is buffered: switching at once (currentLevel) empties the
-    // buffer, stalls, and hls.js then adds a second to its target latency for good.
-    if (this.hls) this.hls.nextLevel = index;
+    // For what is loaded next, keeping what is buffered: switching at once (currentLevel, or nextLevel,
+    // which may flush what is ahead) empties the buffer, stalls, and hls.js then adds a second to its
+    // target latency for good.
+    if (this.hls) this.hls.loadLevel = index;
   }
 
   /** The rendition playing: {index, height} (hls.js only). */

@@ -38,7 +38,7 @@ export class Player {
     // What plays: WebRTC first, then the first HTTP protocol of `order` when it cannot; an order that
     // starts with HLS or DASH (the ?playback= choice) plays that alone.
     this.prefer = order[0] === "webrtc" ? "webrtc" : "http";
-    this.httpKind = order.find((kind) => kind in HTTP) || "hls";
+    this.httpKind = order.find((kind) => kind in HTTP) || null; // null: WebRTC only, no fallback
     this.onState = onState;
     this.onDataChannel = onDataChannel; // gets each session's "chat" data channel
     this.pc = null;
@@ -266,6 +266,10 @@ export class Player {
 
   async fallBack(why) {
     if (this.stopped) return;
+    if (!this.httpKind) {
+      this.setState("error", `${why}. Retrying…`);
+      return;
+    }
     if (!this.hls) {
       const was = this.box.dataset.state;
       this.video.srcObject = null;
