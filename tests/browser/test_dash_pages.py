@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 SERVER_SETTINGS = {"PLAYBACK_ORDER": "dash,webrtc"}
+SHAKA = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "shaka-player" / "dist" / "shaka-player.compiled.js"
 
 DASH_STATE = """() => {
   const player = window.tallyPlayer, playback = player && player.hls, video = playback && playback.video;
@@ -93,6 +95,22 @@ def test_dash_js_plays_a_studio_stream_at_low_latency_switches_renditions_and_pl
         assert time.monotonic() < deadline, f"did not switch to 180p: {now}, the menu: {labels}"
         time.sleep(0.25)
     frames_advance(page)
+    # Shaka Player plays the same MPD, live, in its low-latency mode, a few seconds behind at most.
+    if page.evaluate("() => typeof shaka === 'undefined'"):
+        page.evaluate(SHAKA.read_text())
+    page.evaluate(SHAKA_PLAYER, f"/dash/{name}/manifest.mpd")
+    deadline = time.monotonic() + 30
+    first = None
+    while True:
+        shaka = page.evaluate("() => window.shakaReport()")
+        if shaka["frames"] and first is None:
+            first = shaka
+        if first and shaka["frames"] >= first["frames"] + 30 and shaka["time"] > first["time"] + 1.5:
+            break
+        assert time.monotonic() < deadline and not shaka["error"], f"Shaka did not play: {shaka}"
+        time.sleep(0.25)
+    assert shaka["live"] and shaka["lowLatency"] and shaka["latency"] is not None and shaka["latency"] < 4, shaka
+    page.evaluate("() => window.shakaPlayer.destroy()")
     # The stream ends: the MPD turns static and dash.js plays what it has to the end. (The watch page
     # itself stops its player when the chat says the stream ended; a bare DashPlayback shows the MPD's end.)
     page.evaluate(BARE_PLAYER, f"/dash/{name}/manifest.mpd")
@@ -122,4 +140,24 @@ BARE_PLAYER = """async (url) => {
   });
   await playback.start();
   window.bare = { report: () => ({ ...report, time: video.currentTime, duration: video.duration, ended: video.ended }) };
+}"""
+
+SHAKA_PLAYER = """async (url) => {
+  shaka.polyfill.installAll();
+  const video = document.createElement("video");
+  video.muted = true;
+  document.body.append(video);
+  const player = new shaka.Player();
+  await player.attach(video);
+  player.configure({ streaming: { lowLatencyMode: true } });
+  const report = { error: null };
+  player.addEventListener("error", (event) => { report.error = String(event.detail && event.detail.code); });
+  window.shakaPlayer = player;
+  window.shakaReport = () => ({
+    ...report, frames: video.getVideoPlaybackQuality().totalVideoFrames, time: video.currentTime,
+    live: player.isLive(), lowLatency: player.getConfiguration().streaming.lowLatencyMode,
+    latency: Number.isFinite(player.getStats().liveLatency) ? player.getStats().liveLatency : null,
+  });
+  await player.load(url);
+  video.play().catch(() => null);
 }"""

@@ -2,35 +2,22 @@
 // ?playback=dash and a PLAYBACK_ORDER that names DASH. The same interface as HlsPlayback. Loaded only
 // when a viewer needs it.
 
+import { HttpPlayback } from "./http_playback.js";
+
 const MANIFEST_ERRORS = new Set([10, 11, 25, 31, 32]); // loading, parsing, downloading it; nothing in it
 const SEGMENT_ERRORS = new Set([17, 18, 27]); // a media segment that could not be loaded
 
-export class DashPlayback {
-  constructor(video, url, { onError = () => {}, onLevels = () => {}, onPlaying = () => {} } = {}) {
-    this.video = video;
-    this.url = url;
-    this.onError = onError;
-    this.onLevels = onLevels; // gets [{value, label}] once the renditions are known
-    this.onPlaying = onPlaying; // the first frame is showing
+export class DashPlayback extends HttpPlayback {
+  constructor(video, url, callbacks = {}) {
+    super(video, url, callbacks);
     this.player = null;
-    this.dashjs = null;
     this.levels = []; // representation ids, in the order of the quality menu
-    this.played = false;
-    this.stopped = false;
-    this.errors = []; // the last errors dash.js reported, [seconds since start, details, fatal]
-    this.startedAt = performance.now();
-    this.playing = () => {
-      if (this.stopped) return;
-      this.played = true;
-      this.onPlaying();
-    };
   }
 
   async start() {
     const { default: dashjs } = await import("/vendor/dashjs/dash.mediaplayer.min.js");
     if (this.stopped) return; // stopped while dash.js was loading
     if (!window.MediaSource && !window.ManagedMediaSource) throw new Error("this browser plays neither WebRTC nor DASH");
-    this.dashjs = dashjs;
     this.video.addEventListener("playing", this.playing);
     const player = dashjs.MediaPlayer().create();
     this.player = player;
@@ -61,8 +48,7 @@ export class DashPlayback {
       // dash.js goes on with the next. The manifest, the init segment or the media source failing
       // does end it.
       const fatal = !SEGMENT_ERRORS.has(error.code);
-      this.errors.push([Math.round(performance.now() - this.startedAt) / 1000, detail, fatal]);
-      if (this.errors.length > 20) this.errors.shift();
+      this.noteError(detail, fatal);
       if (!fatal) return;
       // A manifest that cannot be loaded: the channel is not live (the player says "offline").
       const manifest = MANIFEST_ERRORS.has(error.code);
@@ -102,11 +88,8 @@ export class DashPlayback {
   }
 
   stop() {
-    this.stopped = true;
-    this.video.removeEventListener("playing", this.playing);
     if (this.player) this.player.destroy();
     this.player = null;
-    this.video.removeAttribute("src");
-    this.video.load();
+    super.stop();
   }
 }

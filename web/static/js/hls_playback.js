@@ -1,23 +1,12 @@
 // HLS playback for the fallback: hls.js (from npm, served at /vendor/hls.js/) in low-latency mode, or
 // the browser's own HLS (Safari). Loaded only when a viewer needs it.
 
-export class HlsPlayback {
-  constructor(video, url, { onError = () => {}, onLevels = () => {}, onPlaying = () => {} } = {}) {
-    this.video = video;
-    this.url = url;
-    this.onError = onError;
-    this.onLevels = onLevels; // gets [{index, label}] once the renditions are known
-    this.onPlaying = onPlaying; // the first frame is showing
+import { HttpPlayback } from "./http_playback.js";
+
+export class HlsPlayback extends HttpPlayback {
+  constructor(video, url, callbacks = {}) {
+    super(video, url, callbacks);
     this.hls = null;
-    this.played = false;
-    this.stopped = false;
-    this.errors = []; // the last errors hls.js reported, [seconds since start, details, fatal]: why it stalls
-    this.startedAt = performance.now();
-    this.playing = () => {
-      if (this.stopped) return;
-      this.played = true;
-      this.onPlaying();
-    };
   }
 
   async start() {
@@ -49,8 +38,7 @@ export class HlsPlayback {
         })));
       });
       hls.on(Hls.Events.ERROR, (_, data) => {
-        this.errors.push([Math.round(performance.now() - this.startedAt) / 1000, data.details || data.type, Boolean(data.fatal)]);
-        if (this.errors.length > 20) this.errors.shift();
+        this.noteError(data.details || data.type, Boolean(data.fatal));
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
         else this.onError(data.details || data.type);
@@ -86,11 +74,8 @@ export class HlsPlayback {
   }
 
   stop() {
-    this.stopped = true;
-    this.video.removeEventListener("playing", this.playing);
     if (this.hls) this.hls.destroy();
     this.hls = null;
-    this.video.removeAttribute("src");
-    this.video.load();
+    super.stop();
   }
 }
