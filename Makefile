@@ -24,7 +24,7 @@ venv: $(VENV)/.installed
 # Without npm the platform still runs; the watch page then has no HLS fallback (it says so).
 web/node_modules/.installed: web/package.json web/package-lock.json
 	@if command -v npm >/dev/null; then \
-		cd web && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+		bash infra/scripts/install-web-deps.sh; \
 	else echo "npm not found: install Node.js/npm for the watch page's HLS fallback (hls.js)"; fi
 
 web-deps: web/node_modules/.installed

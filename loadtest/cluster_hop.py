@@ -33,6 +33,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(Path(__file__).resolve().par
 
 from harness import Running, cpu_seconds, http, percentile, wait_ready  # noqa: E402
 from pg_databases import fresh_database  # noqa: E402
+from signaling.auth.sealing import new_key  # noqa: E402
+
+SECRETS_KEYS = new_key()  # the processes of a run share a database: they seal with one key
 
 
 def free_port() -> int:
@@ -57,7 +60,7 @@ def process(args: list[str], env: dict[str, str], log: Path, url: str | None) ->
 def base_env(data: Path, port: int, database_url: str, **more: str) -> dict[str, str]:
     return {**os.environ, "DATA_DIR": str(data), "PORT": str(port), "HOST": "127.0.0.1", "DATABASE_URL": database_url,
             "WEBRTC_HOST_ADDRESSES": "127.0.0.1", "LOG_LEVEL": "WARNING", "PUBLIC_URL": "",
-            "RATE_WHEP_PER_MINUTE": "100000", "RATE_REGISTER_PER_HOUR": "1000", **more}
+            "RATE_WHEP_PER_MINUTE": "100000", "RATE_REGISTER_PER_HOUR": "1000", "SECRETS_KEYS": SECRETS_KEYS, **more}
 
 
 @contextmanager

@@ -53,6 +53,7 @@ from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
 from signaling.auth.oidc import FlowSealer, OidcProviders
 from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
+from signaling.auth.sealing import Sealer, sealer_for
 from signaling.auth.roles import Principal, Role
 from signaling.channels.service import ChannelService
 from signaling.cluster.directory import FRESH as DIRECTORY_FRESH, NodeDirectory
@@ -69,8 +70,9 @@ from signaling.chat.hub import ChatHub
 from signaling.chat.links import DataChannelLink
 from signaling.chat.service import ChatRules, ChatService
 from signaling.db.database import Database
+from signaling.db.sealed_columns import SealedColumns
 from signaling.migrations.runner import upgrade
-from signaling.settings import Settings
+from signaling.settings import OidcProviderSettings, Settings
 from signaling.shutdown_steps import ShutdownSteps
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
@@ -89,6 +91,7 @@ from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
 from sfu.rtmp.session import RtmpServer
 from sfu.session import Session
+from signaling.auth.turn_credentials import IceServers
 from signaling.web_pages import add_web_routes, not_found_pages, security_headers
 
 log = logging.getLogger(__name__)
@@ -184,12 +187,33 @@ def _media_origins(settings: Settings) -> tuple[str, ...]:
     return (f"{endpoint.scheme}://{endpoint.netloc}",)
 
 
+def _ice_servers(settings: Settings, sealer: Sealer) -> IceServers:
+    """The ICE servers clients are told about, with TURN_SECRET and static credentials opened (they may
+    be given sealed)."""
+    static = [server.model_copy(update={"credential": sealer.open_setting(server.credential, f"the credential of "
+                                                                          f"ICE_SERVERS' {server.urls}")})
+              if server.credential else server for server in settings.ice_servers]
+    return IceServers(static, settings.turn_urls, sealer.open_setting(settings.turn_secret, "TURN_SECRET"),
+                      settings.turn_credential_ttl)
+
+
+def _opened_providers(settings: Settings, sealer: Sealer) -> dict[str, OidcProviderSettings]:
+    """OIDC_PROVIDERS with each client secret opened (it may be given sealed)."""
+    return {name: provider.model_copy(update={"client_secret": sealer.open_setting(
+                provider.client_secret, f"the client_secret of OIDC_PROVIDERS' {name}")})
+            for name, provider in settings.oidc_providers.items()}
+
+
 def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
     """The aiohttp application for `settings`.
 
     Objects are built here; none of them connects before first use. Startup applies migrations,
     cleanup closes every resource (in reverse order of need).
     """
+    # Secrets first: keys that do not open the sealed settings stop it before anything is opened.
+    sealer = sealer_for(settings)  # (SecretsKeysError; also processes sharing a bus without SECRETS_KEYS)
+    providers = _opened_providers(settings, sealer)
+    secret = load_or_create_secret(sealer.open_setting(settings.jwt_secret, "JWT_SECRET"), settings.data_dir)
     metrics = HttpMetrics(CollectorRegistry())
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -201,8 +225,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     db = Database(settings.resolved_database_url)
     bus = open_bus(settings.bus_url)
     limiter = open_rate_limiter(settings.bus_url, clock)
-    oidc = OidcProviders(settings.oidc_providers, settings.resolved_public_url)
-    secret = load_or_create_secret(settings.jwt_secret, settings.data_dir)
+    oidc = OidcProviders(providers, settings.resolved_public_url)
     accounts = AccountService(
         db,
         Passwords(settings.argon2_time_cost, settings.argon2_memory_cost),
@@ -212,7 +235,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         clock,
     )
     channels = ChannelService(db, clock)
-    notifications = notification_parts(settings, db, bus, secret, clock)
+    notifications = notification_parts(settings, db, bus, secret, sealer, clock)
     worker = notifications.worker(clock, name=f"{settings.resolved_node_id}:worker") if settings.resolved_run_worker else None
     streams = StreamService(db, bus, settings.resolved_node_id, clock, open_hls_audience(settings.bus_url, clock),
                             notifications.rules)
@@ -344,7 +367,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         me_api,
         ChannelsApi(channels, streams, limiter, settings, viewing, hls_requests),
         UsersApi(accounts),
-        WebRtcApi(media, channels, accounts, limiter, settings),
+        WebRtcApi(media, channels, accounts, limiter, settings,
+                  _ice_servers(settings, sealer)),
         ChatApi(chat, hub, accounts),
         RecordingsApi(recordings, settings),
         AnalyticsApi(ChannelAnalytics(db, clock), ingest_history, clock),
@@ -374,6 +398,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         try:
             if settings.auto_migrate:
                 await upgrade(db.engine)
+            await SealedColumns(db, sealer).start()  # other keys than the database's stop the start here
             if settings.media:
                 # First make sure no live process is this node: its recovery below would end that
                 # process's streams and recordings.

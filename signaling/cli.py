@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bus import is_shared
+from signaling.auth.sealing import SecretsKeysError, new_key
 from signaling.settings import Settings
 from telemetry.logs import configure as configure_logging
 
@@ -49,7 +50,8 @@ def _serve(settings: Settings) -> None:
     app = create_app(settings)
     _tune_gc()
     # web.run_app handles SIGINT and SIGTERM: it stops accepting, runs cleanup_ctx, and exits 0.
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None,
+    tls = settings.https_tls() if settings.tls_cert else None
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None, ssl_context=tls,
                 shutdown_timeout=10)  # NodeIdTaken (another process is this node) ends it at start
 
 
@@ -70,18 +72,44 @@ async def _set_role(settings: Settings, username: str, role: str) -> None:
     from signaling.auth.access_tokens import AccessTokens, load_or_create_secret
     from signaling.auth.passwords import Passwords
     from signaling.auth.roles import Role
+    from signaling.auth.sealing import settings_secret
     from signaling.db.database import Database
 
+    secret = load_or_create_secret(settings_secret(settings, settings.jwt_secret, "JWT_SECRET"), settings.data_dir)
     db = Database(settings.resolved_database_url)
     try:
-        accounts = AccountService(
-            db, Passwords(1, 8), AccessTokens(load_or_create_secret(settings.jwt_secret, settings.data_dir), 60),
-            60, Role.VIEWER,
-        )
+        accounts = AccountService(db, Passwords(1, 8), AccessTokens(secret, 60), 60, Role.VIEWER)
         user = await accounts.set_role(username, Role.parse(role))
         print(f"{user.username} is now {user.role}")
     finally:
         await db.close()
+
+
+def _seal(settings: Settings) -> int:
+    """`tally secrets seal`: standard input's value sealed, for a setting (JWT_SECRET=sealed:…)."""
+    from signaling.auth.sealing import sealer_for
+
+    value = sys.stdin.read().rstrip("\r\n")
+    if not value:
+        print("tally: give the value to seal on standard input", file=sys.stderr)
+        return 2
+    print(sealer_for(settings).seal(value))
+    return 0
+
+
+async def _rotate(settings: Settings) -> None:
+    """`tally secrets rotate`: every secret in the database sealed under the newest key."""
+    from signaling.auth.sealing import sealer_for
+    from signaling.db.database import Database
+    from signaling.db.sealed_columns import SealedColumns
+
+    sealer = sealer_for(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        counts = await SealedColumns(db, sealer).reseal()
+    finally:
+        await db.close()
+    print("sealed under the newest key: " + ", ".join(f"{n} {label}" for label, n in counts.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     role = commands.add_parser("set-role", help="change a user's role")
     role.add_argument("username")
     role.add_argument("role", choices=["viewer", "broadcaster", "moderator", "admin"])
+    sealing = commands.add_parser("secrets", help="secrets at rest: keys, sealed settings, rotation")
+    actions = sealing.add_subparsers(dest="action", required=True)
+    actions.add_parser("new-key", help="print a fresh key for SECRETS_KEYS")
+    actions.add_parser("seal", help="print the value on standard input sealed (for JWT_SECRET, TURN_SECRET, …)")
+    actions.add_parser("rotate", help="re-seal every secret in the database under the newest key of SECRETS_KEYS")
     args = parser.parse_args(argv)
+    if args.command == "secrets" and args.action == "new-key":  # needs no settings (SECRETS_KEYS may be wrong)
+        print(new_key())
+        return 0
 
     overrides: dict[str, bool] = {}
     if args.command == "node":
@@ -125,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         except NodeIdTaken as exc:
             print(f"tally: {exc}", file=sys.stderr)
             return 3  # it would fail the same way again: supervisors do not start it again
-        except PortTaken as exc:
+        except (PortTaken, SecretsKeysError) as exc:
             print(f"tally: {exc}", file=sys.stderr)
             return 2
     elif args.command == "cluster":
@@ -141,12 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         from signaling.worker_process import run_worker
 
-        return asyncio.run(run_worker(settings))
+        try:
+            return asyncio.run(run_worker(settings))
+        except SecretsKeysError as exc:
+            print(f"tally: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))
     elif args.command == "set-role":
         try:
             asyncio.run(_set_role(settings, args.username, args.role))
+        except Exception as exc:  # an operator command: say what went wrong, no traceback
+            print(f"tally: {exc}", file=sys.stderr)
+            return 1
+    elif args.command == "secrets":
+        try:
+            if args.action == "seal":
+                return _seal(settings)
+            asyncio.run(_rotate(settings))
+        except SecretsKeysError as exc:
+            print(f"tally: {exc}", file=sys.stderr)
+            return 2 if args.action == "seal" else 1
         except Exception as exc:  # an operator command: say what went wrong, no traceback
             print(f"tally: {exc}", file=sys.stderr)
             return 1

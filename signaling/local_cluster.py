@@ -2,8 +2,8 @@
 own process, meeting on the machine's Redis and PostgreSQL.
 
 The supervisor applies migrations once, then runs `tally serve --media off` on PORT and `tally node`s on
-the ports after it (NODE_ID node-1, node-2, …, each with its own recording spool; one JWT key and one
-storage for all). The nodes share the RTMP(S) ports: the kernel hands each encoder to one of them. A child that dies is started again after a pause that grows while it keeps dying;
+the ports after it (NODE_ID node-1, node-2, …, each with its own recording spool; one
+storage, one JWT key and one set of SECRETS_KEYS for all). The nodes share the RTMP(S) ports: the kernel hands each encoder to one of them. A child that dies is started again after a pause that grows while it keeps dying;
 SIGTERM or Ctrl-C stops every child with SIGTERM (each drains and exits) and then the supervisor.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bus import is_shared
 from signaling.auth.access_tokens import load_or_create_secret
+from signaling.auth.sealing import load_or_create_keys
 from signaling.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def plan(settings: Settings, nodes: int) -> list[Child]:
     shared = {
         **inherited,
         "JWT_SECRET": load_or_create_secret(settings.jwt_secret, settings.data_dir),
+        # The children share this machine: the key kept under DATA_DIR serves them all when none is set.
+        "SECRETS_KEYS": ",".join(load_or_create_keys(settings.secrets_keys, settings.data_dir)),
         "STORAGE_URL": settings.resolved_storage_url,
         "DATA_DIR": str(settings.data_dir),
         "AUTO_MIGRATE": "false",

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bus import is_shared
 from recorder.hls.ladder import DEFAULT_LADDER, parse_ladder
+from signaling.auth.sealing import parse_keys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     web_root: Path = REPO_ROOT / "web"
 
     jwt_secret: str = Field(default="", description="HS256 key; generated and kept under data_dir when empty.")
+    secrets_keys: str = Field(
+        default="", description="Fernet keys sealing secrets at rest, comma-separated, newest first (the first seals, "
+                                "all open); generated and kept under data_dir when empty (one process only).",
+    )
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
     argon2_time_cost: int = 3
@@ -126,6 +131,11 @@ class Settings(BaseSettings):
         description="TCP port of RTMP over TLS (rtmps://HOST:PORT/live) on a media process; 0: off. Needs RTMPS_CERT "
                     "and RTMPS_KEY.",
     )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate chain: `tally serve` answers HTTPS (and WSS) itself on PORT. "
+                                  "For one host; several sit behind the gateway (infra/gateway/) instead.",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of TLS_CERT.")
     rtmps_cert: Path | None = Field(default=None, description="PEM certificate chain of the RTMPS listener.")
     rtmps_key: Path | None = Field(default=None, description="PEM private key of the RTMPS listener.")
     rtmps_public_url: str = Field(
@@ -137,6 +147,27 @@ class Settings(BaseSettings):
     )
     ice_servers: Annotated[list[IceServerSettings], NoDecode] = Field(
         default=[], description="STUN/TURN servers offered to browsers and encoders (WHIP/WHEP Link headers)."
+    )
+    turn_urls: Annotated[list[str], NoDecode] = Field(
+        default=[], description="TURN server URLs given short-lived credentials (comma-separated), e.g. "
+                                "turn:turn.example.com:3478?transport=udp,turn:turn.example.com:3478?transport=tcp,"
+                                "turns:turn.example.com:5349?transport=tcp. Needs TURN_SECRET.",
+    )
+    turn_secret: str = Field(
+        default="", description="Shared secret of the TURN REST API credentials (coturn's static-auth-secret)."
+    )
+    turn_credential_ttl: int = Field(
+        default=3600, ge=60, le=7 * 24 * 3600,
+        description="Seconds a TURN credential may start a relay (coturn checks it when a relay is allocated; "
+                    "relays already running outlive it).",
+    )
+    ice_transport_policy: str = Field(
+        default="all", pattern="^(all|relay)$",
+        description="What the pages tell browsers: 'all' candidates, or 'relay' only (hides viewers' addresses "
+                    "from the media nodes; needs TURN).",
+    )
+    rate_ice_servers_per_minute: int = Field(
+        default=600, ge=1, description="ICE server configurations (TURN credentials) issued per client address."
     )
 
     s3_endpoint_url: str = Field(default="", description="S3 API endpoint for s3:// storage (MinIO: http://host:9000); AWS when empty.")
@@ -178,6 +209,12 @@ class Settings(BaseSettings):
     log_format: str = Field(default="text", description="text, or json: one JSON object per line with the "
                                                         "request, user, channel, stream, session and node ids")
 
+    @field_validator("secrets_keys")
+    @classmethod
+    def _check_secrets_keys(cls, value: str) -> str:
+        parse_keys(value)  # a ValueError says which key is wrong
+        return value
+
     @field_validator("hls_ladder")
     @classmethod
     def _check_ladder(cls, value: str) -> str:
@@ -199,7 +236,7 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
-    @field_validator("webrtc_host_addresses", "webrtc_announced_addresses", mode="before")
+    @field_validator("webrtc_host_addresses", "webrtc_announced_addresses", "turn_urls", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -240,13 +277,46 @@ class Settings(BaseSettings):
 
     @property
     def resolved_node_id(self) -> str:
-        return self.node_id or f"{self.host}:{self.port}"
+        # Listening on every address (a container), the host's name tells replicas apart.
+        return self.node_id or f"{self.reachable_host}:{self.port}"
 
     @model_validator(mode="after")
     def _media_off_needs_a_cluster(self) -> Settings:
         if not self.media and not is_shared(self.bus_url):
             raise ValueError("MEDIA off sends sessions to the cluster's nodes: set BUS_URL to the cluster's Redis")
         return self
+
+    @model_validator(mode="after")
+    def _turn_needs_a_secret(self) -> Settings:
+        for url in self.turn_urls:
+            if not url.startswith(("turn:", "turns:")) or any(c in url for c in '<>"; \t'):
+                raise ValueError(f"TURN_URLS holds {url!r}: each is turn:HOST:PORT or turns:HOST:PORT (RFC 7065)")
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("TURN_URLS needs TURN_SECRET (the static-auth-secret shared with coturn)")
+        relays = self.turn_urls or [s.urls for s in self.ice_servers if s.urls.startswith(("turn:", "turns:"))]
+        if self.ice_transport_policy == "relay" and not relays:
+            raise ValueError("ICE_TRANSPORT_POLICY=relay needs a TURN server (TURN_URLS and TURN_SECRET)")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_needs_both_files(self) -> Settings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS_CERT and TLS_KEY go together (PEM files of the certificate chain and its key)")
+        if self.tls_cert:
+            self.https_tls()  # a missing file or a key that does not fit says so at start
+        return self
+
+    def https_tls(self) -> ssl.SSLContext:
+        """The HTTPS listener's TLS context: TLS 1.2 and later, HTTP/1.1 (a gateway in front adds HTTP/2)."""
+        assert self.tls_cert is not None and self.tls_key is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["http/1.1"])
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"TLS_CERT/TLS_KEY cannot be loaded: {exc}") from None
+        return context
 
     @model_validator(mode="after")
     def _rtmps_needs_a_certificate(self) -> Settings:
@@ -305,7 +375,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_public_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def resolved_rtmp_url(self) -> str:

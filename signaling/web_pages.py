@@ -151,8 +151,15 @@ def not_found_pages(root: Path, media_origins: tuple[str, ...] = ()) -> Middlewa
     return middleware
 
 
+HSTS = "max-age=63072000; includeSubDomains"  # two years, as browsers' preload lists ask
+
+
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("sslcontext") is not None:
+        # Answered over TLS by this process itself (TLS_CERT): only then may it speak for the host.
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
     return response

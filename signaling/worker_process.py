@@ -13,7 +13,9 @@ import signal
 
 from bus import open_bus
 from signaling.auth.access_tokens import load_or_create_secret
+from signaling.auth.sealing import sealer_for
 from signaling.db.database import Database
+from signaling.db.sealed_columns import SealedColumns
 from signaling.notifications.parts import notification_parts
 from signaling.settings import Settings
 
@@ -21,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 async def run_worker(settings: Settings) -> int:
+    sealer = sealer_for(settings)  # SecretsKeysError: a cluster's worker needs SECRETS_KEYS
+    secret = load_or_create_secret(sealer.open_setting(settings.jwt_secret, "JWT_SECRET"), settings.data_dir)
     db = Database(settings.resolved_database_url)
     bus = open_bus(settings.bus_url)
-    parts = notification_parts(settings, db, bus, load_or_create_secret(settings.jwt_secret, settings.data_dir))
+    parts = notification_parts(settings, db, bus, secret, sealer)
     worker = parts.worker(name=f"{settings.resolved_node_id}:worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -31,6 +35,7 @@ async def run_worker(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await bus.ping()
+        await SealedColumns(db, sealer).start()  # other keys than the database's stop it here
         worker.start()
         log.info("Tallylight notification worker %s ready", worker.name)
         await stop.wait()

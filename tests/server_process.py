@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port, wait_ready
+from support import SECRETS_KEYS, free_port, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,7 @@ def server_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "JWT_SECRET": secrets.token_hex(32),
+        "SECRETS_KEYS": SECRETS_KEYS,
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_COST": "8",
         "RATE_LOGIN_PER_MINUTE": "1000",
@@ -87,9 +89,11 @@ def serve(data_dir: Path, command: tuple[str, ...] = ("serve",), host: str = "12
     with log.open("wb") as out:
         process = subprocess.Popen([*prefix, *tally(*command)], cwd=REPO_ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
-    server = ServerProcess(f"http://{host}:{port}", log, process)
+    scheme = "https" if settings.get("TLS_CERT") else "http"  # TLS_CERT: the test's own certificate
+    server = ServerProcess(f"{scheme}://{host}:{port}", log, process)
     try:
-        wait_ready(server.url, process, log)
+        wait_ready(server.url, process, log,
+                   context=ssl.create_default_context(cafile=settings["TLS_CERT"]) if scheme == "https" else None)
         yield server
     finally:
         if not server.killed:

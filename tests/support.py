@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -19,6 +20,9 @@ from signaling.app import Services
 from signaling.settings import Settings
 
 JWT_SECRET = "test-secret-" + "x" * 40
+# The key every test server process seals with: the processes of one test share a database, as a cluster's
+# do, and so must share their keys (in-process apps keep the embedded default: a key made under DATA_DIR).
+SECRETS_KEYS = "p7xfBrknZapo9BLoapln_ggKequCK_n2Sv5sg-NlNI8="
 
 
 @contextmanager
@@ -41,13 +45,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30,
+               context: ssl.SSLContext | None = None) -> None:
     """Wait until a server subprocess answers /readyz; fail with its log if it exits or never does."""
     deadline = time.monotonic() + timeout
     while True:
         assert process.poll() is None, f"the server exited early:\n{log.read_text()}"
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+            with urllib.request.urlopen(url + "/readyz", timeout=2, context=context) as response:
                 if response.status == 200:
                     return
         except OSError:

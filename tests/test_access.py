@@ -57,6 +57,7 @@ TABLE: dict[tuple[str, str], set[str]] = {
     ("OPTIONS", "/whep/{channel}/{session}/layers"): ANYONE,
     ("GET", "/whep/{channel}/{session}/layers"): ANYONE,  # the session URL is the credential
     ("PUT", "/whep/{channel}/{session}/layers"): ANYONE,
+    ("GET", "/api/ice-servers"): ANYONE,  # TURN credentials are short-lived and rate-limited per address
     ("GET", "/ws"): ANYONE,
     ("GET", "/api/channels/{name}/chat"): ANYONE,
     # Moderation: signed in, and then the channel's owner, its moderators or a site moderator.

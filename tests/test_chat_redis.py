@@ -17,16 +17,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support import free_port, wait_ready
+from support import SECRETS_KEYS, free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 # A database of its own, emptied first: rate-limit state other tests left (some on a fake clock years
 # ahead) must not refuse these servers' sign-ups. Pub/sub is shared across Redis databases anyway.
 REDIS_URL = os.environ.get("TALLY_TEST_REDIS_CHAT", "redis://127.0.0.1:6379/9")
+# The PostgreSQL test database, emptied first too: what earlier tests sealed with their own keys must not
+# stop these servers' start (they check that their SECRETS_KEYS open the database's secrets).
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
 @pytest.fixture
-def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
+def two_servers(database_url: str, tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
@@ -35,7 +38,8 @@ def two_servers(postgres_url: str, tmp_path: Path) -> Iterator[tuple[list[str], 
     for i in range(2):
         port = free_port()
         env = {**os.environ, "DATA_DIR": str(tmp_path / f"node{i}"), "HOST": "127.0.0.1", "PORT": str(port),
-               "DATABASE_URL": postgres_url, "BUS_URL": REDIS_URL, "JWT_SECRET": secret, "NODE_ID": f"node{i}",
+               "DATABASE_URL": database_url, "BUS_URL": REDIS_URL, "JWT_SECRET": secret, "NODE_ID": f"node{i}",
+               "SECRETS_KEYS": SECRETS_KEYS,
                "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8", "PUBLIC_URL": "", "CHAT_POSTS_PER_10S": "1000",
                "RATE_REGISTER_PER_HOUR": "1000", "RATE_LOGIN_PER_MINUTE": "1000"}
         with (tmp_path / f"node{i}.log").open("wb") as log:

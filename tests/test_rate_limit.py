@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from support import Api, FakeClock
+from support import SECRETS_KEYS, Api, FakeClock
 from signaling.auth.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 
@@ -79,8 +79,8 @@ async def test_two_processes_on_one_redis_share_the_limits(app_factory, clock: F
         await client.delete(key)
     await client.aclose()
 
-    first = app_factory(bus_url="redis://127.0.0.1:6379/0", node_id="limits-1")
-    second = app_factory(bus_url="redis://127.0.0.1:6379/0", node_id="limits-2")  # one id per node
+    first = app_factory(bus_url="redis://127.0.0.1:6379/0", node_id="limits-1", secrets_keys=SECRETS_KEYS)
+    second = app_factory(bus_url="redis://127.0.0.1:6379/0", node_id="limits-2", secrets_keys=SECRETS_KEYS)  # one id per node
     assert type(first[SERVICES].limiter).__name__ == "RedisRateLimiter"
     async with TestClient(TestServer(first)) as one, TestClient(TestServer(second)) as two:
         one_api, two_api = Api(one, first[SERVICES], clock), Api(two, second[SERVICES], clock)

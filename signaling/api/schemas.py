@@ -232,6 +232,19 @@ class LayerIn(Strict):
                                 description='"auto", "source", or a layer such as "360p"')]
 
 
+class IceServerOut(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class IceServersOut(BaseModel):
+    ice_servers: list[IceServerOut] = Field(description="RTCConfiguration.iceServers")
+    ice_transport_policy: str = Field(description='RTCConfiguration.iceTransportPolicy: "all" or "relay"')
+    expires_in: int | None = Field(
+        description="Seconds the TURN credentials may start a relay; ask again for a new connection after that")
+
+
 class LayersOut(BaseModel):
     choices: list[str] = Field(description='"source" first, then the encoded layers, highest first')
     current: str = Field(description="The layer the viewer is on (or moving to, at its next keyframe)")

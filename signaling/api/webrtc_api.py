@@ -36,9 +36,10 @@ from signaling.api.client_address import client_address
 from signaling.api.endpoint import (
     ANYONE, MAX_BODY, Access, Call, Endpoint, Handler, bearer_token, json_response, name_param,
 )
-from signaling.api.schemas import LayerIn, LayersOut
+from signaling.api.schemas import IceServerOut, IceServersOut, LayerIn, LayersOut
 from signaling.auth import secrets
 from signaling.auth.rate_limit import RateLimiter
+from signaling.auth.turn_credentials import IceServer, IceServers
 from signaling.streams.publishing import stream_key_owner
 from signaling.auth.roles import Role
 from signaling.channels.service import ChannelService
@@ -125,8 +126,9 @@ def sfu_error(exc: SfuError, takeover_after: float) -> AppError:
 class WebRtcApi:
     def __init__(
         self, media: MediaPlane, channels: ChannelService, accounts: AccountService, limiter: RateLimiter,
-        settings: Settings,
+        settings: Settings, ice: IceServers,
     ) -> None:
+        self._ice = ice
         self._media = media
         self._channels = channels
         self._accounts = accounts
@@ -172,6 +174,9 @@ class WebRtcApi:
             ]
         layers = "/whep/{channel}/{session}/layers"
         out += [
+            Endpoint("GET", "/api/ice-servers", self.ice_servers,
+                     "STUN/TURN servers for a browser's peer connection (TURN with short-lived credentials)",
+                     ANYONE, "WHEP", response=IceServersOut, errors=(429,)),
             Endpoint("OPTIONS", layers, self.options, "Layers preflight", ANYONE, "WHEP", status=204,
                      extra={"own_auth": True}),
             Endpoint("GET", layers, self.layers,
@@ -189,8 +194,20 @@ class WebRtcApi:
     async def options(self, call: Call[None]) -> web.StreamResponse:
         """204 whatever credentials come along: a WHIP client sends its stream key here too, and reads
         PATCH in the allowed methods to decide on trickle ICE (RFC 9725 section 4.1)."""
+        # No TURN credential for a preflight: anyone may send one, unlimited (RFC 9725 section 4.6).
         headers = {"Accept-Post": SDP, "Accept-Patch": SDP_FRAGMENT}
-        return web.Response(status=204, headers=self._with_links(headers))
+        return web.Response(status=204, headers=self._with_links(headers, self._ice.static()))
+
+    async def ice_servers(self, call: Call[None]) -> web.StreamResponse:
+        """What a page passes to `new RTCPeerConnection()` before it offers (it gathers relay candidates
+        at once, so nothing has to trickle)."""
+        await self._limit(call.request, "ice", self._settings.rate_ice_servers_per_minute)
+        who = call.principal.username if call.principal is not None else "viewer"
+        servers = [IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
+                   for s in self._ice.issue(who)]
+        out = IceServersOut(ice_servers=servers, ice_transport_policy=self._settings.ice_transport_policy,
+                            expires_in=self._ice.ttl if self._ice.issues_credentials else None)
+        return json_response(out, headers={"Cache-Control": "no-store"})
 
     async def publish(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
@@ -206,7 +223,7 @@ class WebRtcApi:
         ticket = await self._media.publish(name, offer, owner, self._client(request))
         SESSION.set(ticket.session)
         log.info("whip: %s publishes to %s", owner, name)
-        return self._created("whip", name, ticket.session, ticket.etag, ticket.answer)
+        return self._created("whip", name, ticket.session, ticket.etag, ticket.answer, owner)
 
     async def play(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
@@ -218,7 +235,8 @@ class WebRtcApi:
         ticket = await self._media.subscribe(name, offer, call.principal, self._client(request))
         SESSION.set(ticket.session)
         log.info("whep: a viewer of %s", name)
-        return self._created("whep", name, ticket.session, ticket.etag, ticket.answer)
+        who = call.principal.username if call.principal is not None else "viewer"
+        return self._created("whep", name, ticket.session, ticket.etag, ticket.answer, who)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:
         request = call.request
@@ -293,17 +311,18 @@ class WebRtcApi:
         if wait:
             raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
 
-    def _created(self, kind: str, channel: str, session_id: str, etag: str, answer: str) -> web.Response:
-        headers = self._with_links({"Location": f"/{kind}/{channel}/{session_id}", "ETag": etag})
+    def _created(self, kind: str, channel: str, session_id: str, etag: str, answer: str, who: str) -> web.Response:
+        """201 with the ICE servers, TURN with credentials for `who`: a WHIP/WHEP client that offered
+        host candidates only (OBS) adds relay ones and trickles them (RFC 9725 section 4.6)."""
+        headers = self._with_links({"Location": f"/{kind}/{channel}/{session_id}", "ETag": etag}, self._ice.issue(who))
         return web.Response(status=201, text=answer, content_type=SDP, headers=headers)
 
-    def _with_links(self, headers: dict[str, str]) -> CIMultiDict[str]:
+    @staticmethod
+    def _with_links(headers: dict[str, str], servers: tuple[IceServer, ...]) -> CIMultiDict[str]:
         out: CIMultiDict[str] = CIMultiDict(headers)
-        for server in self._settings.ice_servers:
-            link = f'<{server.urls}>; rel="ice-server"'
-            if server.username is not None and server.credential is not None:
-                link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
-            out.add("Link", link)
+        for server in servers:
+            for link in server.link_headers():
+                out.add("Link", link)
         return out
 
 

@@ -357,7 +357,7 @@ class Webhook(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(String(512))
-    secret: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(String(255))  # sealed (signaling.auth.sealing)
     events: Mapped[list[str]] = mapped_column(JSON, default=list)
     format: Mapped[str] = mapped_column(String(16), default="json")  # json, or discord
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -376,13 +376,13 @@ class PushSubscription(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     endpoint: Mapped[str] = mapped_column(String(1024), unique=True)
     p256dh: Mapped[str] = mapped_column(String(128))
-    auth: Mapped[str] = mapped_column(String(64))
+    auth: Mapped[str] = mapped_column(String(255))  # a secret of the browser's: sealed (p256dh is a public key)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_success_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class SiteSecret(Base):
-    """A key the whole installation shares, made by the first process that needs it (the VAPID key)."""
+    """A key the whole installation shares, made by the first process that needs it (the VAPID key); sealed."""
 
     __tablename__ = "site_secrets"
 

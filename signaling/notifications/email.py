@@ -9,7 +9,8 @@ Every notification email can be stopped in one click without signing in (RFC 805
 `List-Unsubscribe: <…/api/email/unsubscribe?token=…>` and `List-Unsubscribe-Post:
 List-Unsubscribe=One-Click`; a POST there (what mail clients send) turns email off for the account;
 a GET (a person following the link, or a scanner) only shows a page with the button.
-Links are HS256 JWTs signed with a key derived from the installation's JWT secret.
+Links are HS256 JWTs signed with a key derived from the installation's JWT secret. SMTP_URL, or the
+password in it, may be given sealed (`tally secrets seal`).
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ class Links:
 
 
 class Email:
-    def __init__(self, db: Database, links: Links, smtp_url: str, mail_from: str, base_url: str,
+    def __init__(self, db: Database, links: Links, smtp: SmtpServer | None, mail_from: str, base_url: str,
                  clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self.links = links
-        self._smtp = SmtpServer.parse(smtp_url) if smtp_url else None
+        self._smtp = smtp
         self._from = mail_from
         self._base = base_url
         self._clock = clock

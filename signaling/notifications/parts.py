@@ -3,6 +3,7 @@ roots that run the worker (`tally serve` in the embedded mode, `tally worker`)."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -11,8 +12,9 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from bus import Bus
+from signaling.auth.sealing import Sealer
 from signaling.db.database import Database
-from signaling.notifications.email import Email, Links
+from signaling.notifications.email import Email, Links, SmtpServer
 from signaling.notifications.outbox import Outbox
 from signaling.notifications.push import Push, VapidKey
 from signaling.notifications.service import NotificationService, NotifyRules
@@ -49,16 +51,28 @@ class NotificationParts:
                       chores=((PRUNE_EVERY, self.service.prune), (TIDY_EVERY, tidy)))
 
 
-def notification_parts(settings: Settings, db: Database, bus: Bus, secret: str,
+def notification_parts(settings: Settings, db: Database, bus: Bus, secret: str, sealer: Sealer,
                        clock: Callable[[], float] = time.time) -> NotificationParts:
-    """`secret`: the installation's JWT secret (email links are signed with a key made from it)."""
+    """`secret`: the installation's JWT secret (email links are signed with a key made from it); `sealer`
+    keeps the secrets of webhooks and push sealed, and opens SMTP_URL's password when given sealed."""
     rules = NotifyRules(settings.notify_settle, settings.notify_cooldown, settings.reminder_lead)
     base = settings.resolved_public_url
     outbox = Outbox(db)
-    push = Push(db, VapidKey(db), settings.push_contact or f"mailto:admin@{urlsplit(base).hostname or 'localhost'}",
+    push = Push(db, VapidKey(db, sealer), sealer,
+                settings.push_contact or f"mailto:admin@{urlsplit(base).hostname or 'localhost'}",
                 settings.outbound_allow_private, clock)
     host = urlsplit(base).hostname or "localhost"
-    email = Email(db, Links(secret, base, clock), settings.smtp_url, settings.mail_from or f"Tallylight <noreply@{host}>",
-                  base, clock)
+    email = Email(db, Links(secret, base, clock), smtp_server(settings.smtp_url, sealer),
+                  settings.mail_from or f"Tallylight <noreply@{host}>", base, clock)
     return NotificationParts(rules, NotificationService(db, bus, base, rules, clock),
-                             Webhooks(db, base, settings.outbound_allow_private, clock), outbox, push, email)
+                             Webhooks(db, sealer, base, settings.outbound_allow_private, clock), outbox, push, email)
+
+
+def smtp_server(url: str, sealer: Sealer) -> SmtpServer | None:
+    """SMTP_URL's server (None: no email); the URL, or the password in it, may be given sealed."""
+    if not url:
+        return None
+    server = SmtpServer.parse(sealer.open_setting(url, "SMTP_URL"))
+    if server.password:
+        server = dataclasses.replace(server, password=sealer.open_setting(server.password, "SMTP_URL's password"))
+    return server

@@ -7,7 +7,8 @@ A user's browsers subscribe (`POST /api/me/push-subscriptions`, at most MAX_PER_
 a notification becomes `push` jobs of up to BATCH subscriptions each. A push service's 404 or 410
 removes that subscription; a 429, 5xx or no answer leaves a job for the ones that failed, later.
 A signed VAPID header is kept per push service origin for most of its lifetime (one signature for
-every push to that service, not one per push).
+every push to that service, not one per push). The VAPID private key and each subscription's auth
+secret are kept sealed (`signaling.auth.sealing`).
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from signaling.auth.roles import Principal
+from signaling.auth.sealing import Sealer, SecretsKeysError
 from signaling.db.database import Database, insert_new
 from signaling.db.models import PushSubscription, SiteSecret
-from signaling.errors import Invalid
+from signaling.errors import Invalid, Unavailable
 from signaling.notifications.outbound import inside, outbound_session, refused_inside, well_formed
 from signaling.notifications.outbox import Job, backoff, enqueue
+from signaling.notifications.worker import Retry
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,9 @@ class Note:
 class VapidKey:
     """The installation's VAPID key, loaded (or made) once per process."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, sealer: Sealer) -> None:
         self._db = db
+        self._sealer = sealer
         self._vapid: Vapid02 | None = None
         self._lock = asyncio.Lock()
 
@@ -95,26 +99,34 @@ class VapidKey:
         async with self._db.session() as session:
             found = await session.get(SiteSecret, KEY_NAME)
             if found is not None:
-                return found.value
+                return self._open(found.value)
         fresh = Vapid02()
         fresh.generate_keys()
         pem = fresh.private_pem().decode()
         try:
             async with self._db.session() as session:
-                session.add(SiteSecret(name=KEY_NAME, value=pem))
+                session.add(SiteSecret(name=KEY_NAME, value=self._sealer.seal(pem)))
         except IntegrityError:
             pass  # another process made it first: theirs it is
         async with self._db.session() as session:
             row = await session.get(SiteSecret, KEY_NAME)
             assert row is not None
-            return row.value
+            return self._open(row.value)
+
+    def _open(self, stored: str) -> str:
+        try:
+            return self._sealer.open(stored, "the VAPID key")
+        except SecretsKeysError as exc:  # (start-up checks the keys: this is a key dropped before its rotation)
+            log.error("%s", exc)
+            raise Unavailable("browser push is unavailable: this server cannot open its key", retry_after=300) from None
 
 
 class Push:
-    def __init__(self, db: Database, key: VapidKey, contact: str, allow_private: bool = False,
+    def __init__(self, db: Database, key: VapidKey, sealer: Sealer, contact: str, allow_private: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self.key = key
+        self._sealer = sealer
         self._contact = contact  # the `sub` claim: how a push service reaches the operator
         self._allow_private = allow_private
         self._clock = clock
@@ -133,6 +145,7 @@ class Push:
         endpoint = self._check_endpoint(endpoint)
         _check_keys(p256dh, auth)
         now = self._now()
+        auth = self._sealer.seal(auth)
         async with self._db.session() as session:
             found = await session.scalar(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
             if found is not None:
@@ -175,6 +188,10 @@ class Push:
         ids = [int(i) for i in job.payload.get("subscriptions", [])][:BATCH]
         note = Note(**job.payload["note"])
         rounds = int(job.payload.get("round", 0))
+        try:
+            await self.key.get()
+        except Unavailable as exc:  # the VAPID key cannot be opened: said in the log; tried again later
+            raise Retry(exc.detail) from None
         async with self._db.session() as session:
             subs = list(await session.scalars(select(PushSubscription).where(PushSubscription.id.in_(ids))))
         body = json.dumps({"title": note.title, "body": note.body, "url": note.url, "tag": note.tag},
@@ -206,8 +223,13 @@ class Push:
         if not self._allow_private and inside(sub.endpoint):
             return 410  # (stored before the rule, or by hand): drop it
         try:
+            auth = self._sealer.open(sub.auth, f"push subscription {sub.id}'s auth secret")
+        except SecretsKeysError as exc:  # not dropped, never encrypted with garbage: later, once the keys are right
+            log.error("%s", exc)
+            return 0
+        try:
             headers = {**await self._vapid_headers(sub.endpoint), "Urgency": note.urgency, "Topic": note.tag[:32]}
-            pusher = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}},
+            pusher = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": auth}},
                                aiohttp_session=self._session())
             response = await pusher.send_async(data=body, headers=headers, ttl=note.ttl, timeout=TIMEOUT)
             return int(getattr(response, "status", 0))

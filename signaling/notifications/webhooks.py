@@ -5,7 +5,8 @@ Each delivery is a POST of a JSON body (ours, or a Discord-compatible one), sign
 (the time inside the signature lets a receiver refuse replays). A 2xx is done; a 408, 429, 5xx or no
 answer is tried again with backoff (the outbox's); another 4xx is given up at once.
 
-Hooks may not point inside the operator's network (see `outbound.py`).
+Hooks may not point inside the operator's network (see `outbound.py`). Secrets are kept sealed
+(`signaling.auth.sealing`): the owner is shown the secret once, the database holds it sealed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ import aiohttp
 from sqlalchemy import delete, func, select
 
 from signaling.auth.roles import Principal
+from signaling.auth.sealing import Sealer, SecretsKeysError
 from signaling.channels.service import managed_channel
 from signaling.db.database import Database
 from signaling.db.models import Webhook
@@ -37,6 +40,8 @@ EVENTS = ("live", "ended", "follow")
 FORMATS = ("json", "discord")
 MAX_PER_CHANNEL = 5
 USER_AGENT = "Tallylight-Webhooks/1"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +98,10 @@ def check_url(url: str) -> str:
 
 
 class Webhooks:
-    def __init__(self, db: Database, base_url: str, allow_private: bool = False,
+    def __init__(self, db: Database, sealer: Sealer, base_url: str, allow_private: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self._db = db
+        self._sealer = sealer
         self._base = base_url
         self._allow_private = allow_private
         self._clock = clock
@@ -128,11 +134,12 @@ class Webhooks:
             count = await session.scalar(select(func.count()).select_from(Webhook).where(Webhook.channel_id == channel.id))
             if (count or 0) >= MAX_PER_CHANNEL:
                 raise Conflict(f"a channel has at most {MAX_PER_CHANNEL} webhooks: delete one first")
-            row = Webhook(channel_id=channel.id, url=url, secret=secrets.token_hex(24), events=wanted, format=fmt,
+            secret = secrets.token_hex(24)
+            row = Webhook(channel_id=channel.id, url=url, secret=self._sealer.seal(secret), events=wanted, format=fmt,
                           created_at=self._now(), last_status=0, last_error="")
             session.add(row)
             await session.flush()
-            return _hook(row, secret=True)
+            return _hook(row, secret)
 
     async def remove(self, name: str, hook_id: int, by: Principal) -> None:
         async with self._db.session() as session:
@@ -148,9 +155,14 @@ class Webhooks:
             hook = await session.get(Webhook, int(job.payload["webhook_id"]))
             if hook is None:
                 return  # deleted meanwhile
-            url, secret, fmt = hook.url, hook.secret, hook.format
+            url, sealed, fmt = hook.url, hook.secret, hook.format
         if not self._allow_private and inside(url):
             raise GiveUp("the webhook points at a private address")
+        try:
+            secret = self._sealer.open(sealed, f"webhook {hook.id}'s secret")
+        except SecretsKeysError as exc:  # never signed with garbage; tried again, in case the keys are put right
+            log.error("%s", exc)
+            raise Retry(str(exc)) from None
         body = json.dumps(body_for(fmt, job.payload, self._base), separators=(",", ":")).encode()
         at = int(self._clock())
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
@@ -190,6 +202,6 @@ class Webhooks:
             self._http = None
 
 
-def _hook(row: Webhook, secret: bool = False) -> Hook:
+def _hook(row: Webhook, secret: str | None = None) -> Hook:
     return Hook(row.id, row.url, list(row.events or []), row.format, row.created_at, row.last_status, row.last_error,
-                row.last_attempt_at, row.secret if secret else None)
+                row.last_attempt_at, secret)

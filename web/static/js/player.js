@@ -7,6 +7,7 @@
 import { api } from "./api.js";
 import { DashPlayback } from "./dash_playback.js";
 import { HlsPlayback } from "./hls_playback.js";
+import { rtcConfiguration } from "./ice.js";
 import { PlayerControls } from "./player_controls.js";
 import { Viewing } from "./viewing.js";
 import { hangUp, negotiate, SessionError } from "./webrtc.js";
@@ -190,7 +191,9 @@ export class Player {
     clearTimeout(this.timer);
     if (this.stopped) return;
     this.closeSession();
-    const pc = new RTCPeerConnection();
+    const configuration = await rtcConfiguration();
+    if (this.stopped || this.pc) return; // stopped, or another connect won while this one asked
+    const pc = new RTCPeerConnection(configuration);
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });

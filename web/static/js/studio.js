@@ -2,6 +2,7 @@
 
 import { api, currentUser, hasRole, tokens } from "./api.js";
 import { ChatPanel, chatMarkup } from "./chat.js";
+import { rtcConfiguration } from "./ice.js";
 import { IngestPanel } from "./ingest_panel.js";
 import { clock, copyText, parseTags, when } from "./format.js";
 import { busy, clearErrors, el, guardLeaving, renderNav, say, showErrors } from "./nav.js";
@@ -115,7 +116,7 @@ function drawLive() {
 /** A new peer connection and WHIP session with what the preview shows; throws if refused. */
 async function connect(user) {
   await api("GET", "/api/me"); // refreshes the access token if it is about to be refused
-  const next = new RTCPeerConnection();
+  const next = new RTCPeerConnection(await rtcConfiguration());
   pc = next;
   const audio = next.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly", streams: [stream] });
   const video = next.addTransceiver((screen || stream).getVideoTracks()[0], { direction: "sendonly", streams: [stream] });
