@@ -15,14 +15,16 @@ from pathlib import Path
 TEMPLATE = Path(__file__).with_name("edge.conf.template")
 
 
-def render(origin: str, listen: str, prefix: Path, workers: str = "auto", cache_size: str = "2g",
+def render(origin: str | list[str], listen: str, prefix: Path, workers: str = "auto", cache_size: str = "2g",
            user: str = "") -> Path:
-    """`user`: who nginx started by root runs its workers as (nginx's default, nobody, when empty); that
+    """`origin`: host:port of the origin, or a list of them (several signaling instances, balanced).
+    `user`: who nginx started by root runs its workers as (nginx's default, nobody, when empty); that
     user must be able to write to `prefix`."""
+    origins = [origin] if isinstance(origin, str) else origin
     prefix.mkdir(parents=True, exist_ok=True)
     user = f"user {user};" if user and os.geteuid() == 0 else ""
     text = TEMPLATE.read_text()
-    for key, value in {"origin": origin, "listen": listen, "prefix": str(prefix.resolve()), "workers": workers,
+    for key, value in {"origin": ";\n        server ".join(origins), "listen": listen, "prefix": str(prefix.resolve()), "workers": workers,
                        "cache_size": cache_size, "user": user}.items():
         text = text.replace("{{" + key + "}}", value)
     target = prefix / "nginx.conf"
@@ -32,7 +34,8 @@ def render(origin: str, listen: str, prefix: Path, workers: str = "auto", cache_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--origin", required=True, help="host:port of the Tallylight origin")
+    parser.add_argument("--origin", action="append", required=True,
+                        help="host:port of a Tallylight origin (repeat for several signaling instances)")
     parser.add_argument("--listen", default="8081", help="address:port or port the edge listens on")
     parser.add_argument("--prefix", type=Path, required=True, help="folder for the config, cache, logs")
     parser.add_argument("--workers", default="auto")

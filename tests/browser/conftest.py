@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -45,6 +46,7 @@ class Server:
     log: Path
     pid: int = 0  # the server process
     password: str = PASSWORD  # every account made here has it
+    tls: ssl.SSLContext | None = None  # trusts the test's certificate, for a server on https
     _n: int = field(default=0)
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
@@ -55,7 +57,7 @@ class Server:
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.tls) as response:
                 raw = response.read()
                 return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as error:
@@ -128,11 +130,11 @@ def open_browser(
     opened: list[Browser] = []
 
     def open_(media: tuple[Path, Path] | None = None, size: tuple[int, int] = (1200, 850), phone: bool = False,
-              dark: bool = False) -> Browser:
+              dark: bool = False, extra_args: tuple[str, ...] = ()) -> Browser:
         """`media`: a y4m and a wav clip the fake camera and microphone play (else Chromium's own);
         `size`: the window; `phone`: a touch screen that reports itself mobile; `dark`: the system's dark theme."""
         profile = tmp_path_factory.mktemp("chromium")
-        args = list(CHROMIUM_ARGS)
+        args = [*CHROMIUM_ARGS, *extra_args]
         if media is not None:
             args += [
                 "--use-fake-device-for-media-stream",
