@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 import wave
@@ -165,26 +166,73 @@ def beeps(path: Path) -> list[float]:
         return out
 
 
+# The camera and microphone the studio opened, kept where the test can reach them.
+KEEP_CAPTURE = """(() => {
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = await open(constraints);
+    window.__captured = stream;
+    return stream;
+  };
+})();"""
+
+# Chromium's own recording of what its camera and microphone capture (MediaRecorder on the same tracks
+# the studio publishes), by their capture timestamps. Its audio is PCM: an Opus encoder would add its
+# own delay (with Opus, Chromium's recording put sound 40 ms later than the capture timestamps do).
+RECORD_CAPTURE = """async (seconds) => {
+  const stream = new MediaStream(window.__captured.getTracks());
+  const recorder = new MediaRecorder(stream, { mimeType: "video/webm;codecs=vp8,pcm" });
+  const chunks = [];
+  recorder.ondataavailable = (event) => chunks.push(event.data);
+  const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+  recorder.start();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  recorder.stop();
+  await stopped;
+  const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}"""
+
+
+def lip_offsets(path: Path) -> list[float]:
+    """Sound minus picture (seconds) of each flash against the beep nearest it, sorted."""
+    seen, heard = flashes(path), beeps(path)
+    assert len(seen) >= 3 and len(heard) >= 3, (seen, heard)
+    # (a flash at the very start may have no beep recorded)
+    offsets = sorted(d for d in (min((b - f for b in heard), key=abs) for f in seen) if abs(d) < 0.5)
+    assert len(offsets) >= 3, (seen, heard)
+    return offsets
+
+
 def test_a_studio_recording_keeps_lip_sync(
     server: Server, open_browser: OpenBrowser, sync_clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
     name = server.unique_name("sync")
     server.register(name)
     server.call("PATCH", f"/api/channels/{name}", {"record_streams": True}, token=server.token(name))
-    studio = open_browser(media=sync_clips).page
+    browser = open_browser(media=sync_clips)
+    browser.context.add_init_script(KEEP_CAPTURE)
+    studio = browser.page
     go_live(studio, server, name)
-    _live_for(studio, 9.0)
+    began = time.monotonic()
+    captured = tmp_path / "captured.webm"
+    captured.write_bytes(base64.b64decode(studio.evaluate(RECORD_CAPTURE, 7)))
+    time.sleep(max(0.0, 9.0 - (time.monotonic() - began)))
+    end_stream(studio)
     ready = wait_ready(server, name)
     target = tmp_path / "sync.mp4"
     with urlopen(ready["playback_url"]) as response:
         target.write_bytes(response.read())
-    seen, heard = flashes(target), beeps(target)
-    assert len(seen) >= 3 and len(heard) >= 3, (seen, heard)
-    # Each flash against the beep nearest it (a flash at the very start may have no beep recorded).
-    offsets = sorted(d for d in (min((b - f for b in heard), key=abs) for f in seen) if abs(d) < 0.5)
-    assert len(offsets) >= 3, (seen, heard)
-    median = offsets[len(offsets) // 2]
-    # Audio within 50 ms of the picture it belongs to (this includes any skew between Chromium's fake
-    # camera and microphone themselves; measured here: 18 to 20 ms).
-    assert abs(median) < 0.05, offsets
+    offsets, source = lip_offsets(target), lip_offsets(captured)
+    median, source_median = offsets[len(offsets) // 2], source[len(source) // 2]
+    print(f"lip sync (sound minus picture): recording {offsets}, as captured {source}")
+    # The fake camera and microphone loop their files each on its own clock: how far apart they run
+    # differs from run to run (-10 to +10 ms as captured here, and the recording followed: +5 to +25 ms;
+    # the recording was -55 ms once with the other core busy, run Q of RELIABILITY.md). What the
+    # recording must keep is the sync the browser captured, which Chromium's own recording of the same
+    # tracks shows (the recording measured 12 to 15 ms later, with the other core busy or not).
+    assert abs(median - source_median) < 0.035, (offsets, source)
+    assert abs(median) < 0.1, offsets  # and no source is that far off
     assert offsets[-1] - offsets[0] < 0.03, offsets  # and it does not drift
