@@ -12,6 +12,11 @@ render. The baseline sends the same canvas straight from one page to another ove
 connection, with no SFU, in the same run: the difference is what the SFU adds. `--load N` adds N lean
 subscribers (sfu_forwarding.py) so the SFU is busy while we measure.
 
+Path `turn`: the same WHEP viewer, but allowed relay candidates only, through a real coturn on loopback
+(Debian's, started from turn/turnserver.conf with the credentials the server issues): what a viewer
+behind a strict firewall sees, against the `sfu` path's direct one in the same run, and coturn's own
+CPU per relayed viewer over the measurement.
+
 `--publisher aiortc` publishes from a third-party WHIP client instead of Chromium: aiortc (VP8 or
 H.264 by `--codecs`) in a child process, painting the same barcode into 1280x720 frames
 (rtmp_glass_to_glass.py's painter) and a tone.
@@ -34,6 +39,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 
 from harness import http, percentile, server  # noqa: E402
+
+sys.path.append(str(HERE.parent / "tests"))
+from turn_server import TurnServer  # noqa: E402  (the tests' coturn, from the shipped configuration)
 
 BARCODE_JS = (HERE / "barcode.js").read_text()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -119,6 +127,29 @@ MEASURE_JS = """async ([selector, seconds]) => {
 }"""
 
 
+# A strict network: relay candidates only in every peer connection the page makes, through the TURN
+# server's UDP or (a network that lets no UDP out) TCP transport.
+ONLY_RELAYS = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (configuration = {}) {
+    const iceServers = (configuration.iceServers || [])
+      .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => u.endsWith("transport=%s")) }))
+      .filter((s) => s.urls.length);
+    return new Native({ ...configuration, iceServers, iceTransportPolicy: "relay" });
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();"""
+SELECTED_CANDIDATE_JS = """async () => {
+  const stats = await window.tallyPlayer.pc.getStats();
+  let out = null;
+  stats.forEach((r) => { if (r.type === "transport" && r.selectedCandidatePairId) {
+    const local = stats.get(stats.get(r.selectedCandidatePairId).localCandidateId);
+    out = `${local.candidateType}/${local.relayProtocol || local.protocol}`;
+  } });
+  return out;
+}"""
+
+
 def launch(playwright: Any, url: str) -> Any:
     profile = tempfile.mkdtemp(prefix="tally-g2g-")
     context = playwright.chromium.launch_persistent_context(
@@ -134,10 +165,13 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float, load: Callable[[], None],
-                over: str = "", publisher: str = "chromium") -> dict[str, Any]:
+                over: str = "", publisher: str = "chromium", turn: TurnServer | None = None,
+                turn_transport: str = "udp") -> dict[str, Any]:
     """Through the server: the watch page on WebRTC (WHEP), or `over` ("hls", "dash") on its LL-HLS
-    (hls.js) or LL-DASH (dash.js) player."""
+    (hls.js) or LL-DASH (dash.js) player; with `turn`, the WHEP viewer through that TURN relay only."""
     sender, viewer = launch(playwright, url), launch(playwright, url)
+    if turn is not None:
+        viewer.add_init_script(ONLY_RELAYS % turn_transport)
     child = None
     try:
         if publisher == "aiortc":
@@ -153,7 +187,12 @@ def through_sfu(playwright: Any, url: str, key: str, codec: str, seconds: float,
         watch.evaluate(BARCODE_JS)
         watch.wait_for_selector('#player[data-state="playing"]', timeout=20_000)
         selector = '#player video[aria-label="Live video (HLS)"]' if over else "#player video"
+        cpu_before, started = (turn.cpu_seconds(), time.monotonic()) if turn else (0.0, 0.0)
         result = summarise(watch.evaluate(MEASURE_JS, [selector, seconds]))
+        if turn is not None:  # coturn's CPU while it relayed this one viewer (a share of one core)
+            result["turnCpuPercent"] = round(100 * (turn.cpu_seconds() - cpu_before) / (time.monotonic() - started), 2)
+        if not over:
+            result["candidate"] = watch.evaluate(SELECTED_CANDIDATE_JS)
         _, channel, _ = http("GET", url + "/api/channels/bench")
         result["viewers"] = json.loads(channel)["viewer_count"]  # the load's viewers and this one
         return result
@@ -249,55 +288,76 @@ def main() -> None:
                         help="who publishes over WHIP: Chromium's canvas, or aiortc (a third-party client)")
     parser.add_argument("--load", type=int, default=0, help="lean subscribers watching at the same time")
     parser.add_argument("--paths", default="direct,sfu,hls,dash",
-                        help="direct (browser to browser), sfu (WHEP), hls (hls.js LL-HLS), dash (dash.js LL-DASH)")
+                        help="direct (browser to browser), sfu (WHEP), turn / turn-tcp (WHEP through a TURN relay "
+                             "only, over UDP / TCP), "
+                             "hls (hls.js LL-HLS), dash (dash.js LL-DASH)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    with server(PUBLISHER_TIMEOUT="2", MAX_VIEWERS_PER_NODE="1000", RATE_WHEP_PER_MINUTE="100000",
-                RATE_WHIP_PER_MINUTE="1000") as running, sync_playwright() as playwright:
-        key = running.stream_key()
-        for round_ in range(args.rounds):
-            for codec in args.codecs.split(","):
-                loaders: list[subprocess.Popen[bytes]] = []
+    turn = None
+    settings = {}
+    if {"turn", "turn-tcp"} & set(args.paths.split(",")):
+        turn = TurnServer(Path(tempfile.mkdtemp(prefix="tally-g2g-turn-")))
+        turn.start()
+        settings = {"TURN_URLS": ",".join(turn.urls("udp", "tcp")), "TURN_SECRET": turn.secret}
+    try:
+        with server(PUBLISHER_TIMEOUT="2", MAX_VIEWERS_PER_NODE="1000", RATE_WHEP_PER_MINUTE="100000",
+                    RATE_WHIP_PER_MINUTE="1000", **settings) as running, sync_playwright() as playwright:
+            key = running.stream_key()
+            for round_ in range(args.rounds):
+                for codec in args.codecs.split(","):
+                    loaders: list[subprocess.Popen[bytes]] = []
 
-                def start_load() -> None:
-                    if args.load:
-                        loaders.append(subprocess.Popen(
-                            [sys.executable, str(HERE / "sfu_forwarding.py"), "watch", running.url, "bench", str(args.load),
-                             str(args.seconds + 40), str(running.pid)], stdout=subprocess.DEVNULL,
-                            stderr=open(running.data / "load.log", "ab")))
-                        time.sleep(3)  # let them join
+                    def start_load() -> None:
+                        if args.load:
+                            loaders.append(subprocess.Popen(
+                                [sys.executable, str(HERE / "sfu_forwarding.py"), "watch", running.url, "bench", str(args.load),
+                                 str(args.seconds + 40), str(running.pid)], stdout=subprocess.DEVNULL,
+                                stderr=open(running.data / "load.log", "ab")))
+                            time.sleep(3)  # let them join
 
-                for path in args.paths.split(","):
-                    try:
-                        result = (direct(playwright, running.url, codec, args.seconds) if path == "direct"
-                                  else through_sfu(playwright, running.url, key, codec, args.seconds, start_load,
-                                                   over=path if path in ("hls", "dash") else "",
-                                                   publisher=args.publisher))
-                    finally:
-                        for loader in loaders:
-                            loader.kill()
-                            loader.wait(timeout=30)
-                        loaders.clear()
-                    print(json.dumps({"round": round_ + 1, "path": path, **result}), flush=True)
-                    rows.setdefault((codec, path), []).append(result)
-    print()
-    print(f"glass-to-glass, {args.rounds} rounds of {args.seconds:.0f} s, load {args.load} lean subscribers, "
-          f"published by {args.publisher}")
-    print("| codec | path | p50 ms (median of rounds) | p95 ms (median) | frames read / invalid | jitter buffer ms "
-          "| player's own latency ms | size |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (codec, path), results in rows.items():
-        p50 = statistics.median(r["p50_ms"] for r in results)
-        p95 = statistics.median(r["p95_ms"] for r in results)
-        jitter = statistics.median(r.get("jitterBufferMs") or 0 for r in results)
-        own = [r["playerLatencyMs"] for r in results if r.get("playerLatencyMs")]
-        label = {"sfu": "SFU (WHIP → WHEP)", "hls": "LL-HLS (hls.js)", "dash": "LL-DASH (dash.js)",
-                 "direct": "browser to browser"}[path]
-        print(f"| {codec} | {label} | {p50:.0f} | {p95:.0f} | "
-              f"{sum(r['samples'] for r in results)} / {sum(r['invalid'] for r in results)} | {jitter:.0f} | "
-              f"{statistics.median(own) if own else '—'} | {results[-1].get('size')} |")
+                    for path in args.paths.split(","):
+                        try:
+                            result = (direct(playwright, running.url, codec, args.seconds) if path == "direct"
+                                      else through_sfu(playwright, running.url, key, codec, args.seconds, start_load,
+                                                       over=path if path in ("hls", "dash") else "",
+                                                       publisher=args.publisher,
+                                                       turn=turn if path.startswith("turn") else None,
+                                                       turn_transport="tcp" if path == "turn-tcp" else "udp"))
+                        finally:
+                            for loader in loaders:
+                                loader.kill()
+                                loader.wait(timeout=30)
+                            loaders.clear()
+                        print(json.dumps({"round": round_ + 1, "path": path, **result}), flush=True)
+                        rows.setdefault((codec, path), []).append(result)
+        print()
+        print(f"glass-to-glass, {args.rounds} rounds of {args.seconds:.0f} s, load {args.load} lean subscribers, "
+              f"published by {args.publisher}")
+        print("| codec | path | p50 ms (median of rounds) | p95 ms (median) | frames read / invalid | jitter buffer ms "
+              "| player's own latency ms | size |")
+        print("|---|---|---|---|---|---|---|---|")
+        for (codec, path), results in rows.items():
+            p50 = statistics.median(r["p50_ms"] for r in results)
+            p95 = statistics.median(r["p95_ms"] for r in results)
+            jitter = statistics.median(r.get("jitterBufferMs") or 0 for r in results)
+            own = [r["playerLatencyMs"] for r in results if r.get("playerLatencyMs")]
+            label = {"sfu": "SFU (WHIP → WHEP)", "turn": "SFU, viewer through TURN (UDP)",
+                     "turn-tcp": "SFU, viewer through TURN (TCP)",
+                     "hls": "LL-HLS (hls.js)", "dash": "LL-DASH (dash.js)", "direct": "browser to browser"}[path]
+            print(f"| {codec} | {label} | {p50:.0f} | {p95:.0f} | "
+                  f"{sum(r['samples'] for r in results)} / {sum(r['invalid'] for r in results)} | {jitter:.0f} | "
+                  f"{statistics.median(own) if own else '—'} | {results[-1].get('size')} |")
+        for kind in ("turn", "turn-tcp"):
+            turned = [r for (_, path), results in rows.items() if path == kind for r in results]
+            if turned:
+                print(f"coturn CPU per relayed viewer ({kind}): median "
+                      f"{statistics.median(r['turnCpuPercent'] for r in turned):.2f} % of a core; "
+                      f"selected candidates {sorted({r.get('candidate') for r in turned})}")
+    finally:
+        if turn is not None:
+            turn.stop()
 
 
 if __name__ == "__main__":

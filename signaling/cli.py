@@ -43,6 +43,16 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
+def settings_problems(exc: ValidationError) -> str:
+    """What is wrong with the settings, without the values given: pydantic's own text quotes them, and
+    for a check across settings that is all of them, secrets included."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return f"{len(lines)} problem(s) with the settings:\n  " + "\n  ".join(lines)
+
+
 def _serve(settings: Settings) -> None:
     from signaling.app import create_app
 
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:  # say which setting is wrong, without a traceback
-        print(f"tally: {exc}", file=sys.stderr)
+        print(f"tally: {settings_problems(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, settings.resolved_node_id)
     if settings.log_level.upper() != "DEBUG":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from urllib.parse import urlsplit
 from pathlib import Path
@@ -28,12 +29,23 @@ class OidcProviderSettings(BaseModel):
     scope: str = "openid email profile"
 
 
+TURN_URL = re.compile(r"turns?:[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?")
+
+
 class IceServerSettings(BaseModel):
     """One STUN or TURN server clients are told about."""
 
     urls: str
     username: str | None = None
     credential: str | None = None
+
+    @field_validator("urls", "username", "credential")
+    @classmethod
+    def _fits_a_link_header(cls, value: str | None) -> str | None:
+        # They go out in quoted Link header parameters (RFC 9725): nothing that could end one.
+        if value is not None and (set(value) & set('"<>;,\\') or not value.isprintable()):
+            raise ValueError("ICE_SERVERS values may not hold quotes, <, >, ;, commas, backslashes or control characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -289,8 +301,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _turn_needs_a_secret(self) -> Settings:
         for url in self.turn_urls:
-            if not url.startswith(("turn:", "turns:")) or any(c in url for c in '<>"; \t'):
-                raise ValueError(f"TURN_URLS holds {url!r}: each is turn:HOST:PORT or turns:HOST:PORT (RFC 7065)")
+            if not TURN_URL.fullmatch(url):
+                raise ValueError(f"TURN_URLS holds {url[:80]!r}: each is turn:HOST:PORT or turns:HOST:PORT, with "
+                                 "?transport=udp or tcp (RFC 7065)")
         if self.turn_urls and not self.turn_secret:
             raise ValueError("TURN_URLS needs TURN_SECRET (the static-auth-secret shared with coturn)")
         relays = self.turn_urls or [s.urls for s in self.ice_servers if s.urls.startswith(("turn:", "turns:"))]

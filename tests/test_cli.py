@@ -39,6 +39,20 @@ def test_serving_leaves_start_up_objects_out_of_collections_and_collects_young_o
         gc.set_threshold(*before)
 
 
+def test_a_settings_problem_is_told_without_the_values_given(tmp_path: Path) -> None:
+    """pydantic quotes the input; for a check across settings that is every setting, secrets too."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": "", "JWT_SECRET": "jwt-" + "s" * 40,
+           "TURN_SECRET": "turn-secret-in-clear", "TLS_CERT": str(tmp_path / "cert.pem")}
+    result = subprocess.run([sys.executable, "-m", "signaling.cli", "serve"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "TLS_CERT and TLS_KEY go together" in result.stderr, result.stderr
+    assert "turn-secret-in-clear" not in result.stderr and "jwt-sss" not in result.stderr, result.stderr
+    env |= {"TLS_CERT": "", "SECRETS_KEYS": "p7xfBrknZapo9BLoapln_ggKequCK_n2Sv5sg-NlNI8=,not-a-key"}
+    result = subprocess.run([sys.executable, "-m", "signaling.cli", "serve"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "SECRETS_KEYS" in result.stderr and "p7xfBrkn" not in result.stderr, result.stderr
+
+
 def test_rtmps_without_a_usable_certificate_stops_the_start_with_why(tmp_path: Path) -> None:
     env = {**os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": "", "JWT_SECRET": "x" * 40, "RTMPS_PORT": "1936"}
     run = [sys.executable, "-m", "signaling.cli", "serve"]

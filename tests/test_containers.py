@@ -118,7 +118,9 @@ def raw_compose() -> dict[str, Any]:
 
 
 def tally_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: service for name, service in config["services"].items() if "tallylight" in service["image"]}
+    """The services that run Tallylight's image, but not a shell in it (coturn-config writes a file)."""
+    return {name: service for name, service in config["services"].items()
+            if "tallylight" in service["image"] and service.get("command", ["tally"])[0] != "sh"}
 
 
 def image_name() -> str:
@@ -136,27 +138,28 @@ def env_example() -> dict[str, str]:
 def test_docker_compose_accepts_the_compose_file_and_refuses_to_run_without_its_secrets(tmp_path: Path) -> None:
     services = resolved_compose()["services"]
     assert {"postgres", "redis", "migrate", "signaling-1", "signaling-2", "node-1", "node-2", "worker", "coturn",
-            "prometheus", "gateway-config", "gateway"} <= set(services)
+            "prometheus", "gateway-config", "gateway", "coturn-config"} <= set(services)
     example = env_example()
     secrets = ("POSTGRES_PASSWORD", "JWT_SECRET", "TURN_SECRET", "SECRETS_KEYS")
     for secret in secrets:
         assert example[secret].startswith("change-me"), f"env.example holds a real {secret}?"
-    for required in (*secrets, "PUBLIC_URL", "PUBLIC_IP", "TURN_EXTERNAL_IP"):
+    for required in (*secrets, "PUBLIC_URL", "PUBLIC_IP", "TURN_EXTERNAL_IP", "TURN_LISTEN_IP"):
         without = tmp_path / f"without-{required}"
         without.write_text("".join(f"{k}={v}\n" for k, v in example.items() if k != required))
         result = compose_config(without)
         assert result.returncode != 0 and required in result.stderr, (required, result.stderr)
     for name, service in services.items():
-        one_shot = name in ("migrate", "gateway-config")
+        one_shot = name in ("migrate", "gateway-config", "coturn-config")
         assert service.get("restart") == ("no" if one_shot else "unless-stopped"), name
     assert services["gateway"]["depends_on"]["gateway-config"] == {"condition": "service_completed_successfully"}
+    assert services["coturn"]["depends_on"]["coturn-config"] == {"condition": "service_completed_successfully"}
     for name in ("signaling-1", "signaling-2", "node-1", "node-2", "worker"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     for name in ("postgres", "redis", "gateway", "coturn", "prometheus"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
-    for name in ("migrate", "worker", "gateway-config"):  # they serve nothing: the image's check would fail
+    for name in ("migrate", "worker", "gateway-config", "coturn-config"):  # they serve nothing: the image's check would fail
         assert services[name]["healthcheck"]["test"] == ["NONE"], name
 
 
@@ -234,7 +237,7 @@ def test_each_compose_service_starts_on_settings_that_load_and_agree(monkeypatch
     assert len(node_ids) == len(set(node_ids)) == 5, node_ids
     assert len(port_ranges) == 2 and not set(port_ranges[0]) & set(port_ranges[1])
     coturn = resolved_compose()["services"]["coturn"]
-    assert f"--static-auth-secret={env_example()['TURN_SECRET']}" in coturn["command"]
+    assert not any(env_example()["TURN_SECRET"] in word for word in coturn["command"])  # on no command line
     assert coturn["network_mode"] == "host"
 
 
@@ -263,7 +266,17 @@ def test_every_file_compose_mounts_exists_and_the_gateway_and_prometheus_get_wha
     for name, binds in mounts.items():
         for target, source in binds.items():
             assert source.exists() or source in OPERATOR_PROVIDED, f"{name} mounts {source}, which is missing"
-    assert mounts["coturn"]["/etc/coturn/turnserver.conf"] == REPO_ROOT / "turn" / "turnserver.conf"
+    assert mounts["coturn-config"]["/shipped/turnserver.conf"] == REPO_ROOT / "turn" / "turnserver.conf"
+
+    # coturn-config, run here as compose runs it ($$ is compose's escape for $), writes the shipped configuration with this
+    # deployment's secret and the nodes' address as the one peer allowed, for coturn to start from.
+    made = services["coturn-config"]
+    script = made["command"][-1].replace("$$", "$").replace("/shipped/", str(REPO_ROOT / "turn") + "/").replace("/coturn/", f"{tmp_path}/")
+    subprocess.run(["sh", "-c", script], env={**os.environ, **made["environment"]}, check=True, timeout=30)
+    written = (tmp_path / "turnserver.conf").read_text()
+    assert written.startswith((REPO_ROOT / "turn" / "turnserver.conf").read_text())
+    assert written.endswith(f"static-auth-secret={env_example()['TURN_SECRET']}\nallowed-peer-ip={env_example()['PUBLIC_IP']}\n")
+    assert services["coturn"]["command"][:3] == ["turnserver", "-c", "/coturn/turnserver.conf"]
     assert mounts["gateway"]["/certs"] == mounts["coturn"]["/certs"] == COMPOSE_DIR / "certs"
     assert subprocess.run(["git", "check-ignore", "-q", str(COMPOSE_DIR / "certs" / "tls.key")], cwd=REPO_ROOT).returncode == 0
 

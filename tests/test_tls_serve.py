@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from server_process import serve
 from signaling.settings import Settings
-from tls_files import self_signed
+from tls_files import handshake, self_signed
 
 PASSWORD = "correct horse battery"
 
@@ -42,6 +42,10 @@ async def test_https_and_wss_from_the_process_itself(tmp_path: Path) -> None:
                     if frame.get("nonce") == "n1":
                         assert frame["type"] == "ack", frame
                         break
+        host, port = server.url.removeprefix("https://").split(":")
+        assert handshake(host, int(port), ssl.TLSVersion.TLSv1_1) is None  # TLS 1.2 and later only
+        assert handshake(host, int(port), ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+        assert handshake(host, int(port), ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
         # Plain HTTP to the TLS port gets no answer; a client that checks certificates refuses ours.
         async with aiohttp.ClientSession() as plain:
             with pytest.raises(aiohttp.ClientError):

@@ -58,9 +58,13 @@ async def rtc(app_factory: Callable[..., web.Application], clock: Any, coturn: T
 class Received(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self.errors: asyncio.Queue[Exception] = asyncio.Queue()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.queue.put_nowait((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.put_nowait(exc)
 
 
 async def relay_round_trip(coturn: TurnServer, username: str, password: str, transport: str = "udp",
@@ -102,7 +106,10 @@ async def test_pages_get_credentials_coturn_relays_with(rtc: Api, coturn: TurnSe
     assert static == {"urls": ["turn:static.tally.test:3478"], "username": "u", "credential": "static-pw"}
     assert turn["urls"] == coturn.urls("udp", "tcp")
     expiry, who = turn["username"].split(":")
-    assert who == "viewer" and abs(int(expiry) - (time.time() + 600)) < 5
+    assert who.startswith("guest-") and 0 <= int(expiry) - (time.time() + 600) <= 300 and int(expiry) % 300 == 0
+    status, again, _ = await rtc.call("GET", "/api/ice-servers")  # the same client: the same user, to coturn
+    again_expiry, again_who = again["ice_servers"][2]["username"].split(":")
+    assert again_who == who and int(again_expiry) in (int(expiry), int(expiry) + 300)  # (unless a step passed)
     assert turn["credential"] == turn_password(coturn.secret, turn["username"])
     for transport in ("udp", "tcp"):
         relayed = await relay_round_trip(coturn, turn["username"], turn["credential"], transport)
@@ -156,6 +163,23 @@ async def test_coturn_refuses_expired_and_forged_credentials(coturn: TurnServer)
         await relay_round_trip(coturn, valid.username, turn_password(coturn.secret, valid.username), transport)
 
 
+async def test_the_relay_reaches_the_media_nodes_and_nothing_else(coturn: TurnServer) -> None:
+    """Credentials go to anyone: the shipped configuration denies every peer but the nodes' addresses
+    (here 127.0.0.1), so the relay is no way into private networks or out to the internet."""
+    valid = IceServers([], coturn.urls(), coturn.secret, ttl=60).issue("someone")[-1]
+    assert valid.username is not None and valid.credential is not None
+    relay, client = await create_turn_endpoint(Received, ("127.0.0.1", coturn.port), valid.username, valid.credential)
+    try:
+        for peer in (("10.1.2.3", 9), ("192.168.1.1", 53), ("172.16.0.1", 80), ("169.254.169.254", 80),
+                     ("203.0.113.5", 25), ("127.0.0.2", 5432)):
+            relay.sendto(b"let me in", peer)
+            refused = await asyncio.wait_for(client.errors.get(), 5)
+            assert isinstance(refused, TransactionFailed) and "403" in str(refused), (peer, refused)
+    finally:
+        relay.close()
+    await relay_round_trip(coturn, valid.username, valid.credential)  # and the node's address works
+
+
 def test_turn_settings_are_checked_at_start(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="TURN_URLS needs TURN_SECRET"):
         Settings(data_dir=tmp_path, turn_urls="turn:turn.example.com:3478")
@@ -163,6 +187,10 @@ def test_turn_settings_are_checked_at_start(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, turn_urls="stun:turn.example.com:3478", turn_secret="s")
     with pytest.raises(ValidationError, match="each is turn:HOST:PORT"):
         Settings(data_dir=tmp_path, turn_urls='turn:x>; rel="evil"', turn_secret="s")
+    with pytest.raises(ValidationError, match="each is turn:HOST:PORT"):
+        Settings(data_dir=tmp_path, turn_urls="turn:a:3478\r\nSet-Cookie: x", turn_secret="s")
+    with pytest.raises(ValidationError, match="may not hold quotes"):
+        Settings(data_dir=tmp_path, ice_servers='[{"urls": "turn:a:3478", "username": "u", "credential": "p\\"; x=\\""}]')
     with pytest.raises(ValidationError, match="ICE_TRANSPORT_POLICY=relay needs a TURN server"):
         Settings(data_dir=tmp_path, ice_transport_policy="relay")
     settings = Settings(data_dir=tmp_path, turn_urls="turn:a:3478?transport=udp, turns:a:5349?transport=tcp",
@@ -174,5 +202,7 @@ def test_who_is_kept_to_safe_characters() -> None:
     servers = IceServers([], ["turn:a:3478"], "s", ttl=60, clock=lambda: 1000.0)
     turn = servers.issue('a"b; c:d' + "x" * 100)[-1]
     assert turn.username is not None
-    assert turn.username.startswith("1060:a_b__c_d") and len(turn.username) == len("1060:") + 64
+    assert turn.username.startswith("1200:a_b__c_d") and len(turn.username) == len("1200:") + 64  # 1060, rounded up
+    assert servers.guest("198.51.100.7") == servers.guest("198.51.100.7") != servers.guest("198.51.100.8")
+    assert "198.51" not in servers.guest("198.51.100.7")
     assert turn.link_headers()[0].count('"') == 8  # four quoted values: nothing the name held breaks out of the header

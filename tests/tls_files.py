@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
+import ssl
+import warnings
 from pathlib import Path
 
 from cryptography import x509
@@ -29,3 +32,20 @@ def self_signed(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def handshake(host: str, port: int, version: ssl.TLSVersion) -> str | None:
+    """The protocol a client speaking only `version` gets from host:port, or None when refused. Old
+    versions are allowed on the client's side here (security level 0), so a refusal is the server's."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1_1 itself is deprecated
+        context.minimum_version = context.maximum_version = version
+    try:
+        with socket.create_connection((host, port), timeout=5) as raw, context.wrap_socket(raw) as wrapped:
+            return wrapped.version()
+    except (ssl.SSLError, ConnectionResetError):
+        return None

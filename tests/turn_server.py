@@ -1,8 +1,8 @@
 """Debian's coturn on loopback, started from the shipped turn/turnserver.conf with a test's secret.
 
 Only what must differ on one test machine is given on the command line (which coturn reads after the
-file): loopback addresses, free ports, a self-signed certificate, and peers on loopback allowed (the
-media node is on 127.0.0.1 here).
+file): loopback addresses, free ports, a self-signed certificate, and the media node's address as the
+one peer allowed (127.0.0.1 here: loopback peers need allowing too).
 """
 
 from __future__ import annotations
@@ -18,6 +18,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from support import free_port
+
+
+def free_udp_and_tcp_port() -> int:
+    """A port on 127.0.0.1 free for both UDP and TCP right now (TURN listens on both)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 from tls_files import self_signed
 
 CONFIG = Path(__file__).resolve().parents[1] / "turn" / "turnserver.conf"
@@ -27,7 +39,7 @@ class TurnServer:
     def __init__(self, directory: Path, secret: str = "", port: int = 0) -> None:
         self.directory = directory
         self.secret = secret or secrets.token_hex(16)
-        self.port = port or free_port()  # UDP and TCP
+        self.port = port or free_udp_and_tcp_port()
         self.tls_port = free_port()
         self.log = directory / "turnserver.log"
         self.cert, self.key = self_signed(directory)
@@ -43,7 +55,7 @@ class TurnServer:
                 ["turnserver", "-c", str(CONFIG), f"--static-auth-secret={self.secret}",
                  "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={self.port}",
                  f"--tls-listening-port={self.tls_port}", f"--min-port={low}", f"--max-port={low + 199}",
-                 "--allow-loopback-peers", f"--cert={self.cert}", f"--pkey={self.key}",
+                 "--allow-loopback-peers", "--allowed-peer-ip=127.0.0.1", f"--cert={self.cert}", f"--pkey={self.key}",
                  f"--pidfile={self.directory / 'turnserver.pid'}", "--verbose"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )

@@ -34,7 +34,8 @@ class Limits:
     whip_burst: int = 10
     whep_rate: str = "10r/s"
     whep_burst: int = 50
-    connections_per_client: int = 100
+    # Every chat WebSocket and HTTP/2 stream counts: a venue or carrier NAT puts hundreds behind one address.
+    connections_per_client: int = 1000
 
 
 def _servers(addresses: list[str]) -> str:

@@ -202,7 +202,7 @@ class WebRtcApi:
         """What a page passes to `new RTCPeerConnection()` before it offers (it gathers relay candidates
         at once, so nothing has to trickle)."""
         await self._limit(call.request, "ice", self._settings.rate_ice_servers_per_minute)
-        who = call.principal.username if call.principal is not None else "viewer"
+        who = call.principal.username if call.principal is not None else self._ice.guest(self._client(call.request))
         servers = [IceServerOut(urls=list(s.urls), username=s.username, credential=s.credential)
                    for s in self._ice.issue(who)]
         out = IceServersOut(ice_servers=servers, ice_transport_policy=self._settings.ice_transport_policy,
@@ -235,7 +235,7 @@ class WebRtcApi:
         ticket = await self._media.subscribe(name, offer, call.principal, self._client(request))
         SESSION.set(ticket.session)
         log.info("whep: a viewer of %s", name)
-        who = call.principal.username if call.principal is not None else "viewer"
+        who = call.principal.username if call.principal is not None else self._ice.guest(self._client(request))
         return self._created("whep", name, ticket.session, ticket.etag, ticket.answer, who)
 
     async def patch(self, call: Call[None]) -> web.StreamResponse:

@@ -20,6 +20,9 @@ from signaling.settings import IceServerSettings
 
 WHO_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_WHO = 64
+# Expiries are rounded up to this many seconds, so one client asking again gets the same username for
+# a while, and coturn's per-user quota (user-quota) bounds what one client can hold.
+EXPIRY_STEP = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +66,15 @@ class IceServers:
         return self._static
 
     def issue(self, who: str) -> tuple[IceServer, ...]:
-        """Every server, the TURN ones with a credential for `who` valid for `ttl` seconds."""
+        """Every server, the TURN ones with a credential for `who` valid for `ttl` seconds or a little more."""
         if not self.issues_credentials:
             return self._static
         name = WHO_UNSAFE.sub("_", who)[:MAX_WHO] or "guest"
-        username = f"{int(self._clock()) + self.ttl}:{name}"
+        expiry = -(-(int(self._clock()) + self.ttl) // EXPIRY_STEP) * EXPIRY_STEP
+        username = f"{expiry}:{name}"
         return (*self._static, IceServer(self._turn_urls, username, turn_password(self._secret, username)))
+
+    def guest(self, address: str) -> str:
+        """Who a client that is not signed in is, to coturn: the same for one address, and no address in
+        coturn's logs (a keyed hash of it)."""
+        return "guest-" + hmac.new(self._secret.encode(), address.encode(), hashlib.sha256).hexdigest()[:12]

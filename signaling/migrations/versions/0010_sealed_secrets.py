@@ -29,6 +29,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Code from before 0010 would take a sealed value for the secret itself (SQLite would keep it
+    # without a word): refuse, and say what to do.
+    bind = op.get_bind()
+    for table, column, mine in (*((t, c, "") for t, c in SEALED),
+                                ("site_secrets", "value", " AND name <> 'sealing-check'")):  # (old code never reads that one)
+        sealed = bind.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE {column} LIKE 'sealed:%'{mine}")).scalar()
+        if sealed:
+            raise RuntimeError(f"{table}.{column} holds {sealed} sealed value(s): a version before 0010 cannot "
+                               "read them. Restore the backup taken before upgrading instead.")
     for table, column in SEALED:
         with op.batch_alter_table(table) as batch:
             batch.alter_column(column, existing_type=sa.String(length=255), type_=sa.String(length=64),

@@ -9,7 +9,11 @@ let kept = null; // { configuration, until }: credentials are reused for half th
 export async function rtcConfiguration() {
   if (kept && performance.now() < kept.until) return kept.configuration;
   try {
-    const answer = await api("GET", "/api/ice-servers");
+    // Never wait long: without an answer the page connects with host candidates (or falls back).
+    const answer = await Promise.race([
+      api("GET", "/api/ice-servers"),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("no answer in 3 s")), 3000)),
+    ]);
     const configuration = {
       iceServers: answer.ice_servers.map(({ urls, username, credential }) =>
         (username ? { urls, username, credential } : { urls })),

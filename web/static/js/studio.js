@@ -16,6 +16,7 @@ let screen = null;
 let pc = null;
 let senders = null;
 let session = null;
+let ends = 0; // times End was pressed: a reconnect under way when it changes stops
 let statsTimer = null;
 let lastBytes = null;
 let ingestPanel = null; // the stream's health while live (from here, OBS or any encoder)
@@ -115,8 +116,11 @@ function drawLive() {
 
 /** A new peer connection and WHIP session with what the preview shows; throws if refused. */
 async function connect(user) {
+  const since = ends;
   await api("GET", "/api/me"); // refreshes the access token if it is about to be refused
-  const next = new RTCPeerConnection(await rtcConfiguration());
+  const configuration = await rtcConfiguration();
+  if (ends !== since) return; // End was pressed while a reconnect asked: stay ended
+  const next = new RTCPeerConnection(configuration);
   pc = next;
   const audio = next.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly", streams: [stream] });
   const video = next.addTransceiver((screen || stream).getVideoTracks()[0], { direction: "sendonly", streams: [stream] });
@@ -192,6 +196,7 @@ function askToEnd() {
 }
 
 async function endStream() {
+  ends += 1;
   $("end-confirm").hidden = true;
   serverLive = false;
   clearInterval(statsTimer);
