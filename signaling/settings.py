@@ -29,6 +29,18 @@ class OidcProviderSettings(BaseModel):
     scope: str = "openid email profile"
 
 
+def server_tls(cert: Path, key: Path, names: str) -> ssl.SSLContext:
+    """A listener's TLS context: TLS 1.2 and later (encoders and browsers speak it), with this
+    certificate chain and key; ValueError naming the settings (`names`) when they cannot be loaded."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"{names} cannot be loaded: {exc}") from None
+    return context
+
+
 TURN_URL = re.compile(r"turns?:[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?")
 
 
@@ -320,15 +332,10 @@ class Settings(BaseSettings):
         return self
 
     def https_tls(self) -> ssl.SSLContext:
-        """The HTTPS listener's TLS context: TLS 1.2 and later, HTTP/1.1 (a gateway in front adds HTTP/2)."""
+        """The HTTPS listener's TLS context: HTTP/1.1 (a gateway in front adds HTTP/2)."""
         assert self.tls_cert is not None and self.tls_key is not None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context = server_tls(self.tls_cert, self.tls_key, "TLS_CERT/TLS_KEY")
         context.set_alpn_protocols(["http/1.1"])
-        try:
-            context.load_cert_chain(self.tls_cert, self.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"TLS_CERT/TLS_KEY cannot be loaded: {exc}") from None
         return context
 
     @model_validator(mode="after")
@@ -342,15 +349,9 @@ class Settings(BaseSettings):
         return self
 
     def rtmps_tls(self) -> ssl.SSLContext:
-        """The RTMPS listener's TLS context (TLS 1.2 and later, as encoders speak it)."""
+        """The RTMPS listener's TLS context."""
         assert self.rtmps_cert is not None and self.rtmps_key is not None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            context.load_cert_chain(self.rtmps_cert, self.rtmps_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"RTMPS_CERT/RTMPS_KEY cannot be loaded: {exc}") from None
-        return context
+        return server_tls(self.rtmps_cert, self.rtmps_key, "RTMPS_CERT/RTMPS_KEY")
 
     @field_validator("log_format")
     @classmethod

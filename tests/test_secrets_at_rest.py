@@ -41,19 +41,11 @@ from signaling.migrations.runner import upgrade
 from signaling.notifications.parts import smtp_server
 from signaling.notifications.push import Note, push_jobs
 from support import Api, FakeClock, free_port, make_settings
-from test_notifications import Receiver, _got
+from test_notifications import Receiver, _got, receiver  # noqa: F401  (the fixture)
 from test_oidc import Setup
 from test_whip_whep import until
 
 KEY_A, KEY_B = new_key(), new_key()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    await found.start()
-    yield found
-    await found.close()
 
 
 @pytest.fixture
