@@ -25,6 +25,22 @@ TIMEOUT = aiohttp.ClientTimeout(total=30, connect=3)  # a blocking reload waits 
 MAX_BODY = 32 * 1024 * 1024  # bytes: a segment of the top rendition is a few MB at most
 
 
+async def _whole_body(answer: aiohttp.ClientResponse) -> bytes:
+    """The origin's whole answer, up to MAX_BODY. (`content.read(n)` returns what has come so far: a
+    part larger than a TCP connection's first flight came out cut short, and went on as a complete,
+    immutable 200.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
+        chunks.append(chunk)
+    if answer.content_length is not None and size != answer.content_length:
+        raise aiohttp.ClientPayloadError(f"{size} of {answer.content_length} bytes")
+    return b"".join(chunks)
+
+
 class HlsRelay:
     def __init__(self, directory: NodeDirectory, node_id: str) -> None:
         self._directory = directory
@@ -52,9 +68,7 @@ class HlsRelay:
                     return await self._stream(request, answer, headers)  # a DASH segment being made
                 if answer.content_length is not None and answer.content_length > MAX_BODY:
                     raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
-                body = await answer.content.read(MAX_BODY + 1)
-                if len(body) > MAX_BODY:
-                    raise Unavailable("the origin's answer is too large", headers={"Cache-Control": "no-store"})
+                body = await _whole_body(answer)
                 status = answer.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("hls %s: origin %s did not answer %s: %s", channel, node.id, request.path, exc)
