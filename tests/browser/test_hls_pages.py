@@ -39,7 +39,10 @@ HLS_REPORT = """() => {
   return { state: player && player.box.dataset.state, status: document.querySelector('#player [role=status]')?.textContent,
            errors: playback ? playback.errors : null, level: playback && playback.hls ? playback.hls.currentLevel : null,
            paused: video ? video.paused : null, readyState: video ? video.readyState : null,
-           buffered: video ? ranges(video.buffered) : null };
+           buffered: video ? ranges(video.buffered) : null,
+           // The last HLS requests: a short or cached body (transfer 0) tells a cut-off part from a slow one.
+           requests: performance.getEntriesByType("resource").filter((e) => e.name.includes("/hls/")).slice(-16)
+             .map((e) => [e.name.split("/hls/")[1], e.responseStatus, e.encodedBodySize, e.transferSize, Math.round(e.duration)]) };
 }"""
 
 
