@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cluster import Announcer, NodeLoad, NodeRecord, NodeRegistry, StreamLoad
+from cluster import Announcer, LiveNode, NodeLoad, NodeRecord, NodeRegistry, StreamLoad
 from cluster.memory import MemoryRegistry
 from cluster.origins import MemoryOriginLocks, OriginLocks, RedisOriginLocks
 from cluster.redis import RedisRegistry
@@ -198,6 +198,34 @@ async def test_closing_ends_even_when_the_store_swallows_the_cancellation() -> N
     await asyncio.wait_for(announcer.close(), 5)
     assert time.monotonic() - began < 2
     assert await registry.live() == []
+
+
+async def test_the_reaper_stops_even_when_the_store_turns_its_cancellation_into_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI run U: a node's shutdown waited in its 'reaper' step until SIGKILL. A registry client that
+    answers the cancellation with an error of its own looks like "the registry is down, look again":
+    close must still end the loop, soon."""
+    from signaling.streams import reaper as reaper_module
+
+    asked = asyncio.Event()
+
+    class Stubborn(MemoryRegistry):
+        async def live(self) -> list[LiveNode]:
+            asked.set()
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                raise ConnectionError("connection lost") from None  # what a careless client does
+            return await super().live()
+
+    monkeypatch.setattr(reaper_module, "INTERVAL", 0.01)
+    reaper = reaper_module.StreamReaper(None, Stubborn(), "node-a")  # type: ignore[arg-type]  # (the registry comes first)
+    reaper.start()
+    await asyncio.wait_for(asked.wait(), 5)
+    began = time.monotonic()
+    await asyncio.wait_for(reaper.close(), 5)
+    assert time.monotonic() - began < 1
 
 
 async def test_a_node_that_cannot_describe_itself_keeps_beating(caplog: pytest.LogCaptureFixture) -> None:

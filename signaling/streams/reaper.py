@@ -34,19 +34,26 @@ class StreamReaper:
         self._missing_since: dict[str, float] = {}
         self._orphan_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="stream-reaper")
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
+            # Bounded, and the loop ends by itself once closed: a registry client that turns the
+            # cancellation into an error of its own (caught below as "the registry is down") kept this
+            # loop going, and a node's shutdown waited in this step until SIGKILL (CI run U).
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            done, _ = await asyncio.wait({self._task}, timeout=INTERVAL + 5)
+            if not done:
+                log.warning("the stream reaper did not stop when asked; shutting down without it")
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(INTERVAL)
             try:
                 await self.reap()
