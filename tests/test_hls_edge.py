@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import importlib.util
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dash_checker import LiveMpdChecker, fragments
 from hls_validator import parse
+from nginx_process import infra_module, nginx_binary
 from signaling.app import SERVICES
-from signaling.settings import REPO_ROOT
 from support import Api, FakeClock, free_port
 from test_hls import live_channel, variants
 
@@ -29,11 +28,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="needs nginx"),
 ]
 
-_spec = importlib.util.spec_from_file_location("edge_render", REPO_ROOT / "infra" / "cdn" / "render.py")
-assert _spec is not None and _spec.loader is not None
-_render = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_render)
-render = _render.render
+render = infra_module("cdn/render.py").render
 
 
 @pytest.fixture
@@ -48,7 +43,7 @@ async def edge(origin: Api, tmp_path: Path) -> AsyncIterator[str]:
     port = free_port()
     conf = render(f"127.0.0.1:{origin.client.port}", f"127.0.0.1:{port}", tmp_path / "edge", workers="1",
                   cache_size="256m", user="root")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = nginx_binary()
     process = subprocess.Popen([nginx, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
                                stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
