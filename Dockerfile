@@ -25,6 +25,7 @@ RUN python -m venv /opt/tallylight/venv \
  && /opt/tallylight/venv/bin/pip install --no-cache-dir --quiet -r /tmp/requirements.txt
 COPY bus/ bus/
 COPY cluster/ cluster/
+COPY lifecycle/ lifecycle/
 COPY recorder/ recorder/
 COPY sfu/ sfu/
 COPY signaling/ signaling/

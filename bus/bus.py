@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bus.message import Message
+from lifecycle.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,7 @@ class Bus(ABC):
                     subscription = None
                     delay = 0.5
         finally:
-            for task in answering:
-                task.cancel()
-            await asyncio.gather(*answering, return_exceptions=True)
+            await stop(answering, f"the answers on {topic}")
             if subscription is not None:
                 await subscription.close()
 
@@ -145,9 +144,7 @@ class Bus(ABC):
             slots.release()
 
     async def close(self) -> None:
-        for task in list(self._responders):
-            task.cancel()
-        await asyncio.gather(*self._responders, return_exceptions=True)
+        await stop(list(self._responders), "the bus's responders")
 
 
 def _log_end(task: asyncio.Task[None]) -> None:

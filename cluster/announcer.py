@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from cluster.registry import ANNOUNCE_INTERVAL, NODE_TTL, NodeIdTaken, NodeRecord, NodeRegistry
+from lifecycle.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +86,11 @@ class Announcer:
     async def close(self) -> None:
         """Stop announcing and take the node out of the registry."""
         self._closed = True
-        if self._task is not None:
-            # Bounded: a store client that swallows the cancellation (seen once in a rolling restart:
-            # the shutdown waited in this step until SIGKILL) must not hold the process. The beat
-            # also ends by itself at its next turn once closed.
-            self._task.cancel()
-            done, _ = await asyncio.wait({self._task}, timeout=self._timeout + self._interval)
-            if not done:
-                log.warning("the registry announcements did not stop when asked; shutting down without them")
-            self._task = None
+        # Bounded: a store client that swallows the cancellation (seen once in a rolling restart:
+        # the shutdown waited in this step until SIGKILL) must not hold the process. The beat also
+        # ends by itself at its next turn once closed.
+        await stop([self._task], "the registry announcements", self._timeout + self._interval)
+        self._task = None
         if self._last is not None:
             try:
                 async with asyncio.timeout(self._timeout):

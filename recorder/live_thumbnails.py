@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 
+from lifecycle.tasks import stop
 from recorder.mp4 import decode_keyframe, jpeg
 from recorder.storage import Storage, StorageError
 from sfu.frame_sink import EncodedFrame, FrameSinks
@@ -31,6 +32,7 @@ class LiveThumbnails:
         self._latest: dict[str, EncodedFrame] = {}
         self._made: dict[str, float] = {}  # room -> received_at of the keyframe last made into a picture
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def on_frame(self, room: str, frame: EncodedFrame) -> None:
         if frame.keyframe:
@@ -53,13 +55,12 @@ class LiveThumbnails:
         self._task = asyncio.create_task(self._refresh_forever(), name="live-thumbnails")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._closed = True
+        await stop([self._task], "the live thumbnails")
+        self._task = None
 
     async def _refresh_forever(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.interval)
             await self.refresh()
 

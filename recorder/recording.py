@@ -23,6 +23,7 @@ from pathlib import Path
 
 import av
 
+from lifecycle.tasks import stop
 from recorder.mp4 import OPUS, VIDEO_RATE, AudioFormat, FragmentedMp4, MediaInfo, finalize, picture_size, thumbnail
 from recorder.priority import run_in_background
 from recorder.storage import Storage, StorageError, Upload, put_file
@@ -92,9 +93,7 @@ class Recording:
     async def stop(self) -> None:
         """Stop taking frames, write what is queued, and finish the live upload. Idempotent."""
         self._sinks.remove(self.room, self)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(self._tasks, f"the recording of {self.room}")
         self._tasks = []
         if self._thread.is_alive():
             await asyncio.to_thread(self._queue.put, None)

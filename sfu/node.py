@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lifecycle.tasks import stop
 from sfu import aiortc_internals as internals
 from sfu.errors import (
     AlreadyPublishing,
@@ -170,9 +171,7 @@ class SfuNode:
                 await asyncio.wait_for(self._queue.join(), timeout=5)
             except asyncio.TimeoutError:
                 log.warning("%d stream events not delivered at shutdown", self._queue.qsize())
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(self._tasks, "the node's event delivery")
 
     # --- handing over (a node shutting down in a cluster) ---
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiortc import RTCConfiguration, RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
+from lifecycle.tasks import stop
 from sfu.errors import BadOffer
 from sfu import aiortc_internals as internals
 from sfu.sdp_fragment import SdpFragment, build_fragment
@@ -82,9 +83,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(list(self._tasks), f"session {self.id}")
         try:
             await internals.close_peer(self.pc)
         except Exception:  # closing must finish whatever state aiortc is in

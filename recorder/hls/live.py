@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from recorder.hls.ladder import Rendition, RenditionSpec
-from recorder.hls.packager import Init, Part
+from recorder.hls.packager import Init
 from recorder.hls.playlist import PlaylistOptions, RenditionWindow
 from recorder.hls.transcoder import AAC_KBPS, AUDIO, LadderOptions, LadderTranscoder, Output
 from recorder.priority import run_in_background

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from signaling.analytics.periodic import Periodic
+from lifecycle.tasks import Periodic
 from signaling.db.database import Database
 from signaling.db.models import AudienceMinute, Channel
 from signaling.streams.hls_audience import HlsAudience

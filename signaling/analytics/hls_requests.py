@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from signaling.analytics.periodic import Periodic
+from lifecycle.tasks import Periodic
 from signaling.analytics.viewing import ViewingBook
 from signaling.db.database import Database
 from signaling.db.models import Channel, StreamSession

@@ -23,7 +23,7 @@ from bus.bus import Bus, Subscription
 from bus.message import Message
 from sfu.feed import Feed
 from sfu.node import SfuNode
-from signaling.analytics.periodic import Periodic
+from lifecycle.tasks import Periodic, stop
 
 TOPIC = "stream.ingest"
 KEPT = 150  # samples kept per stream: five minutes at one every two seconds
@@ -145,6 +145,7 @@ class IngestHistory:
         self._streams: dict[str, tuple[str, deque[Sample]]] = {}  # channel -> (stream, samples)
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def samples(self, channel: str) -> list[Sample]:
         held = self._streams.get(channel)
@@ -162,7 +163,7 @@ class IngestHistory:
         self._streams.pop(channel, None)
 
     async def _listen(self, subscription: Subscription) -> None:
-        while True:
+        while not self._closed:
             message = await subscription.get()
             payload = message.payload
             try:
@@ -182,10 +183,9 @@ class IngestHistory:
         self._task = asyncio.get_running_loop().create_task(self._listen(self._subscription), name="ingest-history")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._closed = True
+        await stop([self._task], "the ingest history")
+        self._task = None
         if self._subscription is not None:
             await self._subscription.close()
             self._subscription = None

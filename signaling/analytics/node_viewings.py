@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sfu.node import SfuNode
-from signaling.analytics.periodic import Periodic
+from lifecycle.tasks import Periodic
 from signaling.analytics.viewing import ViewingBook
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import case, delete, func, literal, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from signaling.analytics.periodic import Periodic
+from lifecycle.tasks import Periodic
 from signaling.analytics.viewer_sketches import sketch_of
 from signaling.db.database import Database, upsert
 from signaling.db.models import AudienceMinute, Channel, StreamSession, ViewerSession, ViewingDay

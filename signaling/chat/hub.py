@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from bus import Bus, Message
 from bus.follow import follow
+from lifecycle.tasks import stop
 from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal
 from signaling.chat import protocol
@@ -208,14 +209,7 @@ class ChatHub:
     async def close(self) -> None:
         self._closed = True
         self.disconnect_all()
-        served = list(self._served.values())
-        for task in served:
-            task.cancel()
-        await asyncio.gather(*served, return_exceptions=True)
-        for running in (self._task, self._presence_task):
-            if running is not None:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
+        await stop([*self._served.values(), self._task, self._presence_task], "the chat hub")
         self._task = self._presence_task = None
         if self._flush_soon is not None:
             self._flush_soon.cancel()

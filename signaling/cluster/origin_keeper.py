@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 
 from cluster import OriginLocks
+from lifecycle.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +25,19 @@ class OriginKeeper:
         self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._closed = False
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="origin-keeper")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._closed = True
+        await stop([self._task], "the origin keeper", REFRESH_INTERVAL + 2)
+        self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(REFRESH_INTERVAL)
             try:
                 async with asyncio.timeout(REFRESH_INTERVAL):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from lifecycle.tasks import stop
 from recorder.hls.ladder import RenditionSpec
 from recorder.hls.live import EncodedListener, LiveHls
 from recorder.hls.transcoder import LadderOptions
@@ -139,12 +140,8 @@ class HlsService:
             del self._streams[room]
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        for task in list(self._ending):
-            task.cancel()
-        await asyncio.gather(*self._ending, return_exceptions=True)
+        await stop([self._sweeper, *self._ending], "the HLS service's tasks")
+        self._sweeper = None
         for live in list(self._streams.values()):
             if not live.ended:
                 await self._finish(live)

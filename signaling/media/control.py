@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus import Bus, BusError, Message, NoResponder
+from lifecycle.tasks import stop
 from sfu.errors import BadOffer, NodeFull, NotLive, SfuError
 from signaling.auth.roles import Principal
 from signaling.media.claiming import ClaimingPlane
@@ -65,14 +66,11 @@ class NodeControl:
         """Take no more requests from front doors (those being answered are cancelled): to them this
         node is gone, and the claims of its streams may pass on. Other nodes' relays are still served."""
         if self._serving:
-            self._serving[0].cancel()
-            await asyncio.gather(self._serving[0], return_exceptions=True)
+            await stop(self._serving[:1], "the node's door topic")
 
     async def close(self) -> None:
         """Take no more requests (those being answered are cancelled)."""
-        for task in self._serving:
-            task.cancel()
-        await asyncio.gather(*self._serving, return_exceptions=True)
+        await stop(self._serving, "the node's control topics")
         self._serving = []
 
     async def _handle(self, message: Message) -> dict[str, Any]:

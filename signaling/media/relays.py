@@ -34,6 +34,7 @@ from typing import Any
 from bus import Bus, BusError, Message, NoResponder
 from bus.follow import follow
 from cluster import OriginLocks, RegistryError
+from lifecycle.tasks import stop
 from sfu.errors import AlreadyPublishing, NodeFull, NotLive, SfuError
 from sfu.node import SfuNode
 from sfu.relay import Relay
@@ -79,9 +80,7 @@ class Relays:
         peer connections closing tell the nodes upstream)."""
         self._closed = True
         tasks = [t for t in (self._reporter, self._follower, *self._starting.values(), *self._errands) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop(tasks, "the relays")
         self._reporter = self._follower = None
 
     async def ensure(self, channel: str, upstreams: list[str], deadline: float, origin: str = "") -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from lifecycle.tasks import stop
 from signaling.notifications.outbox import MAX_ATTEMPTS, Job, Outbox, utc
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Worker:
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._closed = False
         self.done = 0
         self.retried = 0
         self.failed = 0
@@ -67,7 +69,7 @@ class Worker:
             task.add_done_callback(self._jobs.discard)
 
     async def _every(self, seconds: float, chore: Callable[[], Awaitable[Any]]) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(seconds)
             try:
                 await chore()
@@ -79,13 +81,10 @@ class Worker:
         self._wake.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for task in list(self._jobs):
-            task.cancel()
-        await asyncio.gather(*self._jobs, return_exceptions=True)  # their leases run out; another worker retries
+        self._closed = True
+        # Jobs cut short here keep their leases until these run out; another worker then retries them.
+        await stop([self._task, *self._jobs], "the notification worker")
+        self._task = None
 
     def _room(self) -> dict[str, int]:
         return {kind: self._caps[kind] - self._running[kind] for kind in self._caps}
@@ -101,7 +100,7 @@ class Worker:
         return len(jobs)
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 taken = await self._take()
             except Exception as exc:  # noqa: BLE001 - the database is down: try again later

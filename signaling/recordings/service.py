@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from lifecycle.tasks import stop
 from recorder.live_thumbnails import LiveThumbnails
 from recorder.recording import EmptyRecording, Recording, RecordingOptions, finalize_spool
 from recorder.storage import Storage, StorageError
@@ -88,16 +89,13 @@ class RecordingService:
     async def close(self) -> None:
         """Stop every recording and finalize what can be in a few seconds; the rest is recovered at
         the next start (its spool is on disk)."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await stop([self._sweeper], "the recordings' retention")
+        self._sweeper = None
         for name in list(self._active):
             await self._stop(name)
         if self._background:
             done, pending = await asyncio.wait(self._background, timeout=20)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await stop(pending, "the recordings still finishing")
         await self._thumbnails.close()
 
     def _spawn(self, work: object, name: str) -> None:

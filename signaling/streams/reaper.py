@@ -17,6 +17,7 @@ import asyncio
 import logging
 
 from cluster import NODE_TTL, NodeRegistry
+from lifecycle.tasks import stop
 from signaling.streams.service import StreamService
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,12 @@ class StreamReaper:
             self._task = asyncio.create_task(self._run(), name="stream-reaper")
 
     async def close(self) -> None:
+        # Bounded, and the loop ends by itself once closed: a registry client that turns the
+        # cancellation into an error of its own (caught below as "the registry is down") kept this
+        # loop going, and a node's shutdown waited in this step until SIGKILL (CI run U).
         self._closed = True
-        if self._task is not None:
-            # Bounded, and the loop ends by itself once closed: a registry client that turns the
-            # cancellation into an error of its own (caught below as "the registry is down") kept this
-            # loop going, and a node's shutdown waited in this step until SIGKILL (CI run U).
-            self._task.cancel()
-            done, _ = await asyncio.wait({self._task}, timeout=INTERVAL + 5)
-            if not done:
-                log.warning("the stream reaper did not stop when asked; shutting down without it")
-            self._task = None
+        await stop([self._task], "the stream reaper", INTERVAL + 5)
+        self._task = None
 
     async def _run(self) -> None:
         while not self._closed:
