@@ -27,7 +27,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,7 +49,7 @@ from sfu.media_format import MediaFormat
 from sfu.output import DROP_REASONS
 from sfu.publisher import Publisher
 from sfu.rtmp.ingest import RtmpPublisher
-from sfu.relay import Relay
+from sfu.relay import MAX_HOPS, Relay, relay_path
 from sfu.room import Room
 from sfu.sdp_fragment import SdpFragment
 from sfu.session import Session
@@ -415,7 +415,7 @@ class SfuNode:
         if room is not None and room.relay_from is not None:
             # The stream's origin moved here (it had died): the relay's viewers stay, on a stream of this node.
             log.info("room %s: relayed from %s until now, published here from now on", room_name, room.relay_from)
-            room.relay_from = None
+            room.relay_from, room.relay_path = None, ()
             room.stream = secrets.token_hex(8)
             room.reported_viewers, room.peak_viewers = -1, room.audience  # a new stream: tell its audience
             stream, formats = room.stream, list(publisher.formats.values())
@@ -442,6 +442,10 @@ class SfuNode:
             raise NotLive(room_name)
         if relay and (room.publisher is None or room.publisher.closed):
             raise NotLive(f"{room_name} has no source here now")  # its publisher or relay moved: feed no relay
+        if relay and client.removeprefix("relay:") in room.relay_path:
+            raise NotLive(f"{room_name} is relayed here through that very node")  # no loop of relays
+        if relay and len(room.relay_path) >= MAX_HOPS:
+            raise NodeFull(f"{room_name} reaches this node through {MAX_HOPS} relays: it goes no farther")
         if relay and self.relays_out() + self._relays_joining >= self.settings.max_relays:
             raise NodeFull(f"this node feeds its maximum of {self.settings.max_relays} relays")
         viewer = not relay
@@ -473,9 +477,11 @@ class SfuNode:
         self._watch(subscriber)
         return subscriber, answer
 
-    async def relay(self, room_name: str, upstream: str, ask: Callable[[str], Awaitable[tuple[str, str, str]]]) -> Relay:
+    async def relay(self, room_name: str, upstream: str,
+                    ask: Callable[[str], Awaitable[tuple[str, str, str, Sequence[object]]]]) -> Relay:
         """Carry `room_name`'s stream from node `upstream` into a room here. `ask(offer)` sends the
-        relay's offer upstream and returns (its session there, the answer, the stream's id). A room
+        relay's offer upstream and returns (its session there, the answer, the stream's id, the nodes
+        the stream reaches `upstream` through, nearest first: its `relay_path`). A room
         relayed from elsewhere is re-attached to `upstream` (its viewers stay); one published here is
         refused."""
         if self._closing or (self._draining and room_name not in self.rooms):
@@ -485,7 +491,7 @@ class SfuNode:
         relay = Relay(room_name, upstream, self._clock, self.sinks)
         try:
             offer = await relay.offer(self.gathering)
-            relay.upstream_session, answer, stream = await ask(offer)
+            relay.upstream_session, answer, stream, beyond = await ask(offer)
             await relay.accept(answer)
             if self._closing:
                 raise NodeFull("this node is shutting down")
@@ -506,7 +512,7 @@ class SfuNode:
             room = self.rooms[room_name] = Room(room_name, stream, self._clock)
         if room.relay_from != upstream or room.stream != stream:
             room.reported_viewers = -1  # the node upstream (a new one) hears the audience here
-        room.relay_from = upstream
+        room.relay_from, room.relay_path = upstream, relay_path(upstream, beyond)
         room.stream = stream
         room.install(relay)
         self.sessions[relay.id] = relay

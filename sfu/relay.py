@@ -16,7 +16,7 @@ fan-out it saves (BENCHMARKS.md, "Relays").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiortc import RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
@@ -27,6 +27,20 @@ from sfu.frame_sink import FrameSinks
 from sfu.publisher import Publisher
 
 _AIORTC_ERRORS = (ValueError, InternalError, InvalidAccessError, InvalidStateError)
+
+MAX_HOPS = 8  # relays in a row from a stream's origin at most (node-to-node hops)
+
+
+def relay_path(upstream: str, beyond: Sequence[object]) -> tuple[str, ...]:
+    """The nodes a relay from `upstream` receives through, nearest first: `upstream` and the path it
+    named for itself (`beyond`; what cannot be read of it is dropped, and it is cut at MAX_HOPS).
+
+    A node feeds no relay to a node on its own path: a chain that loops back (B fed by D, fed by C, fed
+    by B) would carry a stream with no source for as long as the loop holds, each node's viewers
+    waiting on pictures that never come. Relays to the previous node alone were refused before; this
+    refuses a loop of any length."""
+    names = [n for n in beyond if isinstance(n, str) and 0 < len(n) <= 140]
+    return (upstream, *names)[:MAX_HOPS]
 
 
 class Relay(Publisher):

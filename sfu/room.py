@@ -31,6 +31,7 @@ class Room:
         self.peak_viewers = 0  # of the audience
         self.reported_viewers = 0  # the audience last told to the node's events
         self.relay_from: str | None = None  # the node upstream, when this room is a relay's
+        self.relay_path: tuple[str, ...] = ()  # ...and every node up to the origin, nearest first (sfu.relay)
         self.idle_since = clock()  # when the last subscriber left (a relay's room ends after a while)
         self.joining = 0  # subscribers negotiating (not in `subscribers` yet): the room is not idle
 

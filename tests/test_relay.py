@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from sfu import aiortc_internals as internals
-from sfu.errors import AlreadyPublishing, NodeFull
+from sfu import node as node_module
+from sfu.errors import AlreadyPublishing, NodeFull, NotLive
 from sfu.node import NodeSettings, SfuNode
 from sfu.relay import Relay
 from sfu.subscriber import Subscriber
@@ -101,9 +102,9 @@ async def test_a_relayed_stream_plays_in_sync_and_repairs_loss_across_the_hop(
     await link.start()
     publisher, viewer = Peer.publisher("h264", audio=True), Peer.viewer()
 
-    async def ask(offer: str) -> tuple[str, str, str]:
+    async def ask(offer: str) -> tuple[str, str, str, tuple[str, ...]]:
         session, answer = await origin.subscribe(ROOM, link.offer(offer), None, "relay:edge", relay=True)
-        return session.id, link.answer(answer), origin.rooms[ROOM].stream
+        return session.id, link.answer(answer), origin.rooms[ROOM].stream, origin.rooms[ROOM].relay_path
 
     try:
         await _publish(origin, publisher)
@@ -174,22 +175,26 @@ async def test_a_relayed_stream_plays_in_sync_and_repairs_loss_across_the_hop(
         link.close()
 
 
-async def test_relays_chain_follow_a_new_origin_and_have_a_cap(nodes: tuple[SfuNode, SfuNode, Counted]) -> None:
-    """origin -> edge -> far: the far node's viewer watches through two hops. Then the stream goes live
-    on another node (its origin moved): the edge's relay follows it there, and the viewer behind two
-    hops keeps watching without a new session. When the stream ends, the relays end after the media
-    timeout (in a cluster, at once: the end is told on the bus)."""
+async def test_relays_chain_follow_a_new_origin_and_have_a_cap(
+    nodes: tuple[SfuNode, SfuNode, Counted], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """origin -> edge -> far: the far node's viewer watches through two hops. No node feeds a relay to
+    a node its stream comes through (a loop of any length), nor one hop past the cap. Then the stream
+    goes live on another node (its origin moved): the edge's relay follows it there, and the viewer
+    behind two hops keeps watching without a new session. When the stream ends, the relays end after
+    the media timeout (in a cluster, at once: the end is told on the bus)."""
     origin, edge, counted = nodes
     far = SfuNode(_settings(publisher_timeout=1.0))
-    moved = SfuNode(_settings())
+    moved, third = SfuNode(_settings()), SfuNode(_settings())
     await far.start()
     await moved.start()
+    await third.start()
     publisher, second, viewer = Peer.publisher("vp8"), Peer.publisher("vp8"), Peer.viewer()
 
     def asker(upstream: SfuNode, client: str) -> object:
-        async def ask(offer: str) -> tuple[str, str, str]:
+        async def ask(offer: str) -> tuple[str, str, str, tuple[str, ...]]:
             session, answer = await upstream.subscribe(ROOM, offer, None, client, relay=True)
-            return session.id, answer, upstream.rooms[ROOM].stream
+            return session.id, answer, upstream.rooms[ROOM].stream, upstream.rooms[ROOM].relay_path
         return ask
 
     try:
@@ -200,6 +205,21 @@ async def test_relays_chain_follow_a_new_origin_and_have_a_cap(nodes: tuple[SfuN
         session = await _watch(far, viewer)
         await viewer.wait_frames(10, timeout=20)
         assert edge.relays_out() == 1 and origin.relays_out() == 1 and far.rooms[ROOM].relay_from == "edge"
+        assert far.rooms[ROOM].relay_path == ("edge", "origin") and origin.rooms[ROOM].relay_path == ()
+
+        # A loop of three: `third` relays from `far`; `edge`, upstream of both, must not relay from it.
+        # (Refusing the previous node alone let this through: third's upstream is far, not edge.)
+        await third.relay(ROOM, "far", asker(far, "relay:third"))  # type: ignore[arg-type]
+        assert third.rooms[ROOM].relay_path == ("far", "edge", "origin")
+        with pytest.raises(NotLive, match="through that very node"):
+            await third.subscribe(ROOM, await Peer.viewer().offer(), None, "relay:edge", relay=True)
+        with pytest.raises(NotLive, match="through that very node"):
+            await far.subscribe(ROOM, await Peer.viewer().offer(), None, "relay:origin", relay=True)
+        monkeypatch.setattr(node_module, "MAX_HOPS", 3)  # third is the third hop: it feeds no fourth
+        with pytest.raises(NodeFull, match="through 3 relays"):
+            await third.subscribe(ROOM, await Peer.viewer().offer(), None, "relay:elsewhere", relay=True)
+        monkeypatch.undo()
+        await third.close()
 
         await _publish(moved, second)
         await _until(lambda: moved.rooms[ROOM].feeds["video"].packets_in > 0)
@@ -219,6 +239,7 @@ async def test_relays_chain_follow_a_new_origin_and_have_a_cap(nodes: tuple[SfuN
             await peer.close()
         await far.close()
         await moved.close()
+        await third.close()
 
     capped = SfuNode(_settings(max_relays=0))
     await capped.start()

@@ -8,7 +8,7 @@
                        {"op": "end", "channel", "session"}                                    -> {}
                        {"op": "layers", "channel", "session"}                       -> {"choices", "current", "auto"}
                        {"op": "layer", "channel", "session", "layer"}               -> {"choices", "current", "auto"}
-    node.<id>.relay    {"op": "subscribe", "channel", "offer", "client", "budget", "relay"}  -> ticket + {"stream"}
+    node.<id>.relay    {"op": "subscribe", "channel", "offer", "client", "budget", "relay"}  -> ticket + {"stream", "path"}
                        {"op": "relayed", "channel", "session", "viewers"}                     -> {}
                        {"op": "end", "channel", "session"}                                    -> {}
 
@@ -157,16 +157,14 @@ class NodeControl:
         plane, op = self._plane, p.get("op")
         channel, session = str(p["channel"]), str(p.get("session", ""))
         if op == "subscribe" and p.get("relay") is True:
-            room = plane.node.rooms.get(channel)
-            if room is not None and room.relay_from is not None and str(p["client"]) == f"relay:{room.relay_from}":
-                raise NotLive(f"{channel} is relayed here from that very node")  # no loop of relays
             ticket = await self._within(float(p["budget"]), plane.subscribe(
                 channel, str(p["offer"]), None, str(p["client"])[:140], relay=True))
             room = plane.node.rooms.get(channel)
             if room is None:
                 await plane.end_quietly(ticket.session)
                 raise NotLive(channel)
-            return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer, "stream": room.stream}
+            return {"session": ticket.session, "etag": ticket.etag, "answer": ticket.answer, "stream": room.stream,
+                    "path": list(room.relay_path)}
         if op == "relayed":
             viewers = p["viewers"]
             if not isinstance(viewers, int) or isinstance(viewers, bool) or not 0 <= viewers <= MAX_AUDIENCE:

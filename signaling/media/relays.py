@@ -154,7 +154,8 @@ class Relays:
             raise NotLive(channel)
         raise NodeFull(f"no node could feed a relay of {channel} in time; try again")
 
-    async def _ask(self, upstream: str, channel: str, timeout: float, offer: str) -> tuple[str, str, str]:
+    async def _ask(self, upstream: str, channel: str, timeout: float, offer: str
+                   ) -> tuple[str, str, str, list[object]]:
         request = {"op": "subscribe", "channel": channel, "offer": offer, "viewer": None,
                    "client": f"relay:{self._node_id}", "relay": True, "budget": timeout - 0.5}
         answer = await self._request(upstream, request, timeout)
@@ -162,7 +163,8 @@ class Relays:
         if not isinstance(session, str) or not isinstance(sdp, str) or not isinstance(stream, str) \
                 or not STREAM_ID.fullmatch(stream):
             raise NodeFull(f"node {upstream} answered a relay with something this version cannot read")
-        return session, sdp, stream
+        path = answer.get("path")
+        return session, sdp, stream, path if isinstance(path, list) else []
 
     async def _request(self, upstream: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         try:
