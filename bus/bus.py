@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bus.message import Message
-from lifecycle.tasks import stop
+from lifecycle.tasks import STOP_WITHIN, cancelling, stop
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Bus(ABC):
         answering: set[asyncio.Task[None]] = set()
         delay = 0.0
         try:
-            while True:
+            while not cancelling():
                 if subscription is None:
                     await asyncio.sleep(delay)
                     try:
@@ -144,7 +144,8 @@ class Bus(ABC):
             slots.release()
 
     async def close(self) -> None:
-        await stop(list(self._responders), "the bus's responders")
+        # Each responder waits STOP_WITHIN for its answers in flight: give it the time to.
+        await stop(list(self._responders), "the bus's responders", STOP_WITHIN + 2)
 
 
 def _log_end(task: asyncio.Task[None]) -> None:

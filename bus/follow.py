@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from bus.bus import Bus, BusError, Subscription
 from bus.message import Message
+from lifecycle.tasks import cancelling
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ async def follow(bus: Bus, topics: tuple[str, ...], handle: Callable[[Message], 
     one taken already (so a caller can fail at start when the bus is down); `what` names the follower
     in the logs."""
     backoff = FIRST_BACKOFF
-    while True:
+    while not cancelling():  # (a client that turned the cancellation into an error ends here too)
         if subscription is None:
             try:
                 subscription = await bus.subscribe(*topics)

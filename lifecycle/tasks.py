@@ -7,8 +7,9 @@ for "the store is down, try again", keeps the loop going, and the process's shut
 SIGKILL (CI runs N and U, in the announcer and the stream reaper). So:
 
 - `stop` cancels and waits a bounded time, then goes on without what did not stop, saying so;
-- `Periodic` (and every loop written by hand) also checks a closed flag each turn, so a loop that
-  swallowed its cancellation still ends at its next turn.
+- `Periodic` (and every loop written by hand) also checks a closed flag each turn, or `cancelling()`
+  where it catches errors and tries again, so a loop that swallowed its cancellation still ends at its
+  next turn.
 """
 
 from __future__ import annotations
@@ -16,25 +17,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 STOP_WITHIN = 5.0  # seconds a task has to end once cancelled, by default
 
 
-async def stop(tasks: Iterable[asyncio.Task[object] | asyncio.Task[None] | None], what: str,
-               within: float = STOP_WITHIN) -> bool:
-    """Cancel `tasks` (None and finished ones are skipped) and wait until they end, `within` seconds at
-    most; whether all of them ended. Their errors are taken (nothing is logged as never retrieved)."""
+def cancelling() -> bool:
+    """Has the running task been asked to stop? True from its cancellation on, even after the
+    CancelledError was caught or turned into another error (Python 3.11's count of cancel requests)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _take_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def stop(tasks: Iterable[asyncio.Task[Any] | None], what: str, within: float = STOP_WITHIN) -> bool:
+    """Cancel `tasks` (None is skipped) and wait until they end, `within` seconds at most; whether all
+    of them ended. Their errors are taken, now or whenever they end (nothing is logged as never
+    retrieved)."""
     given = [t for t in tasks if t is not None]
     for task in given:
         task.cancel()  # (a no-op on one that ended)
+        task.add_done_callback(_take_error)
     if not given:
         return True
-    done, pending = await asyncio.wait(given, timeout=within)
-    for task in done:
-        if not task.cancelled():
-            task.exception()
+    _, pending = await asyncio.wait(given, timeout=within)
     if pending:
         names = ", ".join(sorted({t.get_name() for t in pending}))
         log.warning("%s: %d task(s) did not stop within %g s when asked (%s); going on without them",
@@ -57,7 +69,7 @@ class Periodic:
         self._closed = False
 
     async def _run(self) -> None:
-        while not self._closed:
+        while not self._closed and not cancelling():
             await asyncio.sleep(self._every)
             if self._closed:
                 break

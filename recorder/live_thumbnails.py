@@ -62,7 +62,10 @@ class LiveThumbnails:
     async def _refresh_forever(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # one bad turn must not end the pictures for every stream after it
+                log.exception("could not refresh the live thumbnails")
 
     async def refresh(self) -> int:
         """Store a new picture for each room with a fresh keyframe; the number stored."""

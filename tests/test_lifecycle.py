@@ -132,3 +132,35 @@ async def test_the_notification_worker_ends_when_its_database_turns_the_cancella
     task = worker._task
     assert await closes_soon(worker.close()) < 1
     assert task is not None and task.done()
+
+
+async def test_following_topics_ends_when_the_bus_turns_the_cancellation_into_an_error() -> None:
+    """bus.follow subscribes again after any error (a Redis restart); an error that is a cancellation in
+    disguise must end it all the same (the chat hub and the relays follow topics for the process's life)."""
+    from bus import BusError, Message, open_bus
+    from bus.bus import Subscription
+    from bus.follow import follow
+
+    asked = asyncio.Event()
+
+    class Stubborn(Subscription):
+        async def get(self) -> Message:
+            asked.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise BusError("connection lost") from None
+            raise AssertionError("unreachable")
+
+        async def close(self) -> None:
+            return None
+
+    bus = open_bus("memory://")
+    try:
+        task = asyncio.create_task(follow(bus, ("a.topic",), lambda _: None, "test", Stubborn()))
+        await asyncio.wait_for(asked.wait(), 5)
+        began = time.monotonic()
+        assert await stop([task], "following", within=3)
+        assert time.monotonic() - began < 1.5  # ended by itself (not after the first backoff's resubscribe)
+    finally:
+        await bus.close()

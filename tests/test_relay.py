@@ -253,17 +253,20 @@ async def test_relays_chain_follow_a_new_origin_and_have_a_cap(
         await capped.close()
 
 
-async def test_a_relay_whose_upstream_node_stops_follows_the_origin() -> None:
+async def test_a_relay_whose_upstream_node_stops_follows_the_origin(monkeypatch: pytest.MonkeyPatch) -> None:
     """origin -> mid -> far, three nodes meeting on one bus (in memory here; Redis in a cluster) with
-    their control endpoints and relays as `tally node` has them. The middle node stops abruptly: the
-    far node's relay loses its connection, asks the cluster's claims where the stream is published,
-    re-attaches there, and its viewer keeps its session and its pictures."""
+    their control endpoints and relays as `tally node` has them. Each relay knows the path to the
+    origin, kept fresh by its audience reports. The middle node stops abruptly: the far node's relay
+    loses its connection, asks the cluster's claims where the stream is published, re-attaches there,
+    and its viewer keeps its session and its pictures."""
     from bus import open_bus
     from cluster import open_origin_locks
     from signaling.media.claiming import ClaimingPlane
     from signaling.media.control import NodeControl
+    from signaling.media import relays as relays_module
     from signaling.media.relays import Relays
 
+    monkeypatch.setattr(relays_module, "REPORT_EVERY", 0.2)  # (no origin keeper here: the claim lasts ORIGIN_TTL)
     bus, locks = open_bus("memory://"), open_origin_locks("memory://")
     stack: list[tuple[SfuNode, NodeControl, Relays]] = []
     for name in ("origin", "mid", "far"):
@@ -286,7 +289,10 @@ async def test_a_relay_whose_upstream_node_stops_follows_the_origin() -> None:
         await far_relays.ensure(ROOM, ["mid"], deadline, origin="origin")
         session = await _watch(far, viewer)
         await viewer.wait_frames(10, timeout=20)
-        assert far.rooms[ROOM].relay_from == "mid"
+        assert far.rooms[ROOM].relay_from == "mid" and far.rooms[ROOM].relay_path == ("mid", "origin")
+        mid.rooms[ROOM].relay_path = ("elsewhere", "origin")  # as if mid had re-attached farther up
+        await _until(lambda: far.rooms[ROOM].relay_path == ("mid", "elsewhere", "origin"), timeout=3)
+        mid.rooms[ROOM].relay_path = ("origin",)
 
         await mid_relays.close()  # the middle node goes away at once
         await mid_control.close()

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from bus import Bus, Message
 from bus.follow import follow
-from lifecycle.tasks import stop
+from lifecycle.tasks import cancelling, stop
 from signaling.accounts.service import AccountService
 from signaling.auth.roles import Principal
 from signaling.chat import protocol
@@ -375,7 +375,7 @@ class ChatHub:
 
     async def _still_here(self) -> None:
         """Every REFRESH seconds, the signed-in users this hub holds, so the list outlives no process."""
-        while True:
+        while not cancelling():
             await asyncio.sleep(REFRESH)
             for channel, room in list(self._rooms.items()):
                 names = {c.principal.username for c in room if c.principal is not None and c.pending is None}

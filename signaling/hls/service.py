@@ -140,8 +140,7 @@ class HlsService:
             del self._streams[room]
 
     async def close(self) -> None:
-        await stop([self._sweeper, *self._ending], "the HLS service's tasks")
-        self._sweeper = None
+        await stop([self._sweeper, *self._ending], "the HLS service's tasks")  # (the sweeper stays: none starts again)
         for live in list(self._streams.values()):
             if not live.ended:
                 await self._finish(live)

@@ -9,7 +9,7 @@
                        {"op": "layers", "channel", "session"}                       -> {"choices", "current", "auto"}
                        {"op": "layer", "channel", "session", "layer"}               -> {"choices", "current", "auto"}
     node.<id>.relay    {"op": "subscribe", "channel", "offer", "client", "budget", "relay"}  -> ticket + {"stream", "path"}
-                       {"op": "relayed", "channel", "session", "viewers"}                     -> {}
+                       {"op": "relayed", "channel", "session", "viewers"}                     -> {"path"}
                        {"op": "end", "channel", "session"}                                    -> {}
 
 A subscribe with `upstreams` (a front door placing a viewer on a node that may not carry the stream)
@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus import Bus, BusError, Message, NoResponder
-from lifecycle.tasks import stop
+from lifecycle.tasks import STOP_WITHIN, stop
 from sfu.errors import BadOffer, NodeFull, NotLive, SfuError
 from signaling.auth.roles import Principal
 from signaling.media.claiming import ClaimingPlane
@@ -66,11 +66,11 @@ class NodeControl:
         """Take no more requests from front doors (those being answered are cancelled): to them this
         node is gone, and the claims of its streams may pass on. Other nodes' relays are still served."""
         if self._serving:
-            await stop(self._serving[:1], "the node's door topic")
+            await stop(self._serving[:1], "the node's door topic", STOP_WITHIN + 2)  # (see Bus.close)
 
     async def close(self) -> None:
         """Take no more requests (those being answered are cancelled)."""
-        await stop(self._serving, "the node's control topics")
+        await stop(self._serving, "the node's control topics", STOP_WITHIN + 2)
         self._serving = []
 
     async def _handle(self, message: Message) -> dict[str, Any]:
@@ -171,7 +171,8 @@ class NodeControl:
                 raise ValueError("viewers must be a count")
             plane.node.session(session, channel)
             plane.node.set_relayed(session, viewers)
-            return {}
+            room = plane.node.rooms.get(channel)
+            return {"path": list(room.relay_path) if room is not None else []}
         if op == "end":
             await plane.end(channel, session)
             return {}

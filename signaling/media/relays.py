@@ -37,14 +37,14 @@ from cluster import OriginLocks, RegistryError
 from lifecycle.tasks import stop
 from sfu.errors import AlreadyPublishing, NodeFull, NotLive, SfuError
 from sfu.node import SfuNode
-from sfu.relay import Relay
+from sfu.relay import Relay, relay_path
 from signaling.media.wire import refusal_in, relay_topic
 
 log = logging.getLogger(__name__)
 
 RELAY_TIMEOUT = 6.0  # seconds the node upstream has at most to answer a relay's offer
 REPORT_TIMEOUT = 2.0  # seconds for an audience report; a failed one is sent again
-REPORT_EVERY = 5.0  # seconds between reports of every relay's audience, changed or not
+REPORT_EVERY = 5.0  # seconds between reports of every relay's audience (and answers with the path upstream)
 MAX_UPSTREAMS = 4  # nodes tried for one relay
 REATTACH_BUDGET = 6.0  # seconds to re-attach a relay to a stream's new origin
 STREAM_TOPICS = ("stream.started", "stream.ended")
@@ -247,7 +247,7 @@ class Relays:
             pass  # gone already
 
     async def _report_forever(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=REPORT_EVERY)
             except TimeoutError:  # every relay's count, changed or not: one lost on the way is mended
@@ -261,8 +261,14 @@ class Relays:
 
     async def _report(self, relay: Relay, viewers: int) -> None:
         try:
-            await self._request(relay.upstream, {"op": "relayed", "channel": relay.room,
-                                                 "session": relay.upstream_session, "viewers": viewers}, REPORT_TIMEOUT)
+            answer = await self._request(relay.upstream, {"op": "relayed", "channel": relay.room,
+                                                          "session": relay.upstream_session, "viewers": viewers},
+                                         REPORT_TIMEOUT)
+            path = answer.get("path")
+            room = self._node.rooms.get(relay.room)
+            if isinstance(path, list) and room is not None and room.publisher is relay:
+                # The path upstream changes when a node there re-attaches: kept fresh within REPORT_EVERY.
+                room.relay_path = relay_path(relay.upstream, path)
         except NodeFull as exc:  # no answer in time: sent again with the next round
             log.debug("could not tell node %s the audience of a relay: %s", relay.upstream, exc)
             self._counts.setdefault(relay, viewers)

@@ -82,9 +82,10 @@ class Worker:
 
     async def close(self) -> None:
         self._closed = True
-        # Jobs cut short here keep their leases until these run out; another worker then retries them.
-        await stop([self._task, *self._jobs], "the notification worker")
+        await stop([self._task], "the notification worker")  # first: it starts no job after this
         self._task = None
+        # Jobs cut short here keep their leases until these run out; another worker then retries them.
+        await stop(list(self._jobs), "the notification jobs")
 
     def _room(self) -> dict[str, int]:
         return {kind: self._caps[kind] - self._running[kind] for kind in self._caps}
@@ -119,6 +120,8 @@ class Worker:
             await asyncio.sleep(0.05)  # busy: let running jobs finish
             return 0
         jobs = await self._outbox.claim(self.name, utc(self._clock()), room, LEASE)
+        if self._closed:
+            return 0  # closing: their leases run out, and another worker takes them
         for job in jobs:
             self._spawn(job)
         return len(jobs)
