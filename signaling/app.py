@@ -55,6 +55,7 @@ from signaling.auth.passwords import Passwords
 from signaling.auth.rate_limit import RateLimiter, open_rate_limiter
 from signaling.auth.sealing import Sealer, sealer_for
 from signaling.auth.roles import Principal, Role
+from signaling.internal_surface import internal_only
 from signaling.channels.service import ChannelService
 from signaling.cluster.directory import FRESH as DIRECTORY_FRESH, NodeDirectory
 from signaling.cluster.origin_keeper import OriginKeeper
@@ -215,10 +216,11 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     providers = _opened_providers(settings, sealer)
     secret = load_or_create_secret(sealer.open_setting(settings.jwt_secret, "JWT_SECRET"), settings.data_dir)
     metrics = HttpMetrics(CollectorRegistry())
+    surface = [] if settings.public_http else [internal_only()]  # a node behind doors: what they ask of it
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[request_ids, metrics.middleware, cors_middleware, not_found_pages(settings.web_root, _media_origins(settings)),
-                     problems_middleware, security_headers],
+                     problems_middleware, security_headers, *surface],
     )
     app[MAX_BODY] = settings.max_body_bytes
     app.on_response_prepare.append(answer_with_request_id)

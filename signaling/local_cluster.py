@@ -34,7 +34,7 @@ class Child:
 
 
 # What makes one process differ from the next is set per child, never inherited from the supervisor.
-PER_PROCESS = ("PORT", "NODE_ID", "INTERNAL_URL", "MEDIA", "RECORDING_SPOOL_DIR")
+PER_PROCESS = ("PORT", "NODE_ID", "INTERNAL_URL", "MEDIA", "PUBLIC_HTTP", "RECORDING_SPOOL_DIR")
 # Exit codes of a child that will fail the same way again (bad settings, its node id taken).
 FATAL_EXITS = (2, 3)
 
@@ -65,6 +65,7 @@ def plan(settings: Settings, nodes: int) -> list[Child]:
             "NODE_ID": f"node-{n}",
             "RECORDING_SPOOL_DIR": str(settings.resolved_spool_dir / f"node-{n}"),
             "RTMP_REUSE_PORT": "true",
+            "PUBLIC_HTTP": "false",  # the door serves the API and pages; a node, what the door asks of it
         }))
     children.append(Child("worker", ("worker",), {**shared, "NODE_ID": "worker"}))
     return children

@@ -229,6 +229,11 @@ class Settings(BaseSettings):
         default=True,
         description="Run a media node in this process; off, WHIP/WHEP sessions go to the cluster's nodes (BUS_URL).",
     )
+    public_http: bool = Field(
+        default=True,
+        description="Serve the API and pages; off (a media node behind front doors), only /hls/, /dash/, "
+                    "/healthz, /readyz and /metrics: what the doors and monitoring ask of a node.",
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="text", description="text, or json: one JSON object per line with the "
                                                         "request, user, channel, stream, session and node ids")
@@ -308,6 +313,13 @@ class Settings(BaseSettings):
     def _media_off_needs_a_cluster(self) -> Settings:
         if not self.media and not is_shared(self.bus_url):
             raise ValueError("MEDIA off sends sessions to the cluster's nodes: set BUS_URL to the cluster's Redis")
+        return self
+
+    @model_validator(mode="after")
+    def _internal_only_is_for_nodes(self) -> Settings:
+        if not self.public_http and not self.media:
+            raise ValueError("PUBLIC_HTTP=false is for media nodes behind front doors: a front door (MEDIA off) "
+                             "serves the API and pages")
         return self
 
     @model_validator(mode="after")

@@ -110,3 +110,11 @@ def test_rtmp_is_on_by_default_and_a_taken_default_port_only_turns_it_off(tmp_pa
         result = subprocess.run(tally_command("serve"), env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and "tally: RTMP_PORT 1935 cannot be listened on" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_front_door_cannot_be_made_internal_only(tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": "", "JWT_SECRET": "x" * 40,
+           "BUS_URL": "redis://127.0.0.1:6379/0", "PUBLIC_HTTP": "false"}
+    result = subprocess.run([sys.executable, "-m", "signaling.cli", "serve", "--media", "off"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "PUBLIC_HTTP=false is for media nodes" in result.stderr, result.stderr

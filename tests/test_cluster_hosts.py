@@ -1,6 +1,7 @@
 """The cluster across "hosts": three `tally node`s, each in its own network namespace with its own
 address (as separate machines would be), meeting on Redis and PostgreSQL in the root namespace; a front
 door and the clients in the root namespace too. Each node takes one viewer, so a stream spans all three.
+The nodes serve only what the door and monitoring ask of them over HTTP (PUBLIC_HTTP=false).
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ async def test_a_stream_spans_three_hosts(tmp_path: Path, database_url: str) -> 
         assert "@127.0.0.1:5432/" in database_url
         common = {"DATABASE_URL": database_url, "AUTO_MIGRATE": "false", "JWT_SECRET": secrets.token_hex(32),
                   "LOG_LEVEL": "INFO", "MAX_VIEWERS_PER_NODE": "1"}
+        node_urls: dict[str, str] = {}
         for name in NAMES:
             address, home = net.addresses[name], tmp_path / name
             home.mkdir()
-            stack.enter_context(serve(
+            node_urls[name] = stack.enter_context(serve(
                 home, ("node",), host=address, prefix=net.prefix(name), NODE_ID=name, WEBRTC_HOST_ADDRESSES=address,
+                PUBLIC_HTTP="false",
                 **{**common, "BUS_URL": redis.url_on(net.gateway),
-                   "DATABASE_URL": database_url.replace("127.0.0.1:5432", f"{net.gateway}:{postgres_port}")}))
+                   "DATABASE_URL": database_url.replace("127.0.0.1:5432", f"{net.gateway}:{postgres_port}")})).url
         (tmp_path / "door").mkdir()
         door_process = stack.enter_context(serve(tmp_path / "door", ("serve", "--media", "off"), NODE_ID="door",
                                                  BUS_URL=redis.url, **common))
@@ -70,6 +73,19 @@ async def test_a_stream_spans_three_hosts(tmp_path: Path, database_url: str) -> 
                 rendition = "/hls/caster/" + variants(master.decode())[0][1]
                 status, playlist = await door.call("GET", rendition)
                 assert status == 200 and b"#EXT-X-PART" in playlist, playlist
+
+                # A node answers the door and monitoring, and nothing else: no API, pages, chat or WHIP.
+                node = Client(http, node_urls[origin])
+                for path in ("/healthz", "/readyz", "/metrics", "/hls/caster/index.m3u8"):
+                    status, body = await node.call("GET", path)
+                    assert status == 200, (path, body)
+                for method, path in (("GET", "/api/me"), ("GET", "/api/channels/caster"), ("GET", "/"),
+                                     ("GET", "/watch/caster"), ("GET", "/ws"), ("POST", "/api/auth/login"),
+                                     ("POST", "/whip/caster"), ("OPTIONS", "/whep/caster")):
+                    async with http.request(method, node_urls[origin] + path, data=b"v=0\r\n",
+                                            headers={"Authorization": f"Bearer {key}"}) as answer:
+                        problem = await answer.json(content_type=None)
+                        assert answer.status == 404 and "media node" in problem["detail"], (method, path, problem)
             finally:
                 for peer in (publisher, *viewers):
                     await peer.close()

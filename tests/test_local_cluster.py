@@ -69,6 +69,10 @@ async def test_one_command_runs_a_door_and_nodes_restarts_a_dead_node_and_stops_
                     return sorted(await started()) == ["node-1", "node-2"]
 
                 await _until(both, 30, "both nodes in the registry")
+                node = Client(http, f"http://127.0.0.1:{port + 1}")  # only what the door asks of it
+                assert (await node.call("GET", "/healthz"))[0] == 200
+                status, problem = await node.call("GET", "/api/me", token=admin)
+                assert status == 404 and "media node" in problem["detail"], problem
                 # RTMP: the door names the nodes' shared port; FFmpeg goes live through it.
                 stream_key = await door.broadcaster("caster")
                 _, login = await door.call("POST", "/api/auth/login", {"username": "caster", "password": "correct horse"})
