@@ -90,7 +90,7 @@ from signaling.streams.reaper import StreamReaper
 from signaling.streams.service import StreamService
 from sfu import aiortc_internals
 from sfu.node import NodeSettings, SfuNode
-from sfu.rtmp.session import RtmpServer
+from sfu.rtmp.session import Limits as RtmpLimits, RtmpServer
 from sfu.session import Session
 from signaling.auth.turn_credentials import IceServers
 from signaling.web_pages import add_web_routes, not_found_pages, security_headers
@@ -338,7 +338,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     # Without media, this process is a front door: its node stays idle and sessions go to the cluster's nodes.
     media: MediaPlane = local if settings.media else ClusterPlane(bus, directory, origins, node.settings.takeover_after)
     rtmp_gate = RtmpGate(node, local, channels, accounts, limiter, settings.rate_whip_per_minute)
-    rtmp = RtmpServer(rtmp_gate.authorize) if settings.media and (settings.rtmp_port or settings.rtmps_port) else None
+    rtmp = RtmpServer(rtmp_gate.authorize, RtmpLimits(proxy_from=settings.rtmp_proxy_networks)) \
+        if settings.media and (settings.rtmp_port or settings.rtmps_port) else None
     if rtmp is not None:
         register_rtmp_metrics(metrics.registry, rtmp, node)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import ssl
@@ -150,6 +151,12 @@ class Settings(BaseSettings):
         default="", description="The RTMP server URL encoders are told (default: rtmp://<public host>:RTMP_PORT/live "
                                 "on a process that takes RTMP; set it on front doors whose nodes do)."
     )
+    rtmp_proxy_from: Annotated[list[str], NoDecode] = Field(
+        default=[], description="TCP load balancers in front of the RTMP port that send a PROXY header (v1 or v2) with "
+                                "the encoder's address (comma-separated addresses or networks, e.g. 10.0.0.0/24): "
+                                "connections from them must send one; nobody else's is believed. Plain RTMP only "
+                                "(end TLS at the balancer).",
+    )
     rtmps_port: int = Field(
         default=0, ge=0, le=65535,
         description="TCP port of RTMP over TLS (rtmps://HOST:PORT/live) on a media process; 0: off. Needs RTMPS_CERT "
@@ -265,7 +272,8 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
-    @field_validator("webrtc_host_addresses", "webrtc_announced_addresses", "turn_urls", mode="before")
+    @field_validator("webrtc_host_addresses", "webrtc_announced_addresses", "turn_urls", "rtmp_proxy_from",
+                     mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -314,6 +322,21 @@ class Settings(BaseSettings):
         if not self.media and not is_shared(self.bus_url):
             raise ValueError("MEDIA off sends sessions to the cluster's nodes: set BUS_URL to the cluster's Redis")
         return self
+
+    @field_validator("rtmp_proxy_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"RTMP_PROXY_FROM holds {entry[:60]!r}: each is an address or a network "
+                                 "(10.0.0.7, 10.0.0.0/24, fd00::/8)") from None
+        return value
+
+    @property
+    def rtmp_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.rtmp_proxy_from)
 
     @model_validator(mode="after")
     def _internal_only_is_for_nodes(self) -> Settings:

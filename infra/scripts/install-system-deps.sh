@@ -36,6 +36,7 @@ table=(
   "test|postgresql|command -v pg_ctlcluster"
   "test|redis-server|command -v redis-server"
   "test|nginx-light|command -v nginx || [ -x /usr/sbin/nginx ]"  # the CDN edge in tests
+  "test|libnginx-mod-stream|[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]"  # a TCP balancer with PROXY headers (tests/test_rtmp_proxy.py)
   "test|prometheus|command -v promtool"  # the shipped monitoring config, checked and run
   "test|coturn|command -v turnserver"  # TURN relays, from turn/turnserver.conf (tests/test_turn.py)
   "test|docker-compose|command -v docker-compose"  # infra/compose/compose.yaml, checked (tests/test_containers.py)

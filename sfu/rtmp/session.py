@@ -23,6 +23,7 @@ Unknown commands get an `_error` and the connection stays; a broken chunk stream
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import struct
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sfu.rtmp import amf0
+from sfu.rtmp.proxy_header import ProxyHeaderError, parse as parse_proxy_header
 from sfu.rtmp.chunks import (ACKNOWLEDGEMENT, AUDIO, COMMAND_AMF0, COMMAND_AMF3, DATA_AMF0, SET_CHUNK_SIZE,
                              SET_PEER_BANDWIDTH, USER_CONTROL, VIDEO, WINDOW_ACK_SIZE, ChunkError, ChunkReader,
                              ChunkWriter, Message)
@@ -56,6 +58,8 @@ class Limits:
     # 2 MB, and nothing is ever held for what an attacker only announces.
     max_message: int = 4 * 1024 * 1024
     max_buffered: int = 8 * 1024 * 1024
+    # Load balancers whose PROXY header says who the encoder is (sfu.rtmp.proxy_header); plain RTMP only.
+    proxy_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 class Refused(Exception):
@@ -86,8 +90,10 @@ Authorize = Callable[[str, str, str], Awaitable[Publisher]]
 class RtmpConnection(asyncio.Protocol):
     def __init__(self, authorize: Authorize, limits: Limits = Limits(),
                  admit: Callable[[RtmpConnection], str | None] | None = None,
-                 on_closed: Callable[[RtmpConnection], None] | None = None) -> None:
+                 on_closed: Callable[[RtmpConnection], None] | None = None, proxied: bool = False) -> None:
         self._authorize = authorize
+        self._proxied = proxied  # a listener where connections from `limits.proxy_from` open with a PROXY header
+        self._proxy_header: bytearray | None = None  # being read: who the encoder is
         self._limits = limits
         self._admit = admit
         self._on_closed = on_closed
@@ -120,14 +126,50 @@ class RtmpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         self.address = str(peer[0]) if isinstance(peer, tuple) else "?"
+        if self._proxied and _within(self.address, self._limits.proxy_from):
+            # A load balancer: it says who the encoder is first. Until then the connection counts
+            # against the server's cap but no address's (every encoder behind it shares this one).
+            self._proxy_header, self.address = bytearray(), ""
         refusal = self._admit(self) if self._admit is not None else None
         if refusal is not None:
             log.info("rtmp %s: %s", self.peer, refusal)
             self.closed = True
             transport.close()
             return
-        self._worker = asyncio.get_running_loop().create_task(self._run_commands(), name=f"rtmp-{self.peer}")
         self._arm()
+        if self._proxy_header is None:
+            self._begin()
+
+    def _begin(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run_commands(), name=f"rtmp-{self.peer}")
+
+    def _proxy_header_received(self, data: bytes) -> None:
+        assert self._proxy_header is not None
+        self._proxy_header += data
+        try:
+            found = parse_proxy_header(bytes(self._proxy_header))
+        except ProxyHeaderError as exc:
+            self.close(f"{exc} (the load balancer at {self.peer} must send one: RTMP_PROXY_FROM)")
+            return
+        if found is None:
+            return
+        source, used = found
+        rest = bytes(self._proxy_header[used:])
+        self._proxy_header = None
+        balancer = self.peer
+        if source.host is not None:
+            self.address = source.host
+            self.peer = f"[{source.host}]:{source.port}" if ":" in source.host else f"{source.host}:{source.port}"
+        else:
+            self.address = balancer.rsplit(":", 1)[0].strip("[]")
+        refusal = self._admit(self) if self._admit is not None else None  # now by its own address too
+        if refusal is not None:
+            log.info("rtmp %s (through %s): %s", self.peer, balancer, refusal)
+            self.close(refusal)
+            return
+        self._begin()
+        if rest:
+            self.data_received(rest)
 
     @property
     def received(self) -> int:
@@ -136,6 +178,9 @@ class RtmpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = time.monotonic()
+        if self._proxy_header is not None:
+            self._proxy_header_received(data)
+            return
         if not self._shaken:
             self._shake(data)
             return
@@ -350,13 +395,15 @@ class RtmpServer:
         `reuse_port`, beside other processes on the same port. Call it once per listener (RTMP and RTMPS
         share the connection limit)."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self._connection, host, port, ssl=ssl, reuse_port=reuse_port or None,
+        proxied = ssl is None and bool(self._limits.proxy_from)  # (TLS is the balancer's to end, before it)
+        server = await loop.create_server(lambda: self._connection(proxied), host, port, ssl=ssl,
+                                          reuse_port=reuse_port or None,
                                           ssl_handshake_timeout=self._limits.handshake_timeout if ssl else None)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
-    def _connection(self) -> RtmpConnection:
-        return RtmpConnection(self._authorize, self._limits, self._admit, self._closed)
+    def _connection(self, proxied: bool) -> RtmpConnection:
+        return RtmpConnection(self._authorize, self._limits, self._admit, self._closed, proxied)
 
     def _closed(self, connection: RtmpConnection) -> None:
         if connection in self.connections:
@@ -368,11 +415,13 @@ class RtmpServer:
         return self._retired_bytes + sum(c.received for c in self.connections)
 
     def _admit(self, connection: RtmpConnection) -> str | None:
-        """Why `connection` (connected, not yet counted) is turned away, or None: it counts from now."""
-        if len(self.connections) >= self._limits.max_connections:
+        """Why `connection` is turned away, or None: it counts from now. Asked when it connects, and
+        again when a load balancer's PROXY header has told its address (its address is "" until then)."""
+        if connection not in self.connections and len(self.connections) >= self._limits.max_connections:
             self.refused += 1
             return "too many RTMP connections"
-        if sum(1 for c in self.connections if c.address == connection.address) >= self._limits.max_per_address:
+        if connection.address and sum(1 for c in self.connections if c.address == connection.address
+                                      and c is not connection) >= self._limits.max_per_address:
             self.refused += 1
             return f"too many RTMP connections from {connection.address}"
         self.connections.add(connection)
@@ -386,3 +435,11 @@ class RtmpServer:
             connection.close("the server is shutting down")
         for server in servers:
             await server.wait_closed()
+
+
+def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        found = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(found in network for network in networks)
