@@ -328,15 +328,25 @@ class Settings(BaseSettings):
     def _networks(cls, value: list[str]) -> list[str]:
         for entry in value:
             try:
-                ipaddress.ip_network(entry, strict=False)
+                network = ipaddress.ip_network(entry)  # strict: 10.0.0.7/8 is a typo, not 10.0.0.0/8
             except ValueError:
                 raise ValueError(f"RTMP_PROXY_FROM holds {entry[:60]!r}: each is an address or a network "
                                  "(10.0.0.7, 10.0.0.0/24, fd00::/8)") from None
+            if network.prefixlen == 0:
+                raise ValueError("RTMP_PROXY_FROM names the load balancers: trusting every address would let any "
+                                 "encoder claim any address")
         return value
 
     @property
     def rtmp_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(entry, strict=False) for entry in self.rtmp_proxy_from)
+        return tuple(ipaddress.ip_network(entry) for entry in self.rtmp_proxy_from)
+
+    @model_validator(mode="after")
+    def _proxy_headers_need_plain_rtmp(self) -> Settings:
+        if self.rtmp_proxy_from and not self.rtmp_port:
+            raise ValueError("RTMP_PROXY_FROM is read on plain RTMP (RTMP_PORT), which is off; end RTMPS at the "
+                             "load balancer and send RTMP with the PROXY header on")
+        return self
 
     @model_validator(mode="after")
     def _internal_only_is_for_nodes(self) -> Settings:

@@ -42,6 +42,7 @@ MAPPED = bytes(10) + b"\xff\xff" + bytes([198, 51, 100, 9]) + bytes(15) + b"\x01
     (v2(1, 0x11, TCP4 + b"\x04\x00\x03abc"), Source("203.0.113.7", 5555)),  # with a TLV (skipped)
     (v2(1, 0x21, MAPPED), Source("198.51.100.9", 4242)),  # IPv4-mapped: one encoder, one address
     (v2(0, 0x00, b""), Source(None)),  # LOCAL: the balancer's own health check
+    (v2(1, 0x12, TCP4), Source(None)),  # UDP: the connection's own address, as the specification says
 ])
 def test_headers_of_both_versions_are_read_whole_and_byte_by_byte(header: bytes, source: Source) -> None:
     rtmp = b"\x03" + bytes(20)
@@ -58,11 +59,14 @@ def test_headers_of_both_versions_are_read_whole_and_byte_by_byte(header: bytes,
     b"PROXY TCP4 2001:db8::1 5.6.7.8 1 2\r\n",
     b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
     b"PROXY TCP4 one two 1 2\r\n",
+    b"PROXY TCP4 abcd 5.6.7.8 1 2\r\n",  # four characters are no address (four bytes would be, in v2)
     b"PROXY TCP4 " + b"1" * 120,  # no end within the specification's 107 bytes
     V2_SIGNATURE + b"\x31\x11\x00\x0c" + TCP4,  # version 3
     V2_SIGNATURE + b"\x22\x11\x00\x0c" + TCP4,  # command 2
     V2_SIGNATURE + b"\x21\x11\xff\xff",  # 64 KiB of addresses announced
-    v2(1, 0x12, TCP4),  # UDP
+    b"PROXY TCP4 \xff.2.3.4 5.6.7.8 1 2\r\n",  # not ASCII
+    b"PROXY TCP6 fe80::1%eth0 fe80::2 1 2\r\n",  # a scope: one address in several spellings
+    v2(1, 0x15, TCP4),  # no such family
     v2(1, 0x11, TCP4[:6]),  # too short for its family
 ])
 def test_anything_else_is_refused(bad: bytes) -> None:
@@ -165,3 +169,57 @@ async def closed_after(source: str, port: int, data: bytes) -> bool:
         return False
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("10.0.0.7/8", "each is an address or a network"),
+    ("0.0.0.0/0", "trusting every address"),
+    ("::/0", "trusting every address"),
+    ("balancer.example", "each is an address or a network"),
+])
+def test_the_setting_names_balancers_only(value: str, said: str) -> None:
+    from pydantic import ValidationError
+
+    from signaling.settings import Settings
+
+    with pytest.raises(ValidationError, match=said):
+        Settings(rtmp_proxy_from=value)
+    with pytest.raises(ValidationError, match="RTMP_PORT"):
+        Settings(rtmp_proxy_from="10.0.0.7", rtmp_port=0)
+    assert [str(n) for n in Settings(rtmp_proxy_from="10.0.0.7, fd00::/8").rtmp_proxy_networks] == ["10.0.0.7/32", "fd00::/8"]
+
+
+async def test_a_header_split_over_reads_with_rtmp_behind_it_is_answered(caplog: pytest.LogCaptureFixture) -> None:
+    """The header in two pieces, the RTMP handshake in the same read as its end: the server answers the
+    handshake (S0 S1 S2) and counts the connection by the header's address."""
+    async def authorize(app: str, key: str, address: str) -> Publisher:
+        return Collected()
+
+    server = RtmpServer(authorize, Limits(proxy_from=(ipaddress.ip_network(BALANCER),)))
+    port = await server.start("127.0.0.1", 0)
+    sock = socket.socket()
+    sock.bind((BALANCER, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        header = v2(1, 0x11, TCP4)
+        writer.write(header[:7])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        (connection,) = server.connections
+        assert connection.address == ""  # counted in all, by no address yet
+        writer.write(header[7:] + b"\x03" + bytes(1536))
+        answer = await asyncio.wait_for(reader.readexactly(1 + 2 * 1536), 5)
+        assert answer[0] == 3 and connection.address == "203.0.113.7" and connection.peer == "203.0.113.7:5555"
+    finally:
+        writer.close()
+        await server.close()
+    with caplog.at_level("WARNING", "sfu.rtmp.session"):
+        server = RtmpServer(authorize, Limits(proxy_from=(ipaddress.ip_network(BALANCER),)))
+        port = await server.start("127.0.0.1", 0)
+        try:
+            assert await closed_after(BALANCER, port, b"\x03" + bytes(1536))
+        finally:
+            await server.close()
+    assert "must send one" in caplog.text  # an operator who forgot `proxy_protocol on` is told why

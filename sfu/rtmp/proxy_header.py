@@ -47,12 +47,20 @@ def parse(data: bytes) -> tuple[Source, int] | None:
     raise ProxyHeaderError("the connection did not begin with a PROXY header")
 
 
-def _address(text: str | bytes, family: int) -> str:
+def _text(given: bytes) -> str:
     try:
-        found = ipaddress.ip_address(text)
+        return given.decode("ascii")
+    except UnicodeDecodeError:
+        raise ProxyHeaderError("the PROXY header is not ASCII") from None
+
+
+def _address(given: str | bytes, family: int) -> str:
+    """The address in `given`: v1's text, or v2's 4 or 16 bytes."""
+    try:
+        found = ipaddress.ip_address(given)
     except ValueError:
         raise ProxyHeaderError("the PROXY header's source is not an address") from None
-    if found.version != family:
+    if found.version != family or (isinstance(found, ipaddress.IPv6Address) and found.scope_id):
         raise ProxyHeaderError("the PROXY header's source is not of its family")
     if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
         found = found.ipv4_mapped  # one encoder, one address, however the balancer spells it
@@ -79,8 +87,8 @@ def _v1(data: bytes) -> tuple[Source, int] | None:
     if len(parts) != 6 or parts[1] not in (b"TCP4", b"TCP6") or not (parts[4].isdigit() and parts[5].isdigit()):
         raise ProxyHeaderError("a PROXY header names TCP4 or TCP6, two addresses and two ports")
     family = 4 if parts[1] == b"TCP4" else 6
-    host = _address(parts[2].decode("ascii"), family)
-    _address(parts[3].decode("ascii"), family)
+    host = _address(_text(parts[2]), family)
+    _address(_text(parts[3]), family)
     port = _port(int(parts[4]))
     _port(int(parts[5]))
     return Source(host, port), end + 2
@@ -106,4 +114,6 @@ def _v2(data: bytes) -> tuple[Source, int] | None:
         return Source(_address(body[0:4], 4), _port(int.from_bytes(body[8:10], "big"))), used
     if family == 0x21 and length >= 36:  # TCP over IPv6
         return Source(_address(body[0:16], 6), _port(int.from_bytes(body[32:34], "big"))), used
-    raise ProxyHeaderError("a PROXY header for RTMP carries TCP over IPv4 or IPv6")
+    if family in (0x12, 0x22, 0x31, 0x32):  # UDP or UNIX: the specification falls back to the connection's own
+        return Source(None), used
+    raise ProxyHeaderError("a PROXY header's addresses are too short for their family, or of no family known")

@@ -94,6 +94,7 @@ class RtmpConnection(asyncio.Protocol):
         self._authorize = authorize
         self._proxied = proxied  # a listener where connections from `limits.proxy_from` open with a PROXY header
         self._proxy_header: bytearray | None = None  # being read: who the encoder is
+        self._balancer = ""  # the address it comes through, when it does
         self._limits = limits
         self._admit = admit
         self._on_closed = on_closed
@@ -129,7 +130,7 @@ class RtmpConnection(asyncio.Protocol):
         if self._proxied and _within(self.address, self._limits.proxy_from):
             # A load balancer: it says who the encoder is first. Until then the connection counts
             # against the server's cap but no address's (every encoder behind it shares this one).
-            self._proxy_header, self.address = bytearray(), ""
+            self._proxy_header, self._balancer, self.address = bytearray(), self.address, ""
         refusal = self._admit(self) if self._admit is not None else None
         if refusal is not None:
             log.info("rtmp %s: %s", self.peer, refusal)
@@ -149,7 +150,9 @@ class RtmpConnection(asyncio.Protocol):
         try:
             found = parse_proxy_header(bytes(self._proxy_header))
         except ProxyHeaderError as exc:
-            self.close(f"{exc} (the load balancer at {self.peer} must send one: RTMP_PROXY_FROM)")
+            # Said once per connection: a balancer without `proxy_protocol on` has every encoder closed here.
+            log.warning("rtmp %s: %s; a load balancer in RTMP_PROXY_FROM must send one", self.peer, exc)
+            self.close(str(exc))
             return
         if found is None:
             return
@@ -161,7 +164,7 @@ class RtmpConnection(asyncio.Protocol):
             self.address = source.host
             self.peer = f"[{source.host}]:{source.port}" if ":" in source.host else f"{source.host}:{source.port}"
         else:
-            self.address = balancer.rsplit(":", 1)[0].strip("[]")
+            self.address = self._balancer
         refusal = self._admit(self) if self._admit is not None else None  # now by its own address too
         if refusal is not None:
             log.info("rtmp %s (through %s): %s", self.peer, balancer, refusal)
