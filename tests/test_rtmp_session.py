@@ -264,3 +264,28 @@ async def test_stalled_silent_oversized_and_unreadable_connections_are_closed_an
         assert not server.connections and not _rtmp_tasks()
     finally:
         await server.close()
+
+
+async def test_a_connection_that_has_not_asked_to_publish_may_hold_little() -> None:
+    """Before its publish command a connection sends only commands: a frame-sized message, or half-read
+    messages adding up past 128 KiB, close it (64 of them would otherwise hold 512 MiB); after it,
+    frames of any real size are taken (FFmpeg's keyframes, above and in every ingest test)."""
+    async def authorize(app: str, key: str, address: str) -> Publisher:
+        return Collected()
+
+    server = RtmpServer(authorize)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        frame, writer = await _connect(port)
+        writer.write(header0(6, 0, 200_000, VIDEO, 1) + bytes(128))
+        assert await _closed_within(frame, 3) < 1
+        halves, writer = await _connect(port)
+        for csid in range(4, 8):  # four 60 KB messages, each half sent: 4 × 30 KB, then more
+            writer.write(header0(csid, 0, 60_000, VIDEO, 1) + bytes(128))
+            for _ in range(300):
+                writer.write(bytes([0xC0 | csid]) + bytes(128))  # type 3 continuations
+        assert await _closed_within(halves, 3) < 1
+        await asyncio.sleep(0.1)
+        assert not server.connections
+    finally:
+        await server.close()

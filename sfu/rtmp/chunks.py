@@ -71,6 +71,10 @@ class ChunkReader:
         self._buffered = 0  # bytes held in half-read messages
         self.received = 0  # bytes fed, for acknowledgements
 
+    def set_limits(self, max_message: int, max_buffered: int) -> None:
+        """Take messages up to `max_message` bytes, and hold up to `max_buffered` in half-read ones."""
+        self._max_message, self._max_buffered = max_message, max_buffered
+
     def feed(self, data: bytes) -> list[Message]:
         self.received += len(data)
         buffer = self._buffer

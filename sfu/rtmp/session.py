@@ -58,8 +58,15 @@ class Limits:
     # 2 MB, and nothing is ever held for what an attacker only announces.
     max_message: int = 4 * 1024 * 1024
     max_buffered: int = 8 * 1024 * 1024
+    # Until a connection asks to publish it sends only commands (a few hundred bytes each): 64 anonymous
+    # connections then hold at most 64 × (64 + 128) KiB, not 64 × 8 MiB.
+    max_message_before_publish: int = 64 * 1024
+    max_buffered_before_publish: int = 128 * 1024
     # Load balancers whose PROXY header says who the encoder is (sfu.rtmp.proxy_header); plain RTMP only.
     proxy_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+PUBLISH_COMMAND = b"\x02\x00\x07publish"  # the AMF0 string "publish", a publish command's first value
 
 
 class Refused(Exception):
@@ -102,7 +109,8 @@ class RtmpConnection(asyncio.Protocol):
         self._handshake = bytearray()
         self._answered = False  # S0 S1 S2 sent
         self._shaken = False
-        self._reader = ChunkReader(max_message=limits.max_message, max_buffered=limits.max_buffered)
+        self._reader = ChunkReader(max_message=limits.max_message_before_publish,
+                                   max_buffered=limits.max_buffered_before_publish)
         self._writer = ChunkWriter()
         self._acked = 0
         self._peer_window = 0  # the peer's Window Acknowledgement Size: ack it this often
@@ -236,6 +244,8 @@ class RtmpConnection(asyncio.Protocol):
             self._data(message.payload)
         elif kind in (COMMAND_AMF0, COMMAND_AMF3):
             payload = message.payload[1:] if kind == COMMAND_AMF3 else message.payload  # AMF3 commands open with 0
+            if payload.startswith(PUBLISH_COMMAND):  # frames may follow before it is answered: room for them
+                self._reader.set_limits(self._limits.max_message, self._limits.max_buffered)
             try:
                 self._commands.put_nowait(Message(kind, message.stream_id, message.timestamp, payload))
             except asyncio.QueueFull:
