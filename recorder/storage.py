@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,10 @@ class Storage(Protocol):
 
     async def abort_stale_uploads(self, prefix: str) -> int:
         """Abort unfinished uploads under `prefix` (a crashed recorder's); how many."""
+
+    async def take_unfinished(self, key: str, into: Path) -> bool:
+        """Write what an unfinished upload of `key` holds so far (a dead recorder's live copy) to the
+        local file `into`; False when there is none."""
 
     async def close(self) -> None: ...
 
@@ -130,6 +135,18 @@ class FileStorage:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    async def take_unfinished(self, key: str, into: Path) -> bool:
+        partial = self._path(key).with_name(self._path(key).name + ".uploading")
+
+        def copy() -> bool:
+            try:
+                shutil.copyfile(partial, into)
+            except FileNotFoundError:
+                return False
+            return True
+
+        return await asyncio.to_thread(copy)
 
     async def abort_stale_uploads(self, prefix: str) -> int:
         folder = self.root / _safe_key(prefix)
@@ -252,6 +269,36 @@ class S3Storage:
 
     def local_path(self, key: str) -> Path | None:
         return None
+
+    async def take_unfinished(self, key: str, into: Path) -> bool:
+        # The parts sent so far become the object (each but the last is a whole part), then it is read.
+        full = self._key(key)
+        listing = await self._call("list_multipart_uploads", Prefix=full)
+        uploads = sorted((u for u in listing.get("Uploads", []) if u["Key"] == full), key=lambda u: u["Initiated"])
+        if not uploads:
+            return False
+        upload_id = uploads[-1]["UploadId"]
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            page = await self._call("list_parts", Key=full, UploadId=upload_id, PartNumberMarker=marker)
+            parts += [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in page.get("Parts", [])]
+            if not page.get("IsTruncated") or len(parts) >= 10_000:
+                break
+            marker = int(page["NextPartNumberMarker"])
+        if not parts:
+            await self._call("abort_multipart_upload", Key=full, UploadId=upload_id)
+            return False
+        await self._call("complete_multipart_upload", Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        response = await self._call("get_object", Key=full)
+
+        def save() -> None:
+            with into.open("wb") as out:
+                for chunk in response["Body"].iter_chunks(1024 * 1024):
+                    out.write(chunk)
+
+        await asyncio.to_thread(save)
+        return True
 
     async def abort_stale_uploads(self, prefix: str) -> int:
         listing = await self._call("list_multipart_uploads", Prefix=self._key(prefix))

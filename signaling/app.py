@@ -77,6 +77,7 @@ from signaling.settings import OidcProviderSettings, Settings
 from signaling.shutdown_steps import ShutdownSteps
 from signaling.hls.relay import HlsRelay
 from signaling.hls.service import HlsService
+from signaling.recordings.adoption import RecordingAdopter
 from signaling.recordings.service import RecordingService
 from signaling.api.schedule_api import ScheduleApi
 from signaling.api.notifications_api import NotificationsApi
@@ -317,6 +318,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
     streams.watchers.append(AnnounceOnChange(announcer))
     directory = NodeDirectory(registry)
     reaper = StreamReaper(streams, registry, settings.resolved_node_id)
+    adopter = RecordingAdopter(recordings, registry, settings.recording_adopt_after)
     relay = HlsRelay(directory, settings.resolved_node_id)
     ladders = LadderRequests(hls, relay if is_shared(settings.bus_url) else None)
     origins = open_origin_locks(settings.bus_url)
@@ -435,13 +437,15 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
                 keeper.start()
             if is_shared(settings.bus_url):
                 reaper.start()  # front doors too: a cluster whose nodes all died still ends their streams
+                if settings.media:
+                    adopter.start()
             log.info("Tallylight signaling ready on %s", settings.resolved_public_url)
             yield
         finally:
             for name, close in (
                 ("worker", worker.close if worker is not None else _nothing),
                 ("webhooks", notifications.webhooks.close), ("push", notifications.push.close),
-                ("reaper", reaper.close), ("keeper", keeper.close), ("control", control.close),
+                ("reaper", reaper.close), ("adopter", adopter.close), ("keeper", keeper.close), ("control", control.close),
                 ("relays", relays.close), ("rtmp", rtmp.close if rtmp is not None else _nothing),
                 ("rtmp claims", rtmp_gate.close),
                 ("announcer", announcer.close),  # out of the registry before the node's sessions end

@@ -210,6 +210,11 @@ class Settings(BaseSettings):
     recording_url_ttl: int = Field(default=3600, ge=60, description="Seconds a presigned playback URL stays valid.")
     recording_keyframe_interval: float = Field(default=2.0, gt=0, description="Seconds between keyframes asked for while recording (seek points).")
     recording_fragment_seconds: float = Field(default=1.0, gt=0, le=10, description="MP4 fragment length: the most a crash can lose.")
+    recording_adopt_after: float = Field(
+        default=120.0, ge=1, le=86_400,
+        description="In a cluster: seconds a node must be gone from the registry before another node finishes its "
+                    "unfinished recordings from their live copies in the storage (a node back sooner finishes its own).",
+    )
     live_thumbnail_interval: float = Field(default=10.0, gt=0, description="Seconds between live thumbnails of a stream.")
     viewer_session_retention_days: int = Field(
         default=90, ge=1, le=3650,

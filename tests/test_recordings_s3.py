@@ -116,3 +116,22 @@ async def test_a_recording_is_uploaded_to_s3_and_plays_from_a_presigned_url(rec_
     assert status == 204
     await asyncio.sleep(0)
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("KeyCount", 0) == 0
+
+
+async def test_an_unfinished_upload_is_taken_whole_parts_and_all(s3_endpoint: str, s3: Any, tmp_path: Path) -> None:
+    """A dead recorder's live copy: the parts it sent become the object, read back to a local file (the
+    node finishing the recording works from it); what it had not sent yet is not there."""
+    storage = S3Storage(BUCKET, "adopt", S3Options(endpoint_url=s3_endpoint, region="us-east-1", path_style=True,
+                                                   part_size=5 * MiB))
+    data = os.urandom(11 * MiB)
+    upload = storage.open_upload("rec/live.mp4", "video/mp4")
+    await upload.write(data)  # two parts sent, 1 MiB still held by the (dead) writer
+    into = tmp_path / "spool.mp4"
+    assert await storage.take_unfinished("rec/live.mp4", into)
+    assert into.read_bytes() == data[:10 * MiB]
+    assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix="adopt/").get("Uploads", []) == []
+    assert not await storage.take_unfinished("rec/none.mp4", tmp_path / "none.mp4")
+    empty = storage.open_upload("rec/empty.mp4", "video/mp4")
+    await empty.write(os.urandom(MiB))  # nothing sent: no multipart upload exists yet
+    assert not await storage.take_unfinished("rec/empty.mp4", tmp_path / "empty.mp4")
+    await storage.close()

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from lifecycle.tasks import stop
 from recorder.live_thumbnails import LiveThumbnails
-from recorder.recording import EmptyRecording, Recording, RecordingOptions, finalize_spool
+from recorder.recording import LIVE_OBJECT, SPOOL, EmptyRecording, Recording, RecordingOptions, finalize_spool
 from recorder.storage import Storage, StorageError
 from sfu.frame_sink import FrameSinks
 from signaling.auth.roles import Principal, Role
@@ -212,6 +213,7 @@ class RecordingService:
                     .where(RecordingRow.node == self._node, RecordingRow.state.in_(ACTIVE_STATES))
                 )
             )
+        await self._forget_adopted({row_id for row_id, _, _ in rows})
         recovered = 0
         for row_id, room, ended_at in rows:
             if any(a.row_id == row_id for a in self._active.values()):
@@ -226,6 +228,62 @@ class RecordingService:
             await self._finalize(row_id, room, folder)
             recovered += 1
         return recovered
+
+    async def _forget_adopted(self, mine: set[int]) -> None:
+        """Remove the spools of recordings another node finished while this one was gone (adopted)."""
+        if not self._spool_root.is_dir():
+            return
+        folders = [f for f in await asyncio.to_thread(lambda: list(self._spool_root.iterdir()))
+                   if f.name.isdigit() and int(f.name) not in mine]
+        for folder in folders:
+            async with self._db.session() as session:
+                row = await session.get(RecordingRow, int(folder.name))
+            if row is not None and row.node != self._node and not any(a.row_id == row.id for a in self._active.values()):
+                log.info("recording %s was finished by node %s: its spool here goes", folder.name, row.node)
+                await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+
+    # --- recordings of nodes that are gone (signaling.recordings.adoption) ---
+
+    async def unfinished_elsewhere(self) -> list[tuple[int, str, str]]:
+        """(row id, channel, node) of recordings other nodes have not finished, oldest first."""
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(RecordingRow.id, Channel.name, RecordingRow.node)
+                .join(Channel, Channel.id == RecordingRow.channel_id)
+                .where(RecordingRow.node != self._node, RecordingRow.state.in_(ACTIVE_STATES))
+                .order_by(RecordingRow.id).limit(1000)
+            )
+            return [(int(i), str(name), str(node)) for i, name, node in rows]
+
+    async def adopt(self, row_id: int, room: str, node: str) -> bool:
+        """Finish recording `row_id`, which node `node` (gone for good) left unfinished, from the live copy
+        it had sent to the storage; whether this node took it (another may have, first). What that
+        copy lacks (the last seconds before the death, up to a part of the upload) is lost."""
+        async with self._db.session() as session:
+            taken = await session.execute(
+                update(RecordingRow)
+                .where(RecordingRow.id == row_id, RecordingRow.node == node, RecordingRow.state.in_(ACTIVE_STATES))
+                .values(node=self._node, state="processing", ended_at=func.coalesce(RecordingRow.ended_at, self._now()))
+            )
+            await session.commit()
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        log.warning("recording %d of %s: its node %s is gone; finishing it here from its live copy", row_id, room, node)
+        folder = self._spool_root / str(row_id)
+        try:
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            found = await self.storage.take_unfinished(f"{_prefix(room, row_id)}/{LIVE_OBJECT}", folder / SPOOL)
+        except Exception as exc:  # noqa: BLE001 - the storage or disk failed: give it back, tried again later
+            log.warning("recording %d: its live copy could not be read (%s); tried again later", row_id, exc)
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+            await self._set(row_id, node=node, state="recording")
+            return False
+        if not found:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+            await self._set(row_id, state="failed", error=f"its node {node} died before any of it reached the storage")
+            return True
+        await self._finalize(row_id, room, folder)
+        return True
 
     # --- reading and deleting ---
 

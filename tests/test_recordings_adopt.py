@@ -1,0 +1,101 @@
+"""A node that dies while recording and never comes back: another node of the cluster finishes the
+recording from the live copy the dead one had been sending to the storage.
+
+Two media processes on one PostgreSQL database, a private Redis and one shared storage (a directory
+here, as a shared volume; S3's unfinished multipart upload takes the same path in `take_unfinished`),
+each with its own spool. The node recording the stream is killed with SIGKILL and not started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from media_probe import decode_errors, probe
+from redis_server import redis_server
+from server_process import serve
+from test_chat_redis import account
+from webrtc_peer import Peer
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
+async def test_the_recording_of_a_node_that_never_comes_back_is_finished_by_another(
+    tmp_path: Path, database_url: str,
+) -> None:
+    shared = tmp_path / "storage"
+    with redis_server(tmp_path) as redis, ExitStack() as stack:
+        common = {"DATABASE_URL": database_url, "BUS_URL": redis.url, "JWT_SECRET": secrets.token_hex(32),
+                  "STORAGE_URL": f"file://{shared}", "RECORDING_ADOPT_AFTER": "2", "RECORDING_FRAGMENT_SECONDS": "1.0",
+                  "WEBRTC_HOST_ADDRESSES": "127.0.0.1"}
+        nodes = {}
+        for i, name in enumerate(("node-a", "node-b")):
+            (tmp_path / name).mkdir()
+            nodes[name] = stack.enter_context(serve(tmp_path / name, ("serve",), NODE_ID=name, **common,
+                                                    **({} if i == 0 else {"AUTO_MIGRATE": "false"})))
+        async with aiohttp.ClientSession() as http:
+            first = nodes["node-a"].url
+            token = await account(http, first, "caster")
+            auth = {"Authorization": f"Bearer {token}"}
+            async with http.patch(f"{first}/api/channels/caster", json={"record_streams": True}, headers=auth) as r:
+                assert r.status == 200
+            async with http.get(f"{first}/api/me/stream-key", headers=auth) as r:
+                key = (await r.json())["key"]
+            peer = Peer.publisher("h264", audio=True)
+            try:
+                async with http.post(f"{first}/whip/caster", data=(await peer.offer()).encode(),
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/sdp"}) as r:
+                    assert r.status == 201, await r.text()
+                    await peer.answer(await r.text())
+                    last = r.headers["Location"].rsplit("/", 1)[1]  # {node}.{session} through a door, else {session}
+                    origin = last.split(".")[0] if "." in last else "node-a"
+                started = time.monotonic()
+                await asyncio.sleep(8.0)
+                dead, survivor = nodes[origin], nodes["node-b" if origin == "node-a" else "node-a"]
+                dead.process.kill()  # SIGKILL, and it is never started again
+                dead.process.wait()
+                dead.killed = True
+                published = time.monotonic() - started
+            finally:
+                await peer.close()
+            assert list((tmp_path / origin / "spool").glob("*/spool.mp4")), "the dead node left its spool"
+
+            deadline = time.monotonic() + 40
+            while True:
+                async with http.get(f"{survivor.url}/api/channels/caster/recordings") as r:
+                    items: list[dict[str, Any]] = (await r.json())["items"]
+                if items and items[0]["state"] not in ("recording", "processing"):
+                    break
+                assert time.monotonic() < deadline, items
+                await asyncio.sleep(0.5)
+            ready = items[0]
+            assert len(items) == 1 and ready["state"] == "ready" and ready["ended_at"] is not None, ready
+            target = tmp_path / "adopted.mp4"
+            async with http.get(ready["playback_url"]) as r:
+                assert r.status == 200
+                target.write_bytes(await r.read())
+
+            # Had it come back after all, it lets go of its spool and leaves the finished recording be.
+            back = stack.enter_context(serve(tmp_path / origin, ("serve",), NODE_ID=origin, AUTO_MIGRATE="false",
+                                             **common))
+            deadline = time.monotonic() + 15
+            while list((tmp_path / origin / "spool").glob("*/spool.mp4")):
+                assert time.monotonic() < deadline, "the spool of an adopted recording stayed"
+                await asyncio.sleep(0.2)
+            async with http.get(f"{back.url}/api/channels/caster/recordings") as r:
+                assert [(i["id"], i["state"]) for i in (await r.json())["items"]] == [(ready["id"], "ready")]
+    info = probe(target)
+    assert info.codec("video") == "h264" and info.codec("audio") == "opus"
+    # The live copy lags the spool by up to one push (2 s) and a fragment (1 s), after the first keyframe.
+    assert published - 5.0 < info.duration <= published + 0.2, (info.duration, published)
+    assert decode_errors(target) == ""
+    assert not list(shared.rglob("*.uploading")) and not list(shared.rglob("live.mp4"))  # nothing left behind
+    log = (tmp_path / ("node-b" if origin == "node-a" else "node-a") / "server.log").read_text()
+    assert f"its node {origin} is gone; finishing it here" in log and "Traceback" not in log, log[-3000:]
