@@ -61,9 +61,13 @@ class Storage(Protocol):
     async def abort_stale_uploads(self, prefix: str) -> int:
         """Abort unfinished uploads under `prefix` (a crashed recorder's); how many."""
 
+    async def last_written(self, key: str) -> float | None:
+        """When `key` was last written to (Unix time): its unfinished upload's newest part, else the
+        object itself; None when there is neither."""
+
     async def take_unfinished(self, key: str, into: Path) -> bool:
-        """Write what an unfinished upload of `key` holds so far (a dead recorder's live copy) to the
-        local file `into`; False when there is none."""
+        """Write what an unfinished upload of `key` holds so far (a dead recorder's live copy), else the
+        finished object, to the local file `into`; False when there is neither."""
 
     async def close(self) -> None: ...
 
@@ -136,15 +140,30 @@ class FileStorage:
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    async def last_written(self, key: str) -> float | None:
+        path = self._path(key)
+
+        def newest() -> float | None:
+            for candidate in (path.with_name(path.name + ".uploading"), path):
+                try:
+                    return candidate.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+            return None
+
+        return await asyncio.to_thread(newest)
+
     async def take_unfinished(self, key: str, into: Path) -> bool:
-        partial = self._path(key).with_name(self._path(key).name + ".uploading")
+        path = self._path(key)
 
         def copy() -> bool:
-            try:
-                shutil.copyfile(partial, into)
-            except FileNotFoundError:
-                return False
-            return True
+            for candidate in (path.with_name(path.name + ".uploading"), path):
+                try:
+                    shutil.copyfile(candidate, into)
+                except FileNotFoundError:
+                    continue
+                return True
+            return False
 
         return await asyncio.to_thread(copy)
 
@@ -270,26 +289,46 @@ class S3Storage:
     def local_path(self, key: str) -> Path | None:
         return None
 
-    async def take_unfinished(self, key: str, into: Path) -> bool:
-        # The parts sent so far become the object (each but the last is a whole part), then it is read.
-        full = self._key(key)
+    async def _unfinished(self, full: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """The newest unfinished upload of the key `full`: its id and its parts."""
         listing = await self._call("list_multipart_uploads", Prefix=full)
         uploads = sorted((u for u in listing.get("Uploads", []) if u["Key"] == full), key=lambda u: u["Initiated"])
         if not uploads:
-            return False
+            return None
         upload_id = uploads[-1]["UploadId"]
         parts: list[dict[str, Any]] = []
         marker = 0
         while True:
             page = await self._call("list_parts", Key=full, UploadId=upload_id, PartNumberMarker=marker)
-            parts += [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in page.get("Parts", [])]
+            parts += page.get("Parts", [])
             if not page.get("IsTruncated") or len(parts) >= 10_000:
-                break
+                return upload_id, parts
             marker = int(page["NextPartNumberMarker"])
-        if not parts:
-            await self._call("abort_multipart_upload", Key=full, UploadId=upload_id)
+
+    async def last_written(self, key: str) -> float | None:
+        full = self._key(key)
+        unfinished = await self._unfinished(full)
+        if unfinished is not None and unfinished[1]:
+            return max(p["LastModified"] for p in unfinished[1]).timestamp()  # type: ignore[no-any-return]
+        try:
+            head = await self._call("head_object", Key=full)
+        except StorageError:
+            return None
+        return head["LastModified"].timestamp()  # type: ignore[no-any-return]
+
+    async def take_unfinished(self, key: str, into: Path) -> bool:
+        # The parts sent so far become the object (each but the last is a whole part), then it is read.
+        full = self._key(key)
+        unfinished = await self._unfinished(full)
+        if unfinished is not None:
+            upload_id, parts = unfinished
+            if parts:
+                await self._call("complete_multipart_upload", Key=full, UploadId=upload_id, MultipartUpload={
+                    "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]})
+            else:
+                await self._call("abort_multipart_upload", Key=full, UploadId=upload_id)
+        if await self.size(key) is None:
             return False
-        await self._call("complete_multipart_upload", Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts})
         response = await self._call("get_object", Key=full)
 
         def save() -> None:

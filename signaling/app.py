@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, is_shared, open_bus
-from cluster import Announcer, NodeRegistry, RegistryError, open_origin_locks, open_registry
+from cluster import NODE_TTL, Announcer, NodeRegistry, RegistryError, open_origin_locks, open_registry
 from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
@@ -295,6 +295,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ),
         LiveThumbnails(node.sinks, storage, settings.live_thumbnail_interval),
         clock,
+        recover_after=NODE_TTL if is_shared(settings.bus_url) else 0.0,
     )
     streams.watchers.append(recordings)
     hls = HlsService(

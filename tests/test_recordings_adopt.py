@@ -22,11 +22,11 @@ from media_probe import decode_errors, probe
 from redis_server import redis_server
 from server_process import serve
 from test_chat_redis import account
+from test_recordings import rec  # noqa: F401 - a fixture
 from webrtc_peer import Peer
 
-pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
-
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_the_recording_of_a_node_that_never_comes_back_is_finished_by_another(
     tmp_path: Path, database_url: str,
 ) -> None:
@@ -99,3 +99,41 @@ async def test_the_recording_of_a_node_that_never_comes_back_is_finished_by_anot
     assert not list(shared.rglob("*.uploading")) and not list(shared.rglob("live.mp4"))  # nothing left behind
     log = (tmp_path / ("node-b" if origin == "node-a" else "node-a") / "server.log").read_text()
     assert f"its node {origin} is gone; finishing it here" in log and "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_only_a_copy_nobody_writes_to_is_adopted_and_only_once(rec: Any, clock: Any) -> None:
+    """A node missing from the registry may still be recording (cut off from Redis alone): while its
+    live copy grows, nobody takes it. No copy at all (a storage the nodes do not share): it waits for
+    its node. A quiet copy is taken by one node only."""
+    from sqlalchemy import select
+
+    from signaling.db.models import Channel, Recording as RecordingRow
+
+    recordings = rec.services.recordings
+    name, _ = await rec.user()
+    async with rec.services.db.session() as session:
+        channel = (await session.execute(select(Channel).where(Channel.name == name))).scalar_one()
+        row = RecordingRow(channel_id=channel.id, stream_id="s" * 16, node="gone-node", state="recording")
+        session.add(row)
+        await session.commit()
+        row_id = row.id
+    assert await recordings.unfinished_elsewhere() == [(row_id, name, "gone-node")]
+    assert not await recordings.adopt(row_id, name, "gone-node", quiet=60)  # no copy: left for its node
+
+    copy = recordings.storage.local_path(f"recordings/{name}/{row_id}/live.mp4")
+    assert copy is not None
+    partial = copy.with_name("live.mp4.uploading")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"not media")  # (what it holds is finalize's concern; failing is a finish too)
+    written = partial.stat().st_mtime
+    clock.now = written + 10
+    assert not await recordings.adopt(row_id, name, "gone-node", quiet=60)  # still growing ten seconds ago
+    clock.now = written + 61
+    assert await recordings.adopt(row_id, name, "gone-node", quiet=60)
+    assert not await recordings.adopt(row_id, name, "gone-node", quiet=60)  # taken: once
+    async with rec.services.db.session() as session:
+        taken = await session.get(RecordingRow, row_id)
+        assert taken is not None and taken.node == rec.services.settings.resolved_node_id
+        assert taken.state == "failed" and "nothing was recorded" in taken.error
+    assert await recordings.unfinished_elsewhere() == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,11 +127,17 @@ async def test_an_unfinished_upload_is_taken_whole_parts_and_all(s3_endpoint: st
     data = os.urandom(11 * MiB)
     upload = storage.open_upload("rec/live.mp4", "video/mp4")
     await upload.write(data)  # two parts sent, 1 MiB still held by the (dead) writer
+    written = await storage.last_written("rec/live.mp4")
+    assert written is not None and abs(written - time.time()) < 60  # (its clock and ours)
+    assert await storage.last_written("rec/none.mp4") is None
     into = tmp_path / "spool.mp4"
     assert await storage.take_unfinished("rec/live.mp4", into)
     assert into.read_bytes() == data[:10 * MiB]
     assert s3.list_multipart_uploads(Bucket=BUCKET, Prefix="adopt/").get("Uploads", []) == []
     assert not await storage.take_unfinished("rec/none.mp4", tmp_path / "none.mp4")
+    again = tmp_path / "again.mp4"  # finished meanwhile (by its node, or the first taker): taken as it is
+    assert await storage.take_unfinished("rec/live.mp4", again) and again.read_bytes() == data[:10 * MiB]
+    assert await storage.last_written("rec/live.mp4") is not None
     empty = storage.open_upload("rec/empty.mp4", "video/mp4")
     await empty.write(os.urandom(MiB))  # nothing sent: no multipart upload exists yet
     assert not await storage.take_unfinished("rec/empty.mp4", tmp_path / "empty.mp4")

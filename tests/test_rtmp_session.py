@@ -287,5 +287,17 @@ async def test_a_connection_that_has_not_asked_to_publish_may_hold_little() -> N
         assert await _closed_within(halves, 3) < 1
         await asyncio.sleep(0.1)
         assert not server.connections
+
+        # A publish command with the first frame behind it, in one read (an encoder that does not wait
+        # for the answer): the frame is taken.
+        eager, writer = await _connect(port)
+        from sfu.rtmp import amf0
+
+        publish = amf0.encode("publish", 5, None, "key", "live")
+        writer.write(header0(8, 0, len(publish), COMMAND_AMF0, 1) + publish + header0(6, 0, 200_000, VIDEO, 1)
+                     + bytes(128))
+        with pytest.raises(TimeoutError):
+            await _closed_within(eager, 1)  # still open: the frame's chunks are awaited
+        writer.close()
     finally:
         await server.close()

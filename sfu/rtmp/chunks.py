@@ -21,6 +21,7 @@ The reader copies each chunk's payload once, into its message's buffer.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SET_CHUNK_SIZE, ABORT, ACKNOWLEDGEMENT, USER_CONTROL, WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH = 1, 2, 3, 4, 5, 6
@@ -69,11 +70,13 @@ class ChunkReader:
         self._max_partial = max_partial_streams
         self._max_buffered = max_buffered
         self._buffered = 0  # bytes held in half-read messages
+        self._widen: tuple[Callable[[Message], bool], int, int] | None = None
         self.received = 0  # bytes fed, for acknowledgements
 
-    def set_limits(self, max_message: int, max_buffered: int) -> None:
-        """Take messages up to `max_message` bytes, and hold up to `max_buffered` in half-read ones."""
-        self._max_message, self._max_buffered = max_message, max_buffered
+    def widen_after(self, first: Callable[[Message], bool], max_message: int, max_buffered: int) -> None:
+        """Once a message for which `first` is true is read, take messages up to `max_message` bytes and
+        hold up to `max_buffered` in half-read ones (from the very next chunk, in the same read too)."""
+        self._widen = (first, max_message, max_buffered)
 
     def feed(self, data: bytes) -> list[Message]:
         self.received += len(data)
@@ -176,6 +179,9 @@ class ChunkReader:
 
     def _deliver(self, stream: _Stream, payload: bytes, out: list[Message]) -> None:
         message = Message(stream.type_id, stream.stream_id, stream.timestamp, payload)
+        if self._widen is not None and self._widen[0](message):
+            _, self._max_message, self._max_buffered = self._widen
+            self._widen = None
         if message.type_id == SET_CHUNK_SIZE and len(payload) >= 4:
             size = _U32.unpack_from(payload)[0] & 0x7FFFFFFF
             if size < 1:

@@ -111,6 +111,8 @@ class RtmpConnection(asyncio.Protocol):
         self._shaken = False
         self._reader = ChunkReader(max_message=limits.max_message_before_publish,
                                    max_buffered=limits.max_buffered_before_publish)
+        # Frames may follow a publish command before it is answered (in the same read, even): room for them.
+        self._reader.widen_after(_asks_to_publish, limits.max_message, limits.max_buffered)
         self._writer = ChunkWriter()
         self._acked = 0
         self._peer_window = 0  # the peer's Window Acknowledgement Size: ack it this often
@@ -244,8 +246,6 @@ class RtmpConnection(asyncio.Protocol):
             self._data(message.payload)
         elif kind in (COMMAND_AMF0, COMMAND_AMF3):
             payload = message.payload[1:] if kind == COMMAND_AMF3 else message.payload  # AMF3 commands open with 0
-            if payload.startswith(PUBLISH_COMMAND):  # frames may follow before it is answered: room for them
-                self._reader.set_limits(self._limits.max_message, self._limits.max_buffered)
             try:
                 self._commands.put_nowait(Message(kind, message.stream_id, message.timestamp, payload))
             except asyncio.QueueFull:
@@ -456,3 +456,9 @@ def _within(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6
     except ValueError:
         return False
     return any(found in network for network in networks)
+
+
+def _asks_to_publish(message: Message) -> bool:
+    if message.type_id == COMMAND_AMF0:
+        return message.payload.startswith(PUBLISH_COMMAND)
+    return message.type_id == COMMAND_AMF3 and message.payload[1:].startswith(PUBLISH_COMMAND)

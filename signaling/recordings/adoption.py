@@ -43,6 +43,7 @@ class RecordingAdopter:
         try:
             await self.look()
         except Exception as exc:  # noqa: BLE001 - the registry or the database is down: look again later
+            self._missing_since.clear()  # an outage is no proof of death: the count starts again after it
             if not self._failing:
                 log.warning("could not look for recordings of lost nodes: %s", exc or type(exc).__name__)
             self._failing = True
@@ -60,5 +61,8 @@ class RecordingAdopter:
         adopted = 0
         for row_id, room, node in rows:
             if node in missing and now - self._missing_since[node] >= self._after:
-                adopted += await self._recordings.adopt(row_id, room, node)
+                async with asyncio.timeout(5):  # again right before: it may have come back meanwhile
+                    if any(n.record.id == node for n in await self._registry.live()):
+                        continue
+                adopted += await self._recordings.adopt(row_id, room, node, self._after)
         return adopted

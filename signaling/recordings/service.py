@@ -59,7 +59,9 @@ class RecordingService:
         options: RecordingOptions,
         thumbnails: LiveThumbnails,
         clock: Callable[[], float] = time.time,
+        recover_after: float = 0.0,
     ) -> None:
+        self._recover_after = recover_after  # in a cluster: announced first, so that nobody adopts what it recovers
         self._db = db
         self.storage = storage
         self._sinks = sinks
@@ -73,6 +75,7 @@ class RecordingService:
         self._background: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._no_copy: set[int] = set()  # recordings of lost nodes the storage holds no copy of (said once)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -173,14 +176,15 @@ class RecordingService:
         try:
             done = await finalize_spool(folder, self.storage, _prefix(room, row_id))
         except EmptyRecording:
-            await self._set(row_id, state="failed", error="nothing was recorded (no keyframe arrived)")
+            await self._set(row_id, mine=True, state="failed", error="nothing was recorded (no keyframe arrived)")
             return
         except (StorageError, OSError) as exc:
             log.warning("recording %d could not be finalized (its spool is kept, retried at restart): %s", row_id, exc)
-            await self._set(row_id, state="recording", error=str(exc)[:256])
+            await self._set(row_id, mine=True, state="recording", error=str(exc)[:256])
             return
         await self._set(
             row_id,
+            mine=True,
             state="ready",
             duration=round(done.info.duration, 3),
             size=done.size,
@@ -194,10 +198,14 @@ class RecordingService:
         )
         log.info("recording %d of %s ready: %.1f s, %d bytes", row_id, room, done.info.duration, done.size)
 
-    async def _set(self, row_id: int, **values: object) -> None:
+    async def _set(self, row_id: int, mine: bool = False, **values: object) -> None:
+        """Change the row; with `mine`, only while this node holds it (another may have adopted it)."""
         async with self._db.session() as session:
             row = await session.get(RecordingRow, row_id)
             if row is None:
+                return
+            if mine and row.node != self._node:
+                log.warning("recording %d is node %s's now: this node's result is not kept", row_id, row.node)
                 return
             for key, value in values.items():
                 setattr(row, key, value)
@@ -205,6 +213,7 @@ class RecordingService:
 
     async def recover(self) -> int:
         """Finalize what this node left unfinished when it last stopped; the number recovered."""
+        await asyncio.sleep(self._recover_after)
         async with self._db.session() as session:
             rows = list(
                 await session.execute(
@@ -238,7 +247,7 @@ class RecordingService:
         for folder in folders:
             async with self._db.session() as session:
                 row = await session.get(RecordingRow, int(folder.name))
-            if row is not None and row.node != self._node and not any(a.row_id == row.id for a in self._active.values()):
+            if row is not None and row.node != self._node and row.state in ("ready", "failed"):
                 log.info("recording %s was finished by node %s: its spool here goes", folder.name, row.node)
                 await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
@@ -255,10 +264,27 @@ class RecordingService:
             )
             return [(int(i), str(name), str(node)) for i, name, node in rows]
 
-    async def adopt(self, row_id: int, room: str, node: str) -> bool:
+    async def adopt(self, row_id: int, room: str, node: str, quiet: float) -> bool:
         """Finish recording `row_id`, which node `node` (gone for good) left unfinished, from the live copy
         it had sent to the storage; whether this node took it (another may have, first). What that
-        copy lacks (the last seconds before the death, up to a part of the upload) is lost."""
+        copy lacks (the last seconds before the death, up to a part of the upload) is lost.
+
+        Only a copy nobody has written to for `quiet` seconds is taken: a node missing from the
+        registry may still be recording (cut off from Redis alone), and its copy then grows. A
+        recording with no copy at all (a storage the nodes do not share, or a death before the first
+        push) is left for its node to finish when it starts again."""
+        live_key = f"{_prefix(room, row_id)}/{LIVE_OBJECT}"
+        written = await self.storage.last_written(live_key)
+        if written is None:
+            if row_id not in self._no_copy:
+                if len(self._no_copy) >= 10_000:
+                    self._no_copy.clear()
+                self._no_copy.add(row_id)
+                log.warning("recording %d of %s: its node %s is gone and the storage holds no copy of it; it waits "
+                            "for that node", row_id, room, node)
+            return False
+        if self._clock() - written < quiet:
+            return False
         async with self._db.session() as session:
             taken = await session.execute(
                 update(RecordingRow)
@@ -272,16 +298,16 @@ class RecordingService:
         folder = self._spool_root / str(row_id)
         try:
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-            found = await self.storage.take_unfinished(f"{_prefix(room, row_id)}/{LIVE_OBJECT}", folder / SPOOL)
+            found = await self.storage.take_unfinished(live_key, folder / SPOOL)
         except Exception as exc:  # noqa: BLE001 - the storage or disk failed: give it back, tried again later
             log.warning("recording %d: its live copy could not be read (%s); tried again later", row_id, exc)
             await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
             await self._set(row_id, node=node, state="recording")
             return False
-        if not found:
+        if not found:  # gone between the two looks: another node's finalize took it
             await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
-            await self._set(row_id, state="failed", error=f"its node {node} died before any of it reached the storage")
-            return True
+            await self._set(row_id, node=node, state="recording")
+            return False
         await self._finalize(row_id, room, folder)
         return True
 
