@@ -9,6 +9,7 @@ each with its own spool. The node recording the stream is killed with SIGKILL an
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from contextlib import ExitStack
@@ -102,15 +103,19 @@ async def test_the_recording_of_a_node_that_never_comes_back_is_finished_by_anot
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_only_a_copy_nobody_writes_to_is_adopted_and_only_once(rec: Any, clock: Any) -> None:
+async def test_only_a_copy_nobody_writes_to_is_adopted_and_only_once(rec: Any) -> None:
     """A node missing from the registry may still be recording (cut off from Redis alone): while its
-    live copy grows, nobody takes it. No copy at all (a storage the nodes do not share): it waits for
-    its node. A quiet copy is taken by one node only."""
+    live copy changes, nobody takes it. No copy at all (a storage the nodes do not share): it waits for
+    its node. A copy that stays as it is for RECORDING_ADOPT_AFTER is taken, by one node, once."""
     from sqlalchemy import select
 
+    from cluster.memory import MemoryRegistry
     from signaling.db.models import Channel, Recording as RecordingRow
+    from signaling.recordings.adoption import RecordingAdopter
 
+    after = 0.3
     recordings = rec.services.recordings
+    adopter = RecordingAdopter(recordings, MemoryRegistry(), after)  # a registry where nobody lives
     name, _ = await rec.user()
     async with rec.services.db.session() as session:
         channel = (await session.execute(select(Channel).where(Channel.name == name))).scalar_one()
@@ -119,19 +124,23 @@ async def test_only_a_copy_nobody_writes_to_is_adopted_and_only_once(rec: Any, c
         await session.commit()
         row_id = row.id
     assert await recordings.unfinished_elsewhere() == [(row_id, name, "gone-node")]
-    assert not await recordings.adopt(row_id, name, "gone-node", quiet=60)  # no copy: left for its node
+    assert await adopter.look() == 0
+    await asyncio.sleep(after + 0.1)
+    assert await adopter.look() == 0  # missing long enough, but no copy: left for its node
 
     copy = recordings.storage.local_path(f"recordings/{name}/{row_id}/live.mp4")
     assert copy is not None
     partial = copy.with_name("live.mp4.uploading")
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"not media")  # (what it holds is finalize's concern; failing is a finish too)
-    written = partial.stat().st_mtime
-    clock.now = written + 10
-    assert not await recordings.adopt(row_id, name, "gone-node", quiet=60)  # still growing ten seconds ago
-    clock.now = written + 61
-    assert await recordings.adopt(row_id, name, "gone-node", quiet=60)
-    assert not await recordings.adopt(row_id, name, "gone-node", quiet=60)  # taken: once
+    assert await adopter.look() == 0  # its copy just seen
+    await asyncio.sleep(after + 0.1)
+    partial.write_bytes(b"not media, and more")
+    os.utime(partial, (time.time() + 5, time.time() + 5))  # written again (a coarse file clock moves too)
+    assert await adopter.look() == 0  # it changed: its node lives
+    await asyncio.sleep(after + 0.1)
+    assert await adopter.look() == 1  # unchanged for `after`: taken
+    assert not await recordings.adopt(row_id, name, "gone-node")  # and by nobody else
     async with rec.services.db.session() as session:
         taken = await session.get(RecordingRow, row_id)
         assert taken is not None and taken.node == rec.services.settings.resolved_node_id

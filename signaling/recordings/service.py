@@ -75,7 +75,6 @@ class RecordingService:
         self._background: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._no_copy: set[int] = set()  # recordings of lost nodes the storage holds no copy of (said once)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -168,7 +167,7 @@ class RecordingService:
         if active is None:
             return None
         await active.recording.stop()
-        await self._set(active.row_id, state="processing", ended_at=self._now())
+        await self._set(active.row_id, mine=True, state="processing", ended_at=self._now())
         self._spawn(self._finalize(active.row_id, room, active.recording.folder), f"recording-{active.row_id}-finalize")
         return active.row_id
 
@@ -200,12 +199,17 @@ class RecordingService:
 
     async def _set(self, row_id: int, mine: bool = False, **values: object) -> None:
         """Change the row; with `mine`, only while this node holds it (another may have adopted it)."""
+        if mine:
+            async with self._db.session() as session:
+                changed = await session.execute(
+                    update(RecordingRow).where(RecordingRow.id == row_id, RecordingRow.node == self._node).values(**values))
+                await session.commit()
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                log.warning("recording %d is another node's now (or gone): this node's result is not kept", row_id)
+            return
         async with self._db.session() as session:
             row = await session.get(RecordingRow, row_id)
             if row is None:
-                return
-            if mine and row.node != self._node:
-                log.warning("recording %d is node %s's now: this node's result is not kept", row_id, row.node)
                 return
             for key, value in values.items():
                 setattr(row, key, value)
@@ -213,8 +217,7 @@ class RecordingService:
 
     async def recover(self) -> int:
         """Finalize what this node left unfinished when it last stopped; the number recovered."""
-        await asyncio.sleep(self._recover_after)
-        async with self._db.session() as session:
+        async with self._db.session() as session:  # before any recording of this run can exist
             rows = list(
                 await session.execute(
                     select(RecordingRow.id, Channel.name, RecordingRow.ended_at)
@@ -222,6 +225,7 @@ class RecordingService:
                     .where(RecordingRow.node == self._node, RecordingRow.state.in_(ACTIVE_STATES))
                 )
             )
+        await asyncio.sleep(self._recover_after)
         await self._forget_adopted({row_id for row_id, _, _ in rows})
         recovered = 0
         for row_id, room, ended_at in rows:
@@ -264,27 +268,16 @@ class RecordingService:
             )
             return [(int(i), str(name), str(node)) for i, name, node in rows]
 
-    async def adopt(self, row_id: int, room: str, node: str, quiet: float) -> bool:
+    async def copy_written(self, row_id: int, room: str) -> float | None:
+        """When the live copy of recording `row_id` was last written to, by the storage's clock; None when
+        the storage holds none (a storage the nodes do not share, or a death before the first push)."""
+        return await self.storage.last_written(f"{_prefix(room, row_id)}/{LIVE_OBJECT}")
+
+    async def adopt(self, row_id: int, room: str, node: str) -> bool:
         """Finish recording `row_id`, which node `node` (gone for good) left unfinished, from the live copy
         it had sent to the storage; whether this node took it (another may have, first). What that
-        copy lacks (the last seconds before the death, up to a part of the upload) is lost.
-
-        Only a copy nobody has written to for `quiet` seconds is taken: a node missing from the
-        registry may still be recording (cut off from Redis alone), and its copy then grows. A
-        recording with no copy at all (a storage the nodes do not share, or a death before the first
-        push) is left for its node to finish when it starts again."""
+        copy lacks (the last seconds before the death, up to a part of the upload) is lost."""
         live_key = f"{_prefix(room, row_id)}/{LIVE_OBJECT}"
-        written = await self.storage.last_written(live_key)
-        if written is None:
-            if row_id not in self._no_copy:
-                if len(self._no_copy) >= 10_000:
-                    self._no_copy.clear()
-                self._no_copy.add(row_id)
-                log.warning("recording %d of %s: its node %s is gone and the storage holds no copy of it; it waits "
-                            "for that node", row_id, room, node)
-            return False
-        if self._clock() - written < quiet:
-            return False
         async with self._db.session() as session:
             taken = await session.execute(
                 update(RecordingRow)
