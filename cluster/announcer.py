@@ -33,6 +33,7 @@ class Announcer:
         self._failing = False
         self._poked = asyncio.Event()
         self._closed = False
+        self.announced = asyncio.Event()  # set at the first announcement the registry took
 
     async def claim(self) -> None:
         """Make sure no other live process announces this node's id (waiting out the record of an earlier
@@ -135,3 +136,4 @@ class Announcer:
             if self._failing:
                 log.info("node %s is announced to the registry again", record.id)
             self._failing = False
+            self.announced.set()

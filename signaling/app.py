@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bus import Bus, is_shared, open_bus
-from cluster import NODE_TTL, Announcer, NodeRegistry, RegistryError, open_origin_locks, open_registry
+from cluster import Announcer, NodeRegistry, RegistryError, open_origin_locks, open_registry
 from recorder.hls.ladder import Rendition, parse_ladder
 from recorder.hls.transcoder import LadderOptions
 from recorder.live_thumbnails import LiveThumbnails
@@ -295,7 +295,6 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         ),
         LiveThumbnails(node.sinks, storage, settings.live_thumbnail_interval),
         clock,
-        recover_after=NODE_TTL if is_shared(settings.bus_url) else 0.0,
     )
     streams.watchers.append(recordings)
     hls = HlsService(
@@ -316,6 +315,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         settings.resolved_node_id, settings.resolved_internal_url, tuple(announced for _, announced in ice.pairs()),
         node, lambda: hls.running, hls.channels, _version(),
     ))
+    if is_shared(settings.bus_url):
+        recordings.announced = announcer.announced
     streams.watchers.append(AnnounceOnChange(announcer))
     directory = NodeDirectory(registry)
     reaper = StreamReaper(streams, registry, settings.resolved_node_id)

@@ -34,6 +34,7 @@ from signaling.errors import Conflict, Forbidden, NotFound, Unavailable
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("recording", "processing")
+RECOVER_WAIT = 15.0  # seconds, at most, for this node's first announcement before it recovers its recordings
 
 
 @dataclass(slots=True)
@@ -59,9 +60,10 @@ class RecordingService:
         options: RecordingOptions,
         thumbnails: LiveThumbnails,
         clock: Callable[[], float] = time.time,
-        recover_after: float = 0.0,
     ) -> None:
-        self._recover_after = recover_after  # in a cluster: announced first, so that nobody adopts what it recovers
+        # In a cluster, set to the announcer's: in the registry before recovering, so that no other node
+        # adopts what it recovers (signaling.recordings.adoption).
+        self.announced: asyncio.Event | None = None
         self._db = db
         self.storage = storage
         self._sinks = sinks
@@ -225,7 +227,11 @@ class RecordingService:
                     .where(RecordingRow.node == self._node, RecordingRow.state.in_(ACTIVE_STATES))
                 )
             )
-        await asyncio.sleep(self._recover_after)
+        if self.announced is not None:
+            try:
+                await asyncio.wait_for(self.announced.wait(), RECOVER_WAIT)
+            except TimeoutError:  # the registry is down: nobody can count this node missing either
+                log.warning("recovering recordings before this node could announce itself")
         await self._forget_adopted({row_id for row_id, _, _ in rows})
         recovered = 0
         for row_id, room, ended_at in rows:
