@@ -232,6 +232,11 @@ class RecordingService:
                 await asyncio.wait_for(self.announced.wait(), RECOVER_WAIT)
             except TimeoutError:  # the registry is down: nobody can count this node missing either
                 log.warning("recovering recordings before this node could announce itself")
+            async with self._db.session() as session:  # still this node's (none was adopted meanwhile)?
+                still = set((await session.execute(
+                    select(RecordingRow.id).where(RecordingRow.node == self._node,
+                                                  RecordingRow.state.in_(ACTIVE_STATES)))).scalars())
+            rows = [r for r in rows if r[0] in still]
         await self._forget_adopted({row_id for row_id, _, _ in rows})
         recovered = 0
         for row_id, room, ended_at in rows:
