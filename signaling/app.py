@@ -315,7 +315,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> we
         settings.resolved_node_id, settings.resolved_internal_url, tuple(announced for _, announced in ice.pairs()),
         node, lambda: hls.running, hls.channels, _version(),
     ))
-    if is_shared(settings.bus_url):
+    if settings.media and is_shared(settings.bus_url):  # (a front door announces nothing, and records nothing)
         recordings.announced = announcer.announced
     streams.watchers.append(AnnounceOnChange(announcer))
     directory = NodeDirectory(registry)

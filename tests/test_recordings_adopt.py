@@ -146,3 +146,17 @@ async def test_only_a_copy_nobody_writes_to_is_adopted_and_only_once(rec: Any) -
         assert taken is not None and taken.node == rec.services.settings.resolved_node_id
         assert taken.state == "failed" and "nothing was recorded" in taken.error
     assert await recordings.unfinished_elsewhere() == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_node_stopped_before_it_could_announce_itself_stops_at_once(rec: Any) -> None:
+    """A node in a cluster recovers its recordings once the registry took its announcement; stopped
+    before that (or a process that never announces), its shutdown does not wait for it."""
+    recordings = rec.services.recordings
+    recordings.announced = asyncio.Event()  # never set here
+    recovering = asyncio.create_task(recordings.recover())
+    await asyncio.sleep(0.2)
+    assert not recovering.done()  # waiting for the announcement
+    began = time.monotonic()
+    await asyncio.wait_for(recordings.close(), 5)
+    assert await asyncio.wait_for(recovering, 1) == 0 and time.monotonic() - began < 1

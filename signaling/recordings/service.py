@@ -64,6 +64,7 @@ class RecordingService:
         # In a cluster, set to the announcer's: in the registry before recovering, so that no other node
         # adopts what it recovers (signaling.recordings.adoption).
         self.announced: asyncio.Event | None = None
+        self._closing = asyncio.Event()
         self._db = db
         self.storage = storage
         self._sinks = sinks
@@ -94,6 +95,7 @@ class RecordingService:
     async def close(self) -> None:
         """Stop every recording and finalize what can be in a few seconds; the rest is recovered at
         the next start (its spool is on disk)."""
+        self._closing.set()
         await stop([self._sweeper], "the recordings' retention")
         self._sweeper = None
         for name in list(self._active):
@@ -227,10 +229,16 @@ class RecordingService:
                     .where(RecordingRow.node == self._node, RecordingRow.state.in_(ACTIVE_STATES))
                 )
             )
-        if self.announced is not None:
+        if self.announced is not None and not self.announced.is_set():
+            waits = [asyncio.ensure_future(self.announced.wait()), asyncio.ensure_future(self._closing.wait())]
             try:
-                await asyncio.wait_for(self.announced.wait(), RECOVER_WAIT)
-            except TimeoutError:  # the registry is down: nobody can count this node missing either
+                await asyncio.wait(waits, timeout=RECOVER_WAIT, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if self._closing.is_set():
+                return 0  # stopped before it could announce itself: the next start recovers
+            if not self.announced.is_set():  # the registry is down: nobody can count this node missing either
                 log.warning("recovering recordings before this node could announce itself")
             async with self._db.session() as session:  # still this node's (none was adopted meanwhile)?
                 still = set((await session.execute(
